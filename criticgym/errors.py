@@ -1,0 +1,50 @@
+"""The package's own error types. Every message names the fix."""
+
+from __future__ import annotations
+
+
+class CriticGymError(Exception):
+    """Base class of every error criticgym raises on purpose."""
+
+
+class ConfigError(CriticGymError, ValueError):
+    """A wrong argument: unknown name, bad value, incompatible options."""
+
+
+class UnknownModelError(ConfigError):
+    """A model name that is neither built in, a local folder, nor loadable from the hub."""
+
+
+class UnknownEnvError(ConfigError):
+    """An environment id that criticgym does not register."""
+
+
+class PromptTooLongError(ConfigError):
+    """A prompt that does not fit the environment's or the model's context."""
+
+
+class InvalidActionError(ConfigError):
+    """An action (token id) outside the vocabulary, or a step on a finished episode."""
+
+
+class MissingDependencyError(CriticGymError, ImportError):
+    """An optional package is missing; the message gives the ``pip install`` that adds it."""
+
+
+def require(module: str, pip: str, purpose: str):
+    """Import ``module`` or raise :class:`MissingDependencyError` naming ``pip``.
+
+    Args:
+        module: the module to import, e.g. ``"vaderSentiment.vaderSentiment"``.
+        pip: the install command's argument, e.g. ``"vaderSentiment==3.3.2"``.
+        purpose: what needs it, for the message.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{purpose} needs the package {pip.split('=')[0]!r}, which is not installed. "
+            f"Install it with: pip install {pip}   (or: pip install 'criticgym[offline]')"
+        ) from exc

