@@ -159,7 +159,7 @@ class SentimentClassifier:
 
             from criticgym.rollout.models import build_once
 
-            folder = build_once("sentiment-classifier-v1", _train_sentiment_classifier)
+            folder = build_once("sentiment-classifier-v2", _train_sentiment_classifier)
             self._model = joblib.load(folder / "model.joblib")
             self.meta = json.loads((folder / "meta.json").read_text())
         return self._model

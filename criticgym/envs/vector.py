@@ -124,8 +124,7 @@ class TextGenVectorEnv(VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        actions = np.asarray(actions).reshape(n)
-        self.episodes.check_actions(actions, self._all)
+        actions = self.episodes.check_actions(actions, self._all)
 
         restarted = np.zeros(n, dtype=bool)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP and self._pending_reset.any():

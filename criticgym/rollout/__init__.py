@@ -1,6 +1,13 @@
 """The rollout engine: model loading and batched KV-cached sampling. Imports nothing else of criticgym."""
 
-from criticgym.rollout.engine import RolloutBatch, RolloutEngine, filter_logits, left_pad, sequence_logprobs
+from criticgym.rollout.engine import (
+    RolloutBatch,
+    RolloutEngine,
+    filter_logits,
+    left_pad,
+    sample_from_logits,
+    sequence_logprobs,
+)
 from criticgym.rollout.models import BUILTIN_MODELS, cache_dir, load_policy, load_tokenizer
 
 __all__ = [
@@ -12,5 +19,6 @@ __all__ = [
     "left_pad",
     "load_policy",
     "load_tokenizer",
+    "sample_from_logits",
     "sequence_logprobs",
 ]

@@ -81,6 +81,19 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw one token per row from ``softmax(logits)`` by inverting the CDF: (B, V) -> (B,).
+
+    Exact, and needs one uniform number per row. ``torch.multinomial`` and the Gumbel-max trick draw a
+    random number per vocabulary entry, which on a CPU costs more than a small model's forward pass.
+    Tokens whose logit is -inf are never drawn.
+    """
+    cdf = logits.softmax(dim=-1).double().cumsum(dim=-1)  # float64: no drift over a 50k vocabulary
+    u = torch.rand((logits.size(0), 1), generator=generator, dtype=torch.float64, device=logits.device)
+    u = (1.0 - u) * cdf[:, -1:]  # in (0, total]: a zero-width interval is never hit
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.size(-1) - 1)
+
+
 def sequence_logprobs(
     model: PreTrainedModel,
     prompt_ids: torch.Tensor,
@@ -145,6 +158,7 @@ class RolloutEngine:
         prompts: Sequence[str] | Sequence[Sequence[int]],
         *,
         max_new_tokens: int = 20,
+        min_new_tokens: int = 0,
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
@@ -156,6 +170,7 @@ class RolloutEngine:
         Args:
             prompts: texts (encoded with the tokenizer, no special tokens added) or token-id lists.
             max_new_tokens: token budget per completion.
+            min_new_tokens: EOS is masked out before this many tokens (as in ``model.generate``).
             temperature: softmax temperature (> 0); log-probs are those of the tempered distribution.
             top_k: keep only the k most likely tokens (0: all).
             top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (1.0: all).
@@ -169,13 +184,15 @@ class RolloutEngine:
         else:
             encoded = [list(p) for p in prompts]
         prompt_ids, prompt_mask = left_pad(encoded, self.pad_id, self.device)
-        return self._run(prompt_ids, prompt_mask, max_new_tokens, temperature, top_k, top_p, greedy, seed, None)
+        sampling = _Sampling(min_new_tokens, temperature, top_k, top_p, greedy, seed)
+        return self._run(prompt_ids, prompt_mask, max_new_tokens, sampling, None)
 
     @torch.no_grad()
     def rollout(
         self,
         envs: Any,
         *,
+        min_new_tokens: int = 0,
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
@@ -202,9 +219,8 @@ class RolloutEngine:
         lengths = mask.sum(axis=1)
         encoded = [ids[row, : lengths[row]].tolist() for row in range(len(ids))]
         prompt_ids, prompt_mask = left_pad(encoded, self.pad_id, self.device)
-        return self._run(
-            prompt_ids, prompt_mask, envs.unwrapped.max_new_tokens, temperature, top_k, top_p, greedy, seed, envs
-        )
+        sampling = _Sampling(min_new_tokens, temperature, top_k, top_p, greedy, seed)
+        return self._run(prompt_ids, prompt_mask, envs.unwrapped.max_new_tokens, sampling, envs)
 
     def score(
         self, batch: RolloutBatch, model: PreTrainedModel | None = None, temperature: float = 1.0
@@ -226,13 +242,10 @@ class RolloutEngine:
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
         max_new_tokens: int,
-        temperature: float,
-        top_k: int,
-        top_p: float,
-        greedy: bool,
-        seed: int | None,
+        sampling: _Sampling,
         envs: Any,
     ) -> RolloutBatch:
+        min_new_tokens, temperature, top_k, top_p, greedy, seed = sampling
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
         if not greedy and temperature <= 0:
@@ -269,19 +282,21 @@ class RolloutEngine:
             position_ids=positions,
             use_cache=True,
             output_hidden_states=want_values,
+            logits_to_keep=1,  # only the last position's distribution is needed, not (B, P, V)
         )
         next_position = positions[:, -1:] + 1  # (B, 1)
         steps = 0
         for t in range(max_new_tokens):
             logits = out.logits[:, -1, :].float()  # (B, V): the distribution of token t
+            if t < min_new_tokens:
+                logits[:, self.eos_ids] = float("-inf")
             if greedy:
                 tokens = logits.argmax(dim=-1)  # (B,)
                 step_logprobs = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
             else:
                 logits = logits / temperature
                 full = logits.log_softmax(dim=-1)  # (B, V)
-                probs = filter_logits(logits, top_k, top_p).softmax(dim=-1)
-                tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+                tokens = sample_from_logits(filter_logits(logits, top_k, top_p), generator)  # (B,)
                 step_logprobs = full.gather(1, tokens[:, None]).squeeze(1)
             if want_values:
                 hidden = out.hidden_states[-1][:, -1, :]  # (B, H)
@@ -332,6 +347,15 @@ class RolloutEngine:
         if self.ref_model is not None:
             batch = batch._replace(ref_logprobs=self.score(batch, self.ref_model, 1.0 if greedy else temperature))
         return batch
+
+
+class _Sampling(NamedTuple):
+    min_new_tokens: int
+    temperature: float
+    top_k: int
+    top_p: float
+    greedy: bool
+    seed: int | None
 
 
 def _row_info(info: dict[str, Any], row: int) -> dict[str, Any]:

@@ -236,3 +236,33 @@ def test_greedy_equals_generate_on_cuda_bf16():
     ]
     agree = (batch.completion_ids == reference[:, : batch.completion_ids.shape[1]]).float().mean()
     assert agree > 0.9  # bf16 kernels may break near-ties differently
+
+
+def test_min_new_tokens_masks_eos(sharp):
+    model, tokenizer = sharp
+    eos = tokenizer.eos_token_id
+
+    def always_eos(module, args, kwargs, output):
+        output.logits[:, -1, eos] = 1e4
+        return output
+
+    handle = model.register_forward_hook(always_eos, with_kwargs=True)
+    try:
+        engine = RolloutEngine(model, tokenizer)
+        assert engine.generate(["a", "b"], max_new_tokens=8, greedy=True).lengths.tolist() == [1, 1]
+        batch = engine.generate(["a", "b"], max_new_tokens=8, min_new_tokens=3, seed=0)
+    finally:
+        handle.remove()
+    assert batch.lengths.tolist() == [4, 4]
+    assert (batch.completion_ids[:, :3] != eos).all() and (batch.completion_ids[:, 3] == eos).all()
+
+
+def test_sampler_draws_from_the_softmax():
+    from criticgym.rollout import sample_from_logits
+
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2])
+    logits = probs.log().expand(200_000, 4).contiguous()
+    draws = sample_from_logits(logits, torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(draws, minlength=4) / len(draws)
+    assert frequencies[1] == 0  # -inf logits are never drawn
+    torch.testing.assert_close(frequencies, probs, atol=5e-3, rtol=0)

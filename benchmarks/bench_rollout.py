@@ -1,0 +1,186 @@
+"""Rollout throughput: our engine driving the vector env, against ``model.generate`` and a naive loop.
+
+All three sample the same prompts (SentimentControl), exactly ``--new-tokens`` tokens per row (EOS is masked
+until then, so every method does the same work), temperature 1, no top-k/top-p, measured in one run on the
+same machine. Times are the best of ``--repeats`` after a warm-up.
+
+    python benchmarks/bench_rollout.py --out benchmarks/results/rollout_cpu.md
+    python benchmarks/bench_rollout.py --models tiny --batch-sizes 1 32 --device cuda --out rollout_gpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import criticgym
+from criticgym.rollout import RolloutEngine, left_pad, load_policy, sample_from_logits
+
+# 2 x 134.5M parameters is the forward cost of a token for smollm2-135m; the same rule for tiny.
+OFFLINE_MATMUL_GFLOPS = 170.0  # OFFLINE.md, fp32 on the project's 2-core machines
+
+
+def measure_matmul_gflops(device: torch.device, size: int = 1024, repeats: int = 20) -> float:
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_time(fn, device: torch.device, repeats: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.no_grad()
+def naive_loop(model, ids, mask, new_tokens, eos_id, generator):
+    """Re-run the whole sequence every step, no KV cache (how RL4LMs-style code generated).
+
+    It samples with the engine's sampler, so that the comparison isolates the cache.
+    """
+    for _ in range(new_tokens):
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+        logits[:, eos_id] = float("-inf")
+        token = sample_from_logits(logits, generator)[:, None]
+        ids = torch.cat([ids, token], 1)
+        mask = torch.cat([mask, torch.ones_like(token)], 1)
+    return ids
+
+
+def run(model_name: str, batch_size: int, new_tokens: int, device: torch.device, repeats: int) -> dict:
+    model, tokenizer = load_policy(model_name, device=device)
+    engine = RolloutEngine(model, tokenizer)
+    envs = criticgym.make_vec(
+        "criticgym/SentimentControl-v0",
+        num_envs=batch_size,
+        model=model_name,
+        reward=None,
+        max_new_tokens=new_tokens,
+        autoreset_mode="disabled",
+    )
+    obs, _ = envs.reset(seed=0)
+    prompts = [row[: int(m.sum())].tolist() for row, m in zip(obs["input_ids"], obs["attention_mask"], strict=True)]
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id, device)
+    eos = tokenizer.eos_token_id
+
+    def ours():
+        batch = engine.rollout(envs, seed=0, min_new_tokens=new_tokens)
+        assert int(batch.completion_mask.sum()) == batch_size * new_tokens
+
+    def hf_generate():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        assert out.shape[1] - ids.shape[1] == new_tokens
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    times = {
+        "engine+env": best_time(ours, device, repeats),
+        "generate": best_time(hf_generate, device, repeats),
+        "naive": best_time(lambda: naive_loop(model, ids, mask, new_tokens, eos, generator), device, repeats),
+    }
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "model": model_name,
+        "params": params,
+        "batch": batch_size,
+        "tokens": batch_size * new_tokens,
+        "tokens_per_s": {k: batch_size * new_tokens / v for k, v in times.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["tiny", "smollm2-135m"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--new-tokens", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, help="markdown report to write (a .json beside it)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    gflops = measure_matmul_gflops(device)
+    print(f"matmul peak measured now: {gflops:.0f} GFLOP/s (OFFLINE.md: {OFFLINE_MATMUL_GFLOPS:.0f})", flush=True)
+    rows = []
+    for model_name in args.models:
+        for batch_size in args.batch_sizes:
+            row = run(model_name, batch_size, args.new_tokens, device, args.repeats)
+            tps = row["tokens_per_s"]
+            limit = gflops * 1e9 / (2 * row["params"])  # tokens/s if every FLOP went to the forward pass
+            row["compute_limit_tokens_per_s"] = limit
+            row["engine_vs_generate"] = tps["engine+env"] / tps["generate"]
+            row["engine_vs_naive"] = tps["engine+env"] / tps["naive"]
+            rows.append(row)
+            print(
+                f"{model_name:>13} B={batch_size:<3} engine+env {tps['engine+env']:8.0f} tok/s | generate "
+                f"{tps['generate']:8.0f} | naive {tps['naive']:8.0f} | x{row['engine_vs_generate']:.2f} generate, "
+                f"x{row['engine_vs_naive']:.1f} naive | {tps['engine+env'] / limit:.0%} of compute limit",
+                flush=True,
+            )
+
+    if args.out:
+        lines = [
+            "# Rollout throughput",
+            "",
+            f"Command: `python benchmarks/bench_rollout.py --out {args.out}`  ",
+            f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+            f"device {device}, torch {torch.__version__}. Matmul peak measured in the same run: {gflops:.0f} GFLOP/s.",
+            "",
+            f"Sampling {args.new_tokens} new tokens per row from SentimentControl prompts (4-10 tokens), best of "
+            f"{args.repeats}. *compute limit* = measured matmul peak / (2 x parameters) tokens/s.",
+            "",
+            "| model | batch | engine+env tok/s | generate tok/s | naive tok/s | vs generate | vs naive "
+            "| % of compute limit |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in rows:
+            t = r["tokens_per_s"]
+            lines.append(
+                f"| {r['model']} | {r['batch']} | {t['engine+env']:.0f} | {t['generate']:.0f} | {t['naive']:.0f} "
+                f"| {r['engine_vs_generate']:.2f}x | {r['engine_vs_naive']:.1f}x "
+                f"| {t['engine+env'] / r['compute_limit_tokens_per_s']:.0%} |"
+            )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps({"matmul_gflops": gflops, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from criticgym.envs import TextGenEnv, TextGenVectorEnv
+from criticgym.errors import CriticGymError
+from criticgym.wrappers import SparseExtrinsicReward, SparseExtrinsicRewardVector
+
+
+class CountingScorer:
+    def __init__(self):
+        self.calls = []
+
+    def score(self, prompts, completions, references=None):
+        self.calls.append(list(completions))
+        return [float(len(c)) for c in completions]
+
+
+def test_pays_the_score_at_the_last_step_only(tokenizer):
+    scorer = CountingScorer()
+    env = SparseExtrinsicReward(TextGenEnv("sentiment", model=tokenizer, max_new_tokens=3), scorer, scale=0.5)
+    env.reset(seed=0)
+    rewards = [env.step(300)[1] for _ in range(3)]
+    assert rewards[:2] == [0.0, 0.0]
+    completion = tokenizer.decode([300] * 3)
+    assert rewards[2] == pytest.approx(0.5 * len(completion))
+    assert scorer.calls == [[completion]]
+
+
+def test_vector_scores_every_ending_episode_in_one_call(tokenizer):
+    scorer = CountingScorer()
+    base = TextGenVectorEnv(4, "sentiment", model=tokenizer, max_new_tokens=3, autoreset_mode="disabled")
+    envs = SparseExtrinsicRewardVector(base, scorer)
+    envs.reset(seed=0)
+    eos = tokenizer.eos_token_id
+    _, r1, *_, info1 = envs.step(np.array([eos, 300, 300, eos]))
+    assert len(scorer.calls) == 1 and len(scorer.calls[0]) == 2  # envs 0 and 3, together
+    assert r1.tolist() == [0.0, 0.0, 0.0, 0.0]  # empty completions score 0 here
+    assert info1["_extrinsic_reward"].tolist() == [True, False, False, True]
+    envs.step(np.array([eos, 300, 300, eos]))
+    _, r3, _, truncated, info3 = envs.step(np.array([eos, 300, 300, eos]))
+    assert truncated.tolist() == [False, True, True, False]
+    assert len(scorer.calls) == 2 and len(scorer.calls[1]) == 2
+    expected = len(tokenizer.decode([300] * 3))
+    assert r3.tolist() == [0.0, expected, expected, 0.0]
+
+
+def test_the_reference_reaches_the_scorer(tokenizer):
+    seen = []
+
+    def rouge_like(prompts, completions, references):
+        seen.extend(references)
+        return [0.0] * len(completions)
+
+    env = SparseExtrinsicReward(TextGenEnv("summarize", model=tokenizer, max_new_tokens=1), rouge_like)
+    _, info = env.reset(seed=0)
+    _, _, _, _, info = env.step(300)
+    assert seen == [info["reference"]] and seen[0]
+
+
+def test_a_faulty_scorer_raises_instead_of_paying(tokenizer):
+    env = SparseExtrinsicReward(TextGenEnv("sentiment", model=tokenizer, max_new_tokens=1), lambda p, c: [np.nan])
+    env.reset(seed=0)
+    with pytest.raises(CriticGymError, match="non-finite"):
+        env.step(300)
+
+
+def test_gym_make_default_reward_is_sparse():
+    env = gym.make("criticgym/SentimentControl-v0", scorer="vader", max_new_tokens=1)
+    env.reset(seed=0, options={"prompt": "A wonderful, moving"})
+    _, reward, _, truncated, info = env.step(300)
+    assert truncated and reward == pytest.approx(info["extrinsic_reward"]) and reward != 0
