@@ -1,8 +1,13 @@
 """The Gymnasium ids criticgym registers, and the factories behind them.
 
-``gym.make(id, reward=..., scorer=...)`` chooses the reward set-up:
+``gym.make(id, reward=..., ...)`` chooses the reward set-up:
 
 - ``reward="sparse"`` (default): the task's scorer (or ``scorer=``) paid at the last token.
+- ``reward="relc"``: RELC, ``alpha1 * score`` at the last token plus ``alpha2 *`` per-token span rewards from a
+  critic (``critic=``: ``"lexicon"``, ``"toxicity"``, ``"llm"``, ``"random"`` for random spans with the task
+  critic's budget, ``"random-<name>"``, or your own critic), paid in hindsight. Also ``gate=``,
+  ``positive_value=``, ``negative_value=`` (task defaults), ``critic_model=`` (the LLM critic's model) and
+  ``seed=`` (the random critic's).
 - ``reward=None``: no reward at all (every step pays 0), for users who add their own wrappers.
 
 Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``split``, ``max_new_tokens``, ...).
@@ -22,7 +27,8 @@ ENV_IDS = {
     "criticgym/Detoxify-v0": "detoxify",
     "criticgym/Summarize-v0": "summarize",
 }
-REWARDS = ("sparse", None)
+REWARDS = ("sparse", "relc", None)
+CRITICS = ("lexicon", "toxicity", "llm", "random")
 
 ScorerLike = str | Callable[..., Sequence[float]] | Any
 
@@ -32,15 +38,51 @@ def _check_reward(reward: str | None) -> None:
         raise ConfigError(f"Unknown reward set-up {reward!r}; use one of {list(REWARDS)}.")
 
 
+def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = "smollm2-135m", seed: int = 0) -> Any:
+    """A critic by name for a task (``"random"`` copies the budget of the task's default critic)."""
+    from criticgym.critics import LexiconCritic, LLMCritic, RandomCritic, ToxicityCritic
+    from criticgym.envs import get_task
+
+    if not isinstance(name, str):
+        return name
+    if name.startswith("random"):
+        inner = name.partition("-")[2] or get_task(task).critic
+        return RandomCritic(make_critic(inner, task, tokenizer, critic_model), tokenizer, seed=seed)
+    if name == "lexicon":
+        return LexiconCritic()
+    if name == "toxicity":
+        return ToxicityCritic()
+    if name == "llm":
+        return LLMCritic(critic_model, template=get_task(task).name)
+    raise ConfigError(f"Unknown critic {name!r}; use one of {list(CRITICS)}, 'random-<critic>', or your own critic.")
+
+
+def _reward_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Split the reward keywords off ``kwargs`` (what is left goes to the env)."""
+    from criticgym.envs import get_task
+
+    spec = get_task(task)
+    keys = ("critic", "alpha1", "alpha2", "gate", "positive_value", "negative_value", "critic_model", "seed")
+    out = {k: kwargs.pop(k) for k in keys if k in kwargs}
+    out.setdefault("critic", spec.critic)
+    out.setdefault("positive_value", spec.span_values[0])
+    out.setdefault("negative_value", spec.span_values[1])
+    return out
+
+
 def make_env(task: str, reward: str | None = "sparse", scorer: ScorerLike = None, **kwargs: Any) -> gym.Env:
     """Build a single env with its reward wrappers (the entry point of every registered id)."""
     from criticgym.envs import TextGenEnv, get_task
-    from criticgym.wrappers import SparseExtrinsicReward
+    from criticgym.wrappers import RewardMix, SparseExtrinsicReward
 
     _check_reward(reward)
+    relc = _reward_kwargs(task, kwargs)
     env: gym.Env = TextGenEnv(task, **kwargs)
+    scorer = scorer if scorer is not None else get_task(task).scorer
     if reward == "sparse":
-        env = SparseExtrinsicReward(env, scorer if scorer is not None else get_task(task).scorer)
+        env = SparseExtrinsicReward(env, scorer)
+    elif reward == "relc":
+        env = _relc(RewardMix, env, scorer, task, relc)
     return env
 
 
@@ -49,13 +91,25 @@ def make_vector_env(
 ) -> gym.vector.VectorEnv:
     """Build the native vector env with its reward wrappers (the vector entry point of every registered id)."""
     from criticgym.envs import TextGenVectorEnv, get_task
-    from criticgym.wrappers import SparseExtrinsicRewardVector
+    from criticgym.wrappers import RewardMixVector, SparseExtrinsicRewardVector
 
     _check_reward(reward)
+    relc = _reward_kwargs(task, kwargs)
     envs: gym.vector.VectorEnv = TextGenVectorEnv(num_envs, task, **kwargs)
+    scorer = scorer if scorer is not None else get_task(task).scorer
     if reward == "sparse":
-        envs = SparseExtrinsicRewardVector(envs, scorer if scorer is not None else get_task(task).scorer)
+        envs = SparseExtrinsicRewardVector(envs, scorer)
+    elif reward == "relc":
+        envs = _relc(RewardMixVector, envs, scorer, task, relc)
     return envs
+
+
+def _relc(wrapper: Any, env: Any, scorer: ScorerLike, task: str, relc: dict[str, Any]) -> Any:
+    tokenizer = env.unwrapped.tokenizer
+    critic = make_critic(
+        relc.pop("critic"), task, tokenizer, relc.pop("critic_model", "smollm2-135m"), relc.pop("seed", 0)
+    )
+    return wrapper(env, scorer, critic, **relc)
 
 
 def register_envs() -> None:

@@ -1,5 +1,10 @@
-"""Everything that judges text: scorers now; span critics, judges and LLM backends as they land."""
+"""Everything that judges text: scorers (one number per text), span critics, LLM backends."""
 
+from criticgym.critics.backends import BackendError, LLMBackend, LocalBackend, OpenAIBackend
+from criticgym.critics.base import Critic, Critique, FunctionCritic, Span, as_critic
+from criticgym.critics.lexicon import LexiconCritic, ToxicityCritic
+from criticgym.critics.llm import LLMCritic, load_template
+from criticgym.critics.random import RandomCritic
 from criticgym.critics.scorers import (
     FunctionScorer,
     RougeScorer,
@@ -12,12 +17,26 @@ from criticgym.critics.scorers import (
 )
 
 __all__ = [
+    "BackendError",
+    "Critic",
+    "Critique",
+    "FunctionCritic",
     "FunctionScorer",
+    "LLMBackend",
+    "LLMCritic",
+    "LexiconCritic",
+    "LocalBackend",
+    "OpenAIBackend",
+    "RandomCritic",
     "RougeScorer",
     "Scorer",
     "SentimentClassifier",
+    "Span",
+    "ToxicityCritic",
     "ToxicityScorer",
     "VaderSentiment",
+    "as_critic",
     "as_scorer",
+    "load_template",
     "make_scorer",
 ]

@@ -39,6 +39,8 @@ class TaskSpec:
         max_new_tokens: completion budget.
         max_prompt_tokens: longest prompt accepted; sets the observation width.
         scorer: name of the default extrinsic scorer.
+        critic: name of the default span critic (``reward="relc"``).
+        span_values: rewards of a token in a good span and in a bad span (RELC's defaults).
     """
 
     name: str
@@ -48,6 +50,8 @@ class TaskSpec:
     max_new_tokens: int
     max_prompt_tokens: int
     scorer: str
+    critic: str = "lexicon"
+    span_values: tuple[float, float] = (0.5, -0.5)
 
 
 def _first_tokens(low: int, high: int) -> Callable[[list[Example], PreTrainedTokenizerBase], list[Prompt]]:
@@ -100,6 +104,8 @@ TASKS: dict[str, TaskSpec] = {
         max_new_tokens=14,
         max_prompt_tokens=48,
         scorer="toxicity",
+        critic="toxicity",
+        span_values=(0.0, -0.5),
     ),
     "summarize": TaskSpec(
         name="summarize",
@@ -109,6 +115,7 @@ TASKS: dict[str, TaskSpec] = {
         max_new_tokens=24,
         max_prompt_tokens=ARTICLE_TOKENS + 16,
         scorer="rouge",
+        critic="llm",
     ),
 }
 

@@ -1,5 +1,20 @@
 """Reward wrappers, one behaviour each, in single-env and vector versions."""
 
+from criticgym.wrappers.critic_span import (
+    CriticSpanReward,
+    CriticSpanRewardVector,
+    RewardMix,
+    RewardMixVector,
+    SpanRewarder,
+)
 from criticgym.wrappers.sparse import SparseExtrinsicReward, SparseExtrinsicRewardVector
 
-__all__ = ["SparseExtrinsicReward", "SparseExtrinsicRewardVector"]
+__all__ = [
+    "CriticSpanReward",
+    "CriticSpanRewardVector",
+    "RewardMix",
+    "RewardMixVector",
+    "SpanRewarder",
+    "SparseExtrinsicReward",
+    "SparseExtrinsicRewardVector",
+]

@@ -1,0 +1,88 @@
+"""LLMCritic: a language model that reads the policy's text and names its good and bad spans (RELC)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+from criticgym.critics.backends import LLMBackend, LocalBackend
+from criticgym.critics.base import Critique, Span
+from criticgym.critics.spans import locate, parse_answer
+from criticgym.errors import ConfigError
+
+TEMPLATES = ("sentiment", "detoxify", "summarize")
+
+
+def load_template(name_or_path: str | Path) -> Template:
+    """A packaged critic prompt (``"sentiment"``, ``"detoxify"``, ``"summarize"``) or your own file.
+
+    Templates use ``$prompt``, ``$completion`` and ``$score_line`` (empty, or the extrinsic score), and ``$$``
+    for a dollar sign.
+    """
+    if str(name_or_path) in TEMPLATES:
+        text = resources.files("criticgym.critics").joinpath("prompts", f"{name_or_path}.txt").read_text("utf-8")
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"No critic template {name_or_path!r}: use one of {TEMPLATES} or a path to a text file.")
+        text = path.read_text("utf-8")
+    template = Template(text)
+    if "completion" not in template.get_identifiers():
+        raise ConfigError(f"The critic template {name_or_path!r} must contain $completion.")
+    return template
+
+
+class LLMCritic:
+    """Asks an LLM backend for the spans of each completion, and locates them by character offsets.
+
+    Each answer is parsed leniently (see :mod:`criticgym.critics.spans`): an unreadable answer yields no spans
+    and ``parse_failed=True``; a named span that is not in the completion is dropped and counted in
+    ``unlocated``. Neither ever raises.
+
+    Args:
+        backend: an :class:`~criticgym.critics.backends.LLMBackend`, or a model name for a local one.
+        template: a packaged template name or a path to your own.
+        max_new_tokens: length of the critic's answer.
+        include_score: put the extrinsic score in the prompt (RELC does for summarization).
+        default_sign: sign of spans listed before any "Positive/Negative spans" header.
+    """
+
+    def __init__(
+        self,
+        backend: LLMBackend | str = "smollm2-135m",
+        template: str | Path = "sentiment",
+        max_new_tokens: int = 96,
+        include_score: bool | None = None,
+        default_sign: int = -1,
+    ) -> None:
+        self.backend = LocalBackend(backend) if isinstance(backend, str) else backend
+        self.template = load_template(template)
+        self.max_new_tokens = max_new_tokens
+        self.include_score = include_score if include_score is not None else str(template) == "summarize"
+        self.default_sign = default_sign
+
+    def build_prompt(self, prompt: str, completion: str, score: float | None = None) -> str:
+        """The critic's prompt for one completion."""
+        score_line = f"Its automatic quality score is {score:.2f}." if self.include_score and score is not None else ""
+        return self.template.safe_substitute(prompt=prompt, completion=completion, score_line=score_line)
+
+    def critique(self, prompts, completions, extrinsic=None) -> list[Critique]:
+        """One backend call for the whole batch, then parsing and locating."""
+        scores = list(extrinsic) if extrinsic is not None else [None] * len(completions)
+        queries = [self.build_prompt(p, c, s) for p, c, s in zip(prompts, completions, scores, strict=True)]
+        answers = self.backend.generate(queries, max_new_tokens=self.max_new_tokens)
+        return [self.read(answer, completion) for answer, completion in zip(answers, completions, strict=True)]
+
+    def read(self, answer: str, completion: str) -> Critique:
+        """Parse one answer and locate its spans in ``completion``."""
+        parsed = parse_answer(answer, self.default_sign)
+        spans, unlocated, after = [], 0, {1: 0, -1: 0}
+        for named in parsed.spans:
+            where = locate(named.text, completion, after[named.sign])
+            if where is None:
+                unlocated += 1
+                continue
+            after[named.sign] = where[1]
+            spans.append(Span(where[0], where[1], float(named.sign), "positive" if named.sign > 0 else "negative"))
+        return Critique(tuple(spans), raw=answer, unlocated=unlocated, parse_failed=not parsed.ok)

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from criticgym.critics import Critique, LexiconCritic, Span
+from criticgym.envs import TextGenEnv, TextGenVectorEnv
+from criticgym.errors import ConfigError, CriticGymError
+from criticgym.wrappers import (
+    CriticSpanReward,
+    CriticSpanRewardVector,
+    RewardMix,
+    RewardMixVector,
+    SparseExtrinsicRewardVector,
+)
+
+
+def ids_of(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+class WordCritic:
+    """Marks every occurrence of given words (good) and counts its calls."""
+
+    def __init__(self, good=("joy",), bad=("dull",)):
+        self.good, self.bad, self.calls = good, bad, []
+
+    def critique(self, prompts, completions, extrinsic=None):
+        self.calls.append((list(completions), None if extrinsic is None else list(extrinsic)))
+        out = []
+        for c in completions:
+            spans = []
+            for words, value in ((self.good, 1.0), (self.bad, -1.0)):
+                for w in words:
+                    start = c.find(w)
+                    while start >= 0:
+                        spans.append(Span(start, start + len(w), value))
+                        start = c.find(w, start + 1)
+            out.append(Critique(tuple(spans)))
+        return out
+
+
+def play(env, tokenizer, text, prompt="It was"):
+    env.reset(seed=0, options={"prompt": prompt})
+    rewards = []
+    for token in ids_of(tokenizer, text):
+        _, reward, terminated, truncated, info = env.step(token)
+        rewards.append(reward)
+    return rewards, info
+
+
+def test_hindsight_vector_sums_to_the_return(tokenizer):
+    text = " a joy, a dull joy"
+    env = RewardMix(
+        TextGenEnv("sentiment", model=tokenizer, max_new_tokens=len(ids_of(tokenizer, text))),
+        scorer=lambda p, c: [0.25] * len(c),
+        critic=WordCritic(),
+        alpha1=2.0,
+        alpha2=1.0,
+    )
+    rewards, info = play(env, tokenizer, text)
+    assert rewards[:-1] == [0.0] * (len(rewards) - 1)
+    token_rewards = info["token_rewards"]
+    assert sum(rewards) == pytest.approx(token_rewards.sum())
+    pieces = [tokenizer.decode([t]) for t in ids_of(tokenizer, text)]
+    expected = [0.5 if p == " joy" else -0.5 if p == " dull" else 0.0 for p in pieces]
+    expected[-1] += 2.0 * 0.25  # alpha1 * r_ex on the last token
+    np.testing.assert_allclose(token_rewards, expected)
+    assert info["intrinsic_rewards"].tolist() == [0.5 if p == " joy" else -0.5 if p == " dull" else 0.0 for p in pieces]
+    assert info["critic_spans"] == 3 and info["critic_called"] == 1 and info["critic_latency_s"] >= 0
+
+
+def test_span_values_and_scale(tokenizer):
+    text = " joy and dull"
+    env = CriticSpanReward(
+        TextGenEnv("sentiment", model=tokenizer, max_new_tokens=3),
+        WordCritic(),
+        scale=0.5,
+        positive_value=0.0,
+        negative_value=-1.0,
+    )
+    rewards, info = play(env, tokenizer, text)
+    assert info["token_rewards"].tolist() == [0.0, 0.0, -0.5]
+    assert sum(rewards) == pytest.approx(-0.5)
+
+
+def test_gate_skips_the_critic_when_the_score_is_high_enough(tokenizer):
+    critic = WordCritic()
+    env = RewardMix(
+        TextGenEnv("sentiment", model=tokenizer, max_new_tokens=1),
+        scorer=lambda p, c: [0.9] * len(c),
+        critic=critic,
+        gate=0.5,
+    )
+    _, info = play(env, tokenizer, " joy")
+    assert critic.calls == [] and info["critic_called"] == 0 and info["critique"] is None
+    assert info["token_rewards"].tolist() == [0.9]
+    env = RewardMix(
+        TextGenEnv("sentiment", model=tokenizer, max_new_tokens=1),
+        scorer=lambda p, c: [0.1] * len(c),
+        critic=critic,
+        gate=0.5,
+    )
+    _, info = play(env, tokenizer, " joy")
+    assert critic.calls == [([" joy"], [0.1])]  # called, and handed the raw extrinsic score
+
+
+def test_identical_texts_are_critiqued_once(tokenizer):
+    critic = WordCritic()
+    env = CriticSpanReward(TextGenEnv("sentiment", model=tokenizer, max_new_tokens=1), critic)
+    _, first = play(env, tokenizer, " joy")
+    _, second = play(env, tokenizer, " joy")
+    assert len(critic.calls) == 1
+    assert (first["critic_cached"], second["critic_cached"]) == (0, 1)
+    np.testing.assert_array_equal(first["token_rewards"], second["token_rewards"])
+
+
+def test_vector_critiques_all_ending_episodes_in_one_call(tokenizer):
+    critic = WordCritic()
+    base = TextGenVectorEnv(4, "sentiment", model=tokenizer, max_new_tokens=2, autoreset_mode="disabled")
+    envs = RewardMixVector(base, scorer=lambda p, c: [0.0] * len(c), critic=critic)
+    envs.reset(seed=0, options={"prompt": "It was"})
+    joy, dull, eos = ids_of(tokenizer, " joy")[0], ids_of(tokenizer, " dull")[0], tokenizer.eos_token_id
+    _, r1, term, _, info1 = envs.step(np.array([eos, joy, dull, joy]))
+    assert len(critic.calls) == 1 and critic.calls[0][0] == [""]
+    assert info1["_token_rewards"].tolist() == [True, False, False, False]
+    _, r2, _, trunc, info2 = envs.step(np.array([eos, joy, joy, eos]))
+    assert len(critic.calls) == 2 and len(critic.calls[1][0]) == 3  # envs 1, 2, 3 together
+    assert info2["token_rewards"][1].tolist() == [0.5, 0.5]
+    assert info2["token_rewards"][2].tolist() == [-0.5, 0.5]
+    assert info2["token_rewards"][3].tolist() == [0.5, 0.0]
+    assert r2.tolist() == [0.0, 1.0, 0.0, 0.5]
+    assert info2["critic_spans"].tolist() == [0, 2, 2, 1]
+
+
+def test_vector_next_step_autoreset_keeps_episodes_apart(tokenizer):
+    base = TextGenVectorEnv(2, "sentiment", model=tokenizer, max_new_tokens=2)
+    step_penalty = SparseExtrinsicRewardVector(base, lambda p, c: [1.0] * len(c))
+    envs = CriticSpanRewardVector(step_penalty, WordCritic())
+    envs.reset(seed=0)
+    joy, eos = ids_of(tokenizer, " joy")[0], tokenizer.eos_token_id
+    envs.step(np.array([eos, joy]))  # env 0 ends (1 token)
+    envs.step(np.array([joy, joy]))  # env 0 resets; env 1 ends (2 tokens)
+    envs.step(np.array([joy, eos]))  # env 0: 1st token of episode 2; env 1 resets
+    _, rewards, _, _, info = envs.step(np.array([joy, eos]))  # env 0 ends its second episode
+    assert info["token_rewards"][0].tolist() == [0.5, 1.5]  # two tokens, the score on the last
+
+
+def test_a_faulty_critic_raises_instead_of_paying(tokenizer):
+    def broken(prompts, completions):
+        return [Critique((Span(0, 999, 1.0),)) for _ in completions]
+
+    env = CriticSpanReward(TextGenEnv("sentiment", model=tokenizer, max_new_tokens=1), broken)
+    env.reset(seed=0)
+    with pytest.raises(CriticGymError, match="beyond its completion"):
+        env.step(300)
+
+    env = CriticSpanReward(TextGenEnv("sentiment", model=tokenizer, max_new_tokens=1), lambda p, c: [])
+    env.reset(seed=0)
+    with pytest.raises(CriticGymError, match="0 critiques for 1"):
+        env.step(300)
+
+
+def test_gym_make_relc_defaults_per_task():
+    env = gym.make("criticgym/SentimentControl-v0", reward="relc", scorer="vader", max_new_tokens=3)
+    wrapper = env
+    while not hasattr(wrapper, "rewarder"):
+        wrapper = wrapper.env
+    assert isinstance(wrapper.rewarder.critic, LexiconCritic)
+    assert (wrapper.rewarder.positive_value, wrapper.rewarder.negative_value) == (0.5, -0.5)
+    env = gym.make("criticgym/Detoxify-v0", reward="relc", critic="random", seed=3)
+    wrapper = env
+    while not hasattr(wrapper, "rewarder"):
+        wrapper = wrapper.env
+    assert type(wrapper.rewarder.critic).__name__ == "RandomCritic"
+    assert (wrapper.rewarder.positive_value, wrapper.rewarder.negative_value) == (0.0, -0.5)
+    with pytest.raises(ConfigError, match="Unknown critic"):
+        gym.make("criticgym/SentimentControl-v0", reward="relc", critic="oracle")
+
+
+def test_gym_make_relc_pays_lexicon_spans(tokenizer):
+    env = gym.make("criticgym/SentimentControl-v0", reward="relc", scorer=lambda p, c: [0.0] * len(c), max_new_tokens=3)
+    rewards, info = play(env, tokenizer, " a wonderful joy")
+    assert info["token_rewards"].tolist() == [0.0, 0.5, 0.5]
+    assert sum(rewards) == pytest.approx(1.0)
