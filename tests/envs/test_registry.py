@@ -36,6 +36,16 @@ def test_stable_baselines3_env_checker(env_id):
 
 
 @pytest.mark.parametrize("env_id", IDS)
+def test_relc_set_ups_pass_both_checkers(env_id):
+    critic = "lexicon" if env_id.endswith("Summarize-v0") else None  # the default LLM critic needs the 135M model
+    kwargs = {"reward": "relc", "scorer": length_score, **({"critic": critic} if critic else {})}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(gym.make(env_id, **kwargs).unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(env_id, **kwargs), warn=True)
+
+
+@pytest.mark.parametrize("env_id", IDS)
 def test_seeded_rollouts_are_deterministic(env_id):
     def run():
         env = gym.make(env_id, scorer=length_score)
