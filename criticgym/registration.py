@@ -26,6 +26,7 @@ ENV_IDS = {
     "criticgym/SentimentControl-v0": "sentiment",
     "criticgym/Detoxify-v0": "detoxify",
     "criticgym/Summarize-v0": "summarize",
+    "criticgym/Words-v0": "words",
 }
 REWARDS = ("sparse", "relc", None)
 CRITICS = ("lexicon", "toxicity", "llm", "random")

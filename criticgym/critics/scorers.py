@@ -14,6 +14,7 @@ name                          what it measures                                  
 ``vader``                     VADER compound sentiment (lexicon)                                  [-1, 1]
 ``toxicity``                  minus the offensive-language probability (alt-profanity-check)      [-1, 0]
 ``rouge``                     ROUGE-L F1 against the reference                                    [0, 1]
+``word-count``                words per token of an 8-token budget (the toy task)                 [0, 1]
 ============================  =================================================================  ==========
 """
 
@@ -234,11 +235,31 @@ class RougeScorer:
         return [scorer.score(r, c)[self.metric].fmeasure for c, r in zip(completions, references, strict=True)]
 
 
+class WordCount:
+    """Words written per token of budget, capped at 1: the reward of the toy task ``criticgym/Words-v0``.
+
+    A random policy scores about 0.4 (half of a BPE vocabulary starts a new word); a policy that writes one
+    whole word per token scores 1.
+
+    Example:
+        >>> WordCount(budget=4).score([""], [" one two three"])
+        [0.75]
+    """
+
+    def __init__(self, budget: int = 8) -> None:
+        self.budget = budget
+
+    def score(self, prompts, completions, references=None) -> list[float]:
+        """``min(words, budget) / budget``."""
+        return [min(len(c.split()), self.budget) / self.budget for c in completions]
+
+
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "sentiment-classifier": SentimentClassifier,
     "vader": VaderSentiment,
     "toxicity": ToxicityScorer,
     "rouge": RougeScorer,
+    "word-count": WordCount,
 }
 
 
@@ -256,6 +277,7 @@ __all__ = [
     "SentimentClassifier",
     "ToxicityScorer",
     "VaderSentiment",
+    "WordCount",
     "as_scorer",
     "checked_scores",
     "embed",

@@ -86,6 +86,13 @@ def _headline_prompts(examples: list[Example], tokenizer: PreTrainedTokenizerBas
     return prompts
 
 
+WORDS_PROMPTS = ("Write some words:", "A list of words:", "Here are words:", "Words, words, words:", "Say it:")
+
+
+def _words_examples(which: str) -> list[Example]:
+    return [Example(text) for text in WORDS_PROMPTS]
+
+
 TASKS: dict[str, TaskSpec] = {
     "sentiment": TaskSpec(
         name="sentiment",
@@ -116,6 +123,16 @@ TASKS: dict[str, TaskSpec] = {
         max_prompt_tokens=ARTICLE_TOKENS + 16,
         scorer="rouge",
         critic="llm",
+    ),
+    # A toy task an agent can learn in seconds (like stable-baselines3's identity envs): learning tests use it.
+    "words": TaskSpec(
+        name="words",
+        description="Write one whole word per token.",
+        examples=_words_examples,
+        to_prompts=_whole_text,
+        max_new_tokens=8,
+        max_prompt_tokens=8,
+        scorer="word-count",
     ),
 }
 
