@@ -1,0 +1,159 @@
+"""REINFORCE for causal language models: a learned value baseline (as RLAIF used), or RLOO.
+
+- ``baseline="value"``: per-token returns ``G_t`` (gamma 1) of the rewards minus the KL penalty, advantage
+  ``G_t - V(s_t)``, and a value head trained on ``G_t`` (Lee et al. 2023, PAPERS.md section 2).
+- ``baseline="rloo"``: ``k`` completions per prompt; each completion's advantage is its return minus the mean
+  return of the other ``k - 1`` (Ahmadian et al. 2024). No value head is needed.
+
+Both take one gradient step per batch (on-policy), with the same hindsight token rewards and per-token KL to the
+frozen reference model as :mod:`criticgym.agents.ppo`.
+
+    criticgym train --agent rloo --env criticgym/SentimentControl-v0 --reward sparse
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from criticgym.agents.ppo import ValueHead, forward_logprobs_values, masked_mean, token_rewards
+from criticgym.errors import ConfigError
+from criticgym.rollout import RolloutBatch, RolloutEngine
+
+
+@dataclass
+class ReinforceConfig:
+    """REINFORCE hyper-parameters (defaults: RLAIF's)."""
+
+    lr: float = 1e-5
+    """Adam learning rate."""
+    baseline: str = "value"
+    """'value' (a learned baseline) or 'rloo' (leave-one-out over k samples of each prompt)."""
+    k: int = 4
+    """Completions per prompt with baseline='rloo' (num_envs must be a multiple)."""
+    kl_coef: float = 0.05
+    """Weight of the per-token KL penalty to the reference model."""
+    vf_coef: float = 0.5
+    """Weight of the value loss (baseline='value')."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping."""
+    temperature: float = 0.9
+    """Sampling temperature of the rollouts."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollouts."""
+
+
+class Reinforce:
+    """REINFORCE with a value baseline, or RLOO.
+
+    Args:
+        model: the policy; trained in place.
+        tokenizer: its tokenizer.
+        envs: a criticgym vector env made with ``autoreset_mode="disabled"``.
+        config: hyper-parameters.
+        seed: the run's seed.
+    """
+
+    def __init__(self, model, tokenizer, envs, config: ReinforceConfig | None = None, seed: int = 0) -> None:
+        self.config = config or ReinforceConfig()
+        if self.config.baseline not in ("value", "rloo"):
+            raise ConfigError(f"baseline must be 'value' or 'rloo', got {self.config.baseline!r}.")
+        if self.config.baseline == "rloo" and (self.config.k < 2 or envs.num_envs % self.config.k):
+            raise ConfigError(
+                f"RLOO needs k >= 2 completions per prompt and num_envs a multiple of k; got k={self.config.k}, "
+                f"num_envs={envs.num_envs}."
+            )
+        self.model, self.tokenizer, self.envs, self.seed = model, tokenizer, envs, seed
+        device = next(model.parameters()).device
+        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.value_head = ValueHead(model.config.hidden_size).to(device)
+        params = [p for p in model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
+        self.engine = RolloutEngine(model, tokenizer, ref_model=self.ref_model, value_head=self.value_head)
+        self.kl_coef = self.config.kl_coef
+        self.iteration = 0
+
+    def rollout(self) -> RolloutBatch:
+        """Sample a batch; with RLOO, k completions of each of num_envs / k prompts."""
+        self.model.eval()
+        seed = self.seed * 1_000_003 + self.iteration
+        options = None
+        if self.config.baseline == "rloo":
+            prompts = self.envs.unwrapped.episodes.prompts
+            rng = np.random.default_rng(seed)
+            chosen = rng.integers(len(prompts), size=self.envs.num_envs // self.config.k)
+            options = {"prompt": [prompts[i].text for i in chosen for _ in range(self.config.k)]}
+        return self.engine.rollout(
+            self.envs, seed=seed, temperature=self.config.temperature, top_p=self.config.top_p, options=options
+        )
+
+    def iterate(self) -> dict[str, float]:
+        """Roll out and take one policy-gradient step; returns this iteration's metrics."""
+        cfg = self.config
+        start = time.perf_counter()
+        batch = self.rollout()
+        rollout_s = time.perf_counter() - start
+        mask = batch.completion_mask.float()
+        scores = token_rewards(batch)
+        kl = (batch.logprobs - batch.ref_logprobs) * mask
+        rewards = scores - self.kl_coef * kl
+        returns = rewards.flip(1).cumsum(1).flip(1) * mask  # G_t, gamma = 1
+
+        start = time.perf_counter()
+        self.model.train()
+        logprobs, values = forward_logprobs_values(self.model, self.value_head, batch, cfg.temperature)
+        if cfg.baseline == "rloo":
+            total = returns[:, 0].view(-1, cfg.k)  # (prompts, k): each completion's return
+            others = (total.sum(1, keepdim=True) - total) / (cfg.k - 1)
+            advantages = (total - others).reshape(-1, 1).expand_as(mask) * mask
+            value_loss = torch.zeros(())
+        else:
+            advantages = (returns - values.detach()) * mask
+            value_loss = 0.5 * masked_mean((values - returns) ** 2, mask)
+        policy_loss = -masked_mean(advantages * logprobs, mask)
+        loss = policy_loss + (cfg.vf_coef * value_loss if cfg.baseline == "value" else 0.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+        self.optimizer.step()
+        self.model.eval()
+        update_s = time.perf_counter() - start
+        self.iteration += 1
+        tokens = float(batch.prompt_mask.sum() + mask.sum())
+        return {
+            "charts/episodic_return": float(scores.sum(1).mean()),
+            "charts/kl": float(kl.sum(1).mean()),
+            "charts/kl_coef": self.kl_coef,
+            "charts/completion_tokens": float(mask.sum(1).mean()),
+            "losses/policy_loss": policy_loss.item(),
+            "losses/value_loss": value_loss.item(),
+            "losses/entropy": float(-masked_mean(logprobs.detach(), mask)),
+            "perf/rollout_tokens_per_s": float(mask.sum()) / rollout_s,
+            "perf/update_tokens_per_s": tokens / update_s,
+            "perf/rollout_s": rollout_s,
+            "perf/update_s": update_s,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume."""
+        return {
+            "model": self.model.state_dict(),
+            "value_head": self.value_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "kl_coef": self.kl_coef,
+            "iteration": self.iteration,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_coef, self.iteration, self.seed = state["kl_coef"], state["iteration"], state["seed"]

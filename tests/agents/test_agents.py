@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import criticgym
+from criticgym.agents.ppo import PPO, PPOConfig, gae, masked_whiten, token_rewards
+from criticgym.agents.reinforce import Reinforce, ReinforceConfig
+from criticgym.errors import ConfigError
+from criticgym.rollout import RolloutBatch, load_policy
+
+
+def words_envs(n=32):
+    return criticgym.make_vec("criticgym/Words-v0", num_envs=n, autoreset_mode="disabled")
+
+
+def reference_gae(rewards, values, gamma, lam):
+    """Textbook GAE for one finished episode (terminal value 0)."""
+    advantages, last = [0.0] * len(rewards), 0.0
+    for t in reversed(range(len(rewards))):
+        next_value = values[t + 1] if t + 1 < len(rewards) else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        last = delta + gamma * lam * last
+        advantages[t] = last
+    return advantages
+
+
+def test_gae_matches_the_textbook_on_padded_rows():
+    rng = np.random.default_rng(0)
+    lengths = [5, 2, 1]
+    rewards = torch.tensor(rng.normal(size=(3, 5)), dtype=torch.float32)
+    values = torch.tensor(rng.normal(size=(3, 5)), dtype=torch.float32)
+    mask = torch.tensor([[1] * n + [0] * (5 - n) for n in lengths], dtype=torch.float32)
+    advantages, returns = gae(rewards * mask, values * mask, mask, gamma=0.9, lam=0.8)
+    for row, n in enumerate(lengths):
+        expected = reference_gae(rewards[row, :n].tolist(), values[row, :n].tolist(), 0.9, 0.8)
+        np.testing.assert_allclose(advantages[row, :n], expected, rtol=1e-5, atol=1e-6)
+        assert advantages[row, n:].abs().sum() == 0
+        np.testing.assert_allclose(returns[row, :n], advantages[row, :n] + values[row, :n], rtol=1e-6)
+
+
+def test_whitening_uses_masked_entries_only():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    out = masked_whiten(x, mask)
+    assert out[0, 3] == 0
+    torch.testing.assert_close(out[0, :3].mean(), torch.tensor(0.0), atol=1e-6, rtol=0)
+
+
+def test_hindsight_token_rewards_replace_step_rewards():
+    batch = RolloutBatch(
+        prompt_ids=torch.zeros(2, 1, dtype=torch.long),
+        prompt_mask=torch.ones(2, 1, dtype=torch.long),
+        completion_ids=torch.zeros(2, 3, dtype=torch.long),
+        completion_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]),
+        logprobs=torch.zeros(2, 3),
+        rewards=torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]]),
+        infos=[{"token_rewards": np.array([0.5, -0.5, 1.0])}, {}],
+    )
+    assert token_rewards(batch).tolist() == [[0.5, -0.5, 1.0], [0.0, 2.0, 0.0]]
+
+
+def learn(agent, iterations):
+    returns = [agent.iterate()["charts/episodic_return"] for _ in range(iterations)]
+    return returns[0], float(np.mean(returns[-5:]))
+
+
+def test_ppo_learns_the_toy_task():
+    model, tokenizer = load_policy("tiny")
+    agent = PPO(model, tokenizer, words_envs(), PPOConfig(lr=1e-3, kl_coef=0.01, minibatch_size=16, epochs=2))
+    first, last = learn(agent, 25)
+    assert last > 0.77 and last > first + 0.05, (first, last)
+
+
+@pytest.mark.parametrize("baseline", ["value", "rloo"])
+def test_reinforce_learns_the_toy_task(baseline):
+    model, tokenizer = load_policy("tiny")
+    config = ReinforceConfig(lr=3e-3, baseline=baseline, kl_coef=0.01, temperature=1.0)
+    first, last = learn(Reinforce(model, tokenizer, words_envs(), config), 25)
+    assert last > 0.8 and last > first + 0.05, (first, last)
+
+
+def test_rloo_groups_k_samples_of_each_prompt():
+    model, tokenizer = load_policy("tiny")
+    agent = Reinforce(model, tokenizer, words_envs(8), ReinforceConfig(baseline="rloo", k=4))
+    batch = agent.rollout()
+    prompts = [info["prompt"] for info in batch.infos]
+    assert prompts[:4] == [prompts[0]] * 4 and prompts[4:] == [prompts[4]] * 4
+    with pytest.raises(ConfigError, match="multiple of k"):
+        Reinforce(model, tokenizer, words_envs(6), ReinforceConfig(baseline="rloo", k=4))
+
+
+@pytest.mark.parametrize("make", ["ppo", "reinforce"])
+def test_resume_equals_an_uninterrupted_run(make):
+    def new_agent():
+        model, tokenizer = load_policy("tiny")
+        if make == "ppo":
+            return PPO(model, tokenizer, words_envs(8), PPOConfig(lr=1e-3, minibatch_size=4, epochs=2), seed=5)
+        return Reinforce(model, tokenizer, words_envs(8), ReinforceConfig(lr=1e-3), seed=5)
+
+    straight = new_agent()
+    straight_returns = [straight.iterate()["charts/episodic_return"] for _ in range(4)]
+
+    first = new_agent()
+    returns = [first.iterate()["charts/episodic_return"] for _ in range(2)]
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    del first
+    resumed = new_agent()
+    buffer.seek(0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    returns += [resumed.iterate()["charts/episodic_return"] for _ in range(2)]
+
+    assert returns == straight_returns
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
