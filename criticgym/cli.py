@@ -1,51 +1,74 @@
 """The ``criticgym`` command line.
 
-criticgym demo [--model smollm2-135m] [--env criticgym/SentimentControl-v0] [--num-envs 8] [--seed 0]
+criticgym demo                      # sentiment control with smollm2-135m and critic span rewards, on a CPU
+criticgym train --env criticgym/SentimentControl-v0 --reward relc --agent ppo --iterations 30 --out runs/x
+criticgym train --help              # every option
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
+
+DEMO = {
+    "env": "criticgym/SentimentControl-v0",
+    "reward": "relc",
+    "critic": "lexicon",
+    "agent": "ppo",
+    "model": "smollm2-135m",
+    "iterations": 40,
+    "num_envs": 16,
+    "lr": 5e-5,
+    "kl_coef": 0.05,
+    "epochs": 2,
+    "minibatch_size": 8,
+    "freeze_layers": 20,
+    "eval_every": 10,
+    "eval_prompts": 32,
+    "checkpoint_every": 5,
+    "out": "runs/demo",
+}
 
 
-def demo(args: argparse.Namespace) -> int:
-    """Sample completions through the engine and the vector env, and show their rewards."""
-    import criticgym
-    from criticgym.rollout import RolloutEngine, load_policy
-
-    print(f"Loading {args.model} (the first run converts it once and caches it) ...", flush=True)
-    model, tokenizer = load_policy(args.model, device=args.device)
-    engine = RolloutEngine(model, tokenizer)
-    envs = criticgym.make_vec(args.env, num_envs=args.num_envs, model=args.model, autoreset_mode="disabled")
-    print(f"Scoring with the {args.env} default reward (the first run trains and caches a classifier) ...", flush=True)
-    start = time.perf_counter()
-    batch = engine.rollout(envs, seed=args.seed, temperature=args.temperature, top_p=0.9)
-    seconds = time.perf_counter() - start
-    tokens = int(batch.completion_mask.sum())
-    print(f"\n{args.num_envs} completions, {tokens} tokens in {seconds:.1f} s ({tokens / seconds:.0f} tokens/s)\n")
-    for info in batch.infos:
-        print(f"[{info['extrinsic_reward']:+.3f}] {info['prompt']}\033[1m{info['completion']}\033[0m")
-    rewards = batch.rewards.sum(dim=1)
-    print(f"\nmean reward {rewards.mean():+.3f} (min {rewards.min():+.3f}, max {rewards.max():+.3f})")
-    return 0
+def _report(result: dict) -> None:
+    first, last = result["evals"][0], result["evals"][-1]
+    keys = [k for k in first if k.startswith("eval/")]
+    print("\nHeld-out evaluation (32 test prompts, top-p 0.9):")
+    print(f"  {'metric':<36}{'before':>10}{'after':>10}")
+    for key in keys:
+        print(f"  {key:<36}{first[key]:>10.3f}{last[key]:>10.3f}")
+    for title, result_ in (("before", first), ("after", last)):
+        print(f"\nSamples {title} training:")
+        for sample in result_["samples"][:4]:
+            print(f"  [{sample['reward']:+.2f}] {sample['prompt']}\033[1m{sample['completion']}\033[0m")
+    out = result["out"]
+    print(f"\nWrote {out}/metrics.csv, {out}/samples.md, {out}/curves.png and {out}/checkpoint.pt")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``criticgym`` command."""
-    parser = argparse.ArgumentParser(prog="criticgym", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("demo", help="sample completions with the engine and score them")
-    p.add_argument("--model", default="smollm2-135m", help="built-in name, local folder or hub id")
-    p.add_argument("--env", default="criticgym/SentimentControl-v0", help="a registered criticgym id")
-    p.add_argument("--num-envs", type=int, default=8, help="completions sampled at once")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.set_defaults(func=demo)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    from criticgym.agents.train import config_from_args, train
+
+    if command == "train":
+        cfg = config_from_args(rest)
+    elif command == "demo":
+        cfg = config_from_args(rest, **DEMO)
+        print(
+            f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward} (critic={cfg.critic}), "
+            f"model {cfg.model}, {cfg.iterations} iterations of {cfg.num_envs} completions.\n"
+            "The first run converts the model and trains the evaluation classifier once (about a minute).",
+            flush=True,
+        )
+    else:
+        print(f"Unknown command {command!r}.\n{__doc__}", file=sys.stderr)
+        return 2
+    result = train(cfg)
+    _report(result)
+    return 0
 
 
 if __name__ == "__main__":

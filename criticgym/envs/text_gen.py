@@ -10,7 +10,6 @@ from gymnasium import spaces
 
 from criticgym.envs.core import EpisodeBatch, EpisodeState
 from criticgym.envs.tasks import TaskSpec
-from criticgym.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -58,7 +57,8 @@ class TextGenEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         if render_mode not in (None, "ansi"):
-            raise ConfigError(f"render_mode must be 'ansi' or None, got {render_mode!r}.")
+            # stable-baselines3's make_vec_env asks every env for "rgb_array": accept it, render nothing
+            gym.logger.warn(f"TextGenEnv renders only in 'ansi' mode; render_mode={render_mode!r} renders nothing.")
         self.render_mode = render_mode
         self.episodes = EpisodeBatch(1, task, model, split, max_new_tokens, max_prompt_tokens)
         self.action_space = spaces.Discrete(self.episodes.vocab_size)
@@ -111,7 +111,7 @@ class TextGenEnv(gym.Env):
 
     def render(self) -> str | None:
         """The prompt and the completion so far, as text (``render_mode="ansi"``)."""
-        if self.render_mode is None:
-            gym.logger.warn("render() was called without a render_mode; make the env with render_mode='ansi'.")
+        if self.render_mode != "ansi":
+            gym.logger.warn("render() needs render_mode='ansi'; make the env with it.")
             return None
         return self.episodes.render_row(0)

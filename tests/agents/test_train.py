@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from criticgym.agents.train import TrainConfig, config_from_args, distinct_n, train
+from criticgym.cli import main
+from criticgym.errors import ConfigError
+
+
+def tiny_config(out, **overrides):
+    options = dict(
+        env="criticgym/Words-v0",
+        reward="sparse",
+        agent="ppo",
+        model="tiny",
+        iterations=4,
+        num_envs=8,
+        lr=1e-3,
+        epochs=1,
+        minibatch_size=4,
+        eval_every=2,
+        eval_prompts=4,
+        checkpoint_every=2,
+        out=str(out),
+        progress=False,
+    )
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def read_csv(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_writes_metrics_evaluations_checkpoint_and_plot(tmp_path):
+    result = train(tiny_config(tmp_path), log=lambda *a: None)
+    rows = read_csv(tmp_path / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert {"charts/episodic_return", "charts/kl", "losses/approx_kl", "losses/clipfrac"} <= rows[0].keys()
+    assert [e["iteration"] for e in result["evals"]] == [0, 2, 4]
+    assert {"eval/reward", "eval/perplexity", "eval/distinct_1", "eval/distinct_2"} <= result["evals"][0].keys()
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Iteration 4" in (tmp_path / "samples.md").read_text()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["agent"]["iteration"] == 4 and len(state["history"]) == 4
+
+
+def test_a_killed_run_resumes_without_losing_completed_iterations(tmp_path, monkeypatch):
+    from criticgym.agents import train as train_module
+
+    straight = train(tiny_config(tmp_path / "straight", eval_every=1), log=lambda *a: None)
+
+    # Kill the run during iteration 3's evaluation: its CSV row is written, its checkpoint (every 2) is not.
+    real_call = train_module.Evaluator.__call__
+
+    def dies_at_3(self, model, iteration):
+        if iteration == 3:
+            raise KeyboardInterrupt
+        return real_call(self, model, iteration)
+
+    monkeypatch.setattr(train_module.Evaluator, "__call__", dies_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(tmp_path / "killed", eval_every=1), log=lambda *a: None)
+    assert [int(r["iteration"]) for r in read_csv(tmp_path / "killed" / "metrics.csv")] == [1, 2, 3]
+    monkeypatch.setattr(train_module.Evaluator, "__call__", real_call)
+
+    resumed = train(tiny_config(tmp_path / "killed", eval_every=1, resume=True), log=lambda *a: None)
+    assert [h["charts/episodic_return"] for h in resumed["history"]] == [
+        h["charts/episodic_return"] for h in straight["history"]
+    ]
+    assert [e["eval/reward"] for e in resumed["evals"]] == [e["eval/reward"] for e in straight["evals"]]
+    rows = read_csv(tmp_path / "killed" / "metrics.csv")
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]  # no duplicated or lost rows
+
+
+def test_config_from_command_line_options():
+    cfg = config_from_args(["--agent", "rloo", "--num-envs", "8", "--lr", "0.001", "--no-progress"])
+    assert (cfg.agent, cfg.num_envs, cfg.lr, cfg.progress) == ("rloo", 8, 0.001, False)
+    assert config_from_args([], iterations=7).iterations == 7
+    with pytest.raises(ConfigError, match="agent"):
+        config_from_args(["--agent", "dqn"])
+
+
+def test_cli_train_runs(tmp_path, capsys):
+    args = ["train", "--env", "criticgym/Words-v0", "--reward", "sparse", "--model", "tiny", "--iterations", "2"]
+    args += ["--num-envs", "4", "--eval-prompts", "4", "--out", str(tmp_path), "--no-progress", "--epochs", "1"]
+    assert main(args) == 0
+    assert "eval/reward" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2
+
+
+def test_distinct_n():
+    assert distinct_n(["a b a b"], 1) == 0.5
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_n([""], 2) == 0.0
