@@ -33,6 +33,7 @@ test-slow: venv
 bench: venv
 	$(PY) benchmarks/bench_rollout.py --out benchmarks/results/rollout_cpu.md
 	$(PY) benchmarks/bench_critics.py --out benchmarks/results/critics_cpu.md
+	$(PY) benchmarks/bench_ppo.py --out benchmarks/results/ppo_cpu.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -2,7 +2,8 @@
 
 It builds the env, the policy and the agent from a :class:`TrainConfig`, then loops: one agent iteration, a CSV
 row of metrics, a progress bar with live reward and KL, an evaluation on held-out prompts every ``eval_every``
-iterations, and an atomic checkpoint every ``checkpoint_every``. ``resume=True`` continues from the last
+iterations, and an atomic checkpoint every ``checkpoint_every``; metrics also go to TensorBoard
+(``out/tensorboard``) when the ``tensorboard`` package is installed. ``resume=True`` continues from the last
 checkpoint exactly as an uninterrupted run would (agents draw every random number from the seed and the
 iteration). At the end it writes ``curves.png`` (reward and KL) and ``samples.md``.
 
@@ -183,20 +184,35 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     _write_csv(out / "metrics.csv", history)
 
+    board = _tensorboard(out)
     bar = tqdm(range(agent.iteration, cfg.iterations), disable=not cfg.progress, desc="train", unit="it")
     for _ in bar:
         metrics = {"iteration": agent.iteration + 1, **agent.iterate()}
         history.append(metrics)
         _append_csv(out / "metrics.csv", metrics)
+        if board is not None:
+            for key, value in metrics.items():
+                board.add_scalar(key, value, metrics["iteration"])
         bar.set_postfix(reward=f"{metrics['charts/episodic_return']:+.3f}", kl=f"{metrics['charts/kl']:.2f}")
         done = agent.iteration == cfg.iterations
         if done or (cfg.eval_every and agent.iteration % cfg.eval_every == 0):
             evals.append(evaluate(model, agent.iteration))
         if done or agent.iteration % cfg.checkpoint_every == 0:
             save_atomically({"agent": agent.state_dict(), "history": history, "evals": evals}, checkpoint)
+    if board is not None:
+        board.close()
     _write_samples(out / "samples.md", evals)
     plot_curves(history, evals, out / "curves.png")
     return {"history": history, "evals": evals, "out": out}
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer in ``out/tensorboard`` when the ``tensorboard`` package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:

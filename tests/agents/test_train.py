@@ -97,3 +97,23 @@ def test_distinct_n():
     assert distinct_n(["a b a b"], 1) == 0.5
     assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
     assert distinct_n([""], 2) == 0.0
+
+
+def test_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):
+    from criticgym.agents import train as train_module
+
+    class Board:
+        def __init__(self):
+            self.scalars, self.closed = [], False
+
+        def add_scalar(self, key, value, step):
+            self.scalars.append((key, step))
+
+        def close(self):
+            self.closed = True
+
+    board = Board()
+    monkeypatch.setattr(train_module, "_tensorboard", lambda out: board)
+    train(tiny_config(tmp_path, iterations=2, eval_every=0), log=lambda *a: None)
+    assert ("charts/episodic_return", 1) in board.scalars and ("charts/kl", 2) in board.scalars
+    assert board.closed
