@@ -19,16 +19,23 @@ an uninterrupted one would.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from criticgym.rollout import RolloutBatch, RolloutEngine
+from criticgym.agents.base import (
+    LMAgent,
+    ValueHead,
+    forward_logprobs_values,
+    masked_mean,
+    masked_whiten,
+    token_rewards,
+)
+from criticgym.rollout import RolloutBatch
+
+__all__ = ["PPO", "PPOConfig", "ValueHead", "gae", "masked_mean", "masked_whiten", "token_rewards"]
 
 
 @dataclass
@@ -69,31 +76,6 @@ class PPOConfig:
     """Freeze the embeddings and this many lower transformer layers (speed and memory on a CPU)."""
 
 
-class ValueHead(nn.Module):
-    """A linear value head on the last hidden state, initialized to predict 0."""
-
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(hidden_size, 1)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (..., 1)."""
-        return self.linear(hidden)
-
-
-def token_rewards(batch: RolloutBatch) -> torch.Tensor:
-    """(B, T) rewards per completion token: the hindsight vectors where the env gave them, else step rewards."""
-    rewards = batch.rewards.clone().float() if batch.rewards is not None else torch.zeros_like(batch.logprobs)
-    for row, info in enumerate(batch.infos or []):
-        vector = info.get("token_rewards")
-        if vector is not None:
-            rewards[row] = 0.0
-            rewards[row, : len(vector)] = torch.as_tensor(np.asarray(vector, dtype=np.float32))
-    return rewards * batch.completion_mask
-
-
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
     """Generalized advantage estimation over right-padded completions. Returns (advantages, returns), (B, T)."""
     advantages = torch.zeros_like(rewards)
@@ -109,35 +91,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance over the masked entries."""
-    n = mask.sum().clamp(min=1)
-    mean = (x * mask).sum() / n
-    var = (((x - mean) * mask) ** 2).sum() / n
-    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the masked entries."""
-    return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
-def forward_logprobs_values(model, value_head, batch: RolloutBatch, temperature: float):
-    """Log-probs and values of the completion tokens in one forward pass over whole sequences, (B, T) each."""
-    ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
-    mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
-    out = model(
-        input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), output_hidden_states=True
-    )
-    width = batch.prompt_ids.size(1)
-    logits = out.logits[:, width - 1 : -1].float() / temperature  # position i predicts token i + 1
-    logprobs = torch.gather(logits.log_softmax(-1), 2, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
-    hidden = out.hidden_states[-1][:, width - 1 : -1]
-    values = value_head(hidden.to(value_head.linear.weight.dtype)).squeeze(-1).float()
-    return logprobs, values
-
-
-class PPO:
+class PPO(LMAgent):
     """Token-level PPO with a value head, a frozen reference model and a per-token KL penalty.
 
     Args:
@@ -160,16 +114,7 @@ class PPO:
 
     def __init__(self, model, tokenizer, envs, config: PPOConfig | None = None, seed: int = 0) -> None:
         self.config = config or PPOConfig()
-        self.model, self.tokenizer, self.envs, self.seed = model, tokenizer, envs, seed
-        device = next(model.parameters()).device
-        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.value_head = ValueHead(model.config.hidden_size).to(device)
-        _freeze_lower_layers(model, self.config.freeze_layers)
-        params = [p for p in model.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
-        self.engine = RolloutEngine(model, tokenizer, ref_model=self.ref_model, value_head=self.value_head)
-        self.kl_coef = self.config.kl_coef
-        self.iteration = 0
+        super().__init__(model, tokenizer, envs, self.config.lr, self.config.kl_coef, seed, self.config.freeze_layers)
 
     # -- one iteration -----------------------------------------------------------------------------------
 
@@ -178,7 +123,7 @@ class PPO:
         self.model.eval()
         return self.engine.rollout(
             self.envs,
-            seed=self.seed * 1_000_003 + self.iteration,
+            seed=self.iteration_seed,
             temperature=self.config.temperature,
             top_p=self.config.top_p,
         )
@@ -221,7 +166,7 @@ class PPO:
     def _update(self, batch: RolloutBatch, advantages, returns, mask) -> dict[str, float]:
         cfg = self.config
         self.model.train()
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.iteration)
+        generator = torch.Generator().manual_seed(self.iteration_seed)
         totals: dict[str, list[float]] = {
             k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac", "entropy")
         }
@@ -244,9 +189,7 @@ class PPO:
                 loss = policy_loss + cfg.vf_coef * value_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
-                )
+                self.clip_gradients(cfg.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
                     totals["policy_loss"].append(float(policy_loss))
@@ -256,34 +199,3 @@ class PPO:
                     totals["entropy"].append(float(-masked_mean(logprobs, m)))
         self.model.eval()
         return {f"losses/{k}": float(np.mean(v)) for k, v in totals.items()}
-
-    # -- checkpoints -------------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: weights, optimizer, KL controller, iteration."""
-        return {
-            "model": self.model.state_dict(),
-            "value_head": self.value_head.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "kl_coef": self.kl_coef,
-            "iteration": self.iteration,
-            "seed": self.seed,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (the reference model stays the initial policy)."""
-        self.model.load_state_dict(state["model"])
-        self.value_head.load_state_dict(state["value_head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.kl_coef, self.iteration, self.seed = state["kl_coef"], state["iteration"], state["seed"]
-
-
-def _freeze_lower_layers(model, n: int) -> None:
-    if n <= 0:
-        return
-    model.get_input_embeddings().requires_grad_(False)
-    layers = getattr(getattr(model, "model", model), "layers", None)
-    if layers is None:
-        raise ValueError("freeze_layers needs a model with model.layers (Llama-style).")
-    for layer in layers[:n]:
-        layer.requires_grad_(False)  # with tied embeddings the output layer is frozen with the input one

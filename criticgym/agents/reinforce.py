@@ -13,18 +13,15 @@ frozen reference model as :mod:`criticgym.agents.ppo`.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from criticgym.agents.ppo import ValueHead, forward_logprobs_values, masked_mean, token_rewards
+from criticgym.agents.base import LMAgent, forward_logprobs_values, masked_mean, token_rewards
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutBatch, RolloutEngine
+from criticgym.rollout import RolloutBatch
 
 
 @dataclass
@@ -49,7 +46,7 @@ class ReinforceConfig:
     """Nucleus sampling of the rollouts."""
 
 
-class Reinforce:
+class Reinforce(LMAgent):
     """REINFORCE with a value baseline, or RLOO.
 
     Args:
@@ -69,20 +66,12 @@ class Reinforce:
                 f"RLOO needs k >= 2 completions per prompt and num_envs a multiple of k; got k={self.config.k}, "
                 f"num_envs={envs.num_envs}."
             )
-        self.model, self.tokenizer, self.envs, self.seed = model, tokenizer, envs, seed
-        device = next(model.parameters()).device
-        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.value_head = ValueHead(model.config.hidden_size).to(device)
-        params = [p for p in model.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
-        self.engine = RolloutEngine(model, tokenizer, ref_model=self.ref_model, value_head=self.value_head)
-        self.kl_coef = self.config.kl_coef
-        self.iteration = 0
+        super().__init__(model, tokenizer, envs, self.config.lr, self.config.kl_coef, seed)
 
     def rollout(self) -> RolloutBatch:
         """Sample a batch; with RLOO, k completions of each of num_envs / k prompts."""
         self.model.eval()
-        seed = self.seed * 1_000_003 + self.iteration
+        seed = self.iteration_seed
         options = None
         if self.config.baseline == "rloo":
             prompts = self.envs.unwrapped.episodes.prompts
@@ -120,7 +109,7 @@ class Reinforce:
         loss = policy_loss + (cfg.vf_coef * value_loss if cfg.baseline == "value" else 0.0)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+        self.clip_gradients(cfg.max_grad_norm)
         self.optimizer.step()
         self.model.eval()
         update_s = time.perf_counter() - start
@@ -139,21 +128,3 @@ class Reinforce:
             "perf/rollout_s": rollout_s,
             "perf/update_s": update_s,
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume."""
-        return {
-            "model": self.model.state_dict(),
-            "value_head": self.value_head.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "kl_coef": self.kl_coef,
-            "iteration": self.iteration,
-            "seed": self.seed,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.model.load_state_dict(state["model"])
-        self.value_head.load_state_dict(state["value_head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.kl_coef, self.iteration, self.seed = state["kl_coef"], state["iteration"], state["seed"]

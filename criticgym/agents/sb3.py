@@ -31,7 +31,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from torch.distributions import Categorical
 
-from criticgym.agents.ppo import ValueHead
+from criticgym.agents.base import ValueHead
 from criticgym.errors import ConfigError
 
 

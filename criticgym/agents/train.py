@@ -119,7 +119,7 @@ class Evaluator:
         """Evaluate ``model`` on the held-out prompts (the same prompts and sampling seed every time)."""
         engine = self.engine_cls(model, self.tokenizer, ref_model=self.ref_model)
         batch = engine.rollout(self.envs, seed=12345, top_p=0.9)
-        from criticgym.agents.ppo import token_rewards
+        from criticgym.agents.base import token_rewards
 
         prompts = [info["prompt"] for info in batch.infos]
         completions = [info["completion"] for info in batch.infos]

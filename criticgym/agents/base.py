@@ -1,0 +1,134 @@
+"""What every criticgym agent shares: the policy, its frozen reference, a value head, the optimizer, the engine.
+
+Also the pieces both learners use: per-token rewards from a rollout (hindsight vectors first), masked statistics,
+and one-pass re-scoring of whole sequences.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from criticgym.rollout import RolloutBatch, RolloutEngine
+
+
+class ValueHead(nn.Module):
+    """A linear value head on the last hidden state, initialized to predict 0."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., H) -> (..., 1)."""
+        return self.linear(hidden)
+
+
+def token_rewards(batch: RolloutBatch) -> torch.Tensor:
+    """(B, T) rewards per completion token: the hindsight vectors where the env gave them, else step rewards."""
+    rewards = batch.rewards.clone().float() if batch.rewards is not None else torch.zeros_like(batch.logprobs)
+    for row, info in enumerate(batch.infos or []):
+        vector = info.get("token_rewards")
+        if vector is not None:
+            rewards[row] = 0.0
+            rewards[row, : len(vector)] = torch.as_tensor(np.asarray(vector, dtype=np.float32))
+    return rewards * batch.completion_mask
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over the masked entries."""
+    n = mask.sum().clamp(min=1)
+    mean = (x * mask).sum() / n
+    var = (((x - mean) * mask) ** 2).sum() / n
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the masked entries."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def forward_logprobs_values(model, value_head, batch: RolloutBatch, temperature: float):
+    """Log-probs and values of the completion tokens in one forward pass over whole sequences, (B, T) each."""
+    ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
+    mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), output_hidden_states=True
+    )
+    width = batch.prompt_ids.size(1)
+    logits = out.logits[:, width - 1 : -1].float() / temperature  # position i predicts token i + 1
+    logprobs = torch.gather(logits.log_softmax(-1), 2, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+    hidden = out.hidden_states[-1][:, width - 1 : -1]
+    values = value_head(hidden.to(value_head.linear.weight.dtype)).squeeze(-1).float()
+    return logprobs, values
+
+
+class LMAgent:
+    """The state an agent trains and checkpoints.
+
+    Args:
+        model: the policy (a transformers causal LM); trained in place.
+        tokenizer: its tokenizer.
+        envs: a criticgym vector env made with ``autoreset_mode="disabled"``.
+        lr: Adam learning rate.
+        kl_coef: initial weight of the per-token KL penalty to the reference model.
+        seed: the run's seed; every random draw comes from ``(seed, iteration)``.
+        freeze_layers: freeze the embeddings and this many lower transformer layers.
+    """
+
+    def __init__(self, model, tokenizer, envs, lr: float, kl_coef: float, seed: int = 0, freeze_layers: int = 0):
+        self.model, self.tokenizer, self.envs, self.seed = model, tokenizer, envs, seed
+        device = next(model.parameters()).device
+        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.value_head = ValueHead(model.config.hidden_size).to(device)
+        freeze_lower_layers(model, freeze_layers)
+        params = [p for p in model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.engine = RolloutEngine(model, tokenizer, ref_model=self.ref_model, value_head=self.value_head)
+        self.kl_coef = kl_coef
+        self.iteration = 0
+
+    @property
+    def iteration_seed(self) -> int:
+        """The seed of this iteration's random draws (rollout sampling, prompt choice, minibatch order)."""
+        return self.seed * 1_000_003 + self.iteration
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clip the gradient norm of everything the optimizer updates."""
+        nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], max_norm)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: weights, optimizer, KL coefficient, iteration."""
+        return {
+            "model": self.model.state_dict(),
+            "value_head": self.value_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "kl_coef": self.kl_coef,
+            "iteration": self.iteration,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the reference model stays the initial policy)."""
+        self.model.load_state_dict(state["model"])
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_coef, self.iteration, self.seed = state["kl_coef"], state["iteration"], state["seed"]
+
+
+def freeze_lower_layers(model, n: int) -> None:
+    """Freeze the input embeddings and the ``n`` lowest transformer layers (Llama-style ``model.layers``)."""
+    if n <= 0:
+        return
+    model.get_input_embeddings().requires_grad_(False)
+    layers = getattr(getattr(model, "model", model), "layers", None)
+    if layers is None:
+        raise ValueError("freeze_layers needs a model with model.layers (Llama-style).")
+    for layer in layers[:n]:
+        layer.requires_grad_(False)  # with tied embeddings the output layer is frozen with the input one
