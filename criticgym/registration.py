@@ -8,6 +8,9 @@
   critic's budget, ``"random-<name>"``, or your own critic), paid in hindsight. Also ``gate=``,
   ``positive_value=``, ``negative_value=`` (task defaults), ``critic_model=`` (the LLM critic's model) and
   ``seed=`` (the random critic's).
+- ``reward="rlaif-direct"``: an AI judge's direct score (0-9, expectation over the digit tokens, mapped to
+  [-1, 1]) paid at the last token; ``judge=`` a :class:`~criticgym.critics.judge.ScoreJudge` or ``judge_model=``
+  (default ``"smollm2-135m"``).
 - ``reward=None``: no reward at all (every step pays 0), for users who add their own wrappers.
 
 Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``split``, ``max_new_tokens``, ...).
@@ -28,7 +31,7 @@ ENV_IDS = {
     "criticgym/Summarize-v0": "summarize",
     "criticgym/Words-v0": "words",
 }
-REWARDS = ("sparse", "relc", None)
+REWARDS = ("sparse", "relc", "rlaif-direct", None)
 CRITICS = ("lexicon", "toxicity", "llm", "random")
 
 ScorerLike = str | Callable[..., Sequence[float]] | Any
@@ -64,6 +67,7 @@ def _reward_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
     spec = get_task(task)
     keys = ("critic", "alpha1", "alpha2", "gate", "positive_value", "negative_value", "critic_model", "seed")
+    keys += ("judge", "judge_model")
     out = {k: kwargs.pop(k) for k in keys if k in kwargs}
     out.setdefault("critic", spec.critic)
     out.setdefault("positive_value", spec.span_values[0])
@@ -80,7 +84,9 @@ def make_env(task: str, reward: str | None = "sparse", scorer: ScorerLike = None
     relc = _reward_kwargs(task, kwargs)
     env: gym.Env = TextGenEnv(task, **kwargs)
     scorer = scorer if scorer is not None else get_task(task).scorer
-    if reward == "sparse":
+    if reward == "rlaif-direct":
+        scorer = _judge(task, relc)
+    if reward in ("sparse", "rlaif-direct"):
         env = SparseExtrinsicReward(env, scorer)
     elif reward == "relc":
         env = _relc(RewardMix, env, scorer, task, relc)
@@ -98,14 +104,28 @@ def make_vector_env(
     relc = _reward_kwargs(task, kwargs)
     envs: gym.vector.VectorEnv = TextGenVectorEnv(num_envs, task, **kwargs)
     scorer = scorer if scorer is not None else get_task(task).scorer
-    if reward == "sparse":
+    if reward == "rlaif-direct":
+        scorer = _judge(task, relc)
+    if reward in ("sparse", "rlaif-direct"):
         envs = SparseExtrinsicRewardVector(envs, scorer)
     elif reward == "relc":
         envs = _relc(RewardMixVector, envs, scorer, task, relc)
     return envs
 
 
+def _judge(task: str, options: dict[str, Any]) -> Any:
+    from criticgym.critics.judge import PREAMBLES, ScoreJudge
+    from criticgym.envs import get_task
+
+    if options.get("judge") is not None:
+        return options["judge"]
+    preamble = task if task in PREAMBLES else get_task(task).description
+    return ScoreJudge(options.get("judge_model", "smollm2-135m"), preamble=preamble)
+
+
 def _relc(wrapper: Any, env: Any, scorer: ScorerLike, task: str, relc: dict[str, Any]) -> Any:
+    relc.pop("judge", None)
+    relc.pop("judge_model", None)
     tokenizer = env.unwrapped.tokenizer
     critic = make_critic(
         relc.pop("critic"), task, tokenizer, relc.pop("critic_model", "smollm2-135m"), relc.pop("seed", 0)

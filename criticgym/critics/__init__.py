@@ -1,7 +1,8 @@
-"""Everything that judges text: scorers (one number per text), span critics, LLM backends."""
+"""Everything that judges text: scorers (one number per text), span critics, AI judges, LLM backends."""
 
 from criticgym.critics.backends import BackendError, LLMBackend, LocalBackend, OpenAIBackend
 from criticgym.critics.base import Critic, Critique, FunctionCritic, Span, as_critic
+from criticgym.critics.judge import PairwiseJudge, ScoreJudge
 from criticgym.critics.lexicon import LexiconCritic, ToxicityCritic
 from criticgym.critics.llm import LLMCritic, load_template
 from criticgym.critics.random import RandomCritic
@@ -27,8 +28,10 @@ __all__ = [
     "LexiconCritic",
     "LocalBackend",
     "OpenAIBackend",
+    "PairwiseJudge",
     "RandomCritic",
     "RougeScorer",
+    "ScoreJudge",
     "Scorer",
     "SentimentClassifier",
     "Span",
