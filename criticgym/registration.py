@@ -77,40 +77,39 @@ def _reward_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def make_env(task: str, reward: str | None = "sparse", scorer: ScorerLike = None, **kwargs: Any) -> gym.Env:
     """Build a single env with its reward wrappers (the entry point of every registered id)."""
-    from criticgym.envs import TextGenEnv, get_task
+    from criticgym.envs import TextGenEnv
     from criticgym.wrappers import RewardMix, SparseExtrinsicReward
 
     _check_reward(reward)
-    relc = _reward_kwargs(task, kwargs)
-    env: gym.Env = TextGenEnv(task, **kwargs)
-    scorer = scorer if scorer is not None else get_task(task).scorer
-    if reward == "rlaif-direct":
-        scorer = _judge(task, relc)
-    if reward in ("sparse", "rlaif-direct"):
-        env = SparseExtrinsicReward(env, scorer)
-    elif reward == "relc":
-        env = _relc(RewardMix, env, scorer, task, relc)
-    return env
+    options = _reward_kwargs(task, kwargs)
+    return _with_reward(TextGenEnv(task, **kwargs), task, reward, scorer, options, SparseExtrinsicReward, RewardMix)
 
 
 def make_vector_env(
     task: str, num_envs: int = 1, reward: str | None = "sparse", scorer: ScorerLike = None, **kwargs: Any
 ) -> gym.vector.VectorEnv:
     """Build the native vector env with its reward wrappers (the vector entry point of every registered id)."""
-    from criticgym.envs import TextGenVectorEnv, get_task
+    from criticgym.envs import TextGenVectorEnv
     from criticgym.wrappers import RewardMixVector, SparseExtrinsicRewardVector
 
     _check_reward(reward)
-    relc = _reward_kwargs(task, kwargs)
-    envs: gym.vector.VectorEnv = TextGenVectorEnv(num_envs, task, **kwargs)
+    options = _reward_kwargs(task, kwargs)
+    envs = TextGenVectorEnv(num_envs, task, **kwargs)
+    return _with_reward(envs, task, reward, scorer, options, SparseExtrinsicRewardVector, RewardMixVector)
+
+
+def _with_reward(env: Any, task: str, reward: str | None, scorer: ScorerLike, options: dict[str, Any], sparse, mix):
+    """Wrap a single or vector env (given its sparse and RELC wrapper classes) in the chosen reward set-up."""
+    from criticgym.envs import get_task
+
     scorer = scorer if scorer is not None else get_task(task).scorer
+    if reward == "sparse":
+        return sparse(env, scorer)
     if reward == "rlaif-direct":
-        scorer = _judge(task, relc)
-    if reward in ("sparse", "rlaif-direct"):
-        envs = SparseExtrinsicRewardVector(envs, scorer)
-    elif reward == "relc":
-        envs = _relc(RewardMixVector, envs, scorer, task, relc)
-    return envs
+        return sparse(env, _judge(task, options))
+    if reward == "relc":
+        return _relc(mix, env, scorer, task, options)
+    return env
 
 
 def _judge(task: str, options: dict[str, Any]) -> Any:
