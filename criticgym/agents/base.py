@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from criticgym.rollout import RolloutBatch, RolloutEngine
+from criticgym.rollout import RolloutBatch, RolloutEngine, score_completions
 
 
 class ValueHead(nn.Module):
@@ -56,15 +56,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def forward_logprobs_values(model, value_head, batch: RolloutBatch, temperature: float):
     """Log-probs and values of the completion tokens in one forward pass over whole sequences, (B, T) each."""
-    ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
-    mask = torch.cat([batch.prompt_mask, batch.completion_mask], dim=1)
-    out = model(
-        input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0), output_hidden_states=True
+    logprobs, hidden = score_completions(
+        model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask, temperature, True
     )
-    width = batch.prompt_ids.size(1)
-    logits = out.logits[:, width - 1 : -1].float() / temperature  # position i predicts token i + 1
-    logprobs = torch.gather(logits.log_softmax(-1), 2, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
-    hidden = out.hidden_states[-1][:, width - 1 : -1]
     values = value_head(hidden.to(value_head.linear.weight.dtype)).squeeze(-1).float()
     return logprobs, values
 

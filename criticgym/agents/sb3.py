@@ -76,15 +76,12 @@ class LMPolicy(BasePolicy):
         ids = obs["input_ids"].long()  # SB3's buffer stores observations as float32: ids are exact below 2**24
         mask = obs["attention_mask"].long()
         last = (mask.sum(1) - 1).clamp(min=0)  # (B,) the position whose logits give the next token
-        out = self.lm(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=(mask.cumsum(1) - 1).clamp(min=0),
-            output_hidden_states=True,
-        )
-        rows = torch.arange(ids.size(0), device=ids.device)
-        logits = out.logits[rows, last, : self.action_space.n].float() / self.temperature
-        hidden = out.hidden_states[-1][rows, last]
+        # the backbone alone, then the output layer at that one position per row: (B, V), not (B, W, V)
+        hidden = self.lm.base_model(
+            input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)
+        ).last_hidden_state
+        hidden = hidden[torch.arange(ids.size(0), device=ids.device), last]  # (B, H)
+        logits = self.lm.get_output_embeddings()(hidden)[:, : self.action_space.n].float() / self.temperature
         return Categorical(logits=logits), self.value_head(hidden.float()).squeeze(-1)
 
     def forward(self, obs, deterministic: bool = False):

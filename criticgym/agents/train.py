@@ -98,12 +98,10 @@ class Evaluator:
 
     def __init__(self, cfg: TrainConfig, tokenizer, ref_model) -> None:
         from criticgym.critics import SentimentClassifier, ToxicityScorer, VaderSentiment
-        from criticgym.rollout import RolloutEngine
 
         self.envs = criticgym.make_vec(cfg.env, num_envs=cfg.eval_prompts, split="test", **_env_kwargs(cfg))
         self.tokenizer, self.ref_model = tokenizer, ref_model
         self.task = self.envs.unwrapped.episodes.task.name
-        self.engine_cls = RolloutEngine
         # the second judge differs from the training reward (RELC evaluates with another classifier)
         if self.task == "sentiment":
             trained_on_classifier = cfg.scorer in (None, "sentiment-classifier")
@@ -117,9 +115,11 @@ class Evaluator:
     @torch.no_grad()
     def __call__(self, model, iteration: int) -> dict[str, Any]:
         """Evaluate ``model`` on the held-out prompts (the same prompts and sampling seed every time)."""
-        engine = self.engine_cls(model, self.tokenizer, ref_model=self.ref_model)
-        batch = engine.rollout(self.envs, seed=12345, top_p=0.9)
         from criticgym.agents.base import token_rewards
+        from criticgym.rollout import RolloutEngine
+
+        engine = RolloutEngine(model, self.tokenizer, ref_model=self.ref_model)
+        batch = engine.rollout(self.envs, seed=12345, top_p=0.9)
 
         prompts = [info["prompt"] for info in batch.infos]
         completions = [info["completion"] for info in batch.infos]

@@ -6,6 +6,7 @@ from criticgym.rollout.engine import (
     filter_logits,
     left_pad,
     sample_from_logits,
+    score_completions,
     sequence_logprobs,
 )
 from criticgym.rollout.models import BUILTIN_MODELS, cache_dir, load_policy, load_tokenizer
@@ -20,5 +21,6 @@ __all__ = [
     "load_policy",
     "load_tokenizer",
     "sample_from_logits",
+    "score_completions",
     "sequence_logprobs",
 ]

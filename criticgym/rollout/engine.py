@@ -94,6 +94,43 @@ def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None =
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.size(-1) - 1)
 
 
+def score_completions(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+    return_hidden: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities of the completion tokens in one forward pass over whole sequences.
+
+    Vocabulary logits are computed only at the T positions that predict completion tokens, not at every prompt
+    position.
+
+    Returns:
+        ``(logprobs, hidden)``: (B, T) float32 log-probs, zero where ``completion_mask`` is 0, and, when
+        ``return_hidden``, the last hidden state (B, T, H) of the position that predicted each token (else None).
+    """
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P + T)
+    mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B, P + T)
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    steps = completion_ids.size(1)
+    # position i predicts token i + 1: completion token j is predicted at P - 1 + j, i.e. the last T + 1
+    # positions but the final one
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        logits_to_keep=steps + 1,
+        output_hidden_states=return_hidden,
+    )
+    logits = out.logits[:, :-1].float() / temperature  # (B, T, V)
+    logprobs = torch.gather(logits.log_softmax(dim=-1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
+    hidden = out.hidden_states[-1][:, -steps - 1 : -1] if return_hidden else None
+    return logprobs * completion_mask, hidden
+
+
 def sequence_logprobs(
     model: PreTrainedModel,
     prompt_ids: torch.Tensor,
@@ -102,20 +139,8 @@ def sequence_logprobs(
     completion_mask: torch.Tensor,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Log-probabilities of the completion tokens in one forward pass over whole sequences.
-
-    Returns:
-        (B, T) float32, zero where ``completion_mask`` is 0.
-    """
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P + T)
-    mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B, P + T)
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-    width = prompt_ids.size(1)
-    # the logits at position i predict token i + 1: completion token j is predicted at width - 1 + j
-    logits = logits[:, width - 1 : -1].float() / temperature  # (B, T, V)
-    logprobs = torch.gather(logits.log_softmax(dim=-1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
-    return logprobs * completion_mask
+    """Log-probabilities of the completion tokens, (B, T), in one forward pass (see :func:`score_completions`)."""
+    return score_completions(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)[0]
 
 
 class RolloutEngine:

@@ -117,3 +117,17 @@ def test_resume_equals_an_uninterrupted_run(make):
     assert returns == straight_returns
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_one_pass_rescoring_equals_what_generation_recorded():
+    from criticgym.agents.base import forward_logprobs_values
+
+    model, tokenizer = load_policy("tiny")
+    agent = PPO(model, tokenizer, words_envs(6), PPOConfig())
+    with torch.no_grad():
+        torch.nn.init.normal_(agent.value_head.linear.weight)  # non-zero values, so the positions matter
+        batch = agent.rollout()
+        logprobs, values = forward_logprobs_values(model, agent.value_head, batch, temperature=1.0)
+    mask = batch.completion_mask.float()
+    torch.testing.assert_close(logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(values * mask, batch.values, atol=1e-4, rtol=1e-4)
