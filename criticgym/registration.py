@@ -11,6 +11,10 @@
 - ``reward="rlaif-direct"``: an AI judge's direct score (0-9, expectation over the digit tokens, mapped to
   [-1, 1]) paid at the last token; ``judge=`` a :class:`~criticgym.critics.judge.ScoreJudge` or ``judge_model=``
   (default ``"smollm2-135m"``).
+- ``reward="rlaif-pairwise"`` (vector env only, ``autoreset_mode="disabled"``, even ``num_envs``): sub-envs 2i
+  and 2i+1 complete the same prompt and each gets its centered soft preference over the other, ``2p - 1``, from
+  a :class:`~criticgym.critics.judge.PairwiseJudge` (``judge=`` or ``judge_model=``); see
+  :mod:`criticgym.wrappers.preference`.
 - ``reward=None``: no reward at all (every step pays 0), for users who add their own wrappers.
 
 Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``split``, ``max_new_tokens``, ...).
@@ -31,7 +35,7 @@ ENV_IDS = {
     "criticgym/Summarize-v0": "summarize",
     "criticgym/Words-v0": "words",
 }
-REWARDS = ("sparse", "relc", "rlaif-direct", None)
+REWARDS = ("sparse", "relc", "rlaif-direct", "rlaif-pairwise", None)
 CRITICS = ("lexicon", "toxicity", "llm", "random")
 
 ScorerLike = str | Callable[..., Sequence[float]] | Any
@@ -78,11 +82,12 @@ def _reward_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 def make_env(task: str, reward: str | None = "sparse", scorer: ScorerLike = None, **kwargs: Any) -> gym.Env:
     """Build a single env with its reward wrappers (the entry point of every registered id)."""
     from criticgym.envs import TextGenEnv
-    from criticgym.wrappers import RewardMix, SparseExtrinsicReward
+    from criticgym.wrappers import AIPreferenceReward, RewardMix, SparseExtrinsicReward
 
     _check_reward(reward)
     options = _reward_kwargs(task, kwargs)
-    return _with_reward(TextGenEnv(task, **kwargs), task, reward, scorer, options, SparseExtrinsicReward, RewardMix)
+    wrappers = (SparseExtrinsicReward, RewardMix, AIPreferenceReward)
+    return _with_reward(TextGenEnv(task, **kwargs), task, reward, scorer, options, *wrappers)
 
 
 def make_vector_env(
@@ -90,36 +95,41 @@ def make_vector_env(
 ) -> gym.vector.VectorEnv:
     """Build the native vector env with its reward wrappers (the vector entry point of every registered id)."""
     from criticgym.envs import TextGenVectorEnv
-    from criticgym.wrappers import RewardMixVector, SparseExtrinsicRewardVector
+    from criticgym.wrappers import AIPreferenceRewardVector, RewardMixVector, SparseExtrinsicRewardVector
 
     _check_reward(reward)
     options = _reward_kwargs(task, kwargs)
     envs = TextGenVectorEnv(num_envs, task, **kwargs)
-    return _with_reward(envs, task, reward, scorer, options, SparseExtrinsicRewardVector, RewardMixVector)
+    wrappers = (SparseExtrinsicRewardVector, RewardMixVector, AIPreferenceRewardVector)
+    return _with_reward(envs, task, reward, scorer, options, *wrappers)
 
 
-def _with_reward(env: Any, task: str, reward: str | None, scorer: ScorerLike, options: dict[str, Any], sparse, mix):
-    """Wrap a single or vector env (given its sparse and RELC wrapper classes) in the chosen reward set-up."""
+def _with_reward(
+    env: Any, task: str, reward: str | None, scorer: ScorerLike, options: dict[str, Any], sparse, mix, preference
+):
+    """Wrap a single or vector env (given its sparse, RELC and preference wrapper classes) in a reward set-up."""
     from criticgym.envs import get_task
 
     scorer = scorer if scorer is not None else get_task(task).scorer
     if reward == "sparse":
         return sparse(env, scorer)
-    if reward == "rlaif-direct":
-        return sparse(env, _judge(task, options))
+    if reward in ("rlaif-direct", "rlaif-pairwise"):
+        mode = reward.partition("-")[2]
+        return preference(env, _judge(task, options, mode), mode)
     if reward == "relc":
         return _relc(mix, env, scorer, task, options)
     return env
 
 
-def _judge(task: str, options: dict[str, Any]) -> Any:
-    from criticgym.critics.judge import PREAMBLES, ScoreJudge
+def _judge(task: str, options: dict[str, Any], mode: str) -> Any:
+    from criticgym.critics.judge import PREAMBLES, PairwiseJudge, ScoreJudge
     from criticgym.envs import get_task
 
     if options.get("judge") is not None:
         return options["judge"]
     preamble = task if task in PREAMBLES else get_task(task).description
-    return ScoreJudge(options.get("judge_model", "smollm2-135m"), preamble=preamble)
+    judge = PairwiseJudge if mode == "pairwise" else ScoreJudge
+    return judge(options.get("judge_model", "smollm2-135m"), preamble=preamble)
 
 
 def _relc(wrapper: Any, env: Any, scorer: ScorerLike, task: str, relc: dict[str, Any]) -> Any:

@@ -161,6 +161,7 @@ class PPO(LMAgent):
             "perf/update_tokens_per_s": float(n_seq) * cfg.epochs / update_s,
             "perf/rollout_s": rollout_s,
             "perf/update_s": update_s,
+            "perf/env_s": batch.env_seconds,
         }
 
     def _update(self, batch: RolloutBatch, advantages, returns, mask) -> dict[str, float]:

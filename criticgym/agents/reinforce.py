@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from criticgym.agents.base import LMAgent, forward_logprobs_values, masked_mean, token_rewards
@@ -71,15 +70,13 @@ class Reinforce(LMAgent):
     def rollout(self) -> RolloutBatch:
         """Sample a batch; with RLOO, k completions of each of num_envs / k prompts."""
         self.model.eval()
-        seed = self.iteration_seed
-        options = None
-        if self.config.baseline == "rloo":
-            prompts = self.envs.unwrapped.episodes.prompts
-            rng = np.random.default_rng(seed)
-            chosen = rng.integers(len(prompts), size=self.envs.num_envs // self.config.k)
-            options = {"prompt": [prompts[i].text for i in chosen for _ in range(self.config.k)]}
+        options = {"group_size": self.config.k} if self.config.baseline == "rloo" else None
         return self.engine.rollout(
-            self.envs, seed=seed, temperature=self.config.temperature, top_p=self.config.top_p, options=options
+            self.envs,
+            seed=self.iteration_seed,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            options=options,
         )
 
     def iterate(self) -> dict[str, float]:
@@ -127,4 +124,5 @@ class Reinforce(LMAgent):
             "perf/update_tokens_per_s": tokens / update_s,
             "perf/rollout_s": rollout_s,
             "perf/update_s": update_s,
+            "perf/env_s": batch.env_seconds,
         }

@@ -105,15 +105,24 @@ class EpisodeBatch:
             )
         return Prompt(ids, text)
 
-    def start(self, rows: np.ndarray, rng: np.random.Generator, prompts: list[str] | None = None) -> None:
-        """Begin new episodes on ``rows``: the given prompt texts, or prompts drawn from the task with ``rng``."""
+    def start(
+        self, rows: np.ndarray, rng: np.random.Generator, prompts: list[str] | None = None, group_size: int = 1
+    ) -> None:
+        """Begin new episodes on ``rows``: the given prompt texts, or prompts drawn from the task with ``rng``.
+
+        With ``group_size=k``, each drawn prompt goes to ``k`` consecutive rows.
+        """
+        if group_size < 1 or len(rows) % group_size:
+            raise ConfigError(
+                f"group_size={group_size} must be at least 1 and divide the {len(rows)} environments being reset."
+            )
         if prompts is not None:
             if len(prompts) != len(rows):
                 raise ConfigError(f"Got {len(prompts)} prompts for {len(rows)} environments; give one per environment.")
             chosen = [self.encode_prompt(p) for p in prompts]
             indices = np.full(len(rows), -1)
         else:
-            indices = rng.integers(len(self.prompts), size=len(rows))
+            indices = np.repeat(rng.integers(len(self.prompts), size=len(rows) // group_size), group_size)
             chosen = [self.prompts[i] for i in indices]
         self.ids[rows] = self.pad_id
         self.mask[rows] = 0

@@ -99,6 +99,8 @@ class TextGenVectorEnv(VectorEnv):
         """Reset every sub-env, or those in ``options["reset_mask"]``.
 
         ``options["prompt"]`` gives the prompts: one string for all, or one per sub-env being reset.
+        ``options["group_size"] = k`` draws one task prompt per group of ``k`` consecutive sub-envs being reset
+        (k completions of each prompt, as RLOO and pairwise preferences need).
         """
         if isinstance(seed, list):
             seed = seed[0]
@@ -113,7 +115,7 @@ class TextGenVectorEnv(VectorEnv):
         prompts = options.get("prompt")
         if isinstance(prompts, str):
             prompts = [prompts] * len(rows)
-        self.episodes.start(rows, self.np_random, prompts)
+        self.episodes.start(rows, self.np_random, prompts, options.get("group_size", 1))
         self._pending_reset[rows] = False
         n_tokens = self.episodes.length - self.episodes.prompt_len
         return self.episodes.observation(self._all), {"n_tokens": n_tokens, "_n_tokens": np.ones(self.num_envs, bool)}

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -41,6 +42,7 @@ class RolloutBatch(NamedTuple):
     ref_logprobs: torch.Tensor | None = None  # (B, T) float32, the same tokens under the reference model
     rewards: torch.Tensor | None = None  # (B, T) float32, env reward of each step (rollout only)
     infos: list[dict[str, Any]] | None = None  # per row, the env's info at that episode's last step
+    env_seconds: float = 0.0  # wall time spent inside envs.step (env bookkeeping and reward wrappers)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -298,6 +300,7 @@ class RolloutEngine:
         lengths = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         rewards = np.zeros((batch_size, max_new_tokens), dtype=np.float32) if envs is not None else None
         infos: list[dict[str, Any]] | None = [{} for _ in range(batch_size)] if envs is not None else None
+        env_seconds = 0.0
 
         # Prefill: the whole left-padded prompt in one pass; positions count real tokens only.
         positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
@@ -335,11 +338,18 @@ class RolloutEngine:
 
             # Who decides that an episode ended: the env when there is one, else EOS or the budget.
             if envs is not None:
+                start = time.perf_counter()
                 _, reward, terminated, truncated, info = envs.step(tokens.cpu().numpy())
+                env_seconds += time.perf_counter() - start
                 rewards[:, t] = reward
                 ended = np.logical_or(terminated, truncated)
                 for row in np.flatnonzero(ended):
                     infos[row] = _row_info(info, row)
+                # Hindsight rewards may arrive after a row ended (a pairwise judge waits for the sibling).
+                late = info.get("_token_rewards")
+                if late is not None:
+                    for row in np.flatnonzero(late & done.cpu().numpy()):
+                        infos[row].update(_row_info(info, row))
                 done |= torch.as_tensor(ended, device=self.device)
             else:
                 done |= torch.isin(tokens, self.eos_ids)
@@ -368,6 +378,7 @@ class RolloutEngine:
             values=values[:, :steps] * completion_mask if want_values else None,
             rewards=torch.as_tensor(rewards[:, :steps]) if rewards is not None else None,
             infos=infos,
+            env_seconds=env_seconds,
         )
         if self.ref_model is not None:
             batch = batch._replace(ref_logprobs=self.score(batch, self.ref_model, 1.0 if greedy else temperature))

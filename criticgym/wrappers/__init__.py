@@ -7,9 +7,12 @@ from criticgym.wrappers.critic_span import (
     RewardMixVector,
     SpanRewarder,
 )
+from criticgym.wrappers.preference import AIPreferenceReward, AIPreferenceRewardVector
 from criticgym.wrappers.sparse import SparseExtrinsicReward, SparseExtrinsicRewardVector
 
 __all__ = [
+    "AIPreferenceReward",
+    "AIPreferenceRewardVector",
     "CriticSpanReward",
     "CriticSpanRewardVector",
     "RewardMix",

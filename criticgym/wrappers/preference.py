@@ -1,0 +1,171 @@
+"""AI-preference rewards (RLAIF): a judge's direct score, or its soft preference between sibling completions.
+
+- ``mode="direct"``: the judge rates each finished completion (:class:`~criticgym.critics.judge.ScoreJudge`,
+  a score in [-1, 1]) and the rating is paid at its last token, exactly like a sparse extrinsic score.
+- ``mode="pairwise"`` (vector env only): sub-envs ``2i`` and ``2i + 1`` are siblings that complete the same
+  prompt. When both have ended, the judge (:class:`~criticgym.critics.judge.PairwiseJudge`) gives
+  ``p = P(2i better than 2i + 1)`` (``prefer``, both orders averaged), and each sibling gets its centered
+  preference over the other, ``scale * (2p - 1)`` and ``scale * (1 - 2p)``, at its last token. The sibling
+  that ends first cannot be paid on its own last step (its sibling is still writing), so both get the reward in
+  hindsight:
+  ``info["token_rewards"]`` on the step the second sibling ends, the same channel RELC's dense rewards use. The
+  second sibling's scalar step reward carries its share as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+
+from criticgym.errors import ConfigError
+from criticgym.wrappers.sparse import SparseExtrinsicReward, SparseExtrinsicRewardVector, _set_rows
+
+MODES = ("direct", "pairwise")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ConfigError(f"Unknown AI-preference mode {mode!r}; use one of {list(MODES)}.")
+
+
+class AIPreferenceReward(SparseExtrinsicReward):
+    """Direct RLAIF on a single env: the judge's rating of the completion, paid at its last token.
+
+    Args:
+        env: a criticgym text-generation env.
+        judge: anything with ``rate(prompts, completions)`` (a :class:`~criticgym.critics.judge.ScoreJudge`).
+        mode: ``"direct"``; ``"pairwise"`` needs sibling episodes, so it exists only on the vector env.
+        scale: multiplies the rating.
+    """
+
+    def __init__(self, env: gym.Env, judge: Any, mode: str = "direct", scale: float = 1.0) -> None:
+        _check_mode(mode)
+        if mode == "pairwise":
+            raise ConfigError(
+                "Pairwise preferences compare two completions of the same prompt, so they need the vector env: "
+                "gym.make_vec(env_id, num_envs=2 * n, reward='rlaif-pairwise', autoreset_mode='disabled')."
+            )
+        super().__init__(env, _Rating(judge), scale)
+        self.judge = judge
+
+
+class _Rating:
+    """A judge's ``rate`` as a scorer."""
+
+    def __init__(self, judge: Any) -> None:
+        if not callable(getattr(judge, "rate", None)):
+            raise ConfigError(f"A direct AI-preference judge needs a rate() method; got {type(judge).__name__}.")
+        self.judge = judge
+
+    def score(self, prompts, completions, references=None):
+        return self.judge.rate(prompts, completions)
+
+
+class AIPreferenceRewardVector(VectorWrapper):
+    """RLAIF on the vector env, direct or pairwise (see the module docstring).
+
+    In pairwise mode the env must not autoreset (``autoreset_mode="disabled"``), ``num_envs`` must be even, and
+    every reset gives siblings the same prompt: without ``options["prompt"]`` it draws one prompt per pair
+    (``group_size=2``, or any even group size you pass); with given prompts, siblings' prompts must match.
+    ``info`` gains ``preference`` (the probability that this sub-env's completion beats its sibling's) and
+    ``token_rewards`` for both siblings on the step the pair is judged.
+
+    Args:
+        env: a criticgym vector env.
+        judge: a :class:`~criticgym.critics.judge.ScoreJudge` (direct) or
+            :class:`~criticgym.critics.judge.PairwiseJudge` (pairwise), or anything with the same method.
+        mode: ``"direct"`` or ``"pairwise"``.
+        scale: multiplies the reward.
+    """
+
+    def __init__(self, env: VectorEnv, judge: Any, mode: str = "direct", scale: float = 1.0) -> None:
+        _check_mode(mode)
+        self.mode, self.judge, self.scale = mode, judge, float(scale)
+        if mode == "direct":
+            env = SparseExtrinsicRewardVector(env, _Rating(judge), scale)
+        super().__init__(env)
+        if mode == "direct":
+            return
+        if not callable(getattr(judge, "prefer", None)):
+            raise ConfigError(f"Pairwise mode needs a pairwise judge (a prefer() method); got {type(judge).__name__}.")
+        if self.num_envs % 2:
+            raise ConfigError(f"Pairwise mode pairs sub-envs 2i and 2i+1: num_envs must be even, got {self.num_envs}.")
+        if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
+            raise ConfigError(
+                "Pairwise mode keeps a finished sub-env waiting for its sibling; make the env with "
+                "autoreset_mode='disabled'."
+            )
+        self._final: list[dict[str, Any] | None] = [None] * self.num_envs
+        self._paid: list[list[float]] = [[] for _ in range(self.num_envs)]
+        self._judged = np.zeros(self.num_envs, dtype=bool)
+
+    def reset(self, *, seed=None, options=None):
+        """Reset; siblings always share a prompt."""
+        if self.mode == "direct":
+            return self.env.reset(seed=seed, options=options)
+        options = dict(options or {})
+        mask = np.ones(self.num_envs, dtype=bool)
+        if "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], dtype=bool)
+            if mask.shape != (self.num_envs,) or (mask[0::2] != mask[1::2]).any():
+                raise ConfigError("In pairwise mode a reset_mask must reset both siblings (2i and 2i+1) together.")
+        prompts = options.get("prompt")
+        if prompts is None:
+            options["group_size"] = options.get("group_size", 2)
+            if options["group_size"] % 2:
+                raise ConfigError(f"In pairwise mode group_size must be even, got {options['group_size']}.")
+        elif not isinstance(prompts, str) and list(prompts[0::2]) != list(prompts[1::2]):
+            raise ConfigError("In pairwise mode siblings (2i and 2i+1) must get the same prompt.")
+        for row in np.flatnonzero(mask):
+            self._final[row], self._paid[row], self._judged[row] = None, [], False
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions):
+        """Step; judge every pair whose second sibling just ended, in one batched call (both orders)."""
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        if self.mode == "direct":
+            return obs, rewards, terminated, truncated, info
+        ended = np.logical_or(terminated, truncated)
+        for row in range(self.num_envs):
+            if self._final[row] is None:
+                self._paid[row].append(float(rewards[row]))
+        for row in np.flatnonzero(ended):
+            self._final[row] = {key: info[key][row] for key in ("prompt", "completion", "completion_ids")}
+        first = np.arange(0, self.num_envs, 2)
+        ready = [
+            a for a in first if self._final[a] is not None and self._final[a + 1] is not None and not self._judged[a]
+        ]
+        if not ready:
+            return obs, rewards, terminated, truncated, info
+        a_rows, b_rows = np.asarray(ready), np.asarray(ready) + 1
+        p = np.asarray(
+            self.judge.prefer(
+                [self._final[a]["prompt"] for a in a_rows],
+                [self._final[a]["completion"] for a in a_rows],
+                [self._final[b]["completion"] for b in b_rows],
+            ),
+            dtype=np.float64,
+        )
+        if p.shape != (len(ready),) or not np.isfinite(p).all():
+            raise ConfigError(f"The judge returned {p!r} for {len(ready)} pairs; expected finite probabilities.")
+        rows = np.concatenate([a_rows, b_rows])
+        preference = np.concatenate([p, 1.0 - p])
+        pay = self.scale * (2.0 * preference - 1.0)
+        rewards = np.array(rewards, dtype=np.float64)
+        vectors = np.empty(self.num_envs, dtype=object)
+        for row, value in zip(rows, pay, strict=True):
+            n = len(self._final[row]["completion_ids"])
+            vector = np.asarray(self._paid[row][-n:], dtype=np.float64).copy()
+            vector[-1] += value
+            vectors[row] = vector
+            if ended[row]:
+                rewards[row] += value
+            self._judged[row] = True
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[rows] = True
+        info = {**info, "token_rewards": vectors, "_token_rewards": mask}
+        info = _set_rows(info, "preference", rows, preference, self.num_envs)
+        return obs, rewards, terminated, truncated, info
