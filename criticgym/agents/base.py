@@ -41,6 +41,12 @@ def token_rewards(batch: RolloutBatch) -> torch.Tensor:
     return rewards * batch.completion_mask
 
 
+def mean_info(batch: RolloutBatch, key: str) -> float:
+    """Mean of a per-episode info value (e.g. ``extrinsic_reward``) over the rows that report it (nan if none)."""
+    values = [float(info[key]) for info in batch.infos or [] if key in info]
+    return float(np.mean(values)) if values else float("nan")
+
+
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance over the masked entries."""
     n = mask.sum().clamp(min=1)

@@ -31,6 +31,7 @@ from criticgym.agents.base import (
     forward_logprobs_values,
     masked_mean,
     masked_whiten,
+    mean_info,
     token_rewards,
 )
 from criticgym.rollout import RolloutBatch
@@ -153,6 +154,7 @@ class PPO(LMAgent):
         n_seq = batch.prompt_mask.sum() + mask.sum()
         return {
             "charts/episodic_return": float(scores.sum(1).mean()),
+            "charts/extrinsic": mean_info(batch, "extrinsic_reward"),
             "charts/kl": completion_kl,
             "charts/kl_coef": self.kl_coef,
             "charts/completion_tokens": float(mask.sum(1).mean()),

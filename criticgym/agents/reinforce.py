@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from criticgym.agents.base import LMAgent, forward_logprobs_values, masked_mean, token_rewards
+from criticgym.agents.base import LMAgent, forward_logprobs_values, masked_mean, mean_info, token_rewards
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch
 
@@ -114,6 +114,7 @@ class Reinforce(LMAgent):
         tokens = float(batch.prompt_mask.sum() + mask.sum())
         return {
             "charts/episodic_return": float(scores.sum(1).mean()),
+            "charts/extrinsic": mean_info(batch, "extrinsic_reward"),
             "charts/kl": float(kl.sum(1).mean()),
             "charts/kl_coef": self.kl_coef,
             "charts/completion_tokens": float(mask.sum(1).mean()),

@@ -35,8 +35,10 @@ class TrainConfig:
     """A training run. Every field is a ``criticgym train`` option (``--num-envs`` for ``num_envs``)."""
 
     env: str = field(default="criticgym/SentimentControl-v0", metadata={"help": "a registered criticgym id"})
-    reward: str = field(default="relc", metadata={"help": "sparse or relc"})
+    reward: str = field(default="relc", metadata={"help": "sparse, relc, rlaif-direct or rlaif-pairwise"})
     critic: str | None = field(default=None, metadata={"help": "lexicon, toxicity, llm, random (task default)"})
+    critic_model: str = field(default="smollm2-135m", metadata={"help": "the LLM critic's model (critic=llm)"})
+    judge_model: str = field(default="smollm2-135m", metadata={"help": "the AI judge's model (reward=rlaif-*)"})
     scorer: str | None = field(default=None, metadata={"help": "extrinsic scorer name (task default)"})
     agent: str = field(default="ppo", metadata={"help": "ppo, reinforce or rloo"})
     model: str = field(default="smollm2-135m", metadata={"help": "built-in name, local folder or hub id"})
@@ -69,9 +71,11 @@ class TrainConfig:
 def _env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"reward": cfg.reward, "model": cfg.model, "autoreset_mode": "disabled"}
     if cfg.reward == "relc":
-        kwargs.update(alpha1=cfg.alpha1, alpha2=cfg.alpha2, seed=cfg.seed)
+        kwargs.update(alpha1=cfg.alpha1, alpha2=cfg.alpha2, seed=cfg.seed, critic_model=cfg.critic_model)
         if cfg.critic is not None:
             kwargs["critic"] = cfg.critic
+    if cfg.reward.startswith("rlaif"):
+        kwargs["judge_model"] = cfg.judge_model
     for key in ("scorer", "max_new_tokens"):
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
@@ -94,14 +98,19 @@ def build_agent(cfg: TrainConfig, model, tokenizer, envs):
 
 
 class Evaluator:
-    """Held-out evaluation: mean training reward, a second judge, distinct-n, fluency (perplexity)."""
+    """Held-out evaluation: mean training reward, the task's score, a second judge, distinct-n, perplexity.
+
+    ``eval/score`` is the task's extrinsic scorer (or ``cfg.scorer``) whatever the training reward is, so runs
+    with different rewards compare on one scale.
+    """
 
     def __init__(self, cfg: TrainConfig, tokenizer, ref_model) -> None:
-        from criticgym.critics import SentimentClassifier, ToxicityScorer, VaderSentiment
+        from criticgym.critics import SentimentClassifier, ToxicityScorer, VaderSentiment, as_scorer
 
         self.envs = criticgym.make_vec(cfg.env, num_envs=cfg.eval_prompts, split="test", **_env_kwargs(cfg))
         self.tokenizer, self.ref_model = tokenizer, ref_model
         self.task = self.envs.unwrapped.episodes.task.name
+        self.scorer = as_scorer(cfg.scorer or self.envs.unwrapped.episodes.task.scorer)
         # the second judge differs from the training reward (RELC evaluates with another classifier)
         if self.task == "sentiment":
             trained_on_classifier = cfg.scorer in (None, "sentiment-classifier")
@@ -125,9 +134,12 @@ class Evaluator:
         completions = [info["completion"] for info in batch.infos]
         returns = token_rewards(batch).sum(1)
         mask = batch.completion_mask.float()
+        references = [info.get("reference") for info in batch.infos]
+        scores = self.scorer.score(prompts, completions, None if None in references else references)
         result: dict[str, Any] = {
             "iteration": iteration,
             "eval/reward": float(returns.mean()),
+            "eval/score": float(np.mean(scores)),
             "eval/perplexity": float(torch.exp(-(batch.ref_logprobs * mask).sum() / mask.sum().clamp(min=1))),
             "eval/distinct_1": distinct_n(completions, 1),
             "eval/distinct_2": distinct_n(completions, 2),

@@ -2,10 +2,11 @@
 
 from criticgym.critics.backends import BackendError, LLMBackend, LocalBackend, OpenAIBackend
 from criticgym.critics.base import Critic, Critique, FunctionCritic, Span, as_critic
-from criticgym.critics.judge import PairwiseJudge, ScoreJudge
+from criticgym.critics.judge import PairwiseJudge, ScoreJudge, ScorerJudge, evaluate_judge, make_judge
 from criticgym.critics.lexicon import LexiconCritic, ToxicityCritic
 from criticgym.critics.llm import LLMCritic, load_template
 from criticgym.critics.random import RandomCritic
+from criticgym.critics.reward_model import RewardModel, RewardModelScorer, soft_label_loss
 from criticgym.critics.scorers import (
     FunctionScorer,
     RougeScorer,
@@ -30,8 +31,11 @@ __all__ = [
     "OpenAIBackend",
     "PairwiseJudge",
     "RandomCritic",
+    "RewardModel",
+    "RewardModelScorer",
     "RougeScorer",
     "ScoreJudge",
+    "ScorerJudge",
     "Scorer",
     "SentimentClassifier",
     "Span",
@@ -40,6 +44,9 @@ __all__ = [
     "VaderSentiment",
     "as_critic",
     "as_scorer",
+    "evaluate_judge",
     "load_template",
+    "make_judge",
     "make_scorer",
+    "soft_label_loss",
 ]

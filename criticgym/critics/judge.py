@@ -10,12 +10,15 @@
   shifted scale): reward ``(E[s] - 4.5) / 4.5``.
 
 Both work on any :class:`~criticgym.critics.backends.LLMBackend` (local model or OpenAI-compatible server).
+:class:`ScorerJudge` turns a scorer into a pairwise judge (the baseline an LLM judge should beat), and
+:func:`evaluate_judge` measures a judge on pairs with known labels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +86,7 @@ class PairwiseJudge:
         rationale_tokens: int = 64,
     ) -> None:
         self.backend = LocalBackend(backend) if isinstance(backend, str) else backend
+        self.name = backend if isinstance(backend, str) else type(backend).__name__
         self.preamble = PREAMBLES.get(preamble, preamble)
         self.examples = tuple(examples)
         if any(e.preferred not in (1, 2) for e in self.examples):
@@ -165,3 +169,109 @@ class ScoreJudge:
     def score(self, prompts, completions, references=None) -> list[float]:
         """The scorer protocol: :meth:`rate`."""
         return self.rate(prompts, completions)
+
+
+class ScorerJudge:
+    """A pairwise judge made from a scorer: ``P(a better) = sigmoid((score(a) - score(b)) / temperature)``.
+
+    The baseline an LLM judge should beat (e.g. ``ScorerJudge(VaderSentiment())``, the lexicon judge). It is
+    symmetric, so it has no position bias by construction.
+    """
+
+    def __init__(self, scorer: Any, temperature: float = 0.1, name: str | None = None) -> None:
+        from criticgym.critics.scorers import as_scorer
+
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}.")
+        self.scorer, self.temperature = as_scorer(scorer), float(temperature)
+        self.name = name or type(self.scorer).__name__
+
+    def prefer_both_orders(self, prompts, completions_a, completions_b) -> tuple[np.ndarray, np.ndarray]:
+        """P(1) with a first, and P(1) with b first."""
+        n = len(prompts)
+        scores = np.asarray(
+            self.scorer.score(list(prompts) * 2, list(completions_a) + list(completions_b)), dtype=np.float64
+        )
+        p = 1.0 / (1.0 + np.exp(-(scores[:n] - scores[n:]) / self.temperature))
+        return p, 1.0 - p
+
+    def prefer(self, prompts, completions_a, completions_b) -> list[float]:
+        """Soft probability that a is better than b."""
+        return swap_average(*self.prefer_both_orders(prompts, completions_a, completions_b)).tolist()
+
+
+def make_judge(name: str | Any, task: str = "sentiment") -> Any:
+    """A pairwise judge by name.
+
+    A scorer name (``"lexicon"`` is VADER) gives a :class:`ScorerJudge`; any other name is a model for a
+    :class:`PairwiseJudge` with the task's preamble.
+    """
+    from criticgym.critics.scorers import SCORERS, make_scorer
+
+    if not isinstance(name, str):
+        return name
+    if name in ("lexicon", *SCORERS):
+        scorer = make_scorer("vader" if name == "lexicon" else name)
+        return ScorerJudge(scorer, name=name)
+    return PairwiseJudge(name, preamble=task)
+
+
+def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "A short review of a film") -> dict:
+    """Judge quality on pairs with a known answer: a fresh and a rotten Rotten Tomatoes review (test split).
+
+    The judge should prefer the fresh (positive) one under the sentiment preamble. Reports, over ``pairs``
+    pairs (which review comes first is random):
+
+    - ``agreement``: the swap-averaged verdict prefers the fresh review (ties count one half), with a 95% Wilson
+      interval; ``agreement_one_order``: the same from the first order alone.
+    - ``position_bias_rate``: the same *position* wins in both orders (``prefers_first`` + ``prefers_second``).
+    - ``consistency``: the same *review* wins in both orders (MT-Bench's consistency).
+    - ``mean_p_fresh``: the average soft label of the fresh review.
+    """
+    import time
+
+    from scipy import stats
+
+    from criticgym.data import load_rotten_tomatoes
+
+    test = load_rotten_tomatoes("test")
+    fresh = [e.text for e in test if e.label == 1]
+    rotten = [e.text for e in test if e.label == 0]
+    if pairs < 1 or pairs > min(len(fresh), len(rotten)):
+        raise ConfigError(f"pairs must be between 1 and {min(len(fresh), len(rotten))}, got {pairs}.")
+    rng = np.random.default_rng(seed)
+    good = [fresh[i] for i in rng.choice(len(fresh), pairs, replace=False)]
+    bad = [rotten[i] for i in rng.choice(len(rotten), pairs, replace=False)]
+    fresh_first = rng.random(pairs) < 0.5
+    a = [g if f else b for g, b, f in zip(good, bad, fresh_first, strict=True)]
+    b = [b if f else g for g, b, f in zip(good, bad, fresh_first, strict=True)]
+    start = time.perf_counter()
+    p_ab, p_ba = (np.asarray(p, dtype=np.float64) for p in judge.prefer_both_orders([context] * pairs, a, b))
+    seconds = time.perf_counter() - start
+    p_fresh = np.where(fresh_first, swap_average(p_ab, p_ba), 1.0 - swap_average(p_ab, p_ba))
+    p_fresh_one = np.where(fresh_first, p_ab, 1.0 - p_ab)
+
+    def correct(p: np.ndarray) -> float:  # a tie (within rounding) counts one half
+        tie = np.isclose(p, 0.5, rtol=0.0, atol=1e-9)
+        return float(np.mean(np.where(tie, 0.5, p > 0.5)))
+
+    agreement = correct(p_fresh)
+    z = stats.norm.ppf(0.975)
+    centre = (agreement + z * z / (2 * pairs)) / (1 + z * z / pairs)
+    half = z * np.sqrt(agreement * (1 - agreement) / pairs + z * z / (4 * pairs * pairs)) / (1 + z * z / pairs)
+    first_wins = (p_ab > 0.5) & (p_ba > 0.5)
+    second_wins = (p_ab < 0.5) & (p_ba < 0.5)
+    same_review = ((p_ab > 0.5) & (p_ba < 0.5)) | ((p_ab < 0.5) & (p_ba > 0.5))
+    return {
+        "judge": getattr(judge, "name", None) or type(judge).__name__,
+        "pairs": pairs,
+        "agreement": agreement,
+        "agreement_ci95": [float(centre - half), float(centre + half)],
+        "agreement_one_order": correct(p_fresh_one),
+        "position_bias_rate": float(np.mean(first_wins | second_wins)),
+        "prefers_first": float(np.mean(first_wins)),
+        "prefers_second": float(np.mean(second_wins)),
+        "consistency": float(np.mean(same_review)),
+        "mean_p_fresh": float(np.mean(p_fresh)),
+        "seconds": seconds,
+    }

@@ -264,10 +264,17 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
 
 
 def make_scorer(name: str) -> Scorer:
-    """A built-in scorer by name."""
-    if name not in SCORERS:
-        raise ConfigError(f"Unknown scorer {name!r}; use one of {sorted(SCORERS)}, or pass your own scorer.")
-    return SCORERS[name]()
+    """A built-in scorer by name, or a reward model saved by ``criticgym train-rm`` (its folder)."""
+    from criticgym.critics.reward_model import RewardModelScorer, is_reward_model
+
+    if name in SCORERS:
+        return SCORERS[name]()
+    if is_reward_model(name):
+        return RewardModelScorer(name)
+    raise ConfigError(
+        f"Unknown scorer {name!r}; use one of {sorted(SCORERS)}, a reward-model folder (criticgym train-rm), "
+        "or pass your own scorer."
+    )
 
 
 __all__ = [

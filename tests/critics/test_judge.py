@@ -109,3 +109,30 @@ def test_gym_make_rlaif_direct_pays_the_judge_score(tokenizer):
         "criticgym/SentimentControl-v0", num_envs=2, reward="rlaif-direct", judge=ScoreJudge(Confident())
     )
     assert envs.unwrapped.num_envs == 2
+
+
+def test_evaluate_judge_measures_agreement_and_position_bias():
+    from criticgym.critics import VaderSentiment, evaluate_judge, make_judge
+    from criticgym.critics.judge import ScorerJudge
+
+    lexicon = evaluate_judge(make_judge("lexicon"), pairs=100, seed=0)
+    assert lexicon["judge"] == "lexicon" and lexicon["pairs"] == 100
+    assert lexicon["agreement"] > 0.6 and lexicon["position_bias_rate"] == 0.0  # symmetric by construction
+    low, high = lexicon["agreement_ci95"]
+    assert low < lexicon["agreement"] < high
+
+    class AlwaysFirst:
+        def prefer_both_orders(self, prompts, a, b):
+            return np.full(len(a), 0.9), np.full(len(a), 0.9)
+
+    biased = evaluate_judge(AlwaysFirst(), pairs=50, seed=0)
+    assert biased["position_bias_rate"] == biased["prefers_first"] == 1.0
+    assert biased["consistency"] == 0.0 and biased["agreement"] == 0.5  # both orders averaged: a tie every time
+    assert 0.2 < biased["agreement_one_order"] < 0.8  # one order alone: whichever review happened to come first
+
+    judge = ScorerJudge(VaderSentiment(), temperature=0.1)
+    p_ab, p_ba = judge.prefer_both_orders(["x"], [" wonderful"], [" awful"])
+    assert p_ab[0] > 0.99 and p_ba[0] == pytest.approx(1 - p_ab[0])
+    with pytest.raises(ConfigError, match="pairs"):
+        evaluate_judge(AlwaysFirst(), pairs=0)
+    assert isinstance(make_judge("tiny"), PairwiseJudge)
