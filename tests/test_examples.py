@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rlaif_example_trains_on_the_direct_judge_and_on_the_distilled_reward_model(tmp_path):
+    example = load("rlaif_reinforce")
+    argv = ["--policy", "tiny", "--judge", "tiny", "--iterations", "1", "--num-envs", "4", "--pairs", "12"]
+    summary = example.main(argv + ["--eval-prompts", "4", "--out", str(tmp_path), "--quiet"])
+    assert (tmp_path / "reward-model" / "reward_model.json").exists()
+    assert len((tmp_path / "prefs.jsonl").read_text().splitlines()) == 12
+    assert json.loads((tmp_path / "summary.json").read_text())["reward_model"]["pairs"] == 12
+    for run in ("direct", "distilled"):
+        config = json.loads((tmp_path / run / "config.json").read_text())
+        assert config["agent"] == "reinforce" and len((tmp_path / run / "metrics.csv").read_text().splitlines()) == 2
+        assert -1.0 <= summary[run]["score_after"] <= 1.0
+    assert json.loads((tmp_path / "distilled" / "config.json").read_text())["scorer"].endswith("reward-model")
+    assert json.loads((tmp_path / "direct" / "config.json").read_text())["reward"] == "rlaif-direct"
