@@ -12,9 +12,7 @@ def test_label_train_rm_and_eval_judge_commands(tmp_path, capsys):
     assert main(argv + ["--out", str(prefs)]) == 0
     records = read_jsonl(prefs)
     assert len(records) == 10 and {r["judge"] for r in records} == {"lexicon"}
-    assert all(
-        r["p_first_ba"] == 1 - r["p_first_ab"] or abs(r["p_first_ba"] + r["p_first_ab"] - 1) < 1e-9 for r in records
-    )
+    assert all(abs(r["p_first_ab"] + r["p_first_ba"] - 1) < 1e-9 for r in records)  # a scorer judge is symmetric
 
     rm = tmp_path / "rm"
     assert main(["train-rm", "--data", str(prefs), "--epochs", "5", "--out", str(rm)]) == 0
