@@ -117,3 +117,12 @@ def test_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):
     train(tiny_config(tmp_path, iterations=2, eval_every=0), log=lambda *a: None)
     assert ("charts/episodic_return", 1) in board.scalars and ("charts/kl", 2) in board.scalars
     assert board.closed
+
+
+def test_train_on_pairwise_ai_preferences(tmp_path):
+    """RLOO on rlaif-pairwise: every completion is paid its centered preference over its sibling."""
+    cfg = tiny_config(tmp_path, reward="rlaif-pairwise", judge_model="tiny", agent="rloo", iterations=1, num_envs=4)
+    result = train(cfg, log=lambda *a: None)
+    row = result["history"][0]
+    assert abs(row["charts/episodic_return"]) < 1e-6  # centered in each pair, so the batch mean is 0
+    assert row["perf/env_s"] > 0 and {"eval/score", "eval/reward"} <= result["evals"][-1].keys()
