@@ -73,13 +73,14 @@ def naive_loop(model, ids, mask, new_tokens, eos_id, generator):
     return ids
 
 
-def run(model_name: str, batch_size: int, new_tokens: int, device: torch.device, repeats: int) -> dict:
+def methods(model_name: str, batch_size: int, new_tokens: int, device: torch.device) -> tuple[dict, object]:
+    """The three ways to sample ``new_tokens`` per row from the same prompts (closures), and the model."""
     model, tokenizer = load_policy(model_name, device=device)
     engine = RolloutEngine(model, tokenizer)
     envs = criticgym.make_vec(
         "criticgym/SentimentControl-v0",
         num_envs=batch_size,
-        model=model_name,
+        model=tokenizer,
         reward=None,
         max_new_tokens=new_tokens,
         autoreset_mode="disabled",
@@ -88,6 +89,7 @@ def run(model_name: str, batch_size: int, new_tokens: int, device: torch.device,
     prompts = [row[: int(m.sum())].tolist() for row, m in zip(obs["input_ids"], obs["attention_mask"], strict=True)]
     ids, mask = left_pad(prompts, tokenizer.pad_token_id, device)
     eos = tokenizer.eos_token_id
+    generator = torch.Generator(device=device).manual_seed(0)
 
     def ours():
         batch = engine.rollout(envs, seed=0, min_new_tokens=new_tokens)
@@ -107,12 +109,15 @@ def run(model_name: str, batch_size: int, new_tokens: int, device: torch.device,
         )
         assert out.shape[1] - ids.shape[1] == new_tokens
 
-    generator = torch.Generator(device=device).manual_seed(0)
-    times = {
-        "engine+env": best_time(ours, device, repeats),
-        "generate": best_time(hf_generate, device, repeats),
-        "naive": best_time(lambda: naive_loop(model, ids, mask, new_tokens, eos, generator), device, repeats),
-    }
+    def naive():
+        naive_loop(model, ids, mask, new_tokens, eos, generator)
+
+    return {"engine+env": ours, "generate": hf_generate, "naive": naive}, model
+
+
+def run(model_name: str, batch_size: int, new_tokens: int, device: torch.device, repeats: int) -> dict:
+    fns, model = methods(model_name, batch_size, new_tokens, device)
+    times = {name: best_time(fn, device, repeats) for name, fn in fns.items()}
     params = sum(p.numel() for p in model.parameters())
     return {
         "model": model_name,

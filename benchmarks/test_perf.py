@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from bench_rollout import measure_matmul_gflops, naive_loop
+from bench_rollout import measure_matmul_gflops
+from bench_rollout import methods as rollout_methods
 
 import criticgym
-from criticgym.rollout import RolloutEngine, left_pad, load_policy
+from criticgym.rollout import load_policy
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 NEW_TOKENS = 20
@@ -41,62 +42,20 @@ def matmul_gflops(device):
     return measure_matmul_gflops(torch.device(device))
 
 
-_models: dict = {}
-
-
-def model_on(name: str, device: str):
-    if (name, device) not in _models:
-        _models[(name, device)] = load_policy(name, device=device)
-    return _models[(name, device)]
-
-
-def rollout_setup(name: str, batch: int, device: str):
-    """The engine, the env and the same prompts as left-padded tensors for the baselines."""
-    model, tokenizer = model_on(name, device)
-    envs = criticgym.make_vec(
-        "criticgym/SentimentControl-v0",
-        num_envs=batch,
-        model=tokenizer,
-        reward=None,
-        max_new_tokens=NEW_TOKENS,
-        autoreset_mode="disabled",
-    )
-    obs, _ = envs.reset(seed=0)
-    prompts = [row[: int(m.sum())].tolist() for row, m in zip(obs["input_ids"], obs["attention_mask"], strict=True)]
-    ids, mask = left_pad(prompts, tokenizer.pad_token_id, torch.device(device))
-    return model, tokenizer, RolloutEngine(model, tokenizer), envs, ids, mask
+_methods: dict = {}
 
 
 def methods(name: str, batch: int, device: str) -> dict:
-    model, tokenizer, engine, envs, ids, mask = rollout_setup(name, batch, device)
-    generator = torch.Generator(device=device).manual_seed(0)
-
-    def engine_env():
-        batch_ = engine.rollout(envs, seed=0, min_new_tokens=NEW_TOKENS)
-        assert int(batch_.completion_mask.sum()) == ids.shape[0] * NEW_TOKENS
-
-    def generate():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=True,
-            top_k=0,
-            max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        assert out.shape[1] - ids.shape[1] == NEW_TOKENS
-
-    def naive():
-        naive_loop(model, ids, mask, NEW_TOKENS, tokenizer.eos_token_id, generator)
-
-    return {"engine+env": engine_env, "generate": generate, "naive": naive}
+    """bench_rollout's three samplers (engine+env, generate, naive), built once per model, batch and device."""
+    if (name, batch, device) not in _methods:
+        _methods[(name, batch, device)] = rollout_methods(name, batch, NEW_TOKENS, torch.device(device))
+    return _methods[(name, batch, device)]
 
 
 @pytest.mark.parametrize("method", ["engine+env", "generate", "naive"])
 @pytest.mark.parametrize("model_name,batch", [("tiny", 32), ("smollm2-135m", 1), ("smollm2-135m", 32)])
 def test_rollout_tokens_per_s(benchmark, device, model_name, batch, method):
-    fn = methods(model_name, batch, device)[method]
+    fn = methods(model_name, batch, device)[0][method]
 
     def run():
         fn()
@@ -188,10 +147,10 @@ def peak_memory_mib(fn, device: str) -> float:
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="RSS polling needs Linux /proc")
 @pytest.mark.parametrize("method", ["engine+env", "generate"])
 def test_rollout_peak_memory_64x20(benchmark, device, method):
-    fn = methods("smollm2-135m", 64, device)[method]
+    fns, model = methods("smollm2-135m", 64, device)
+    fn = fns[method]
     fn()  # warm-up: allocator pools and lazy initialisation are not the rollout's memory
     peak = peak_memory_mib(fn, device)
-    model, _ = model_on("smollm2-135m", device)
     cfg = model.config
     kv_heads = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
     head_dim = cfg.hidden_size // cfg.num_attention_heads
