@@ -114,6 +114,21 @@ def run_arm(base: TrainConfig, arm: str, seed: int, out: Path, log=print) -> dic
     return record
 
 
+def initial_evaluation(base: TrainConfig, out: Path) -> dict[str, Any]:
+    """The held-out evaluation of the untrained policy, shared by every arm (cached in ``out/initial.json``)."""
+    path = out / "initial.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from criticgym.agents.train import Evaluator
+    from criticgym.rollout import load_policy
+
+    model, tokenizer = load_policy(base.model, device=base.device)
+    result = Evaluator(replace(base, reward="sparse"), tokenizer, model)(model, 0)
+    initial = {k: v for k, v in result.items() if k != "samples"}
+    path.write_text(json.dumps(initial, indent=2) + "\n")
+    return initial
+
+
 def summarize(records: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
     """Per-arm curves and table rows from finished runs."""
     arms = list(dict.fromkeys(r["arm"] for r in records))
@@ -205,6 +220,12 @@ def markdown(summary: dict[str, Any], base: TrainConfig, command: str) -> str:
         f"run, evaluation on {base.eval_prompts} held-out prompts. Scores are the task's extrinsic scorer whatever "
         "the arm trains on; intervals are 95% Student-t over seeds.",
         "",
+    ]
+    initial = summary.get("initial")
+    if initial:
+        extra = ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in initial.items() if k.startswith("eval/"))
+        lines += [f"Before training (the same policy for every arm), held-out: {extra}.", ""]
+    lines += [
         f"| arm | seeds | held-out score | training score (last 3 it.) | it. to {fraction:.0%} of best gain "
         "| reward compute s/run | policy compute s/run | reward share |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -265,6 +286,7 @@ def ablation(argv: list[str], log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     records = [run_arm(base, arm, seed, out, log) for arm in arms for seed in range(args.seeds)]
     summary = summarize(records, args.fraction)
+    summary["initial"] = initial_evaluation(base, out)
     command = "criticgym bench ablation " + shlex.join(argv)
     write_curves_csv(records, out / "curves.csv")
     plot(summary, out / "ablation.png", base.env.split("/")[-1])

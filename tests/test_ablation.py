@@ -86,7 +86,8 @@ def test_ablation_runs_every_arm_and_seed_and_resumes_without_retraining(tmp_pat
     argv += ["--iterations", "2", "--num-envs", "4", "--eval-prompts", "4", "--freeze-layers", "0", "--out", str(out)]
     summary = ab.ablation(argv, log=lambda *_: None)
     assert [r["arm"] for r in summary["table"]] == ["sparse", "relc-lexicon"]
-    assert (out / "ablation.png").exists() and (out / "summary.md").exists()
+    assert (out / "ablation.png").exists() and "Before training" in (out / "summary.md").read_text()
+    assert json.loads((out / "initial.json").read_text())["iteration"] == 0
     table = json.loads((out / "table.json").read_text())
     assert all(row["seeds"] == 2 and np.isfinite(row["heldout_score"]) for row in table)
     with (out / "curves.csv").open() as handle:
