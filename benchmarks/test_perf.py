@@ -11,6 +11,10 @@ rollout on smollm2-135m against ``generate``'s. CPU always; CUDA too when there 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
+import os
 import threading
 import time
 from pathlib import Path
@@ -113,7 +117,11 @@ def test_ppo_update_tokens_per_s(benchmark, device, matmul_gflops, model_name):
 
 
 def peak_memory_mib(fn, device: str) -> float:
-    """Peak extra memory while ``fn`` runs: CUDA's allocator peak, or the process RSS polled every 0.5 ms."""
+    """Peak extra memory while ``fn`` runs: CUDA's allocator peak, or the process RSS polled every 0.5 ms.
+
+    On CPU, freed memory is first returned to the OS (``malloc_trim``), so the RSS grows again with what ``fn``
+    allocates (glibc; elsewhere the figure can read low).
+    """
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -122,11 +130,14 @@ def peak_memory_mib(fn, device: str) -> float:
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     statm = Path("/proc/self/statm")
-    page = 4096
+    page = os.sysconf("SC_PAGE_SIZE")
 
     def rss() -> int:
         return int(statm.read_text().split()[1]) * page
 
+    # Freed memory stays in malloc's pools and would hide the next run's peak: hand it back to the OS first.
+    gc.collect()
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
     base, peak, running = rss(), [0], [True]
 
     def poll():

@@ -159,8 +159,13 @@ def summarize(records: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
                 row[key.removeprefix("eval/")] = float(np.mean([r["final"][key] for r in runs]))
         table.append(row)
     reached = iterations_to({arm: c.mean(axis=0) for arm, c in curves.items()}, fraction)
+    final = {(r["arm"], r["seed"]): r["final"]["eval/score"] for r in records}
     for row in table:
         row["iterations_to_fraction"] = reached[row["arm"]]
+        # the held-out score minus the first arm's, paired by seed (same seeds, same evaluation prompts)
+        seeds = [s for (a, s) in final if a == row["arm"] and (arms[0], s) in final]
+        diffs = np.array([final[(row["arm"], s)] - final[(arms[0], s)] for s in seeds])
+        row["vs_first_arm"], row["vs_first_arm_ci"] = (float(x) for x in interval(diffs))
     return {"table": table, "curves": curves, "compute": compute_curves, "fraction": fraction}
 
 
@@ -197,7 +202,8 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> None:
         by_compute.plot(seconds, smooth(mean), color=line.get_color(), label=arm)
         by_compute.fill_between(seconds, smooth(mean - half), smooth(mean + half), color=line.get_color(), alpha=0.2)
     by_iteration.set(xlabel="iteration", ylabel="task score of training batches", title=title)
-    by_compute.set(xlabel="training compute, seconds (reward + policy)", title="At equal compute")
+    by_compute.set(xlabel="training compute, seconds (reward + policy, log scale)", title="At equal compute")
+    by_compute.set_xscale("log")
     by_iteration.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -226,15 +232,16 @@ def markdown(summary: dict[str, Any], base: TrainConfig, command: str) -> str:
         extra = ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in initial.items() if k.startswith("eval/"))
         lines += [f"Before training (the same policy for every arm), held-out: {extra}.", ""]
     lines += [
-        f"| arm | seeds | held-out score | training score (last 3 it.) | it. to {fraction:.0%} of best gain "
-        "| reward compute s/run | policy compute s/run | reward share |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| arm | seeds | held-out score | vs {summary['table'][0]['arm']} (paired) | training score (last 3 it.) "
+        f"| it. to {fraction:.0%} of best gain | reward compute s/run | policy compute s/run | reward share |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in summary["table"]:
         reached = row["iterations_to_fraction"]
         total = row["reward_s_per_run"] + row["policy_s_per_run"]
         lines.append(
             f"| {row['arm']} | {row['seeds']} | {_fmt(row['heldout_score'], row['heldout_ci'])} "
+            f"| {_fmt(row['vs_first_arm'], row['vs_first_arm_ci'])} "
             f"| {_fmt(row['train_score_last3'], row['train_ci'])} | {reached if reached else 'not reached'} "
             f"| {row['reward_s_per_run']:.1f} | {row['policy_s_per_run']:.1f} "
             f"| {row['reward_s_per_run'] / total:.0%} |"

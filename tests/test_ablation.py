@@ -69,6 +69,8 @@ def test_summary_table_csv_plot_and_markdown(tmp_path):
     assert rows["relc-llm"]["reward_s_per_run"] == pytest.approx(18.0) and rows["sparse"]["reward_s_per_run"] == 0.0
     assert rows["relc-llm"]["policy_s_per_run"] == pytest.approx(18.0)  # rollout minus env time, plus update
     assert rows["sparse"]["percent_positive_vader"] == pytest.approx(51.0)
+    assert rows["relc-llm"]["vs_first_arm"] == pytest.approx(0.6) and rows["relc-llm"]["vs_first_arm_ci"] < 1e-9
+    assert rows["sparse"]["vs_first_arm"] == 0.0
 
     ab.write_curves_csv(records, tmp_path / "curves.csv")
     with (tmp_path / "curves.csv").open() as handle:
@@ -77,7 +79,7 @@ def test_summary_table_csv_plot_and_markdown(tmp_path):
     ab.plot(summary, tmp_path / "ablation.png", "test")
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
     text = ab.markdown(summary, ab.parse_args([])[1], "criticgym bench ablation")
-    assert "| relc-llm | 3 | +1.210 ±" in text and "50%" in text  # reward share of compute
+    assert "| relc-llm | 3 | +1.210 ± 0.025 | +0.600 ± 0.000 |" in text and "50%" in text  # reward share
 
 
 def test_ablation_runs_every_arm_and_seed_and_resumes_without_retraining(tmp_path, monkeypatch):
