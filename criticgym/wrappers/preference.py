@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+from criticgym.critics.scorers import checked_scores
 from criticgym.errors import ConfigError
 from criticgym.wrappers.sparse import SparseExtrinsicReward, SparseExtrinsicRewardVector, _set_rows
 
@@ -141,16 +142,15 @@ class AIPreferenceRewardVector(VectorWrapper):
         if not ready:
             return obs, rewards, terminated, truncated, info
         a_rows, b_rows = np.asarray(ready), np.asarray(ready) + 1
-        p = np.asarray(
+        p = checked_scores(
             self.judge.prefer(
                 [self._final[a]["prompt"] for a in a_rows],
                 [self._final[a]["completion"] for a in a_rows],
                 [self._final[b]["completion"] for b in b_rows],
             ),
-            dtype=np.float64,
+            len(ready),
+            self.judge,
         )
-        if p.shape != (len(ready),) or not np.isfinite(p).all():
-            raise ConfigError(f"The judge returned {p!r} for {len(ready)} pairs; expected finite probabilities.")
         rows = np.concatenate([a_rows, b_rows])
         preference = np.concatenate([p, 1.0 - p])
         pay = self.scale * (2.0 * preference - 1.0)

@@ -96,6 +96,19 @@ def test_pairwise_errors_name_the_fix():
         AIPreferenceRewardVector(envs.unwrapped, LongerWins(), mode="ranked")
 
 
+def test_a_faulty_judge_raises_instead_of_paying():
+    from criticgym.errors import CriticGymError
+
+    class Broken:
+        def prefer(self, prompts, a, b):
+            return [float("nan")] * len(a)
+
+    envs = pairwise_envs(2, Broken(), max_new_tokens=1)
+    envs.reset(seed=0)
+    with pytest.raises(CriticGymError, match="non-finite"):
+        envs.step(np.array([300, 300]))
+
+
 def test_direct_mode_rates_each_completion():
     class Rater:
         def rate(self, prompts, completions):
