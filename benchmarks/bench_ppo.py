@@ -11,12 +11,11 @@ generation, ``peak / (6 * params)`` for training (forward + backward).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
 import torch
-from bench_rollout import measure_matmul_gflops
+from bench_rollout import measure_matmul_gflops, write_report
 
 import criticgym
 from criticgym.agents.ppo import PPO, PPOConfig
@@ -79,10 +78,7 @@ def main() -> None:
                 f"| {r['model']} | {rollout:.0f} | {rollout / r['rollout_limit']:.0%} "
                 f"| {update:.0f} | {update / r['train_limit']:.0%} |"
             )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps({"matmul_gflops": gflops, "rows": rows}, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_report(args.out, lines, {"matmul_gflops": gflops, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -128,6 +128,14 @@ def run(model_name: str, batch_size: int, new_tokens: int, device: torch.device,
     }
 
 
+def write_report(out: Path, lines: list[str], data: dict) -> None:
+    """Write a markdown report and its raw numbers (a .json beside it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "smollm2-135m"])
@@ -181,10 +189,7 @@ def main() -> None:
                 f"| {r['engine_vs_generate']:.2f}x | {r['engine_vs_naive']:.1f}x "
                 f"| {t['engine+env'] / r['compute_limit_tokens_per_s']:.0%} |"
             )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps({"matmul_gflops": gflops, "rows": rows}, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_report(args.out, lines, {"matmul_gflops": gflops, "rows": rows})
 
 
 if __name__ == "__main__":
