@@ -60,10 +60,21 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def forward_logprobs_values(model, value_head, batch: RolloutBatch, temperature: float):
-    """Log-probs and values of the completion tokens in one forward pass over whole sequences, (B, T) each."""
+def forward_logprobs_values(model, value_head, batch: RolloutBatch, temperature: float, top_p: float = 1.0):
+    """Log-probs and values of the completion tokens in one forward pass over whole sequences, (B, T) each.
+
+    The log-probs are those of the distribution the rollout sampled from (tempered, top-p filtered), so that
+    they compare with the batch's stored ``logprobs``.
+    """
     logprobs, hidden = score_completions(
-        model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask, temperature, True
+        model,
+        batch.prompt_ids,
+        batch.prompt_mask,
+        batch.completion_ids,
+        batch.completion_mask,
+        temperature,
+        return_hidden=True,
+        top_p=top_p,
     )
     values = value_head(hidden.to(value_head.linear.weight.dtype)).squeeze(-1).float()
     return logprobs, values

@@ -93,7 +93,7 @@ class Reinforce(LMAgent):
 
         start = time.perf_counter()
         self.model.train()
-        logprobs, values = forward_logprobs_values(self.model, self.value_head, batch, cfg.temperature)
+        logprobs, values = forward_logprobs_values(self.model, self.value_head, batch, cfg.temperature, cfg.top_p)
         if cfg.baseline == "rloo":
             total = returns[:, 0].view(-1, cfg.k)  # (prompts, k): each completion's return
             others = (total.sum(1, keepdim=True) - total) / (cfg.k - 1)

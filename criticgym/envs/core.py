@@ -14,6 +14,7 @@ from gymnasium import spaces
 
 from criticgym.envs.tasks import Prompt, TaskSpec, get_task, task_prompts
 from criticgym.errors import ConfigError, InvalidActionError, PromptTooLongError
+from criticgym.rollout.models import eos_token_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -42,6 +43,15 @@ def resolve_tokenizer(model: str | PreTrainedTokenizerBase) -> PreTrainedTokeniz
     return model
 
 
+def _size(name: str, value: int | None, default: int) -> int:
+    """An explicit size (0 and negatives rejected, not replaced by the default) or the task's default."""
+    if value is None:
+        return int(default)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer (or None for the task's default), got {value!r}.")
+    return int(value)
+
+
 class EpisodeBatch:
     """B episodes of one task, advanced one token column at a time."""
 
@@ -57,19 +67,17 @@ class EpisodeBatch:
         if num_rows < 1:
             raise ConfigError(f"num_envs must be at least 1, got {num_rows}.")
         self.task = get_task(task)
+        self.max_new_tokens = _size("max_new_tokens", max_new_tokens, self.task.max_new_tokens)
+        self.max_prompt_tokens = _size("max_prompt_tokens", max_prompt_tokens, self.task.max_prompt_tokens)
         self.tokenizer = resolve_tokenizer(model)
         self.split = split
-        self.prompts = task_prompts(self.task, split, self.tokenizer)
-        self.max_new_tokens = int(max_new_tokens or self.task.max_new_tokens)
-        self.max_prompt_tokens = int(max_prompt_tokens or self.task.max_prompt_tokens)
-        if self.max_new_tokens < 1 or self.max_prompt_tokens < 1:
-            raise ConfigError("max_new_tokens and max_prompt_tokens must be at least 1.")
+        self.prompts = task_prompts(self.task, split, self.tokenizer, self.max_prompt_tokens)
         self.width = self.max_prompt_tokens + self.max_new_tokens
         self.vocab_size = len(self.tokenizer)
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         )
-        self.eos_ids = np.array([self.tokenizer.eos_token_id], dtype=np.int64)
+        self.eos_ids = np.array(eos_token_ids(self.tokenizer), dtype=np.int64)  # the engine's definition
 
         self.ids = np.full((num_rows, self.width), self.pad_id, dtype=np.int64)
         self.mask = np.zeros((num_rows, self.width), dtype=np.int8)

@@ -149,12 +149,23 @@ def get_task(task: str | TaskSpec) -> TaskSpec:
 _PROMPT_CACHE: dict[tuple[TaskSpec, str, str], tuple[Prompt, ...]] = {}
 
 
-def task_prompts(task: TaskSpec, which: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Prompt, ...]:
-    """The prompts of a task's split for a tokenizer (built once per process and tokenizer)."""
+def task_prompts(
+    task: TaskSpec, which: str, tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int | None = None
+) -> tuple[Prompt, ...]:
+    """The prompts of a task's split that fit in ``max_prompt_tokens`` (the task's limit when not given).
+
+    Built once per process and tokenizer.
+    """
+    limit = task.max_prompt_tokens if max_prompt_tokens is None else max_prompt_tokens
     key = (task, which, f"{tokenizer.name_or_path}:{len(tokenizer)}")
     if key not in _PROMPT_CACHE:
         prompts = task.to_prompts(task.examples(which), tokenizer)
-        _PROMPT_CACHE[key] = tuple(p for p in prompts if 0 < len(p.ids) <= task.max_prompt_tokens)
-    if not _PROMPT_CACHE[key]:
-        raise ConfigError(f"Task {task.name!r} has no prompts of at most {task.max_prompt_tokens} tokens.")
-    return _PROMPT_CACHE[key]
+        _PROMPT_CACHE[key] = tuple(p for p in prompts if len(p.ids) > 0)
+    fitting = tuple(p for p in _PROMPT_CACHE[key] if len(p.ids) <= limit)
+    if not fitting:
+        shortest = min(len(p.ids) for p in _PROMPT_CACHE[key]) if _PROMPT_CACHE[key] else 0
+        raise ConfigError(
+            f"Task {task.name!r} has no {which} prompts of at most {limit} tokens (the shortest has {shortest}). "
+            f"Raise max_prompt_tokens to at least {shortest}."
+        )
+    return fitting

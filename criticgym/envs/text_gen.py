@@ -81,8 +81,13 @@ class TextGenEnv(gym.Env):
 
     @property
     def eos_token_id(self) -> int:
-        """The token that ends an episode."""
+        """The tokenizer's EOS token, which ends an episode."""
         return int(self.episodes.eos_ids[0])
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """Every token that ends an episode (:func:`criticgym.rollout.eos_token_ids`, shared with the engine)."""
+        return tuple(int(t) for t in self.episodes.eos_ids)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start a completion: of ``options["prompt"]`` when given, else of a prompt drawn from the task."""

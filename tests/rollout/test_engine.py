@@ -266,3 +266,79 @@ def test_sampler_draws_from_the_softmax():
     frequencies = torch.bincount(draws, minlength=4) / len(draws)
     assert frequencies[1] == 0  # -inf logits are never drawn
     torch.testing.assert_close(frequencies, probs, atol=5e-3, rtol=0)
+
+
+def test_sampled_logprobs_are_those_of_the_filtered_distribution(sharp):
+    """What a row records is log p(token) under the distribution it was drawn from: tempered, cut to the top-p
+    nucleus and renormalized; re-scoring with the same settings gives it again."""
+    model, tokenizer = sharp
+    engine = RolloutEngine(model, tokenizer)
+    batch = engine.generate(PROMPTS[:4], max_new_tokens=6, temperature=0.8, top_p=0.5, top_k=20, seed=3)
+    ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
+    mask = torch.cat([batch.prompt_mask, batch.completion_mask], 1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+    width = batch.prompt_ids.shape[1]
+    for row in range(4):
+        for t in range(int(batch.lengths[row])):
+            step = logits[row, width - 1 + t].double() / 0.8
+            probs = step.softmax(-1)
+            order = probs.argsort(descending=True)[:20]  # top-k, then (renormalized, as Hugging Face's warpers
+            top = probs[order] / probs[order].sum()  # do) the smallest prefix reaching 0.5
+            cut = int((top.cumsum(0) < 0.5).sum()) + 1
+            nucleus = order[:cut]
+            token = int(batch.completion_ids[row, t])
+            assert token in nucleus.tolist()
+            expected = torch.log(probs[token] / probs[nucleus].sum())
+            assert float(batch.logprobs[row, t]) == pytest.approx(float(expected), abs=1e-4)
+    rescored = engine.score(batch, temperature=0.8, top_k=20, top_p=0.5)
+    torch.testing.assert_close(rescored, batch.logprobs, atol=1e-4, rtol=1e-4)
+    assert (engine.score(batch, temperature=0.8) < batch.logprobs - 1e-3).any()  # unfiltered: other numbers
+
+
+def test_one_eos_definition_for_engine_and_env(sharp, tmp_path):
+    """A model whose generation config lists two EOS ids (as Llama 3 and Qwen do): generate() and the env both
+    stop at either."""
+    from criticgym.rollout import eos_token_ids, load_policy
+
+    model, tokenizer = sharp
+    plain = RolloutEngine(model, tokenizer).generate(PROMPTS[:4], max_new_tokens=6, greedy=True)
+    second_eos = int(plain.completion_ids[0, 2])  # a token the model writes third on row 0
+    assert second_eos != tokenizer.eos_token_id
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, second_eos]
+    try:
+        model.save_pretrained(tmp_path)
+    finally:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    tokenizer.save_pretrained(tmp_path)
+    model2, tokenizer2 = load_policy(str(tmp_path))
+    assert eos_token_ids(tokenizer2) == eos_token_ids(tokenizer2, model2.generation_config)
+    assert eos_token_ids(tokenizer2) == (tokenizer.eos_token_id, second_eos)
+
+    engine = RolloutEngine(model2, tokenizer2)
+    generated = engine.generate(PROMPTS[:4], max_new_tokens=6, greedy=True)
+    assert int(generated.lengths[0]) == plain.completion_ids[0].tolist().index(second_eos) + 1
+    envs = criticgym.make_vec(
+        "criticgym/SentimentControl-v0",
+        num_envs=4,
+        model=str(tmp_path),
+        reward=None,
+        max_new_tokens=6,
+        autoreset_mode="disabled",
+    )
+    rolled = engine.rollout(envs, greedy=True, options={"prompt": PROMPTS[:4]})
+    assert torch.equal(rolled.lengths, generated.lengths)
+    assert torch.equal(
+        rolled.completion_ids * rolled.completion_mask, generated.completion_ids * generated.completion_mask
+    )
+    assert rolled.infos[0]["completion_ids"][-1] == second_eos
+
+
+def test_decoding_uses_the_current_cache_api_without_warnings(sharp):
+    import warnings
+
+    model, tokenizer = sharp
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deprecation warning from transformers fails the test
+        batch = RolloutEngine(model, tokenizer).generate(PROMPTS[:2], max_new_tokens=4, seed=0)
+    assert batch.completion_ids.shape == (2, 4)

@@ -50,10 +50,11 @@ def test_siblings_share_prompts_and_the_first_to_end_is_paid_in_hindsight(tokeni
     _, rewards, terminated, _, info = envs.step(np.array([eos, word, word, word]))
     assert terminated[0] and "preference" not in info and not judge.calls and (rewards == 0).all()
 
-    # Row 1 ends: pair (0, 1) is judged. Row 1 (longer) wins 0.8 -> +0.6; row 0 gets -0.6 in hindsight.
+    # Row 1 ends: pair (0, 1) is judged. Row 1 (longer) wins 0.8 -> +0.6; row 0, which ended a step earlier,
+    # gets -0.6 as the scalar reward of this idle step (its rewards still sum to its return) and in hindsight.
     _, rewards, terminated, _, info = envs.step(np.array([word, eos, word, word]))
     assert len(judge.calls) == 1 and len(judge.calls[0][0]) == 1
-    assert rewards[1] == pytest.approx(0.6) and rewards[0] == 0.0
+    assert rewards[1] == pytest.approx(0.6) and rewards[0] == pytest.approx(-0.6) and not terminated[0]
     assert info["_token_rewards"].tolist() == [True, True, False, False]
     assert info["preference"][:2] == pytest.approx([0.2, 0.8])
     np.testing.assert_allclose(info["token_rewards"][0], [-0.6])  # one token: EOS
@@ -72,6 +73,9 @@ def test_engine_rollout_collects_hindsight_preferences_for_every_row(tiny):
     assert all("token_rewards" in info and "preference" in info for info in batch.infos)
     returns = token_rewards(batch).sum(1).numpy()
     np.testing.assert_allclose(returns[0::2] + returns[1::2], 0.0, atol=1e-6)  # centered within each pair
+    # the scalar step rewards carry the same returns, late ones credited to the row's last token
+    np.testing.assert_allclose(batch.rewards.sum(1).numpy(), returns, atol=1e-6)
+    np.testing.assert_allclose((batch.rewards * batch.completion_mask).sum(1).numpy(), returns, atol=1e-6)
     lengths = [len(info["completion"]) for info in batch.infos]
     for a in range(0, 6, 2):
         assert np.sign(returns[a]) == np.sign(lengths[a] - lengths[a + 1])
