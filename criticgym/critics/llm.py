@@ -8,7 +8,7 @@ from string import Template
 
 from criticgym.critics.backends import LLMBackend, LocalBackend
 from criticgym.critics.base import Critique, Span
-from criticgym.critics.spans import locate, parse_answer
+from criticgym.critics.spans import header_sign, locate, parse_answer
 from criticgym.errors import ConfigError
 
 TEMPLATES = ("sentiment", "detoxify", "summarize")
@@ -45,7 +45,9 @@ class LLMCritic:
         template: a packaged template name or a path to your own.
         max_new_tokens: length of the critic's answer.
         include_score: put the extrinsic score in the prompt (RELC does for summarization).
-        default_sign: sign of spans listed before any "Positive/Negative spans" header.
+        default_sign: sign of spans listed before any "Positive/Negative spans" header. When not given: the sign
+            of the header the template ends with, if it ends with one (RELC's sentiment prompt ends with
+            "Identified Positive Text Span:", so the answer starts with positive spans), else -1.
     """
 
     def __init__(
@@ -54,12 +56,15 @@ class LLMCritic:
         template: str | Path = "sentiment",
         max_new_tokens: int = 96,
         include_score: bool | None = None,
-        default_sign: int = -1,
+        default_sign: int | None = None,
     ) -> None:
         self.backend = LocalBackend(backend) if isinstance(backend, str) else backend
         self.template = load_template(template)
         self.max_new_tokens = max_new_tokens
         self.include_score = include_score if include_score is not None else str(template) == "summarize"
+        if default_sign is None:
+            last_line = self.template.template.rstrip().rsplit("\n", 1)[-1]
+            default_sign = header_sign(last_line) or -1
         self.default_sign = default_sign
 
     def build_prompt(self, prompt: str, completion: str, score: float | None = None) -> str:
@@ -84,5 +89,6 @@ class LLMCritic:
                 unlocated += 1
                 continue
             after[named.sign] = where[1]
-            spans.append(Span(where[0], where[1], float(named.sign), "positive" if named.sign > 0 else "negative"))
+            label = named.label or ("positive" if named.sign > 0 else "negative")
+            spans.append(Span(where[0], where[1], float(named.sign), label))
         return Critique(tuple(spans), raw=answer, unlocated=unlocated, parse_failed=not parsed.ok)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,28 +26,37 @@ class RandomCritic:
     Args:
         critic: the critic whose span budget to copy.
         tokenizer: the policy's tokenizer.
-        seed: seeds the placement; the same seed and inputs give the same spans.
+        seed: seeds the placement. The draws for a completion depend only on ``(seed, prompt, completion)``, not
+            on what was critiqued before, so the critic keeps no state: a resumed run, a cache hit and a fresh
+            call all give the same spans.
     """
 
     def __init__(self, critic: Critic, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> None:
         self.critic = as_critic(critic)
         self.tokenizer = tokenizer
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
+
+    def _rng(self, prompt: str, completion: str) -> np.random.Generator:
+        digest = hashlib.blake2b(f"{prompt}\x00{completion}".encode("utf-8", "surrogatepass"), digest_size=16)
+        return np.random.default_rng([self.seed & 0xFFFFFFFF, *np.frombuffer(digest.digest(), dtype=np.uint32)])
 
     def critique(self, prompts, completions, extrinsic=None) -> list[Critique]:
         """Random spans with the real critic's token budget."""
         real = self.critic.critique(prompts, completions, extrinsic)
         encoded = self.tokenizer(list(completions), add_special_tokens=False, return_offsets_mapping=True)
         out = []
-        for critique, offsets in zip(real, encoded["offset_mapping"], strict=True):
+        for prompt, completion, critique, offsets in zip(
+            prompts, completions, real, encoded["offset_mapping"], strict=True
+        ):
+            rng = self._rng(prompt, completion)
             offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
             values = [
                 s.value for s in critique.spans for _ in range(int(tokens_in_span(offsets, s.start, s.end).sum()))
             ]
             candidates = np.flatnonzero(offsets[:, 1] > offsets[:, 0])
             n = min(len(values), len(candidates))
-            chosen = np.sort(self.rng.choice(candidates, size=n, replace=False)) if n else []
-            shuffled = self.rng.permutation(values)[:n] if n else []
+            chosen = np.sort(rng.choice(candidates, size=n, replace=False)) if n else []
+            shuffled = rng.permutation(values)[:n] if n else []
             spans = tuple(
                 Span(int(offsets[i, 0]), int(offsets[i, 1]), float(v), "random")
                 for i, v in zip(chosen, shuffled, strict=True)

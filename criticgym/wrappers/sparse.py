@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import VectorEnv, VectorWrapper
 
-from criticgym.critics.scorers import Scorer, as_scorer, checked_scores
+from criticgym.critics.scorers import Scorer, as_scorer, checked_scores, score_texts
 
 
 def _references(refs: Sequence[str | None]) -> list[str | None] | None:
@@ -45,7 +45,8 @@ class SparseExtrinsicReward(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
             refs = _references([info.get("reference")])
-            score = checked_scores(self.scorer.score([info["prompt"]], [info["completion"]], refs), 1, self.scorer)[0]
+            scores = score_texts(self.scorer, [info["prompt"]], [info["completion"]], refs, [info["completion_ids"]])
+            score = checked_scores(scores, 1, self.scorer)[0]
             info["extrinsic_reward"] = float(score)
             reward = float(reward) + self.scale * float(score)
         return obs, reward, terminated, truncated, info
@@ -73,7 +74,8 @@ class SparseExtrinsicRewardVector(VectorWrapper):
             prompts = [info["prompt"][i] for i in ended]
             completions = [info["completion"][i] for i in ended]
             refs = _references([info["reference"][i] for i in ended] if "reference" in info else [None] * len(ended))
-            scores = checked_scores(self.scorer.score(prompts, completions, refs), len(ended), self.scorer)
+            ids = [info["completion_ids"][i] for i in ended]
+            scores = checked_scores(score_texts(self.scorer, prompts, completions, refs, ids), len(ended), self.scorer)
             rewards[ended] += self.scale * scores
             info = _set_rows(info, "extrinsic_reward", ended, scores, self.num_envs)
         return obs, rewards, terminated, truncated, info

@@ -49,10 +49,22 @@ def test_train_writes_metrics_evaluations_checkpoint_and_plot(tmp_path):
     assert state["agent"]["iteration"] == 4 and len(state["history"]) == 4
 
 
-def test_a_killed_run_resumes_without_losing_completed_iterations(tmp_path, monkeypatch):
+# the sparse reward, and the ablation's control arm: RELC with random spans (a critic whose draws must not depend
+# on what it critiqued before the kill)
+RESUMED_ARMS = {
+    "sparse": {},
+    "random-spans": dict(env="criticgym/SentimentControl-v0", reward="relc", critic="random", scorer="vader"),
+}
+
+
+@pytest.mark.parametrize("arm", sorted(RESUMED_ARMS))
+def test_a_killed_run_resumes_without_losing_completed_iterations(tmp_path, monkeypatch, arm):
     from criticgym.agents import train as train_module
 
-    straight = train(tiny_config(tmp_path / "straight", eval_every=1), log=lambda *a: None)
+    def config(out, **overrides):
+        return tiny_config(out, eval_every=1, **RESUMED_ARMS[arm], **overrides)
+
+    straight = train(config(tmp_path / "straight"), log=lambda *a: None)
 
     # Kill the run during iteration 3's evaluation: its CSV row is written, its checkpoint (every 2) is not.
     real_call = train_module.Evaluator.__call__
@@ -64,15 +76,17 @@ def test_a_killed_run_resumes_without_losing_completed_iterations(tmp_path, monk
 
     monkeypatch.setattr(train_module.Evaluator, "__call__", dies_at_3)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(tmp_path / "killed", eval_every=1), log=lambda *a: None)
+        train(config(tmp_path / "killed"), log=lambda *a: None)
     assert [int(r["iteration"]) for r in read_csv(tmp_path / "killed" / "metrics.csv")] == [1, 2, 3]
     monkeypatch.setattr(train_module.Evaluator, "__call__", real_call)
 
-    resumed = train(tiny_config(tmp_path / "killed", eval_every=1, resume=True), log=lambda *a: None)
+    resumed = train(config(tmp_path / "killed", resume=True), log=lambda *a: None)
     assert [h["charts/episodic_return"] for h in resumed["history"]] == [
         h["charts/episodic_return"] for h in straight["history"]
     ]
     assert [e["eval/reward"] for e in resumed["evals"]] == [e["eval/reward"] for e in straight["evals"]]
+    if arm == "random-spans":  # the test means something only if random spans were paid
+        assert any(h["charts/episodic_return"] != h["charts/extrinsic"] for h in straight["history"])
     rows = read_csv(tmp_path / "killed" / "metrics.csv")
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]  # no duplicated or lost rows
 

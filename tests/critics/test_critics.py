@@ -77,3 +77,15 @@ def test_critics_pickle():
     for critic in (LexiconCritic(), ToxicityCritic()):
         clone = pickle.loads(pickle.dumps(critic))
         assert clone.critique([""], ["an awful day"]) == critic.critique([""], ["an awful day"])
+
+
+def test_random_critic_has_no_state(tokenizer):
+    """Its draws depend on (seed, prompt, completion) alone: order, batching and history change nothing."""
+    real = LexiconCritic()
+    texts = [" a wonderful film with an awful score", " dull, dull, dull but lovely", " a joy and a bore"]
+    critic = RandomCritic(real, tokenizer, seed=7)
+    alone = [critic.critique(["p"], [t])[0] for t in texts]
+    critic.critique(["x"] * 3, texts[::-1])  # calls in between would advance a stateful generator
+    batched = RandomCritic(real, tokenizer, seed=7).critique(["p"] * 3, texts)
+    assert batched == alone
+    assert critic.critique(["p"], [texts[0]])[0] == alone[0]

@@ -57,6 +57,52 @@ def test_function_scorers_plain_trl_style_and_positional():
     assert isinstance(as_scorer(plain), FunctionScorer)
 
 
+def test_trl_reward_functions_get_what_trl_passes(tokenizer):
+    """Functions written exactly in TRL's documented signatures, as a scorer of a criticgym env."""
+    import gymnasium as gym
+
+    seen = {}
+
+    def reward_func(prompts, completions, completion_ids, **kwargs):  # TRL's full signature
+        seen.update(prompts=prompts, completions=completions, completion_ids=completion_ids, kwargs=kwargs)
+        return [float(len(ids)) for ids in completion_ids]
+
+    def reward_len(completions, **kwargs):  # TRL's short form
+        return [-float(len(c)) for c in completions]
+
+    def format_reward(completions, completion_ids, trainer_state=None, **kwargs):  # an optional TRL extra
+        return [float(c.startswith(" ")) for c in completions]
+
+    words = tokenizer(" good fun", add_special_tokens=False)["input_ids"]
+    for fn, expected in ((reward_func, 2.0), (reward_len, -9.0), (format_reward, 1.0)):
+        env = gym.make("criticgym/SentimentControl-v0", scorer=fn, max_new_tokens=2)
+        env.reset(seed=0)
+        env.step(words[0])
+        _, reward, _, truncated, info = env.step(words[1])
+        assert truncated and reward == expected == info["extrinsic_reward"]
+    assert seen["completions"] == [" good fun"] and seen["completion_ids"] == [words]
+    assert isinstance(seen["prompts"][0], str) and seen["kwargs"] == {}
+
+    envs = gym.make_vec("criticgym/SentimentControl-v0", num_envs=3, scorer=reward_func, max_new_tokens=1)
+    envs.reset(seed=0)
+    _, rewards, _, _, _ = envs.step(np.array(words[:1] * 3))
+    assert rewards.tolist() == [1.0, 1.0, 1.0] and seen["completion_ids"] == [words[:1]] * 3
+
+
+def test_function_scorers_that_need_what_is_not_there_fail_clearly():
+    def needs_solution(completions, solution):
+        return [0.0] * len(completions)
+
+    with pytest.raises(ConfigError, match="solution"):
+        as_scorer(needs_solution)
+
+    def needs_ids(completions, completion_ids):
+        return [0.0] * len(completions)
+
+    with pytest.raises(ConfigError, match="completion_ids"):
+        as_scorer(needs_ids).score(["p"], ["c"])  # no ids outside an env or a rollout
+
+
 def test_scorer_lookup_errors_name_the_choices():
     with pytest.raises(ConfigError, match="vader"):
         make_scorer("sentimentality")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from criticgym.critics import LLMCritic, Span
@@ -97,19 +98,82 @@ def test_fuzzed_answers_never_raise_and_offsets_stay_inside(answer, completion):
         assert 0 <= span.start <= span.end <= len(completion)
 
 
-@settings(max_examples=200, deadline=None)
+# RELC's three published critic prompts each ask for their own layout (our words, their structure). A template
+# that ends with a header line makes the answer continue under it.
+RELC_LAYOUTS = {
+    "sentiment": (
+        "Label the sentence.\nSentence to be Labeled:\n$completion\n\nIdentified Positive Text Span:",
+        "\n[Span 1]: {phrase}\n\nIdentified Negative Text Span:\n[Span 1]: {other}",
+        (1, -1),
+    ),
+    "toxicity": (
+        "Sentence to be Labeled:\n$completion\n\nToxic Spans Identified in the Sentence:",
+        "\nToxic Span 1: {phrase}\nToxic Span 2: {other}",
+        (-1, -1),
+    ),
+    "summarize": (
+        "Summary to be Labeled:\n$completion\n\nSummary Score:\n$score_line/10\n\n"
+        "Problematic Spans Identified in the Summary:",
+        "\nSpan 1: {phrase} (Label: Irrelevant)\nSpan 2: {other} (Label: Factually Incorrect)",
+        (-1, -1),
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(RELC_LAYOUTS))
+def test_relc_answer_layouts(layout, tmp_path):
+    template, answer, signs = RELC_LAYOUTS[layout]
+    path = tmp_path / f"{layout}.txt"
+    path.write_text(template)
+    completion = " I didn't enjoy it: the story was quite boring, yet the ending is lovely."
+    answer = answer.format(phrase="didn't enjoy", other="quite boring")
+    critic = LLMCritic(Canned([answer]), template=path)
+    (critique,) = critic.critique(["p"], [completion], extrinsic=[0.3])
+    assert critique.text_of(completion) == ["didn't enjoy", "quite boring"]
+    assert [s.value for s in critique.spans] == list(signs) and not critique.parse_failed
+    if layout == "summarize":
+        assert [s.label for s in critique.spans] == ["Irrelevant", "Factually Incorrect"]
+    none = LLMCritic(Canned(["\nNone identified"]), template=path).critique(["p"], [completion])[0]
+    assert none.spans == () and not none.parse_failed
+
+
+def test_unquoted_spans_keep_their_apostrophes():
+    parsed = parse_answer("Negative spans:\n[Span 1]: it's the director's cut\n- don't")
+    assert [s.text for s in parsed.spans] == ["it's the director's cut", "don't"]
+
+
+# What a model's answer may carry around its structure: control and format characters, the replacement
+# character of invalid bytes, lone surrogates (bytes decoded with surrogateescape), odd line separators.
+JUNK = st.text(
+    alphabet=st.sampled_from("\x00\x07\x0b\x0c\x1b\x1c\x7f\x85\u200b\ufeff\ufffd\udc80\u2028 \t"), max_size=3
+)
+ANSWER_FORMATS = (
+    'Negative spans:\n{j}Span 1: "{phrase}"{j}',
+    "Negative spans:{j}\n{j}- {phrase}{j}",
+    "{j}Identified Negative Text Span:{j}\n{j}[Span 1]: {phrase}{j}",
+    "Toxic Spans Identified in the Sentence:\n{j}Toxic Span 1: {phrase}{j}",
+    "Problematic Spans Identified in the Summary:\r\n{j}Span 1: {phrase} (Label: Incoherent){j}",
+)
+
+
+@settings(max_examples=400, deadline=None)
 @given(
     completion=st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=80),
+    form=st.sampled_from(ANSWER_FORMATS),
     data=st.data(),
 )
-def test_fuzzed_spans_taken_from_the_completion_are_found_exactly(completion, data):
+def test_fuzzed_spans_taken_from_the_completion_are_found_exactly(completion, form, data):
+    from criticgym.critics.spans import _NONE, _clean
+
     start = data.draw(st.integers(0, len(completion) - 1))
     end = data.draw(st.integers(start + 1, len(completion)))
     phrase = completion[start:end]
-    # answers are read line by line: a phrase holding a line break of any kind (\x85, \u2028, ...) cannot be one
-    if not phrase.strip() or any(q in phrase for q in QUOTES) or len((phrase + "x").splitlines()) != 1:
-        return
-    critique = LLMCritic(Canned([])).read(f'Negative spans:\nSpan 1: "{phrase}"', completion)
-    if critique.spans:
-        span = critique.spans[0]
-        assert completion[span.start : span.end].lower().split() == phrase.strip().lower().split()
+    # a span holds no line break (the answer is line-based), and unquoted layouts end a span at a "(Label: ...)"
+    assume("\n" not in phrase and "\r" not in phrase and _clean(phrase) and not _NONE.match(_clean(phrase)))
+    assume(not any(q in phrase for q in QUOTES) and "(" not in phrase and ":" not in phrase)
+    junk = data.draw(JUNK)
+    answer = form.format(phrase=phrase, j=junk)
+    critique = LLMCritic(Canned([])).read(answer, completion)
+    assert len(critique.spans) == 1, (answer, completion)
+    span = critique.spans[0]
+    assert completion[span.start : span.end] == _clean(phrase)
