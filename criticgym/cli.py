@@ -26,7 +26,9 @@ DEMO = {
     "iterations": 40,
     "num_envs": 16,
     "lr": 5e-5,
-    "kl_coef": 0.05,
+    "kl_coef": 0.1,
+    "kl_target": 6.0,  # RELC's target; the controller starts once the KL reaches it,
+    "kl_horizon": 16,  # then moves kl_coef by up to 20% per iteration of 16 completions
     "epochs": 2,
     "minibatch_size": 8,
     "freeze_layers": 20,
@@ -40,7 +42,7 @@ DEMO = {
 def _report(result: dict) -> None:
     first, last = result["evals"][0], result["evals"][-1]
     keys = [k for k in first if k.startswith("eval/")]
-    print("\nHeld-out evaluation (32 test prompts, top-p 0.9):")
+    print(f"\nHeld-out evaluation ({first.get('prompts', 'held-out')} test prompts, top-p 0.9):")
     print(f"  {'metric':<36}{'before':>10}{'after':>10}")
     for key in keys:
         print(f"  {key:<36}{first[key]:>10.3f}{last[key]:>10.3f}")

@@ -9,7 +9,10 @@ One iteration (RELC's recipe, PAPERS.md section 1):
 3. GAE (gamma, lambda) over completion tokens only; advantages whitened over the batch.
 4. ``epochs`` passes of minibatches: one forward pass over whole sequences re-scores log-probs and values;
    clipped policy loss, clipped value loss, gradient clipping.
-5. The adaptive KL controller (Ziegler et al. 2019) moves ``kl_coef`` toward ``kl_target``.
+5. The adaptive KL controller (Ziegler et al. 2019) moves ``kl_coef`` toward ``kl_target``, once the KL has first
+   reached the target. Ziegler's controller lowers ``kl_coef`` whenever the KL is below target, which in the first
+   iterations (the KL ramping up from 0) would shrink it by up to 20% per horizon exactly when the policy is about
+   to drift; on a budget of a few hundred completions that leaves no penalty when it is needed.
 
 Every random draw is derived from ``(seed, iteration)``, so a run resumed from a checkpoint continues exactly as
 an uninterrupted one would.
@@ -62,11 +65,11 @@ class PPOConfig:
     kl_coef: float = 0.2
     """Initial weight of the per-token KL penalty to the reference model."""
     adaptive_kl: bool = True
-    """Move kl_coef toward kl_target (else keep it fixed)."""
+    """Move kl_coef toward kl_target once the KL has reached it (else keep it fixed)."""
     kl_target: float = 6.0
     """Target KL per completion for the adaptive controller."""
     kl_horizon: int = 10_000
-    """Horizon (in completions) of the adaptive controller."""
+    """Horizon (in completions) of the adaptive controller: kl_coef moves by at most 20% per horizon."""
     max_grad_norm: float = 1.0
     """Gradient clipping."""
     temperature: float = 1.0
@@ -116,6 +119,16 @@ class PPO(LMAgent):
     def __init__(self, model, tokenizer, envs, config: PPOConfig | None = None, seed: int = 0) -> None:
         self.config = config or PPOConfig()
         super().__init__(model, tokenizer, envs, self.config.lr, self.config.kl_coef, seed, self.config.freeze_layers)
+        self.kl_reached = False  # the adaptive controller starts once the KL has first reached its target
+
+    def state_dict(self):
+        """The agent's state and the KL controller's."""
+        return {**super().state_dict(), "kl_reached": self.kl_reached}
+
+    def load_state_dict(self, state) -> None:
+        """Restore :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.kl_reached = state["kl_reached"]
 
     # -- one iteration -----------------------------------------------------------------------------------
 
@@ -146,7 +159,8 @@ class PPO(LMAgent):
         stats = self._update(batch, advantages, returns, mask)
         update_s = time.perf_counter() - start
         completion_kl = float(kl.sum(1).mean())
-        if cfg.adaptive_kl:  # Ziegler et al.: proportional control of the KL per completion
+        self.kl_reached = self.kl_reached or completion_kl >= cfg.kl_target
+        if cfg.adaptive_kl and self.kl_reached:  # Ziegler et al.: proportional control of the KL per completion
             error = np.clip(completion_kl / cfg.kl_target - 1, -0.2, 0.2)
             self.kl_coef *= 1 + error * len(mask) / cfg.kl_horizon
         self.iteration += 1
@@ -180,7 +194,7 @@ class PPO(LMAgent):
                 rows = order[start : start + cfg.minibatch_size].to(mask.device)
                 mb = RolloutBatch(*(v[rows] if isinstance(v, torch.Tensor) else None for v in batch))
                 m = mask[rows]
-                logprobs, values = forward_logprobs_values(self.model, self.value_head, mb, cfg.temperature)
+                logprobs, values = forward_logprobs_values(self.model, self.value_head, mb, cfg.temperature, cfg.top_p)
                 log_ratio = (logprobs - mb.logprobs) * m
                 ratio = log_ratio.exp()
                 adv = advantages[rows]

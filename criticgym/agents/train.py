@@ -47,6 +47,8 @@ class TrainConfig:
     num_envs: int = field(default=16, metadata={"help": "completions per iteration"})
     lr: float | None = field(default=None, metadata={"help": "learning rate (the agent's default)"})
     kl_coef: float | None = field(default=None, metadata={"help": "KL penalty weight (the agent's default)"})
+    kl_target: float | None = field(default=None, metadata={"help": "PPO: KL per completion the controller holds"})
+    kl_horizon: int | None = field(default=None, metadata={"help": "PPO: the KL controller's horizon (completions)"})
     epochs: int = field(default=4, metadata={"help": "PPO epochs per batch"})
     minibatch_size: int = field(default=8, metadata={"help": "PPO minibatch size"})
     freeze_layers: int = field(default=0, metadata={"help": "freeze embeddings and this many lower layers (PPO)"})
@@ -89,8 +91,9 @@ def build_agent(cfg: TrainConfig, model, tokenizer, envs):
 
     overrides = {k: v for k, v in (("lr", cfg.lr), ("kl_coef", cfg.kl_coef)) if v is not None}
     if cfg.agent == "ppo":
+        ppo = {k: v for k, v in (("kl_target", cfg.kl_target), ("kl_horizon", cfg.kl_horizon)) if v is not None}
         config = PPOConfig(
-            epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, freeze_layers=cfg.freeze_layers, **overrides
+            epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, freeze_layers=cfg.freeze_layers, **overrides, **ppo
         )
         return PPO(model, tokenizer, envs, config, seed=cfg.seed)
     baseline = "rloo" if cfg.agent == "rloo" else "value"
@@ -125,6 +128,7 @@ class Evaluator:
     def __call__(self, model, iteration: int) -> dict[str, Any]:
         """Evaluate ``model`` on the held-out prompts (the same prompts and sampling seed every time)."""
         from criticgym.agents.base import token_rewards
+        from criticgym.critics.scorers import score_texts
         from criticgym.rollout import RolloutEngine
 
         engine = RolloutEngine(model, self.tokenizer, ref_model=self.ref_model)
@@ -135,9 +139,11 @@ class Evaluator:
         returns = token_rewards(batch).sum(1)
         mask = batch.completion_mask.float()
         references = [info.get("reference") for info in batch.infos]
-        scores = self.scorer.score(prompts, completions, None if None in references else references)
+        ids = [info["completion_ids"] for info in batch.infos]
+        scores = score_texts(self.scorer, prompts, completions, None if None in references else references, ids)
         result: dict[str, Any] = {
             "iteration": iteration,
+            "prompts": len(prompts),
             "eval/reward": float(returns.mean()),
             "eval/score": float(np.mean(scores)),
             "eval/perplexity": float(torch.exp(-(batch.ref_logprobs * mask).sum() / mask.sum().clamp(min=1))),

@@ -68,19 +68,25 @@ def learn(agent, iterations):
     return returns[0], float(np.mean(returns[-5:]))
 
 
+# Learning thresholds. The untrained policy scores about 0.70 on Words-v0 (first batches 0.67-0.74 over seeds 0-5).
+# After 40 iterations, measured on the locked install (transformers 5.24): PPO reaches 0.80-0.86 (last five
+# batches, seeds 0-5), REINFORCE 0.85-0.94 and RLOO above 0.86 (seeds 0-4). Each threshold sits below the worst
+# seed by a margin that an ordinary library update should not eat.
+
+
 def test_ppo_learns_the_toy_task():
     model, tokenizer = load_policy("tiny")
     agent = PPO(model, tokenizer, words_envs(), PPOConfig(lr=1e-3, kl_coef=0.01, minibatch_size=16, epochs=2))
-    first, last = learn(agent, 25)
-    assert last > 0.77 and last > first + 0.05, (first, last)
+    first, last = learn(agent, 40)
+    assert last > 0.76 and last > first + 0.05, (first, last)
 
 
 @pytest.mark.parametrize("baseline", ["value", "rloo"])
 def test_reinforce_learns_the_toy_task(baseline):
     model, tokenizer = load_policy("tiny")
     config = ReinforceConfig(lr=3e-3, baseline=baseline, kl_coef=0.01, temperature=1.0)
-    first, last = learn(Reinforce(model, tokenizer, words_envs(), config), 25)
-    assert last > 0.8 and last > first + 0.05, (first, last)
+    first, last = learn(Reinforce(model, tokenizer, words_envs(), config), 40)
+    assert last > 0.8 and last > first + 0.08, (first, last)
 
 
 def test_rloo_groups_k_samples_of_each_prompt():
@@ -119,15 +125,17 @@ def test_resume_equals_an_uninterrupted_run(make):
         assert torch.equal(a, b), name
 
 
-def test_one_pass_rescoring_equals_what_generation_recorded():
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.8)])
+def test_one_pass_rescoring_equals_what_generation_recorded(temperature, top_p):
+    """PPO's first ratio is exactly 1: re-scoring gives the log-probs of the distribution that was sampled."""
     from criticgym.agents.base import forward_logprobs_values
 
     model, tokenizer = load_policy("tiny")
-    agent = PPO(model, tokenizer, words_envs(6), PPOConfig())
+    agent = PPO(model, tokenizer, words_envs(6), PPOConfig(temperature=temperature, top_p=top_p))
     with torch.no_grad():
         torch.nn.init.normal_(agent.value_head.linear.weight)  # non-zero values, so the positions matter
         batch = agent.rollout()
-        logprobs, values = forward_logprobs_values(model, agent.value_head, batch, temperature=1.0)
+        logprobs, values = forward_logprobs_values(model, agent.value_head, batch, temperature, top_p)
     mask = batch.completion_mask.float()
     torch.testing.assert_close(logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(values * mask, batch.values, atol=1e-4, rtol=1e-4)
