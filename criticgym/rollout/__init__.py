@@ -1,11 +1,16 @@
-"""The rollout engine: model loading and batched KV-cached sampling. Imports nothing else of criticgym."""
+"""The rollout core: model loading, a decoder with explicit (forkable, croppable) state, batched KV-cached sampling.
 
+Imports nothing else of criticgym.
+"""
+
+from criticgym.rollout.decoder import Decoder, DecodeState
 from criticgym.rollout.engine import (
     RolloutBatch,
     RolloutEngine,
     filter_logits,
     left_pad,
     sample_from_logits,
+    sample_next,
     score_completions,
     sequence_logprobs,
 )
@@ -13,6 +18,8 @@ from criticgym.rollout.models import BUILTIN_MODELS, cache_dir, eos_token_ids, l
 
 __all__ = [
     "BUILTIN_MODELS",
+    "DecodeState",
+    "Decoder",
     "RolloutBatch",
     "RolloutEngine",
     "cache_dir",
@@ -22,6 +29,7 @@ __all__ = [
     "load_policy",
     "load_tokenizer",
     "sample_from_logits",
+    "sample_next",
     "score_completions",
     "sequence_logprobs",
 ]

@@ -17,16 +17,15 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Sequence
-from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
 from criticgym.errors import ConfigError, PromptTooLongError
+from criticgym.rollout.decoder import Decoder, DecodeState, left_pad
 from criticgym.rollout.models import eos_token_ids
 
 if TYPE_CHECKING:
@@ -55,20 +54,6 @@ class RolloutBatch(NamedTuple):
     def to(self, device: str | torch.device) -> RolloutBatch:
         """A copy with every tensor on ``device``."""
         return RolloutBatch(*(v.to(device) if isinstance(v, torch.Tensor) else v for v in self))
-
-
-def left_pad(
-    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack token-id lists into a left-padded ``(ids, mask)`` pair of shape (B, max_len)."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if len(seq):
-            ids[row, width - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 def filter_logits(
@@ -107,6 +92,27 @@ def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None =
     u = torch.rand((logits.size(0), 1), generator=generator, dtype=torch.float64, device=logits.device)
     u = (1.0 - u) * cdf[:, -1:]  # in (0, total]: a zero-width interval is never hit
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.size(-1) - 1)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token per row, and its log-probability under the distribution it was drawn from: (B, V) -> (B,), (B,).
+
+    Greedy takes the argmax (log-prob of the untempered distribution); otherwise the logits are tempered, cut
+    by top-k and top-p (:func:`filter_logits`) and sampled by :func:`sample_from_logits`.
+    """
+    if greedy:
+        tokens = logits.argmax(dim=-1)
+        return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+    logits = filter_logits(logits / temperature, top_k, top_p)  # what is sampled from
+    tokens = sample_from_logits(logits, generator)
+    return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
 
 
 def score_completions(
@@ -170,18 +176,6 @@ def sequence_logprobs(
     )[0]
 
 
-@cache
-def _cache_keyword(forward_type: type) -> str:
-    """The keyword of a model's forward for the KV cache: ``cache``, or ``past_key_values`` before the rename."""
-    parameters = inspect.signature(forward_type.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
-def _returned_cache(out: Any) -> Any:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
 class RolloutEngine:
     """Batched KV-cached sampler over a transformers causal LM.
 
@@ -210,6 +204,7 @@ class RolloutEngine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = torch.as_tensor(eos_token_ids(tokenizer, model.generation_config), device=self.device)
+        self.decoder = Decoder(model, self.pad_id, hidden=value_head is not None)
         self.context = getattr(model.config, "max_position_embeddings", None)
 
     # -- public API --------------------------------------------------------------------------------------
@@ -308,6 +303,20 @@ class RolloutEngine:
             top_p,
         )
 
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> DecodeState:
+        """Prefill left-padded prompts, running identical ones once.
+
+        RLOO's k copies of a prompt and pairwise siblings share one prefill; the cache is then repeated.
+        """
+        rows = torch.cat([prompt_ids, prompt_mask], dim=1)
+        unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        if len(unique) == len(rows):
+            return self.decoder.prefill(prompt_ids, prompt_mask)
+        first = torch.full((len(unique),), len(rows), dtype=torch.long, device=rows.device)
+        first.scatter_reduce_(0, inverse, torch.arange(len(rows), device=rows.device), reduce="amin")
+        shared = self.decoder.prefill(prompt_ids[first], prompt_mask[first])
+        return shared.select(inverse)
+
     # -- the decoding loop -------------------------------------------------------------------------------
 
     def _run(
@@ -342,44 +351,22 @@ class RolloutEngine:
         values = (
             torch.zeros((batch_size, max_new_tokens), dtype=torch.float32, device=self.device) if want_values else None
         )
-        attention = torch.ones((batch_size, width + max_new_tokens), dtype=torch.long, device=self.device)
-        attention[:, :width] = prompt_mask
         done = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
         lengths = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         rewards = np.zeros((batch_size, max_new_tokens), dtype=np.float32) if envs is not None else None
         infos: list[dict[str, Any]] | None = [{} for _ in range(batch_size)] if envs is not None else None
         env_seconds = 0.0
 
-        # Prefill: the whole left-padded prompt in one pass; positions count real tokens only.
-        positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, P)
-        from transformers import DynamicCache
-
-        cache_keyword = _cache_keyword(type(self.model))
-        out = self.model(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            position_ids=positions,
-            use_cache=True,
-            output_hidden_states=want_values,
-            logits_to_keep=1,  # only the last position's distribution is needed, not (B, P, V)
-            **{cache_keyword: DynamicCache(config=self.model.config)},
-        )
-        next_position = positions[:, -1:] + 1  # (B, 1)
+        state = self.prefill(prompt_ids, prompt_mask)
         steps = 0
         for t in range(max_new_tokens):
-            logits = out.logits[:, -1, :].float()  # (B, V): the distribution of token t
+            logits = state.logits  # (B, V): the distribution of token t
             if t < min_new_tokens:
-                logits[:, eos_ids] = float("-inf")
-            if greedy:
-                tokens = logits.argmax(dim=-1)  # (B,)
-                step_logprobs = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
-            else:
-                logits = filter_logits(logits / temperature, top_k, top_p)  # (B, V): what is sampled from
-                tokens = sample_from_logits(logits, generator)  # (B,)
-                step_logprobs = logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+                logits = logits.index_fill(1, eos_ids, float("-inf"))
+            tokens, step_logprobs = sample_next(logits, temperature, top_k, top_p, greedy, generator)
             if want_values:
-                hidden = out.hidden_states[-1][:, -1, :]  # (B, H)
-                values[:, t] = self.value_head(hidden.to(next(self.value_head.parameters()).dtype)).squeeze(-1).float()
+                head_dtype = next(self.value_head.parameters()).dtype
+                values[:, t] = self.value_head(state.hidden.to(head_dtype)).squeeze(-1).float()
             tokens = tokens.masked_fill(done, self.pad_id)  # finished rows emit padding
             active = ~done
             completion[:, t] = tokens
@@ -410,17 +397,7 @@ class RolloutEngine:
                 done |= torch.isin(tokens, eos_ids)
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
-
-            # Decode one column with the KV cache.
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=attention[:, : width + t + 1],
-                position_ids=next_position,
-                use_cache=True,
-                **{cache_keyword: _returned_cache(out)},
-                output_hidden_states=want_values,
-            )
-            next_position = next_position + 1
+            state = self.decoder.step(state, tokens)  # one column with the KV cache
 
         completion, logprobs = completion[:, :steps], logprobs[:, :steps]
         completion_mask = (torch.arange(steps, device=self.device)[None, :] < lengths[:, None]).long()

@@ -342,3 +342,26 @@ def test_decoding_uses_the_current_cache_api_without_warnings(sharp):
         warnings.simplefilter("error")  # a deprecation warning from transformers fails the test
         batch = RolloutEngine(model, tokenizer).generate(PROMPTS[:2], max_new_tokens=4, seed=0)
     assert batch.completion_ids.shape == (2, 4)
+
+
+def test_group_rollouts_share_one_prefill_and_equal_separate_ones(sharp):
+    """k copies of a prompt (RLOO, pairwise siblings) are prefilled once; the completions are those of k
+    separate prefills with the same seed."""
+    model, tokenizer = sharp
+    prompts = [PROMPTS[0]] * 4 + [PROMPTS[3]] * 4
+    shared_engine = RolloutEngine(model, tokenizer)
+    prefill_rows = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: prefill_rows.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        shared = shared_engine.generate(prompts, max_new_tokens=6, temperature=0.9, seed=4)
+    finally:
+        handle.remove()
+    assert prefill_rows[0][0] == 2  # two distinct prompts, one prefill each
+    separate_engine = RolloutEngine(model, tokenizer)
+    separate_engine.prefill = separate_engine.decoder.prefill  # every row prefilled on its own
+    separate = separate_engine.generate(prompts, max_new_tokens=6, temperature=0.9, seed=4)
+    assert torch.equal(shared.completion_ids, separate.completion_ids)
+    torch.testing.assert_close(shared.logprobs, separate.logprobs, atol=1e-4, rtol=1e-4)
+    assert len({tuple(r) for r in shared.completion_ids[:4].tolist()}) > 1  # the copies went their own ways

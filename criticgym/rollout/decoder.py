@@ -1,0 +1,202 @@
+"""Decoding with explicit state: prefill once, then step, fork, select, repeat and crop the KV cache.
+
+A :class:`DecodeState` is everything a causal LM needs to continue B sequences: the KV cache (a transformers
+``DynamicCache``), the token ids and attention mask so far, the next position of each row, and the next-token
+logits (and, on request, the last hidden state). :class:`Decoder` makes one from prompts (:meth:`Decoder.prefill`)
+and advances it by a column of tokens (:meth:`Decoder.step`). The state can be
+
+- ``select``-ed: keep some rows (finished episodes dropped, the best candidates kept);
+- ``repeat``-ed: each row k times in a row, sharing one prefill (RLOO's k completions, pairwise siblings);
+- ``fork``-ed: an independent copy to explore a branch;
+- ``crop``-ped: back to an earlier length, with the logits of that point, without re-running the prefix
+  (search methods such as RAIN rewind this way).
+
+Every operation gives the logits a fresh prefill of the same tokens gives (tested).
+
+Example:
+    >>> from criticgym.rollout import load_policy
+    >>> model, tokenizer = load_policy("tiny")
+    >>> decoder = Decoder(model, tokenizer.pad_token_id)
+    >>> state = decoder.prefill([[1, 2, 3], [4, 5]])
+    >>> state = decoder.step(state, torch.tensor([7, 8]))
+    >>> state.length, tuple(state.logits.shape)
+    (4, (2, 49152))
+    >>> state.crop(3).length
+    3
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from criticgym.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+
+@dataclass
+class DecodeState:
+    """B sequences ready for their next token.
+
+    :meth:`Decoder.step` extends the cache in place, so the state it was given is used up; ``select``,
+    ``repeat``, ``fork`` and ``crop`` copy the cache and leave their source usable.
+    """
+
+    cache: Any  # transformers Cache holding keys and values of every position but the last fed token's output
+    ids: torch.Tensor  # (B, L) long: prompt (left-padded) and generated tokens so far
+    mask: torch.Tensor  # (B, L) long: 1 on real tokens
+    logits: torch.Tensor  # (B, V) float32: the next-token logits
+    hidden: torch.Tensor | None  # (B, H): the last hidden state that produced the logits (when asked for)
+    decoder: Decoder
+
+    @property
+    def batch_size(self) -> int:
+        """Number of rows."""
+        return self.ids.size(0)
+
+    @property
+    def length(self) -> int:
+        """Positions so far (prompt width plus generated tokens), the same for every row."""
+        return self.ids.size(1)
+
+    def select(self, rows: torch.Tensor | Sequence[int]) -> DecodeState:
+        """Keep ``rows`` (indices, in the given order; repeats allowed). The cache is copied, not shared."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.ids.device)
+        cache = copy.deepcopy(self.cache)
+        cache.batch_select_indices(rows)
+        return replace(
+            self,
+            cache=cache,
+            ids=self.ids[rows],
+            mask=self.mask[rows],
+            logits=self.logits[rows],
+            hidden=None if self.hidden is None else self.hidden[rows],
+        )
+
+    def repeat(self, k: int) -> DecodeState:
+        """Each row ``k`` times in a row (rows 0..k-1 continue row 0): k continuations of one prefill."""
+        if k < 1:
+            raise ConfigError(f"repeat() needs k >= 1, got {k}.")
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(k)
+        return replace(
+            self,
+            cache=cache,
+            ids=self.ids.repeat_interleave(k, dim=0),
+            mask=self.mask.repeat_interleave(k, dim=0),
+            logits=self.logits.repeat_interleave(k, dim=0),
+            hidden=None if self.hidden is None else self.hidden.repeat_interleave(k, dim=0),
+        )
+
+    def fork(self) -> DecodeState:
+        """An independent copy: stepping either leaves the other as it was."""
+        return replace(self, cache=copy.deepcopy(self.cache))
+
+    def crop(self, length: int) -> DecodeState:
+        """Back to the first ``length`` positions (at least one), with that point's next-token logits.
+
+        The cache keeps ``length - 1`` positions and the token at ``length - 1`` is fed again: one step of one
+        token instead of re-running the prefix. The cache is copied, so the longer state stays usable.
+        """
+        if not 1 <= length <= self.length:
+            raise ConfigError(f"crop() needs 1 <= length <= {self.length}, got {length}.")
+        if length == self.length:
+            return self.fork()
+        cache = copy.deepcopy(self.cache)
+        cache.crop(-(cache.get_seq_length() - (length - 1)))  # a negative count removes tokens (every version)
+        shorter = replace(self, cache=cache, ids=self.ids[:, : length - 1], mask=self.mask[:, : length - 1])
+        return self.decoder.step(shorter, self.ids[:, length - 1], self.mask[:, length - 1])
+
+
+class Decoder:
+    """Prefill and one-column steps of a causal LM, on explicit :class:`DecodeState` objects (no gradients).
+
+    Args:
+        model: any transformers causal LM.
+        pad_id: the id used for left padding of prompts.
+        hidden: also keep the last hidden state of each step (for a value head).
+    """
+
+    def __init__(self, model: PreTrainedModel, pad_id: int, hidden: bool = False) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.hidden = hidden
+        self.device = next(model.parameters()).device
+        self.cache_keyword = _cache_keyword(type(model))
+
+    @torch.no_grad()
+    def prefill(self, prompts: Sequence[Sequence[int]] | torch.Tensor, mask: torch.Tensor | None = None) -> DecodeState:
+        """Run the prompts (token-id lists, or left-padded ``(ids, mask)`` tensors) in one pass.
+
+        Vocabulary logits are computed for the last position only.
+        """
+        from transformers import DynamicCache
+
+        if isinstance(prompts, torch.Tensor):
+            ids = prompts.to(self.device)
+            mask = torch.ones_like(ids) if mask is None else mask.to(self.device)
+        else:
+            ids, mask = left_pad(prompts, self.pad_id, self.device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            output_hidden_states=self.hidden,
+            logits_to_keep=1,
+            **{self.cache_keyword: DynamicCache(config=self.model.config)},
+        )
+        return self._state(out, ids, mask)
+
+    @torch.no_grad()
+    def step(self, state: DecodeState, tokens: torch.Tensor, real: torch.Tensor | None = None) -> DecodeState:
+        """Feed one token per row; ``real`` (B,) marks rows whose token counts (0: padding, masked out)."""
+        tokens = tokens.to(self.device).long()
+        real = torch.ones_like(tokens) if real is None else real.to(self.device).long()
+        mask = torch.cat([state.mask, real[:, None]], dim=1)
+        positions = (mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            output_hidden_states=self.hidden,
+            **{self.cache_keyword: state.cache},
+        )
+        return self._state(out, torch.cat([state.ids, tokens[:, None]], dim=1), mask)
+
+    def _state(self, out: Any, ids: torch.Tensor, mask: torch.Tensor) -> DecodeState:
+        cache = getattr(out, "cache", None)
+        cache = cache if cache is not None else out.past_key_values
+        hidden = out.hidden_states[-1][:, -1, :] if self.hidden else None
+        return DecodeState(cache, ids, mask, out.logits[:, -1, :].float(), hidden, self)
+
+
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token-id lists into a left-padded ``(ids, mask)`` pair of shape (B, max_len)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq) :] = torch.as_tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+@cache
+def _cache_keyword(forward_type: type) -> str:
+    """The keyword of a model's forward for the KV cache: ``cache``, or ``past_key_values`` before the rename."""
+    parameters = inspect.signature(forward_type.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"

@@ -1,0 +1,89 @@
+"""The decoder's explicit state: every operation must give the logits of a fresh prefill of the same tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from criticgym.errors import ConfigError
+from criticgym.rollout.decoder import Decoder
+
+PROMPTS = [[10, 20, 30, 40], [50, 60], [70, 80, 90], [11]]
+
+
+def fresh(decoder, rows):
+    """Logits after prefilling exactly these token lists (no padding beyond what left_pad adds)."""
+    return decoder.prefill(rows).logits
+
+
+def walk(decoder, state, columns):
+    for column in columns:
+        state = decoder.step(state, torch.tensor(column))
+    return state
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
+
+
+@pytest.fixture
+def decoder(sharp):
+    model, tokenizer = sharp
+    return Decoder(model, tokenizer.pad_token_id, hidden=True)
+
+
+def test_steps_equal_a_fresh_prefill(decoder):
+    state = walk(decoder, decoder.prefill(PROMPTS), [[1, 2, 3, 4], [5, 6, 7, 8]])
+    expected = fresh(decoder, [p + [a, b] for p, a, b in zip(PROMPTS, [1, 2, 3, 4], [5, 6, 7, 8], strict=True)])
+    close(state.logits, expected)
+    assert state.length == 4 + 2 and state.hidden.shape == (4, decoder.model.config.hidden_size)
+
+
+def test_select_keeps_rows_and_their_cache(decoder):
+    state = walk(decoder, decoder.prefill(PROMPTS), [[1, 2, 3, 4]])
+    kept = walk(decoder, state.select([2, 0]), [[9, 9]])
+    close(kept.logits, fresh(decoder, [PROMPTS[2] + [3, 9], PROMPTS[0] + [1, 9]]))
+
+
+def test_repeat_shares_one_prefill_among_k_continuations(decoder):
+    state = decoder.prefill(PROMPTS[:2]).repeat(3)
+    assert state.batch_size == 6
+    state = walk(decoder, state, [[1, 2, 3, 4, 5, 6]])
+    expected = fresh(decoder, [PROMPTS[i // 3] + [i + 1] for i in range(6)])
+    close(state.logits, expected)
+
+
+def test_fork_is_independent(decoder):
+    state = walk(decoder, decoder.prefill(PROMPTS), [[1, 2, 3, 4]])
+    branch = state.fork()
+    walk(decoder, branch, [[5, 5, 5, 5], [6, 6, 6, 6]])  # the branch moves on ...
+    after = decoder.step(state, torch.tensor([7, 7, 7, 7]))  # ... and the original is as it was
+    close(after.logits, fresh(decoder, [p + [t, 7] for p, t in zip(PROMPTS, [1, 2, 3, 4], strict=True)]))
+
+
+@pytest.mark.parametrize("back", [1, 2, 3])
+def test_crop_rewinds_without_rerunning_the_prefix(decoder, back):
+    start = decoder.prefill(PROMPTS)
+    state = walk(decoder, start, [[1, 2, 3, 4], [5, 6, 7, 8], [9, 9, 9, 9]])
+    rewound = state.crop(state.length - back)
+    generated = state.ids[:, start.length :].tolist()
+    kept = [row[: 3 - back] for row in generated]
+    close(rewound.logits, fresh(decoder, [p + k for p, k in zip(PROMPTS, kept, strict=True)]))
+    # a different continuation from the rewound point equals a fresh run of it
+    other = decoder.step(rewound, torch.tensor([42, 43, 44, 45]))
+    close(other.logits, fresh(decoder, [p + k + [t] for p, k, t in zip(PROMPTS, kept, [42, 43, 44, 45], strict=True)]))
+    # and the longer state was not touched
+    close(
+        decoder.step(state, torch.tensor([1, 1, 1, 1])).logits,
+        fresh(decoder, [p + g + [1] for p, g in zip(PROMPTS, generated, strict=True)]),
+    )
+
+
+def test_bad_operations_name_the_fix(decoder):
+    state = decoder.prefill(PROMPTS)
+    with pytest.raises(ConfigError, match="length"):
+        state.crop(0)
+    with pytest.raises(ConfigError, match="length"):
+        state.crop(state.length + 1)
+    with pytest.raises(ConfigError, match="k >= 1"):
+        state.repeat(0)
