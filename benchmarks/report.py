@@ -43,6 +43,19 @@ def report(data: dict, command: str) -> str:
             f"| {model} | {batch} | {device} | {ours:.0f} | {gen:.0f} | {naive:.0f} | {ours / gen:.2f}x "
             f"| {ours / naive:.1f}x |"
         )
+    lines += [
+        "",
+        "## Group rollouts (8 Summarize prompts x k = 4 completions, 20 new tokens, same seed and completions)",
+        "",
+        "| model | device | shared prefill s | prefill each copy s | speed-up |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    groups = defaultdict(dict)
+    for r in rows_of(data, "group"):
+        groups[(r["model"], r["device"])][r["method"]] = r["best_s"]
+    for (model, device), by in groups.items():
+        shared, each = by.get("shared prefill", float("nan")), by.get("prefill each copy", float("nan"))
+        lines.append(f"| {model} | {device} | {shared:.3f} | {each:.3f} | {each / shared:.2f}x |")
     lines += ["", "## Critics (batch 32)", "", "| critic | critiques/s |", "| --- | ---: |"]
     for r in rows_of(data, "critic"):
         lines.append(f"| {r['critic']} | {r['items'] / r['best_s']:.1f} |")

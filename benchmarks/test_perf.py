@@ -1,7 +1,8 @@
 """The performance suite (pytest-benchmark): ``make bench`` runs it and writes one report.
 
 Every figure has its baseline measured in the same run: rollout tokens/s of the engine against ``generate`` and
-the naive no-cache loop (equal work: exactly 20 new tokens per row), critic throughput, PPO update tokens/s
+the naive no-cache loop (equal work: exactly 20 new tokens per row), group rollouts that share one prefill per
+prompt against prefilling every copy, critic throughput, PPO update tokens/s
 against the training compute limit from a matmul peak measured now, and the peak memory of a 64 x 20-token
 rollout on smollm2-135m against ``generate``'s. CPU always; CUDA too when there is a GPU.
 
@@ -68,6 +69,39 @@ def test_rollout_tokens_per_s(benchmark, device, model_name, batch, method):
     benchmark.group = f"rollout {model_name} B={batch} {device}"
     benchmark.extra_info.update(kind="rollout", model=model_name, batch=batch, device=device, method=method)
     benchmark.extra_info["tokens"] = batch * NEW_TOKENS
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+
+
+_group_engines: dict = {}
+
+
+@pytest.mark.parametrize("method", ["shared prefill", "prefill each copy"])
+@pytest.mark.parametrize("model_name", ["tiny", "smollm2-135m"])
+def test_group_rollout(benchmark, device, model_name, method):
+    """RLOO-style groups: 8 Summarize prompts (about 180 tokens each) x k = 4 completions = 32 rows, 20 new tokens.
+
+    The engine prefills each distinct prompt once and repeats its cache; the baseline prefills every copy.
+    Same sampler, same seed, the same completions (tested in tests/rollout/test_engine.py).
+    """
+    from criticgym.rollout import RolloutEngine
+
+    if (model_name, device) not in _group_engines:
+        model, tokenizer = load_policy(model_name, device=device)
+        envs = criticgym.make_vec("criticgym/Summarize-v0", num_envs=8, model=tokenizer, reward=None)
+        obs, _ = envs.reset(seed=0)
+        rows = zip(obs["input_ids"], obs["attention_mask"], strict=True)
+        prompts = [ids[mask.astype(bool)].tolist() for ids, mask in rows]
+        _group_engines[(model_name, device)] = (model, tokenizer, [p for p in prompts for _ in range(4)])
+    model, tokenizer, prompts = _group_engines[(model_name, device)]
+    engine = RolloutEngine(model, tokenizer, share_prefill=method == "shared prefill")
+
+    def run():
+        engine.generate(prompts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, seed=0)
+        sync(device)
+
+    benchmark.group = f"group rollout {model_name} 8 prompts x 4 {device}"
+    benchmark.extra_info.update(kind="group", model=model_name, device=device, method=method, rows=len(prompts))
+    benchmark.extra_info["prompt_tokens"] = sum(len(p) for p in prompts)
     benchmark.pedantic(run, rounds=3, warmup_rounds=1)
 
 

@@ -162,7 +162,7 @@ class PPO(LMAgent):
         self.kl_reached = self.kl_reached or completion_kl >= cfg.kl_target
         if cfg.adaptive_kl and self.kl_reached:  # Ziegler et al.: proportional control of the KL per completion
             error = np.clip(completion_kl / cfg.kl_target - 1, -0.2, 0.2)
-            self.kl_coef *= 1 + error * len(mask) / cfg.kl_horizon
+            self.kl_coef = float(self.kl_coef * (1 + error * len(mask) / cfg.kl_horizon))
         self.iteration += 1
         tokens = float(mask.sum())
         n_seq = batch.prompt_mask.sum() + mask.sum()

@@ -220,7 +220,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     if board is not None:
         board.close()
     _write_samples(out / "samples.md", evals)
-    plot_curves(history, evals, out / "curves.png")
+    adaptive = getattr(agent.config, "adaptive_kl", False)
+    plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)
     return {"history": history, "evals": evals, "out": out}
 
 
@@ -266,8 +267,13 @@ def _cell(text: str) -> str:
     return re.sub(r"\s+", " ", text).replace("|", "\\|").strip()
 
 
-def plot_curves(history: list[dict[str, float]], evals: list[dict[str, Any]], path: Path) -> None:
-    """Training reward (with held-out evaluations) and KL against iterations, as a PNG."""
+def plot_curves(
+    history: list[dict[str, float]], evals: list[dict[str, Any]], path: Path, kl_target: float | None = None
+) -> None:
+    """Training reward (with held-out evaluations) and KL against iterations, as a PNG.
+
+    With ``kl_target`` the KL panel shows the target and the band from half to twice it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -279,7 +285,11 @@ def plot_curves(history: list[dict[str, float]], evals: list[dict[str, Any]], pa
     ax_reward.plot([e["iteration"] for e in evals], [e["eval/reward"] for e in evals], "o-", label="held-out")
     ax_reward.set(xlabel="iteration", ylabel="episode return", title="Reward")
     ax_reward.legend()
-    ax_kl.plot(steps, [h["charts/kl"] for h in history], color="tab:red")
+    ax_kl.plot(steps, [h["charts/kl"] for h in history], color="tab:red", label="KL")
+    if kl_target is not None:
+        ax_kl.axhline(kl_target, color="gray", linestyle="--", label=f"target {kl_target:g}")
+        ax_kl.axhspan(kl_target / 2, kl_target * 2, color="gray", alpha=0.12, label="half to twice the target")
+        ax_kl.legend()
     ax_kl.set(xlabel="iteration", ylabel="KL to reference (per completion)", title="KL")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -186,6 +186,7 @@ class RolloutEngine:
         value_head: optional module mapping the last hidden state (..., H) to values (..., 1); when given,
             batches carry ``values``.
         device: where generation runs; the model's device when not given.
+        share_prefill: prefill identical prompts once and repeat their cache (False: prefill every row).
     """
 
     def __init__(
@@ -196,8 +197,10 @@ class RolloutEngine:
         ref_model: PreTrainedModel | None = None,
         value_head: torch.nn.Module | None = None,
         device: str | torch.device | None = None,
+        share_prefill: bool = True,
     ) -> None:
         self.model = model
+        self.share_prefill = share_prefill
         self.tokenizer = tokenizer
         self.ref_model = ref_model
         self.value_head = value_head
@@ -310,7 +313,7 @@ class RolloutEngine:
         """
         rows = torch.cat([prompt_ids, prompt_mask], dim=1)
         unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        if len(unique) == len(rows):
+        if not self.share_prefill or len(unique) == len(rows):
             return self.decoder.prefill(prompt_ids, prompt_mask)
         first = torch.full((len(unique),), len(rows), dtype=torch.long, device=rows.device)
         first.scatter_reduce_(0, inverse, torch.arange(len(rows), device=rows.device), reduce="amin")

@@ -359,8 +359,7 @@ def test_group_rollouts_share_one_prefill_and_equal_separate_ones(sharp):
     finally:
         handle.remove()
     assert prefill_rows[0][0] == 2  # two distinct prompts, one prefill each
-    separate_engine = RolloutEngine(model, tokenizer)
-    separate_engine.prefill = separate_engine.decoder.prefill  # every row prefilled on its own
+    separate_engine = RolloutEngine(model, tokenizer, share_prefill=False)  # every row prefilled on its own
     separate = separate_engine.generate(prompts, max_new_tokens=6, temperature=0.9, seed=4)
     assert torch.equal(shared.completion_ids, separate.completion_ids)
     torch.testing.assert_close(shared.logprobs, separate.logprobs, atol=1e-4, rtol=1e-4)
