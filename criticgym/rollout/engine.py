@@ -363,9 +363,9 @@ class RolloutEngine:
         state = self.prefill(prompt_ids, prompt_mask)
         steps = 0
         for t in range(max_new_tokens):
-            logits = state.logits  # (B, V): the distribution of token t
+            logits = state.logits  # (B, V): the distribution of token t (this loop owns the state: no copy)
             if t < min_new_tokens:
-                logits = logits.index_fill(1, eos_ids, float("-inf"))
+                logits[:, eos_ids] = float("-inf")
             tokens, step_logprobs = sample_next(logits, temperature, top_k, top_p, greedy, generator)
             if want_values:
                 head_dtype = next(self.value_head.parameters()).dtype
