@@ -17,6 +17,7 @@ Info keys follow Gymnasium's vector convention (an array per key plus a boolean 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from criticgym.envs.core import EpisodeBatch
+from criticgym.envs.core import EpisodeBatch, EpisodeState
 from criticgym.envs.tasks import TaskSpec
 from criticgym.errors import ConfigError
 
@@ -154,6 +155,23 @@ class TextGenVectorEnv(VectorEnv):
             if self.autoreset_mode == AutoresetMode.NEXT_STEP:
                 self._pending_reset[ended] = True
         return self.episodes.observation(self._all), rewards, terminated, truncated, info
+
+    def get_state(self, rows: Sequence[int] | None = None) -> tuple[EpisodeState, ...]:
+        """Snapshots of the episodes of ``rows`` (all sub-envs when not given), for :meth:`set_state`."""
+        return tuple(self.episodes.get_state(int(r)) for r in (self._all if rows is None else rows))
+
+    def set_state(self, states: Sequence[EpisodeState], rows: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """Restore snapshots into ``rows`` (all sub-envs when not given); returns the whole observation.
+
+        A snapshot may go to another row than the one it came from (k branches of one episode).
+        """
+        rows = self._all if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(states) != len(rows):
+            raise ConfigError(f"set_state() got {len(states)} states for {len(rows)} rows; give one per row.")
+        for row, state in zip(rows, states, strict=True):
+            self.episodes.set_state(int(row), state)
+            self._pending_reset[row] = False
+        return self.episodes.observation(self._all)
 
     def _add_final_info(self, info: dict[str, Any], ended: np.ndarray) -> None:
         for row, row_info in zip(ended, self.episodes.final_info(ended), strict=True):

@@ -161,6 +161,20 @@ class CriticSpanReward(gym.Wrapper):
         self._paid = []
         return self.env.reset(**kwargs)
 
+    def get_state(self) -> tuple[Any, tuple[float, ...]]:
+        """A snapshot of the episode through this wrapper: the inner env's state and the step rewards it paid.
+
+        Call it on a ``gym.make`` env as ``env.get_wrapper_attr("get_state")()``.
+        """
+        return self.env.get_wrapper_attr("get_state")(), tuple(self._paid)
+
+    def set_state(self, state: tuple[Any, tuple[float, ...]]):
+        """Rewind to :meth:`get_state`'s snapshot; returns the observation. The abandoned branch leaves nothing."""
+        inner, paid = state
+        observation = self.env.get_wrapper_attr("set_state")(inner)
+        self._paid = list(paid)
+        return observation
+
     def step(self, action):
         """Step; at the episode's end, critique it and pay the dense part."""
         obs, reward, terminated, truncated, info = self.env.step(action)

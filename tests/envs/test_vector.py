@@ -95,3 +95,19 @@ def test_render(tokenizer):
     envs = make(tokenizer, n=2, render_mode="ansi")
     envs.reset(options={"prompt": ["Good", "Bad"]})
     assert envs.render() == ("Good⟦", "Bad⟦")
+
+
+def test_vector_snapshots_rewind_rows_and_branch_into_others(tokenizer):
+    envs = make(tokenizer, 3, "disabled")
+    envs.reset(seed=0)
+    envs.step(np.array([300, 301, 302]))
+    snapshot = envs.get_state([1])
+    envs.step(np.array([303, 304, 305]))
+    obs = envs.set_state(snapshot * 2, rows=[0, 1])  # row 1 rewound, and branched into row 0
+    np.testing.assert_array_equal(obs["input_ids"][0], obs["input_ids"][1])
+    _, _, _, truncated, info = envs.step(np.array([306, 307, 308]))
+    _, _, _, truncated, info = envs.step(np.array([309, 310, 311]))
+    assert truncated[:2].all() and info["completion_ids"][0].tolist() == [301, 306, 309]
+    assert info["completion_ids"][1].tolist() == [301, 307, 310]
+    with pytest.raises(ConfigError, match="one per row"):
+        envs.set_state(snapshot, rows=[0, 1])

@@ -184,3 +184,31 @@ def test_gym_make_relc_pays_lexicon_spans(tokenizer):
     rewards, info = play(env, tokenizer, " a wonderful joy")
     assert info["token_rewards"].tolist() == [0.0, 0.5, 0.5]
     assert sum(rewards) == pytest.approx(1.0)
+
+
+def test_rewinding_a_wrapped_relc_env_gives_the_rewards_of_a_fresh_episode(tokenizer):
+    """get_state / set_state through the reward wrappers: the abandoned branch leaves no trace."""
+
+    def make():
+        return gym.make(
+            "criticgym/SentimentControl-v0", reward="relc", critic="lexicon", scorer="vader", max_new_tokens=4
+        )
+
+    words = {w: ids_of(tokenizer, w)[0] for w in (" a", " joy", " dull", " film")}
+    env = make()
+    env.reset(options={"prompt": "It was"})
+    env.step(words[" a"])
+    snapshot = env.get_wrapper_attr("get_state")()
+    for w in (" dull", " dull", " dull"):  # a branch that ends and is paid
+        *_, info = env.step(words[w])
+    assert info["intrinsic_rewards"].tolist() == [0.0, -0.5, -0.5, -0.5]
+    env.get_wrapper_attr("set_state")(snapshot)
+    rewound = [env.step(words[w]) for w in (" joy", " film", " joy")]
+
+    fresh = make()
+    fresh.reset(options={"prompt": "It was"})
+    expected = [fresh.step(words[w]) for w in (" a", " joy", " film", " joy")][1:]
+    for got, want in zip(rewound, expected, strict=True):
+        assert got[1] == want[1] and got[2:4] == want[2:4]
+    np.testing.assert_array_equal(rewound[-1][4]["token_rewards"], expected[-1][4]["token_rewards"])
+    assert rewound[-1][4]["completion"] == " a joy film joy"
