@@ -19,13 +19,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import VectorEnv, VectorWrapper
+from gymnasium.vector import VectorEnv
 
 from criticgym.critics.base import Critic, Critique, as_critic, checked_critiques
 from criticgym.critics.offsets import span_token_rewards, token_char_offsets
 from criticgym.critics.scorers import Scorer
 from criticgym.errors import ConfigError
-from criticgym.wrappers.sparse import SparseExtrinsicReward, SparseExtrinsicRewardVector
+from criticgym.wrappers.sparse import RewindableVectorWrapper, SparseExtrinsicReward, SparseExtrinsicRewardVector
 
 STAT_KEYS = ("critic_called", "critic_cached", "critic_spans", "critic_unlocated", "critic_parse_failed")
 
@@ -196,7 +196,7 @@ class CriticSpanReward(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-class CriticSpanRewardVector(VectorWrapper):
+class CriticSpanRewardVector(RewindableVectorWrapper):
     """The vector version: all episodes ending in a step are critiqued in **one** batched critic call.
 
     ``info`` gains, for those sub-envs (with ``_key`` masks), ``intrinsic_rewards`` and ``token_rewards`` (object
@@ -219,6 +219,12 @@ class CriticSpanRewardVector(VectorWrapper):
         self.scale = float(scale)
         self._paid: list[list[float]] = [[] for _ in range(self.num_envs)]
         self._ended = np.zeros(self.num_envs, dtype=bool)
+
+    def _own_state(self, row: int) -> tuple[tuple[float, ...], bool]:
+        return tuple(self._paid[row]), bool(self._ended[row])
+
+    def _set_own_state(self, row: int, state: tuple[tuple[float, ...], bool]) -> None:
+        self._paid[row], self._ended[row] = list(state[0]), state[1]
 
     def reset(self, *, seed=None, options=None):
         """Reset, forgetting the step rewards of the sub-envs that restart."""

@@ -22,11 +22,16 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+from gymnasium.vector import AutoresetMode, VectorEnv
 
 from criticgym.critics.scorers import checked_scores
 from criticgym.errors import ConfigError
-from criticgym.wrappers.sparse import SparseExtrinsicReward, SparseExtrinsicRewardVector, _set_rows
+from criticgym.wrappers.sparse import (
+    RewindableVectorWrapper,
+    SparseExtrinsicReward,
+    SparseExtrinsicRewardVector,
+    _set_rows,
+)
 
 MODES = ("direct", "pairwise")
 
@@ -69,7 +74,7 @@ class _Rating:
         return self.judge.rate(prompts, completions)
 
 
-class AIPreferenceRewardVector(VectorWrapper):
+class AIPreferenceRewardVector(RewindableVectorWrapper):
     """RLAIF on the vector env, direct or pairwise (see the module docstring).
 
     In pairwise mode the env must not autoreset (``autoreset_mode="disabled"``), ``num_envs`` must be even, and
@@ -106,6 +111,18 @@ class AIPreferenceRewardVector(VectorWrapper):
         self._final: list[dict[str, Any] | None] = [None] * self.num_envs
         self._paid: list[list[float]] = [[] for _ in range(self.num_envs)]
         self._judged = np.zeros(self.num_envs, dtype=bool)
+
+    def _own_state(self, row: int) -> Any:
+        if self.mode == "direct":
+            return None
+        final = None if self._final[row] is None else dict(self._final[row])
+        return final, tuple(self._paid[row]), bool(self._judged[row])
+
+    def _set_own_state(self, row: int, state: Any) -> None:
+        if self.mode == "pairwise":
+            final, paid, judged = state
+            self._final[row] = None if final is None else dict(final)
+            self._paid[row], self._judged[row] = list(paid), judged
 
     def reset(self, *, seed=None, options=None):
         """Reset; siblings always share a prompt."""

@@ -52,7 +52,35 @@ class SparseExtrinsicReward(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-class SparseExtrinsicRewardVector(VectorWrapper):
+class RewindableVectorWrapper(VectorWrapper):
+    """A vector reward wrapper whose snapshots hold the inner env's and its own per-row state.
+
+    ``get_state(rows)`` returns one ``(inner, own)`` pair per row, ``set_state(states, rows)`` restores them (also
+    into other rows: branches). Subclasses with per-episode state override :meth:`_own_state` and
+    :meth:`_set_own_state`; stateless wrappers keep ``None``.
+    """
+
+    def get_state(self, rows: Sequence[int] | None = None) -> tuple[tuple[Any, Any], ...]:
+        """Snapshots of ``rows`` (every sub-env when not given) through this wrapper."""
+        rows = range(self.num_envs) if rows is None else [int(r) for r in rows]
+        return tuple(zip(self.env.get_state(rows), (self._own_state(r) for r in rows), strict=True))
+
+    def set_state(self, states: Sequence[tuple[Any, Any]], rows: Sequence[int] | None = None):
+        """Restore :meth:`get_state`'s snapshots into ``rows``; returns the observation."""
+        rows = range(self.num_envs) if rows is None else [int(r) for r in rows]
+        observation = self.env.set_state([inner for inner, _ in states], rows)
+        for row, (_, own) in zip(rows, states, strict=True):
+            self._set_own_state(row, own)
+        return observation
+
+    def _own_state(self, row: int) -> Any:
+        return None
+
+    def _set_own_state(self, row: int, state: Any) -> None:
+        pass
+
+
+class SparseExtrinsicRewardVector(RewindableVectorWrapper):
     """The vector version: every episode that ends in a step is scored in **one** batched scorer call.
 
     ``info["extrinsic_reward"]`` (with its ``_extrinsic_reward`` mask) holds the scores of those episodes.

@@ -212,3 +212,38 @@ def test_rewinding_a_wrapped_relc_env_gives_the_rewards_of_a_fresh_episode(token
         assert got[1] == want[1] and got[2:4] == want[2:4]
     np.testing.assert_array_equal(rewound[-1][4]["token_rewards"], expected[-1][4]["token_rewards"])
     assert rewound[-1][4]["completion"] == " a joy film joy"
+
+
+def test_rewinding_the_wrapped_vector_env_gives_the_rewards_of_fresh_episodes(tokenizer):
+    def make():
+        return gym.make_vec(
+            "criticgym/SentimentControl-v0",
+            num_envs=2,
+            reward="relc",
+            critic="lexicon",
+            scorer="vader",
+            max_new_tokens=3,
+            autoreset_mode="disabled",
+        )
+
+    a, joy, dull = (ids_of(tokenizer, w)[0] for w in (" a", " joy", " dull"))
+    envs = make()
+    envs.reset(options={"prompt": ["It was", "It was"]})
+    envs.step(np.array([a, a]))
+    snapshot = envs.get_state()
+    envs.step(np.array([dull, dull]))
+    *_, info = envs.step(np.array([dull, dull]))  # this branch ends and is paid, then is abandoned
+    assert info["_token_rewards"].all()
+    envs.set_state(snapshot)
+    envs.step(np.array([joy, dull]))
+    _, rewound, _, truncated, info = envs.step(np.array([joy, a]))
+
+    fresh = make()
+    fresh.reset(options={"prompt": ["It was", "It was"]})
+    for column in ([a, a], [joy, dull]):
+        fresh.step(np.array(column))
+    _, expected, _, _, fresh_info = fresh.step(np.array([joy, a]))
+    assert truncated.all()
+    np.testing.assert_allclose(rewound, expected)
+    for row in range(2):
+        np.testing.assert_allclose(info["token_rewards"][row], fresh_info["token_rewards"][row])
