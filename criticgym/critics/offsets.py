@@ -1,6 +1,7 @@
 """From character spans to tokens: which generated token covers which characters of the decoded text.
 
-Offsets come from decoding growing prefixes of the generated ids, not from re-tokenizing the text and not from
+Offsets come from decoding the generated ids incrementally (one pass of ``tokenizers``' ``DecodeStream``, with
+the decoding of growing prefixes as the reference and the fallback), not from re-tokenizing the text and not from
 matching token strings (the RELC reference code tests whether a token's text occurs in the span text, so every
 "the" and "," of a completion shares the reward of any span containing one). A character belongs to the token
 that completes it: a byte-level token holding half of an emoji covers nothing, the next one covers the emoji.
@@ -29,11 +30,43 @@ def token_char_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -
     """
     ids = [int(i) for i in ids]
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    prefixes = tokenizer.batch_decode([ids[: i + 1] for i in range(len(ids))], skip_special_tokens=True)
-    ends = np.array([len(os.path.commonprefix([p, text])) for p in prefixes], dtype=np.int64)
-    ends = np.maximum.accumulate(ends) if len(ends) else ends
+    ends = _stream_ends(tokenizer, ids, text)
+    if ends is None:
+        ends = prefix_ends(tokenizer, ids, text)
     starts = np.concatenate([[0], ends[:-1]]) if len(ends) else ends
     return text, np.stack([starts, ends], axis=1) if len(ids) else np.zeros((0, 2), dtype=np.int64)
+
+
+def _stream_ends(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: str) -> np.ndarray | None:
+    """Each token's end offset from one incremental decode.
+
+    None when the stream's text is not ``text`` (a slow tokenizer, or a decoder that rewrites what came before).
+    """
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        return None
+    try:
+        from tokenizers.decoders import DecodeStream
+    except ImportError:  # tokenizers older than 0.21
+        return None
+    stream = DecodeStream(skip_special_tokens=True)
+    chunks = [stream.step(backend, token) for token in ids]
+    if "".join(c or "" for c in chunks) != text:
+        return None
+    ends = np.cumsum([len(c or "") for c in chunks], dtype=np.int64)
+    # A token that ends inside a character gets no chunk from the stream; what it completes (a leading space
+    # before half an emoji) is read off its prefix, as the reference does. Rare, so the pass stays linear.
+    for i in (i for i, c in enumerate(chunks) if c is None):
+        prefix = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+        ends[i] = len(os.path.commonprefix([prefix, text]))
+    return np.maximum.accumulate(ends)
+
+
+def prefix_ends(tokenizer: PreTrainedTokenizerBase, ids: list[int], text: str) -> np.ndarray:
+    """Each token's end offset by decoding every prefix (quadratic in the length; the reference)."""
+    prefixes = tokenizer.batch_decode([ids[: i + 1] for i in range(len(ids))], skip_special_tokens=True)
+    ends = np.array([len(os.path.commonprefix([p, text])) for p in prefixes], dtype=np.int64)
+    return np.maximum.accumulate(ends) if len(ends) else ends
 
 
 def tokens_in_span(offsets: np.ndarray, start: int, end: int) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from criticgym.critics import Span
 from criticgym.critics.offsets import span_token_rewards, token_char_offsets, tokens_in_span
@@ -113,3 +115,20 @@ def test_special_tokens_cover_no_text(tokenizer):
 def test_span_not_in_the_text_is_refused_by_construction():
     with pytest.raises(ValueError):
         Span(5, 2, 1.0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.lists(st.integers(0, 49151), max_size=30), text=st.text(max_size=40))
+def test_incremental_offsets_equal_the_prefix_reference(tokenizer, ids, text):
+    """One DecodeStream pass gives the ends that decoding every prefix gives: on random ids (broken UTF-8, special
+    tokens) and on the tokens of random text (emoji, accents, repeats)."""
+    from criticgym.critics.offsets import _stream_ends, prefix_ends
+
+    for sequence in (ids, tokenizer(text, add_special_tokens=False)["input_ids"]):
+        decoded = tokenizer.decode(sequence, skip_special_tokens=True)
+        reference = prefix_ends(tokenizer, sequence, decoded)
+        fast = _stream_ends(tokenizer, sequence, decoded)
+        if fast is not None:  # None: the stream disagrees with decode, and the reference is used
+            np.testing.assert_array_equal(fast, reference)
+    sample = encode(tokenizer, " naïve 😀 good, the worst")
+    assert _stream_ends(tokenizer, sample, tokenizer.decode(sample)) is not None  # ordinary text: the fast path
