@@ -138,4 +138,5 @@ def test_one_pass_rescoring_equals_what_generation_recorded(temperature, top_p):
         logprobs, values = forward_logprobs_values(model, agent.value_head, batch, temperature, top_p)
     mask = batch.completion_mask.float()
     torch.testing.assert_close(logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(values * mask, batch.values, atol=1e-4, rtol=1e-4)
+    # values of order 10 from a random head: float32 batching noise reaches 1e-4, a wrong position gives O(1)
+    torch.testing.assert_close(values * mask, batch.values, atol=1e-3, rtol=1e-3)
