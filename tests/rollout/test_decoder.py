@@ -87,3 +87,18 @@ def test_bad_operations_name_the_fix(decoder):
         state.crop(state.length + 1)
     with pytest.raises(ConfigError, match="k >= 1"):
         state.repeat(0)
+
+
+@pytest.mark.slow
+def test_every_operation_on_smollm2_equals_a_fresh_prefill():
+    from criticgym.rollout import load_policy
+
+    model, tokenizer = load_policy("smollm2-135m")
+    decoder = Decoder(model, tokenizer.pad_token_id)
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("The film was", "I think that this")]
+    state = walk(decoder, decoder.prefill(prompts).repeat(2), [[11, 12, 13, 14], [21, 22, 23, 24]])
+    generated = state.ids[:, -2:].tolist()
+    rows = [prompts[i // 2] + generated[i] for i in range(4)]
+    close(state.logits, fresh(decoder, rows))
+    close(state.select([3, 0]).logits, fresh(decoder, [rows[3], rows[0]]))
+    close(state.crop(state.length - 1).logits, fresh(decoder, [r[:-1] for r in rows]))
