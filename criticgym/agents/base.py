@@ -1,12 +1,16 @@
-"""What every criticgym agent shares: the policy, its frozen reference, a value head, the optimizer, the engine.
+"""What every criticgym agent shares: the policy, its reference, a value head, the optimizer, one collect step.
 
-Also the pieces both learners use: per-token rewards from a rollout (hindsight vectors first), masked statistics,
-and one-pass re-scoring of whole sequences.
+The value head exists only where the algorithm uses one. :meth:`LMAgent.collect` is the part of an iteration that
+every algorithm does the same way: roll out, write the hindsight token rewards onto the steps, subtract the
+per-token KL penalty. Each algorithm file keeps only what differs: its advantages and its update. Also here:
+masked statistics and one-pass re-scoring of whole sequences.
 """
 
 from __future__ import annotations
 
 import copy
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -80,6 +84,18 @@ def forward_logprobs_values(model, value_head, batch: RolloutBatch, temperature:
     return logprobs, values
 
 
+@dataclass
+class Collected:
+    """One iteration's experience, ready for an algorithm's advantages: every tensor (B, T)."""
+
+    batch: RolloutBatch
+    mask: torch.Tensor  # float, 1 on completion tokens
+    scores: torch.Tensor  # the env's reward of each token (hindsight vectors written back)
+    kl: torch.Tensor  # per-token KL estimate to the reference, logp - logp_ref
+    rewards: torch.Tensor  # scores - kl_coef * kl
+    rollout_s: float  # wall time of the rollout
+
+
 class LMAgent:
     """The state an agent trains and checkpoints.
 
@@ -91,19 +107,59 @@ class LMAgent:
         kl_coef: initial weight of the per-token KL penalty to the reference model.
         seed: the run's seed; every random draw comes from ``(seed, iteration)``.
         freeze_layers: freeze the embeddings and this many lower transformer layers.
+        value_head: build a value head (PPO, REINFORCE with a value baseline); RLOO needs none.
     """
 
-    def __init__(self, model, tokenizer, envs, lr: float, kl_coef: float, seed: int = 0, freeze_layers: int = 0):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        envs,
+        lr: float,
+        kl_coef: float,
+        seed: int = 0,
+        freeze_layers: int = 0,
+        value_head: bool = True,
+    ):
         self.model, self.tokenizer, self.envs, self.seed = model, tokenizer, envs, seed
         device = next(model.parameters()).device
         self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.value_head = ValueHead(model.config.hidden_size).to(device)
+        self.value_head = ValueHead(model.config.hidden_size).to(device) if value_head else None
         freeze_lower_layers(model, freeze_layers)
-        params = [p for p in model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        params = [p for p in model.parameters() if p.requires_grad]
+        params += list(self.value_head.parameters()) if self.value_head is not None else []
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self.engine = RolloutEngine(model, tokenizer, ref_model=self.ref_model, value_head=self.value_head)
         self.kl_coef = kl_coef
         self.iteration = 0
+
+    def rollout(self) -> RolloutBatch:
+        """Sample this iteration's batch (each algorithm sets its sampling and grouping)."""
+        raise NotImplementedError
+
+    def collect(self) -> Collected:
+        """Roll out with the current policy, then per-token rewards: hindsight vectors first, minus the KL penalty."""
+        start = time.perf_counter()
+        batch = self.rollout()
+        rollout_s = time.perf_counter() - start
+        mask = batch.completion_mask.float()
+        scores = token_rewards(batch)
+        kl = (batch.logprobs - batch.ref_logprobs) * mask
+        return Collected(batch, mask, scores, kl, scores - self.kl_coef * kl, rollout_s)
+
+    def charts(self, collected: Collected) -> dict[str, float]:
+        """The metrics every algorithm reports about its batch and its speed."""
+        batch, mask = collected.batch, collected.mask
+        return {
+            "charts/episodic_return": float(collected.scores.sum(1).mean()),
+            "charts/extrinsic": mean_info(batch, "extrinsic_reward"),
+            "charts/kl": float(collected.kl.sum(1).mean()),
+            "charts/kl_coef": self.kl_coef,
+            "charts/completion_tokens": float(mask.sum(1).mean()),
+            "perf/rollout_tokens_per_s": float(mask.sum()) / collected.rollout_s,
+            "perf/rollout_s": collected.rollout_s,
+            "perf/env_s": batch.env_seconds,
+        }
 
     @property
     def iteration_seed(self) -> int:
@@ -118,7 +174,7 @@ class LMAgent:
         """Everything needed to resume: weights, optimizer, KL coefficient, iteration."""
         return {
             "model": self.model.state_dict(),
-            "value_head": self.value_head.state_dict(),
+            "value_head": self.value_head.state_dict() if self.value_head is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "kl_coef": self.kl_coef,
             "iteration": self.iteration,
@@ -128,7 +184,8 @@ class LMAgent:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (the reference model stays the initial policy)."""
         self.model.load_state_dict(state["model"])
-        self.value_head.load_state_dict(state["value_head"])
+        if self.value_head is not None:
+            self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_coef, self.iteration, self.seed = state["kl_coef"], state["iteration"], state["seed"]
 

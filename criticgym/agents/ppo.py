@@ -34,7 +34,6 @@ from criticgym.agents.base import (
     forward_logprobs_values,
     masked_mean,
     masked_whiten,
-    mean_info,
     token_rewards,
 )
 from criticgym.rollout import RolloutBatch
@@ -145,39 +144,26 @@ class PPO(LMAgent):
     def iterate(self) -> dict[str, float]:
         """Roll out, compute advantages, update; returns this iteration's metrics."""
         cfg = self.config
-        start = time.perf_counter()
-        batch = self.rollout()
-        rollout_s = time.perf_counter() - start
-        mask = batch.completion_mask.float()
-        scores = token_rewards(batch)
-        kl = (batch.logprobs - batch.ref_logprobs) * mask  # (B, T) per-token KL estimate
-        rewards = scores - self.kl_coef * kl
-        advantages, returns = gae(rewards, batch.values, mask, cfg.gamma, cfg.lam)
+        collected = self.collect()
+        batch, mask = collected.batch, collected.mask
+        advantages, returns = gae(collected.rewards, batch.values, mask, cfg.gamma, cfg.lam)
         advantages = masked_whiten(advantages, mask)
 
         start = time.perf_counter()
         stats = self._update(batch, advantages, returns, mask)
         update_s = time.perf_counter() - start
-        completion_kl = float(kl.sum(1).mean())
+        completion_kl = float(collected.kl.sum(1).mean())
         self.kl_reached = self.kl_reached or completion_kl >= cfg.kl_target
         if cfg.adaptive_kl and self.kl_reached:  # Ziegler et al.: proportional control of the KL per completion
             error = np.clip(completion_kl / cfg.kl_target - 1, -0.2, 0.2)
             self.kl_coef = float(self.kl_coef * (1 + error * len(mask) / cfg.kl_horizon))
         self.iteration += 1
-        tokens = float(mask.sum())
         n_seq = batch.prompt_mask.sum() + mask.sum()
         return {
-            "charts/episodic_return": float(scores.sum(1).mean()),
-            "charts/extrinsic": mean_info(batch, "extrinsic_reward"),
-            "charts/kl": completion_kl,
-            "charts/kl_coef": self.kl_coef,
-            "charts/completion_tokens": float(mask.sum(1).mean()),
+            **self.charts(collected),
             **stats,
-            "perf/rollout_tokens_per_s": tokens / rollout_s,
             "perf/update_tokens_per_s": float(n_seq) * cfg.epochs / update_s,
-            "perf/rollout_s": rollout_s,
             "perf/update_s": update_s,
-            "perf/env_s": batch.env_seconds,
         }
 
     def _update(self, batch: RolloutBatch, advantages, returns, mask) -> dict[str, float]:

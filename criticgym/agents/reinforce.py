@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from criticgym.agents.base import LMAgent, forward_logprobs_values, masked_mean, mean_info, token_rewards
+from criticgym.agents.base import LMAgent, forward_logprobs_values, masked_mean
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutBatch
+from criticgym.rollout import RolloutBatch, score_completions
 
 
 @dataclass
@@ -65,7 +65,15 @@ class Reinforce(LMAgent):
                 f"RLOO needs k >= 2 completions per prompt and num_envs a multiple of k; got k={self.config.k}, "
                 f"num_envs={envs.num_envs}."
             )
-        super().__init__(model, tokenizer, envs, self.config.lr, self.config.kl_coef, seed)
+        super().__init__(
+            model,
+            tokenizer,
+            envs,
+            self.config.lr,
+            self.config.kl_coef,
+            seed,
+            value_head=self.config.baseline == "value",
+        )
 
     def rollout(self) -> RolloutBatch:
         """Sample a batch; with RLOO, k completions of each of num_envs / k prompts."""
@@ -82,24 +90,28 @@ class Reinforce(LMAgent):
     def iterate(self) -> dict[str, float]:
         """Roll out and take one policy-gradient step; returns this iteration's metrics."""
         cfg = self.config
-        start = time.perf_counter()
-        batch = self.rollout()
-        rollout_s = time.perf_counter() - start
-        mask = batch.completion_mask.float()
-        scores = token_rewards(batch)
-        kl = (batch.logprobs - batch.ref_logprobs) * mask
-        rewards = scores - self.kl_coef * kl
-        returns = rewards.flip(1).cumsum(1).flip(1) * mask  # G_t, gamma = 1
+        collected = self.collect()
+        batch, mask = collected.batch, collected.mask
+        returns = collected.rewards.flip(1).cumsum(1).flip(1) * mask  # G_t, gamma = 1
 
         start = time.perf_counter()
         self.model.train()
-        logprobs, values = forward_logprobs_values(self.model, self.value_head, batch, cfg.temperature, cfg.top_p)
         if cfg.baseline == "rloo":
+            logprobs = score_completions(
+                self.model,
+                batch.prompt_ids,
+                batch.prompt_mask,
+                batch.completion_ids,
+                batch.completion_mask,
+                cfg.temperature,
+                top_p=cfg.top_p,
+            )[0]
             total = returns[:, 0].view(-1, cfg.k)  # (prompts, k): each completion's return
             others = (total.sum(1, keepdim=True) - total) / (cfg.k - 1)
             advantages = (total - others).reshape(-1, 1).expand_as(mask) * mask
             value_loss = torch.zeros(())
         else:
+            logprobs, values = forward_logprobs_values(self.model, self.value_head, batch, cfg.temperature, cfg.top_p)
             advantages = (returns - values.detach()) * mask
             value_loss = 0.5 * masked_mean((values - returns) ** 2, mask)
         policy_loss = -masked_mean(advantages * logprobs, mask)
@@ -113,17 +125,10 @@ class Reinforce(LMAgent):
         self.iteration += 1
         tokens = float(batch.prompt_mask.sum() + mask.sum())
         return {
-            "charts/episodic_return": float(scores.sum(1).mean()),
-            "charts/extrinsic": mean_info(batch, "extrinsic_reward"),
-            "charts/kl": float(kl.sum(1).mean()),
-            "charts/kl_coef": self.kl_coef,
-            "charts/completion_tokens": float(mask.sum(1).mean()),
+            **self.charts(collected),
             "losses/policy_loss": policy_loss.item(),
             "losses/value_loss": value_loss.item(),
             "losses/entropy": float(-masked_mean(logprobs.detach(), mask)),
-            "perf/rollout_tokens_per_s": float(mask.sum()) / rollout_s,
             "perf/update_tokens_per_s": tokens / update_s,
-            "perf/rollout_s": rollout_s,
             "perf/update_s": update_s,
-            "perf/env_s": batch.env_seconds,
         }

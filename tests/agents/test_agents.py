@@ -92,7 +92,9 @@ def test_reinforce_learns_the_toy_task(baseline):
 def test_rloo_groups_k_samples_of_each_prompt():
     model, tokenizer = load_policy("tiny")
     agent = Reinforce(model, tokenizer, words_envs(8), ReinforceConfig(baseline="rloo", k=4))
+    assert agent.value_head is None and agent.state_dict()["value_head"] is None  # RLOO needs no value head
     batch = agent.rollout()
+    assert batch.values is None
     prompts = [info["prompt"] for info in batch.infos]
     assert prompts[:4] == [prompts[0]] * 4 and prompts[4:] == [prompts[4]] * 4
     with pytest.raises(ConfigError, match="multiple of k"):
