@@ -1,7 +1,7 @@
 """Decoding with explicit state: prefill once, then step, fork, select, repeat and crop the KV cache.
 
 A :class:`DecodeState` is everything a causal LM needs to continue B sequences: the KV cache (a transformers
-``DynamicCache``), the token ids and attention mask so far, the next position of each row, and the next-token
+``DynamicCache``), the token ids and attention mask so far (positions follow from the mask), and the next-token
 logits (and, on request, the last hidden state). :class:`Decoder` makes one from prompts (:meth:`Decoder.prefill`)
 and advances it by a column of tokens (:meth:`Decoder.step`). The state can be
 

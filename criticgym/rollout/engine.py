@@ -382,11 +382,11 @@ class RolloutEngine:
                 start = time.perf_counter()
                 _, reward, terminated, truncated, info = envs.step(tokens.cpu().numpy())
                 env_seconds += time.perf_counter() - start
-                was_done = done.cpu().numpy()
-                rewards[~was_done, t] = np.asarray(reward)[~was_done]
+                reward, was_done = np.asarray(reward), done.cpu().numpy()
+                rewards[~was_done, t] = reward[~was_done]
                 # A reward paid to a finished row (a pairwise judge waits for the sibling) is its last token's.
-                late = np.flatnonzero(was_done & (np.asarray(reward) != 0))
-                rewards[late, lengths.cpu().numpy()[late] - 1] += np.asarray(reward)[late]
+                late = np.flatnonzero(was_done & (reward != 0))
+                rewards[late, lengths.cpu().numpy()[late] - 1] += reward[late]
                 ended = np.logical_or(terminated, truncated)
                 for row in np.flatnonzero(ended):
                     infos[row] = _row_info(info, row)
