@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 import criticgym
+from criticgym.envs import play
 from criticgym.rollout import RolloutEngine, left_pad, load_policy, sample_from_logits
 
 # 2 x 134.5M parameters is the forward cost of a token for smollm2-135m; the same rule for tiny.
@@ -92,7 +93,7 @@ def methods(model_name: str, batch_size: int, new_tokens: int, device: torch.dev
     generator = torch.Generator(device=device).manual_seed(0)
 
     def ours():
-        batch = engine.rollout(envs, seed=0, min_new_tokens=new_tokens)
+        batch = play(engine, envs, seed=0, min_new_tokens=new_tokens)
         assert int(batch.completion_mask.sum()) == batch_size * new_tokens
 
     def hf_generate():

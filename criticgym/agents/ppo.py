@@ -36,6 +36,7 @@ from criticgym.agents.base import (
     masked_whiten,
     token_rewards,
 )
+from criticgym.envs import play
 from criticgym.rollout import RolloutBatch
 
 __all__ = ["PPO", "PPOConfig", "ValueHead", "gae", "masked_mean", "masked_whiten", "token_rewards"]
@@ -134,7 +135,8 @@ class PPO(LMAgent):
     def rollout(self) -> RolloutBatch:
         """Sample a batch with the current policy (seeded by the iteration)."""
         self.model.eval()
-        return self.engine.rollout(
+        return play(
+            self.engine,
             self.envs,
             seed=self.iteration_seed,
             temperature=self.config.temperature,

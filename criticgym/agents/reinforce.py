@@ -20,6 +20,7 @@ import torch
 
 from criticgym.agents.base import LMAgent, forward_logprobs_values, masked_mean
 from criticgym.errors import ConfigError
+from criticgym.envs import play
 from criticgym.rollout import RolloutBatch, score_completions
 
 
@@ -79,7 +80,8 @@ class Reinforce(LMAgent):
         """Sample a batch; with RLOO, k completions of each of num_envs / k prompts."""
         self.model.eval()
         options = {"group_size": self.config.k} if self.config.baseline == "rloo" else None
-        return self.engine.rollout(
+        return play(
+            self.engine,
             self.envs,
             seed=self.iteration_seed,
             temperature=self.config.temperature,

@@ -129,10 +129,11 @@ class Evaluator:
         """Evaluate ``model`` on the held-out prompts (the same prompts and sampling seed every time)."""
         from criticgym.agents.base import token_rewards
         from criticgym.critics.scorers import score_texts
+        from criticgym.envs import play
         from criticgym.rollout import RolloutEngine
 
         engine = RolloutEngine(model, self.tokenizer, ref_model=self.ref_model)
-        batch = engine.rollout(self.envs, seed=12345, top_p=0.9)
+        batch = play(engine, self.envs, seed=12345, top_p=0.9)
 
         prompts = [info["prompt"] for info in batch.infos]
         completions = [info["completion"] for info in batch.infos]

@@ -1,8 +1,9 @@
-"""Text-generation environments: the single env, the native vector env, the tasks."""
+"""Text-generation environments: the single env, the native vector env, the tasks, and play() with an engine."""
 
 from criticgym.envs.core import EpisodeState
+from criticgym.envs.play import play
 from criticgym.envs.tasks import TASKS, Prompt, TaskSpec, get_task
 from criticgym.envs.text_gen import TextGenEnv
 from criticgym.envs.vector import TextGenVectorEnv
 
-__all__ = ["TASKS", "EpisodeState", "Prompt", "TaskSpec", "TextGenEnv", "TextGenVectorEnv", "get_task"]
+__all__ = ["TASKS", "EpisodeState", "Prompt", "TaskSpec", "TextGenEnv", "TextGenVectorEnv", "get_task", "play"]

@@ -1,10 +1,10 @@
 """Batched, KV-cached sampling from a causal language model.
 
-The engine knows nothing of rewards. It turns a batch of prompts into a :class:`RolloutBatch` of completions
-with the log-probabilities of the sampled tokens (and, on request, value-head values and reference-model
-log-probabilities), either on its own (:meth:`RolloutEngine.generate`) or by driving a criticgym vector env one
-token column per step (:meth:`RolloutEngine.rollout`), in which case the env decides when each episode ends and
-its per-step rewards and final infos are collected too.
+The engine knows nothing of envs or rewards. It turns a batch of prompts into a :class:`RolloutBatch` of
+completions with the log-probabilities of the sampled tokens (and, on request, value-head values and
+reference-model log-probabilities): :meth:`RolloutEngine.generate` from texts, :meth:`RolloutEngine.run` from
+token arrays with a per-step hook that decides when rows end. :func:`criticgym.envs.play` drives a criticgym
+vector env through that hook and adds the env's rewards and infos to the batch.
 
 Example:
     >>> from criticgym.rollout import RolloutEngine, load_policy
@@ -17,8 +17,7 @@ Example:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -42,7 +41,8 @@ class RolloutBatch(NamedTuple):
     logprobs: torch.Tensor  # (B, T) float32, log p(token) under the sampling distribution (0 on padding)
     values: torch.Tensor | None = None  # (B, T) float32, value-head output for the state before each token
     ref_logprobs: torch.Tensor | None = None  # (B, T) float32, the same tokens under the reference model
-    rewards: torch.Tensor | None = None  # (B, T) float32, env reward of each step (rollout only)
+    # Filled by whoever drives an env (criticgym.envs.play), None from the engine alone:
+    rewards: torch.Tensor | None = None  # (B, T) float32, env reward of each step
     infos: list[dict[str, Any]] | None = None  # per row, the env's info at that episode's last step
     env_seconds: float = 0.0  # wall time spent inside envs.step (env bookkeeping and reward wrappers)
 
@@ -54,6 +54,11 @@ class RolloutBatch(NamedTuple):
     def to(self, device: str | torch.device) -> RolloutBatch:
         """A copy with every tensor on ``device``."""
         return RolloutBatch(*(v.to(device) if isinstance(v, torch.Tensor) else v for v in self))
+
+
+StepHook = Callable[[int, torch.Tensor, torch.Tensor], Any]
+"""``on_step(t, tokens, active) -> ended``: column t's tokens (B,), the rows still running before it (B,) bool,
+and the rows that end with it (B,) bool (array-like)."""
 
 
 def filter_logits(
@@ -247,44 +252,17 @@ class RolloutEngine:
         else:
             encoded = [list(p) for p in prompts]
         prompt_ids, prompt_mask = left_pad(encoded, self.pad_id, self.device)
-        sampling = _Sampling(min_new_tokens, temperature, top_k, top_p, greedy, seed)
-        return self._run(prompt_ids, prompt_mask, max_new_tokens, sampling, None)
-
-    @torch.no_grad()
-    def rollout(
-        self,
-        envs: Any,
-        *,
-        min_new_tokens: int = 0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
-        seed: int | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> RolloutBatch:
-        """Reset a criticgym vector env and generate one completion per sub-env, one vector step per token.
-
-        The env decides when each episode ends (EOS or its token budget); its rewards and the info of each
-        episode's last step are returned in the batch. The env must be made with
-        ``autoreset_mode="disabled"`` so that a finished sub-env waits for the next reset instead of
-        starting a new episode.
-        """
-        from gymnasium.vector import AutoresetMode
-
-        if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
-            raise ConfigError(
-                "RolloutEngine.rollout generates exactly one completion per sub-env and needs a vector env that "
-                "does not autoreset. Make it with gym.make_vec(env_id, num_envs=N, autoreset_mode='disabled')."
-            )
-        obs, _ = envs.reset(seed=seed, options=options)
-        ids, mask = obs["input_ids"], obs["attention_mask"]
-        lengths = mask.sum(axis=1)
-        encoded = [ids[row, : lengths[row]].tolist() for row in range(len(ids))]
-        prompt_ids, prompt_mask = left_pad(encoded, self.pad_id, self.device)
-        sampling = _Sampling(min_new_tokens, temperature, top_k, top_p, greedy, seed)
-        eos_ids = torch.as_tensor(envs.unwrapped.eos_token_ids, device=self.device)  # the env decides what ends
-        return self._run(prompt_ids, prompt_mask, envs.unwrapped.max_new_tokens, sampling, envs, eos_ids)
+        return self.run(
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            greedy=greedy,
+            seed=seed,
+        )
 
     def score(
         self,
@@ -322,17 +300,31 @@ class RolloutEngine:
 
     # -- the decoding loop -------------------------------------------------------------------------------
 
-    def _run(
+    @torch.no_grad()
+    def run(
         self,
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
         max_new_tokens: int,
-        sampling: _Sampling,
-        envs: Any,
-        eos_ids: torch.Tensor | None = None,
+        *,
+        min_new_tokens: int = 0,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        seed: int | None = None,
+        eos_ids: Sequence[int] | None = None,
+        on_step: StepHook | None = None,
     ) -> RolloutBatch:
-        min_new_tokens, temperature, top_k, top_p, greedy, seed = sampling
-        eos_ids = self.eos_ids if eos_ids is None else eos_ids
+        """The decode loop over left-padded prompts (B, P): one sampled column per step, the KV cache reused.
+
+        Sampling options as in :meth:`generate`. ``eos_ids`` replaces the model's EOS tokens (they are masked out
+        before ``min_new_tokens``). ``on_step(t, tokens, active)`` is called with each column (finished rows hold
+        the pad id) and returns which rows end with it, a (B,) bool array; without it a row ends at EOS. That is
+        how a caller lets something else (an env, a search) decide the ends; it is also the only way in which
+        anything beyond the model reaches this loop. Every row ends after ``max_new_tokens`` tokens.
+        """
+        eos = self.eos_ids if eos_ids is None else torch.as_tensor(list(eos_ids), device=self.device)
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
         if not greedy and temperature <= 0:
@@ -356,16 +348,13 @@ class RolloutEngine:
         )
         done = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
         lengths = torch.zeros(batch_size, dtype=torch.long, device=self.device)
-        rewards = np.zeros((batch_size, max_new_tokens), dtype=np.float32) if envs is not None else None
-        infos: list[dict[str, Any]] | None = [{} for _ in range(batch_size)] if envs is not None else None
-        env_seconds = 0.0
 
         state = self.prefill(prompt_ids, prompt_mask)
         steps = 0
         for t in range(max_new_tokens):
             logits = state.logits  # (B, V): the distribution of token t (this loop owns the state: no copy)
             if t < min_new_tokens:
-                logits[:, eos_ids] = float("-inf")
+                logits[:, eos] = float("-inf")
             tokens, step_logprobs = sample_next(logits, temperature, top_k, top_p, greedy, generator)
             if want_values:
                 head_dtype = next(self.value_head.parameters()).dtype
@@ -376,28 +365,10 @@ class RolloutEngine:
             logprobs[:, t] = step_logprobs * active
             lengths += active.long()
             steps = t + 1
-
-            # Who decides that an episode ended: the env when there is one, else EOS or the budget.
-            if envs is not None:
-                start = time.perf_counter()
-                _, reward, terminated, truncated, info = envs.step(tokens.cpu().numpy())
-                env_seconds += time.perf_counter() - start
-                reward, was_done = np.asarray(reward), done.cpu().numpy()
-                rewards[~was_done, t] = reward[~was_done]
-                # A reward paid to a finished row (a pairwise judge waits for the sibling) is its last token's.
-                late = np.flatnonzero(was_done & (reward != 0))
-                rewards[late, lengths.cpu().numpy()[late] - 1] += reward[late]
-                ended = np.logical_or(terminated, truncated)
-                for row in np.flatnonzero(ended):
-                    infos[row] = _row_info(info, row)
-                # Hindsight rewards may arrive after a row ended (a pairwise judge waits for the sibling).
-                hindsight = info.get("_token_rewards")
-                if hindsight is not None:
-                    for row in np.flatnonzero(hindsight & was_done):
-                        infos[row].update(_row_info(info, row))
-                done |= torch.as_tensor(ended, device=self.device)
+            if on_step is not None:
+                done |= torch.as_tensor(np.asarray(on_step(t, tokens, active), dtype=bool), device=self.device)
             else:
-                done |= torch.isin(tokens, eos_ids)
+                done |= torch.isin(tokens, eos)
             if bool(done.all()) or t == max_new_tokens - 1:
                 break
             state = self.decoder.step(state, tokens)  # one column with the KV cache
@@ -411,31 +382,7 @@ class RolloutEngine:
             completion_mask=completion_mask,
             logprobs=logprobs,
             values=values[:, :steps] * completion_mask if want_values else None,
-            rewards=torch.as_tensor(rewards[:, :steps]) if rewards is not None else None,
-            infos=infos,
-            env_seconds=env_seconds,
         )
         if self.ref_model is not None:
             batch = batch._replace(ref_logprobs=self.score(batch, self.ref_model, 1.0 if greedy else temperature))
         return batch
-
-
-class _Sampling(NamedTuple):
-    min_new_tokens: int
-    temperature: float
-    top_k: int
-    top_p: float
-    greedy: bool
-    seed: int | None
-
-
-def _row_info(info: dict[str, Any], row: int) -> dict[str, Any]:
-    """One sub-env's entries of a Gymnasium vector info dict (keys with a ``_key`` mask set for that row)."""
-    out = {}
-    for key, value in info.items():
-        if key.startswith("_"):
-            continue
-        present = info.get(f"_{key}")
-        if present is None or present[row]:
-            out[key] = _row_info(value, row) if isinstance(value, dict) else value[row]
-    return out

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import criticgym
+from criticgym.envs import play
 from criticgym.errors import ConfigError, PromptTooLongError
 from criticgym.rollout import RolloutEngine, filter_logits, left_pad, sequence_logprobs
 
@@ -170,45 +171,20 @@ def test_bad_arguments(tiny):
         engine.generate(["a"], max_new_tokens=0)
 
 
-def test_rollout_needs_a_vector_env_that_does_not_autoreset(tiny):
-    envs = criticgym.make_vec("criticgym/SentimentControl-v0", num_envs=2, reward=None)
-    with pytest.raises(ConfigError, match="autoreset_mode='disabled'"):
-        RolloutEngine(*tiny).rollout(envs)
-
-
-def test_rollout_drives_the_vector_env(sharp):
+def test_a_step_hook_decides_the_ends(sharp):
     model, tokenizer = sharp
-    calls = []
-
-    def length_reward(prompts, completions):
-        calls.append(len(completions))
-        return [float(len(c)) for c in completions]
-
-    envs = criticgym.make_vec(
-        "criticgym/SentimentControl-v0", num_envs=5, scorer=length_reward, autoreset_mode="disabled", max_new_tokens=7
-    )
-    batch = RolloutEngine(model, tokenizer).rollout(envs, seed=0)
-    assert batch.completion_ids.shape == (5, 7)
-    assert batch.lengths.tolist() == [7] * 5  # the env's budget, not the engine's default
-    for row, info in enumerate(batch.infos):
-        assert info["completion_ids"].tolist() == batch.completion_ids[row].tolist()
-        assert info["completion"] == tokenizer.decode(batch.completion_ids[row], skip_special_tokens=True)
-        assert batch.rewards[row, -1] == pytest.approx(len(info["completion"]))
-        assert batch.rewards[row, :-1].abs().sum() == 0
-    assert calls == [5]  # all five episodes ended on the same step: one batched scorer call
-    # the prompts are the env's
-    obs_prompts = [tokenizer.decode(batch.prompt_ids[r][batch.prompt_mask[r].bool()]) for r in range(5)]
-    assert obs_prompts == [info["prompt"] for info in batch.infos]
-
-
-def test_rollout_is_reproducible(sharp):
-    model, tokenizer = sharp
-    envs = criticgym.make_vec("criticgym/SentimentControl-v0", num_envs=3, reward=None, autoreset_mode="disabled")
     engine = RolloutEngine(model, tokenizer)
-    a, b = engine.rollout(envs, seed=7), engine.rollout(envs, seed=7)
-    assert torch.equal(a.completion_ids, b.completion_ids)
-    assert torch.equal(a.prompt_ids, b.prompt_ids)
-    np.testing.assert_array_equal([i["prompt"] for i in a.infos], [i["prompt"] for i in b.infos])
+    ids, mask = left_pad(tokenizer(PROMPTS[:3], add_special_tokens=False)["input_ids"], engine.pad_id, engine.device)
+    seen = []
+
+    def stop_row_at(t, tokens, active):  # row r ends with token r + 1; EOS does not end anything
+        seen.append(active.tolist())
+        return [t == row for row in range(3)]
+
+    batch = engine.run(ids, mask, 6, eos_ids=[], on_step=stop_row_at, seed=0)
+    assert batch.lengths.tolist() == [1, 2, 3]
+    assert seen == [[True, True, True], [False, True, True], [False, False, True]]
+    assert batch.completion_ids[0, 1:].eq(engine.pad_id).all() and batch.rewards is None
 
 
 @pytest.mark.slow
@@ -326,7 +302,7 @@ def test_one_eos_definition_for_engine_and_env(sharp, tmp_path):
         max_new_tokens=6,
         autoreset_mode="disabled",
     )
-    rolled = engine.rollout(envs, greedy=True, options={"prompt": PROMPTS[:4]})
+    rolled = play(engine, envs, greedy=True, options={"prompt": PROMPTS[:4]})
     assert torch.equal(rolled.lengths, generated.lengths)
     assert torch.equal(
         rolled.completion_ids * rolled.completion_mask, generated.completion_ids * generated.completion_mask

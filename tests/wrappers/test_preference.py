@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from criticgym.agents.base import token_rewards
-from criticgym.envs import TextGenVectorEnv
+from criticgym.envs import TextGenVectorEnv, play
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutEngine
 from criticgym.wrappers import AIPreferenceReward, AIPreferenceRewardVector
@@ -69,7 +69,7 @@ def test_siblings_share_prompts_and_the_first_to_end_is_paid_in_hindsight(tokeni
 def test_engine_rollout_collects_hindsight_preferences_for_every_row(tiny):
     model, tokenizer = tiny
     envs = pairwise_envs(6)
-    batch = RolloutEngine(model, tokenizer).rollout(envs, seed=1)
+    batch = play(RolloutEngine(model, tokenizer), envs, seed=1)
     assert all("token_rewards" in info and "preference" in info for info in batch.infos)
     returns = token_rewards(batch).sum(1).numpy()
     np.testing.assert_allclose(returns[0::2] + returns[1::2], 0.0, atol=1e-6)  # centered within each pair

@@ -1,0 +1,129 @@
+"""Play one episode per sub-env of a criticgym vector env with a rollout engine.
+
+The engine samples one token column per step; the env appends it, decides which episodes end (EOS or the budget)
+and pays its rewards. This is the only place where the two meet: the engine's per-step hook steps the env, and
+what the env says (step rewards, the info of each episode's last step) is added to the engine's batch.
+
+Example:
+    >>> import criticgym
+    >>> from criticgym.envs import play
+    >>> from criticgym.rollout import RolloutEngine, load_policy
+    >>> model, tokenizer = load_policy("tiny")
+    >>> envs = criticgym.make_vec("criticgym/Words-v0", num_envs=2, model="tiny", autoreset_mode="disabled")
+    >>> batch = play(RolloutEngine(model, tokenizer), envs, seed=0)
+    >>> sorted(batch.infos[0])[:3]
+    ['completion', 'completion_ids', 'extrinsic_reward']
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from criticgym.errors import ConfigError
+from criticgym.rollout import RolloutBatch, RolloutEngine, left_pad
+
+
+def play(
+    engine: RolloutEngine,
+    envs: Any,
+    *,
+    min_new_tokens: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> RolloutBatch:
+    """Reset ``envs`` and generate one completion per sub-env, one vector step per token.
+
+    Sampling options as in :meth:`RolloutEngine.generate`; ``seed`` also seeds the reset (prompt choice) and
+    ``options`` goes to it. The env decides when each episode ends, with its own EOS tokens and budget. The batch
+    carries the step rewards (a reward paid to a row after it ended, as a pairwise judge does once the sibling
+    ends, counts as its last token's) and, per row, the info of its last step, updated by any info the env reports
+    for that row later (hindsight rewards of a pair).
+
+    The env must be made with ``autoreset_mode="disabled"``, so that a finished sub-env waits for the next reset
+    instead of starting a new episode.
+    """
+    from gymnasium.vector import AutoresetMode
+
+    if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
+        raise ConfigError(
+            "play() generates exactly one completion per sub-env and needs a vector env that does not "
+            "autoreset. Make it with gym.make_vec(env_id, num_envs=N, autoreset_mode='disabled')."
+        )
+    obs, _ = envs.reset(seed=seed, options=options)
+    ids, mask = obs["input_ids"], obs["attention_mask"]
+    lengths = mask.sum(axis=1)
+    encoded = [ids[row, : lengths[row]].tolist() for row in range(len(ids))]
+    prompt_ids, prompt_mask = left_pad(encoded, engine.pad_id, engine.device)
+    recorder = _Recorder(envs, len(encoded), envs.unwrapped.max_new_tokens)
+    batch = engine.run(
+        prompt_ids,
+        prompt_mask,
+        envs.unwrapped.max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        seed=seed,
+        eos_ids=envs.unwrapped.eos_token_ids,
+        on_step=recorder.step,
+    )
+    steps = batch.completion_ids.shape[1]
+    rewards = torch.as_tensor(recorder.rewards[:, :steps])
+    return batch._replace(rewards=rewards, infos=recorder.infos, env_seconds=recorder.seconds)
+
+
+class _Recorder:
+    """The engine's step hook: steps the env with each column and keeps what it says."""
+
+    def __init__(self, envs: Any, batch_size: int, max_new_tokens: int) -> None:
+        self.envs = envs
+        self.rewards = np.zeros((batch_size, max_new_tokens), dtype=np.float32)
+        self.infos: list[dict[str, Any]] = [{} for _ in range(batch_size)]
+        self.lengths = np.zeros(batch_size, dtype=np.int64)
+        self.seconds = 0.0
+
+    def step(self, t: int, tokens: torch.Tensor, active: torch.Tensor) -> np.ndarray:
+        running = active.cpu().numpy()
+        start = time.perf_counter()
+        _, reward, terminated, truncated, info = self.envs.step(tokens.cpu().numpy())
+        self.seconds += time.perf_counter() - start
+        reward = np.asarray(reward)
+        self.lengths += running
+        self.rewards[running, t] = reward[running]
+        late = np.flatnonzero(~running & (reward != 0))
+        self.rewards[late, self.lengths[late] - 1] += reward[late]
+        ended = np.logical_or(terminated, truncated)
+        reported = _reported_rows(info, len(running))
+        for row in np.flatnonzero(ended | (~running & reported)):
+            self.infos[row].update(_row_info(info, row))
+        return ended
+
+
+def _reported_rows(info: dict[str, Any], n: int) -> np.ndarray:
+    """Rows for which a Gymnasium vector info dict holds at least one entry (its ``_key`` masks)."""
+    rows = np.zeros(n, dtype=bool)
+    for key, value in info.items():
+        if key.startswith("_") and isinstance(value, np.ndarray) and value.dtype == bool:
+            rows |= value
+    return rows
+
+
+def _row_info(info: dict[str, Any], row: int) -> dict[str, Any]:
+    """One sub-env's entries of a Gymnasium vector info dict (keys with a ``_key`` mask set for that row)."""
+    out = {}
+    for key, value in info.items():
+        if key.startswith("_"):
+            continue
+        present = info.get(f"_{key}")
+        if present is None or present[row]:
+            out[key] = _row_info(value, row) if isinstance(value, dict) else value[row]
+    return out
