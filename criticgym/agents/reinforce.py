@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from criticgym.agents.base import LMAgent, forward_logprobs_values, masked_mean
-from criticgym.errors import ConfigError
 from criticgym.envs import play
+from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, score_completions
 
 
