@@ -1,6 +1,7 @@
 """What every criticgym agent shares: the policy, its reference, a value head, the optimizer, one collect step.
 
-The value head exists only where the algorithm uses one. :meth:`LMAgent.collect` is the part of an iteration that
+The value head exists only where the algorithm uses one, the reference model only where the KL penalty does
+(``kl_coef > 0``). :meth:`LMAgent.collect` is the part of an iteration that
 every algorithm does the same way: roll out, write the hindsight token rewards onto the steps, subtract the
 per-token KL penalty. Each algorithm file keeps only what differs: its advantages and its update. Also here:
 masked statistics and one-pass re-scoring of whole sequences.
@@ -91,7 +92,7 @@ class Collected:
     batch: RolloutBatch
     mask: torch.Tensor  # float, 1 on completion tokens
     scores: torch.Tensor  # the env's reward of each token (hindsight vectors written back)
-    kl: torch.Tensor  # per-token KL estimate to the reference, logp - logp_ref
+    kl: torch.Tensor | None  # per-token KL estimate to the reference, logp - logp_ref (None without one)
     rewards: torch.Tensor  # scores - kl_coef * kl
     rollout_s: float  # wall time of the rollout
 
@@ -108,6 +109,9 @@ class LMAgent:
         seed: the run's seed; every random draw comes from ``(seed, iteration)``.
         freeze_layers: freeze the embeddings and this many lower transformer layers.
         value_head: build a value head (PPO, REINFORCE with a value baseline); RLOO needs none.
+
+    The reference model (a frozen copy of the initial policy) exists only when ``kl_coef > 0``; without it the
+    KL is not measured (``charts/kl`` is nan).
     """
 
     def __init__(
@@ -123,7 +127,7 @@ class LMAgent:
     ):
         self.model, self.tokenizer, self.envs, self.seed = model, tokenizer, envs, seed
         device = next(model.parameters()).device
-        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if kl_coef > 0 else None
         self.value_head = ValueHead(model.config.hidden_size).to(device) if value_head else None
         freeze_lower_layers(model, freeze_layers)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -144,6 +148,8 @@ class LMAgent:
         rollout_s = time.perf_counter() - start
         mask = batch.completion_mask.float()
         scores = token_rewards(batch)
+        if batch.ref_logprobs is None:  # no reference model: no penalty
+            return Collected(batch, mask, scores, None, scores, rollout_s)
         kl = (batch.logprobs - batch.ref_logprobs) * mask
         return Collected(batch, mask, scores, kl, scores - self.kl_coef * kl, rollout_s)
 
@@ -153,7 +159,7 @@ class LMAgent:
         return {
             "charts/episodic_return": float(collected.scores.sum(1).mean()),
             "charts/extrinsic": mean_info(batch, "extrinsic_reward"),
-            "charts/kl": float(collected.kl.sum(1).mean()),
+            "charts/kl": float(collected.kl.sum(1).mean()) if collected.kl is not None else float("nan"),
             "charts/kl_coef": self.kl_coef,
             "charts/completion_tokens": float(mask.sum(1).mean()),
             "perf/rollout_tokens_per_s": float(mask.sum()) / collected.rollout_s,

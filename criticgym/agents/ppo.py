@@ -154,9 +154,10 @@ class PPO(LMAgent):
         start = time.perf_counter()
         stats = self._update(batch, advantages, returns, mask)
         update_s = time.perf_counter() - start
-        completion_kl = float(collected.kl.sum(1).mean())
+        completion_kl = float(collected.kl.sum(1).mean()) if collected.kl is not None else 0.0
         self.kl_reached = self.kl_reached or completion_kl >= cfg.kl_target
-        if cfg.adaptive_kl and self.kl_reached:  # Ziegler et al.: proportional control of the KL per completion
+        # Ziegler et al.: proportional control of the KL per completion
+        if cfg.adaptive_kl and self.kl_reached and self.ref_model is not None:
             error = np.clip(completion_kl / cfg.kl_target - 1, -0.2, 0.2)
             self.kl_coef = float(self.kl_coef * (1 + error * len(mask) / cfg.kl_horizon))
         self.iteration += 1

@@ -142,3 +142,15 @@ def test_one_pass_rescoring_equals_what_generation_recorded(temperature, top_p):
     torch.testing.assert_close(logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
     # values of order 10 from a random head: float32 batching noise reaches 1e-4, a wrong position gives O(1)
     torch.testing.assert_close(values * mask, batch.values, atol=1e-3, rtol=1e-3)
+
+
+def test_reference_model_and_value_head_are_built_only_when_used():
+    model, tokenizer = load_policy("tiny")
+    rloo = Reinforce(model, tokenizer, words_envs(8), ReinforceConfig(baseline="rloo", k=4, kl_coef=0.0))
+    assert rloo.ref_model is None and rloo.value_head is None and rloo.engine.ref_model is None
+    metrics = rloo.iterate()
+    assert np.isnan(metrics["charts/kl"]) and np.isfinite(metrics["losses/policy_loss"])
+
+    ppo = PPO(model, tokenizer, words_envs(8), PPOConfig(kl_coef=0.1, minibatch_size=4, epochs=1))
+    assert ppo.ref_model is not None and ppo.value_head is not None
+    assert np.isfinite(ppo.iterate()["charts/kl"])
