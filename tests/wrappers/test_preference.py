@@ -124,3 +124,29 @@ def test_direct_mode_rates_each_completion():
     assert truncated and reward == 0.25 == info["extrinsic_reward"]
     with pytest.raises(ConfigError, match="rate"):
         AIPreferenceReward(env.unwrapped, LongerWins())
+
+
+def test_rewinding_a_pairwise_env_gives_the_rewards_of_a_fresh_episode(tokenizer):
+    """Snapshots carry the wrapper's per-row state (finished sibling, paid steps, judged flag)."""
+    eos, word = tokenizer.eos_token_id, tokenizer.encode(" good")[0]
+
+    def play_out(envs, actions):
+        out = []
+        for action in actions:
+            _, rewards, _, _, info = envs.step(np.array(action))
+            out.append((rewards.tolist(), [None if v is None else list(v) for v in info.get("token_rewards", [])]))
+        return out
+
+    branch = [[word, word], [word, eos]]  # after row 0 has ended: row 1 writes one more word, then ends
+    fresh = pairwise_envs(2, max_new_tokens=4)
+    fresh.reset(seed=0)
+    expected = play_out(fresh, [[eos, word], *branch])
+
+    envs = pairwise_envs(2, max_new_tokens=4)
+    envs.reset(seed=0)
+    play_out(envs, [[eos, word]])
+    snapshot = envs.get_state()
+    abandoned = play_out(envs, [[word, eos]])  # row 1 ends at once: the pair is judged on this branch
+    assert abandoned[0][0][1] != 0
+    envs.set_state(snapshot)
+    assert play_out(envs, branch) == expected[1:]
