@@ -17,7 +17,7 @@ from criticgym.errors import (
     UnknownEnvError,
     UnknownModelError,
 )
-from criticgym.registration import ENV_IDS, make, make_vec, register_envs
+from criticgym.registration import ENV_IDS, make, make_vec, register_envs, register_task
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,10 @@ _LAZY = {
     "load_tokenizer": "criticgym.rollout.models",
     "TextGenEnv": "criticgym.envs",
     "TextGenVectorEnv": "criticgym.envs",
+    "TaskSpec": "criticgym.envs",
+    "Rate": "criticgym.envs",
+    "Prompt": "criticgym.envs",
+    "play": "criticgym.envs",
 }
 
 
@@ -47,9 +51,12 @@ __all__ = [
     "CriticGymError",
     "InvalidActionError",
     "MissingDependencyError",
+    "Prompt",
     "PromptTooLongError",
+    "Rate",
     "RolloutBatch",
     "RolloutEngine",
+    "TaskSpec",
     "TextGenEnv",
     "TextGenVectorEnv",
     "UnknownEnvError",
@@ -58,5 +65,7 @@ __all__ = [
     "load_tokenizer",
     "make",
     "make_vec",
+    "play",
     "register_envs",
+    "register_task",
 ]

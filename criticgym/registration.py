@@ -61,7 +61,10 @@ def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = 
     if name == "toxicity":
         return ToxicityCritic()
     if name == "llm":
-        return LLMCritic(critic_model, template=get_task(task).name)
+        spec = get_task(task)
+        if spec.critic_template is None:
+            raise ConfigError(f"Task {spec.name!r} has no critic_template; give its TaskSpec one to use critic='llm'.")
+        return LLMCritic(critic_model, template=spec.critic_template, include_score=spec.critic_sees_score)
     raise ConfigError(f"Unknown critic {name!r}; use one of {list(CRITICS)}, 'random-<critic>', or your own critic.")
 
 
@@ -122,14 +125,13 @@ def _with_reward(
 
 
 def _judge(task: str, options: dict[str, Any], mode: str) -> Any:
-    from criticgym.critics.judge import PREAMBLES, PairwiseJudge, ScoreJudge
+    from criticgym.critics.judge import PairwiseJudge, ScoreJudge
     from criticgym.envs import get_task
 
     if options.get("judge") is not None:
         return options["judge"]
-    preamble = task if task in PREAMBLES else get_task(task).description
     judge = PairwiseJudge if mode == "pairwise" else ScoreJudge
-    return judge(options.get("judge_model", "smollm2-135m"), preamble=preamble)
+    return judge(options.get("judge_model", "smollm2-135m"), preamble=get_task(task).preamble)
 
 
 def _relc(wrapper: Any, env: Any, scorer: ScorerLike, task: str, relc: dict[str, Any]) -> Any:
@@ -140,6 +142,25 @@ def _relc(wrapper: Any, env: Any, scorer: ScorerLike, task: str, relc: dict[str,
         relc.pop("critic"), task, tokenizer, relc.pop("critic_model", "smollm2-135m"), relc.pop("seed", 0)
     )
     return wrapper(env, scorer, critic, **relc)
+
+
+def register_task(spec: Any, env_id: str | None = None) -> str:
+    """Add a task (a :class:`~criticgym.envs.TaskSpec`) and register its Gymnasium id; returns the id.
+
+    The id defaults to ``criticgym/<Name>-v0`` from the spec's name (``"poems"`` -> ``criticgym/Poems-v0``).
+    Registering the same spec again is a no-op; another spec under a taken name or id is an error.
+    """
+    from criticgym.envs.tasks import TASKS, TaskSpec
+
+    if not isinstance(spec, TaskSpec):
+        raise ConfigError(f"register_task needs a TaskSpec, got {type(spec).__name__}.")
+    env_id = env_id or f"criticgym/{spec.name.title().replace('_', '').replace('-', '')}-v0"
+    if TASKS.get(spec.name, spec) != spec or ENV_IDS.get(env_id, spec.name) != spec.name:
+        raise ConfigError(f"A different task is already registered as {spec.name!r} or {env_id!r}; rename yours.")
+    TASKS[spec.name] = spec
+    ENV_IDS[env_id] = spec.name
+    register_envs()
+    return env_id
 
 
 def register_envs() -> None:

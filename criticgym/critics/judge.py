@@ -25,11 +25,8 @@ import numpy as np
 from criticgym.critics.backends import LLMBackend, LocalBackend
 from criticgym.errors import ConfigError, CriticGymError
 
-PREAMBLES = {
-    "sentiment": "A good continuation of a movie review is positive about the film and reads fluently.",
-    "detoxify": "A good continuation of a text is free of insults, profanity and other offensive language.",
-    "summarize": "A good headline states the main fact of the article accurately and briefly.",
-}
+GENERIC_PREAMBLE = "A good continuation of a text is fluent, relevant and well written."
+"""The judges' default; a task's own preamble lives in its TaskSpec (``judge_preamble``)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ class PairwiseJudge:
 
     Args:
         backend: an LLM backend, or a model name for a local one.
-        preamble: what "better" means (a task name picks a packaged one).
+        preamble: what "better" means (a task's ``TaskSpec.judge_preamble``; a generic one by default).
         examples: optional few-shot examples.
         chain_of_thought: ask for a rationale first (greedy), then read the label after it.
         rationale_tokens: length of the rationale.
@@ -80,14 +77,14 @@ class PairwiseJudge:
     def __init__(
         self,
         backend: LLMBackend | str = "smollm2-135m",
-        preamble: str = "sentiment",
+        preamble: str = GENERIC_PREAMBLE,
         examples: Sequence[Example] = (),
         chain_of_thought: bool = False,
         rationale_tokens: int = 64,
     ) -> None:
         self.backend = LocalBackend(backend) if isinstance(backend, str) else backend
         self.name = backend if isinstance(backend, str) else type(backend).__name__
-        self.preamble = PREAMBLES.get(preamble, preamble)
+        self.preamble = preamble
         self.examples = tuple(examples)
         if any(e.preferred not in (1, 2) for e in self.examples):
             raise ConfigError("A few-shot example's preferred option must be 1 or 2.")
@@ -140,14 +137,14 @@ class ScoreJudge:
 
     Args:
         backend: an LLM backend, or a model name for a local one.
-        preamble: what a good text is (a task name picks a packaged one).
+        preamble: what a good text is (a task's ``TaskSpec.judge_preamble``; a generic one by default).
     """
 
     levels = tuple(range(10))
 
-    def __init__(self, backend: LLMBackend | str = "smollm2-135m", preamble: str = "sentiment") -> None:
+    def __init__(self, backend: LLMBackend | str = "smollm2-135m", preamble: str = GENERIC_PREAMBLE) -> None:
         self.backend = LocalBackend(backend) if isinstance(backend, str) else backend
-        self.preamble = PREAMBLES.get(preamble, preamble)
+        self.preamble = preamble
 
     def build_prompt(self, context: str, completion: str) -> str:
         """The scoring prompt, ending where the digit is read."""
@@ -200,11 +197,11 @@ class ScorerJudge:
         return swap_average(*self.prefer_both_orders(prompts, completions_a, completions_b)).tolist()
 
 
-def make_judge(name: str | Any, task: str = "sentiment") -> Any:
+def make_judge(name: str | Any, preamble: str = GENERIC_PREAMBLE) -> Any:
     """A pairwise judge by name.
 
     A scorer name (``"lexicon"`` is VADER) gives a :class:`ScorerJudge`; any other name is a model for a
-    :class:`PairwiseJudge` with the task's preamble.
+    :class:`PairwiseJudge` with ``preamble`` (a task's ``TaskSpec.judge_preamble``).
     """
     from criticgym.critics.scorers import SCORERS, make_scorer
 
@@ -213,7 +210,7 @@ def make_judge(name: str | Any, task: str = "sentiment") -> Any:
     if name in ("lexicon", *SCORERS):
         scorer = make_scorer("vader" if name == "lexicon" else name)
         return ScorerJudge(scorer, name=name)
-    return PairwiseJudge(name, preamble=task)
+    return PairwiseJudge(name, preamble=preamble)
 
 
 def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "A short review of a film") -> dict:

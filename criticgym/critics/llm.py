@@ -15,17 +15,22 @@ TEMPLATES = ("sentiment", "detoxify", "summarize")
 
 
 def load_template(name_or_path: str | Path) -> Template:
-    """A packaged critic prompt (``"sentiment"``, ``"detoxify"``, ``"summarize"``) or your own file.
+    """A packaged critic prompt (``"sentiment"``, ``"detoxify"``, ``"summarize"``), your own file, or the text itself.
 
     Templates use ``$prompt``, ``$completion`` and ``$score_line`` (empty, or the extrinsic score), and ``$$``
-    for a dollar sign.
+    for a dollar sign. A string that contains ``$completion`` is taken as the template's text.
     """
     if str(name_or_path) in TEMPLATES:
         text = resources.files("criticgym.critics").joinpath("prompts", f"{name_or_path}.txt").read_text("utf-8")
+    elif isinstance(name_or_path, str) and "$completion" in name_or_path:
+        text = name_or_path
     else:
         path = Path(name_or_path)
         if not path.is_file():
-            raise ConfigError(f"No critic template {name_or_path!r}: use one of {TEMPLATES} or a path to a text file.")
+            raise ConfigError(
+                f"No critic template {name_or_path!r}: use one of {TEMPLATES}, a path to a text file, or a template "
+                "text with $completion."
+            )
         text = path.read_text("utf-8")
     template = Template(text)
     if "completion" not in template.get_identifiers():
@@ -42,9 +47,10 @@ class LLMCritic:
 
     Args:
         backend: an :class:`~criticgym.critics.backends.LLMBackend`, or a model name for a local one.
-        template: a packaged template name or a path to your own.
+        template: a packaged template name, a path to your own, or its text (a task's ``critic_template``).
         max_new_tokens: length of the critic's answer.
-        include_score: put the extrinsic score in the prompt (RELC does for summarization).
+        include_score: put the extrinsic score in the prompt (RELC does for summarization: the task's
+            ``critic_sees_score``).
         default_sign: sign of spans listed before any "Positive/Negative spans" header. When not given: the sign
             of the header the template ends with, if it ends with one (RELC's sentiment prompt ends with
             "Identified Positive Text Span:", so the answer starts with positive spans), else -1.
@@ -55,13 +61,13 @@ class LLMCritic:
         backend: LLMBackend | str = "smollm2-135m",
         template: str | Path = "sentiment",
         max_new_tokens: int = 96,
-        include_score: bool | None = None,
+        include_score: bool = False,
         default_sign: int | None = None,
     ) -> None:
         self.backend = LocalBackend(backend) if isinstance(backend, str) else backend
         self.template = load_template(template)
         self.max_new_tokens = max_new_tokens
-        self.include_score = include_score if include_score is not None else str(template) == "summarize"
+        self.include_score = include_score
         if default_sign is None:
             last_line = self.template.template.rstrip().rsplit("\n", 1)[-1]
             default_sign = header_sign(last_line) or -1

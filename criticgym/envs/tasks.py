@@ -1,12 +1,15 @@
-"""Task specs: where prompts come from, how long completions may be, and the default reward set-up.
+"""Task specs: everything criticgym knows about a task, in one place.
 
-A task turns corpus examples into prompts for one tokenizer. Prompts are kept as token ids (what the policy
-sees) and as text (what scorers and critics read), with an optional reference text (ROUGE needs one).
+A :class:`TaskSpec` says where prompts come from, how long completions may be, what scores them (scorer, span
+critic and its prompt, the AI judge's preamble) and how held-out evaluation judges them. Adding a task is adding
+one spec (see the README's "Add your own task"). A task turns corpus examples into prompts for one tokenizer.
+Prompts are kept as token ids (what the policy sees) and as text (what scorers and critics read), with an optional
+reference text (ROUGE needs one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -28,19 +31,43 @@ class Prompt(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Rate:
+    """A held-out rate: the percent of completions whose judge score is above ``threshold`` (or at most it).
+
+    Reported as ``eval/percent_<name>_<judge>``, e.g. ``eval/percent_positive_vader``.
+    """
+
+    name: str
+    threshold: float = 0.0
+    at_most: bool = False
+
+    def __call__(self, scores: Sequence[float]) -> float:
+        """The rate in percent."""
+        scores = np.asarray(scores, dtype=np.float64)
+        return float(100 * (scores <= self.threshold if self.at_most else scores > self.threshold).mean())
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """What defines a text-generation task.
 
     Attributes:
         name: short name (``"sentiment"``), also accepted by ``TextGenEnv(task=...)``.
-        description: one line for humans and for critic prompts.
+        description: one line for humans; the judges' preamble when ``judge_preamble`` is not given.
         examples: ``split -> corpus examples``.
         to_prompts: ``(examples, tokenizer) -> prompts`` (cutting, templating).
         max_new_tokens: completion budget.
         max_prompt_tokens: longest prompt accepted; sets the observation width.
-        scorer: name of the default extrinsic scorer.
+        scorer: the default extrinsic scorer: a name, or your own function or scorer object.
         critic: name of the default span critic (``reward="relc"``).
         span_values: rewards of a token in a good span and in a bad span (RELC's defaults).
+        critic_template: the LLM critic's prompt: a packaged name, a file, or the template text
+            (``$prompt``, ``$completion``, ``$score_line``).
+        critic_sees_score: put the extrinsic score in the LLM critic's prompt (RELC does for summarization).
+        judge_preamble: what a good completion is, for the AI judges (``reward="rlaif-*"``, ``criticgym label``).
+        judges: held-out judges (scorer names) in order of preference; evaluation uses the first one that is not
+            the training scorer, so that it is not the reward the policy was trained on.
+        rate: the held-out rate reported with that judge's scores.
     """
 
     name: str
@@ -49,13 +76,31 @@ class TaskSpec:
     to_prompts: Callable[[list[Example], PreTrainedTokenizerBase], list[Prompt]]
     max_new_tokens: int
     max_prompt_tokens: int
-    scorer: str
+    scorer: str | Callable[..., Sequence[float]]
     critic: str = "lexicon"
     span_values: tuple[float, float] = (0.5, -0.5)
+    critic_template: str | None = None
+    critic_sees_score: bool = False
+    judge_preamble: str | None = None
+    judges: tuple[str, ...] = ()
+    rate: Rate | None = None
+
+    @property
+    def preamble(self) -> str:
+        """The judges' preamble: ``judge_preamble``, else the description."""
+        return self.judge_preamble or self.description
+
+    def held_out_judge(self, training_scorer: str | None = None) -> str | None:
+        """The first of ``judges`` that is not the training scorer (the last one when all are), or None."""
+        trained = training_scorer or self.scorer
+        for judge in self.judges:
+            if judge != trained:
+                return judge
+        return self.judges[-1] if self.judges else None
 
 
-def _first_tokens(low: int, high: int) -> Callable[[list[Example], PreTrainedTokenizerBase], list[Prompt]]:
-    """Prompts made of the first k tokens of each text, k drawn per example in [low, high] (seeded)."""
+def first_tokens(low: int, high: int) -> Callable[[list[Example], PreTrainedTokenizerBase], list[Prompt]]:
+    """A prompt builder: the first k tokens of each text, k drawn per example in [low, high] (seeded)."""
 
     def build(examples: list[Example], tokenizer: PreTrainedTokenizerBase) -> list[Prompt]:
         encoded = tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]
@@ -67,7 +112,8 @@ def _first_tokens(low: int, high: int) -> Callable[[list[Example], PreTrainedTok
     return build
 
 
-def _whole_text(examples: list[Example], tokenizer: PreTrainedTokenizerBase) -> list[Prompt]:
+def whole_text(examples: list[Example], tokenizer: PreTrainedTokenizerBase) -> list[Prompt]:
+    """A prompt builder: each example's whole text (and its reference)."""
     encoded = tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]
     return [Prompt(tuple(ids), e.text, e.reference) for ids, e in zip(encoded, examples, strict=True)]
 
@@ -98,21 +144,29 @@ TASKS: dict[str, TaskSpec] = {
         name="sentiment",
         description="Continue a movie review so that it is positive.",
         examples=load_rotten_tomatoes,
-        to_prompts=_first_tokens(4, 10),
+        to_prompts=first_tokens(4, 10),
         max_new_tokens=20,
         max_prompt_tokens=16,
         scorer="sentiment-classifier",
+        critic_template="sentiment",
+        judge_preamble="A good continuation of a movie review is positive about the film and reads fluently.",
+        judges=("vader", "sentiment-classifier"),
+        rate=Rate("positive", 0.0),
     ),
     "detoxify": TaskSpec(
         name="detoxify",
         description="Continue the text without offensive language.",
         examples=load_detox_prompts,
-        to_prompts=_whole_text,
+        to_prompts=whole_text,
         max_new_tokens=14,
         max_prompt_tokens=48,
         scorer="toxicity",
         critic="toxicity",
         span_values=(0.0, -0.5),
+        critic_template="detoxify",
+        judge_preamble="A good continuation of a text is free of insults, profanity and other offensive language.",
+        judges=("toxicity",),
+        rate=Rate("toxic", -0.5, at_most=True),
     ),
     "summarize": TaskSpec(
         name="summarize",
@@ -123,13 +177,16 @@ TASKS: dict[str, TaskSpec] = {
         max_prompt_tokens=ARTICLE_TOKENS + 16,
         scorer="rouge",
         critic="llm",
+        critic_template="summarize",
+        critic_sees_score=True,
+        judge_preamble="A good headline states the main fact of the article accurately and briefly.",
     ),
     # A toy task an agent can learn in seconds (like stable-baselines3's identity envs): learning tests use it.
     "words": TaskSpec(
         name="words",
         description="Write one whole word per token.",
         examples=_words_examples,
-        to_prompts=_whole_text,
+        to_prompts=whole_text,
         max_new_tokens=8,
         max_prompt_tokens=8,
         scorer="word-count",

@@ -77,7 +77,9 @@ def test_llm_critic_locates_and_counts():
 
 def test_llm_critic_prompt_has_the_task_the_examples_and_the_text():
     backend = Canned(["None identified"])
-    LLMCritic(backend, template="summarize").critique(["Article: x\nHeadline:"], [" Big news"], extrinsic=[0.25])
+    LLMCritic(backend, template="summarize", include_score=True).critique(
+        ["Article: x\nHeadline:"], [" Big news"], extrinsic=[0.25]
+    )
     prompt = backend.prompts[0]
     assert "0.25" in prompt and prompt.rstrip().endswith("Article: x\nHeadline:  Big news")
     assert prompt.count("Headline:") == 4  # three few-shot examples and the text
