@@ -26,17 +26,18 @@ Defaults (a small CPU set-up, about 40 minutes on two cores with the four arms a
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shlex
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import tyro
 
-from criticgym.agents.train import TrainConfig, config_from_args, train
+from criticgym.agents.ppo import PPOConfig
+from criticgym.agents.train import TrainConfig, build_evaluator, train
 from criticgym.errors import ConfigError
 
 CURVE_KEYS = ("charts/extrinsic", "charts/episodic_return", "charts/kl")
@@ -119,11 +120,10 @@ def initial_evaluation(base: TrainConfig, out: Path) -> dict[str, Any]:
     path = out / "initial.json"
     if path.exists():
         return json.loads(path.read_text())
-    from criticgym.agents.train import Evaluator
     from criticgym.rollout import load_policy
 
     model, tokenizer = load_policy(base.model, device=base.device)
-    result = Evaluator(replace(base, reward="sparse"), tokenizer, model)(model, 0)
+    result = build_evaluator(replace(base, reward="sparse"), tokenizer, model)(model, 0)
     initial = {k: v for k, v in result.items() if k != "samples"}
     path.write_text(json.dumps(initial, indent=2) + "\n")
     return initial
@@ -255,32 +255,41 @@ def markdown(summary: dict[str, Any], base: TrainConfig, command: str) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, TrainConfig]:
-    """Ablation options (``--arms``, ``--seeds``, ``--fraction``, ``--out``); every other option is a train one."""
-    parser = argparse.ArgumentParser(prog="criticgym bench ablation", add_help=False)
-    parser.add_argument("--arms", default="sparse,relc-lexicon,random", help="comma-separated arms")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (0..seeds-1)")
-    parser.add_argument("--fraction", type=float, default=0.9, help="fraction of the best arm's gain to reach")
-    parser.add_argument("--out", default="runs/ablation", help="output folder")
-    parser.add_argument("-h", "--help", action="store_true")
-    args, rest = parser.parse_known_args(argv)
-    if args.help:
-        parser.print_help()
-        print("\nAny `criticgym train` option also applies to every run (see criticgym train --help).")
-        raise SystemExit(0)
-    defaults = {
-        "iterations": 12,
-        "num_envs": 16,
-        "epochs": 2,
-        "minibatch_size": 8,
-        "freeze_layers": 20,
-        "lr": 1e-4,
-        "kl_coef": 0.05,
-    }
-    base = config_from_args(rest, **{**defaults, "progress": False, "out": args.out})
-    if args.seeds < 1:
-        raise ConfigError("--seeds must be at least 1.")
-    return args, base
+def _ablation_defaults() -> TrainConfig:
+    return TrainConfig(
+        iterations=12,
+        num_envs=16,
+        ppo=PPOConfig(epochs=2, minibatch_size=8, freeze_layers=20, lr=1e-4, kl_coef=0.05),
+        progress=False,
+        out="runs/ablation",
+    )
+
+
+@dataclass
+class AblationConfig:
+    """Train the same agent once per reward arm and seed; report which feedback learns faster at equal compute.
+
+    Every ``criticgym train`` option applies to every run (``--out`` is the ablation's folder; ``--seed``,
+    ``--resume`` and ``--eval-every`` are set per run).
+    """
+
+    arms: str = "sparse,relc-lexicon,random"
+    """Comma-separated arms: sparse, relc, relc-<critic>, random, random-<critic>, rlaif-direct, rlaif-pairwise."""
+    seeds: int = 3
+    """Seeds per arm (0..seeds-1)."""
+    fraction: float = 0.9
+    """Fraction of the best arm's gain an arm must reach (iterations-to-fraction column)."""
+    train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=_ablation_defaults)
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ConfigError("--seeds must be at least 1.")
+
+
+def parse_args(argv: list[str]) -> tuple[AblationConfig, TrainConfig]:
+    """Ablation options and the base training config every run starts from."""
+    cfg = tyro.cli(AblationConfig, args=argv, prog="criticgym bench ablation")
+    return cfg, cfg.train
 
 
 def ablation(argv: list[str], log=print) -> dict[str, Any]:
@@ -289,7 +298,7 @@ def ablation(argv: list[str], log=print) -> dict[str, Any]:
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     for arm in arms:
         arm_config(arm)  # fail on a bad arm name before any training
-    out = Path(args.out)
+    out = Path(base.out)
     out.mkdir(parents=True, exist_ok=True)
     records = [run_arm(base, arm, seed, out, log) for arm in arms for seed in range(args.seeds)]
     summary = summarize(records, args.fraction)

@@ -1,146 +1,296 @@
 """The ``criticgym`` command line.
 
+Every subcommand's options come from a typed dataclass or function (tyro); ``criticgym <command> --help`` lists
+them with their doc lines.
+
 criticgym demo                      # sentiment control with smollm2-135m and critic span rewards, on a CPU
 criticgym train --env criticgym/SentimentControl-v0 --reward relc --agent ppo --iterations 30 --out runs/x
-criticgym train --help              # every option
-criticgym bench ablation --arms sparse,relc-lexicon,random --seeds 3   # reward ablation
-criticgym label --judge smollm2-135m --prompts 256 --out prefs.jsonl      # AI preference labels (RLAIF)
+criticgym train --agent rloo --reinforce.k 4 --reinforce.lr 2e-5        # nested agent options
+criticgym eval --model smollm2-135m --env criticgym/SentimentControl-v0  # held-out table of a model
+criticgym eval --checkpoint runs/x                                       # a trained run against its base model
+criticgym bench ablation --arms sparse,relc-lexicon,random --seeds 3     # reward ablation
+criticgym label --judge smollm2-135m --prompts 256 --out prefs.jsonl     # AI preference labels (RLAIF)
 criticgym train-rm --data prefs.jsonl --out rm                           # reward model on the soft labels
 criticgym eval-judge --judge smollm2-135m --pairs 200                    # judge agreement and position bias
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-DEMO = {
-    "env": "criticgym/SentimentControl-v0",
-    "reward": "relc",
-    "critic": "lexicon",
-    "agent": "ppo",
-    "model": "smollm2-135m",
-    "iterations": 40,
-    "num_envs": 16,
-    "lr": 5e-5,
-    "kl_coef": 0.1,
-    "kl_target": 6.0,  # RELC's target; the controller starts once the KL reaches it,
-    "kl_horizon": 16,  # then moves kl_coef by up to 20% per iteration of 16 completions
-    "epochs": 2,
-    "minibatch_size": 8,
-    "freeze_layers": 20,
-    "eval_every": 10,
-    "eval_prompts": 32,
-    "checkpoint_every": 5,
-    "out": "runs/demo",
-}
+import tyro
+
+from criticgym.agents.ppo import PPOConfig
+from criticgym.agents.train import TrainConfig
+
+DEMO = TrainConfig(
+    env="criticgym/SentimentControl-v0",
+    reward="relc",
+    critic="lexicon",
+    agent="ppo",
+    model="smollm2-135m",
+    iterations=40,
+    num_envs=16,
+    # RELC's KL target; the controller starts once the KL reaches it, then moves kl_coef by up to 20% per
+    # iteration of 16 completions
+    ppo=PPOConfig(lr=5e-5, kl_coef=0.1, kl_target=6.0, kl_horizon=16, epochs=2, minibatch_size=8, freeze_layers=20),
+    eval_every=10,
+    eval_prompts=32,
+    checkpoint_every=5,
+    out="runs/demo",
+)
+"""The settings of ``criticgym demo`` (and ``make demo``); any option overrides them."""
+
+
+# -- train, demo, eval -----------------------------------------------------------------------------------
+
+
+def held_out_table(columns: dict[str, dict[str, Any]]) -> str:
+    """``eval/*`` metrics of one or more evaluations, one column each, as aligned text."""
+    keys = [k for k in next(iter(columns.values())) if k.startswith("eval/")]
+    lines = [f"  {'metric':<36}" + "".join(f"{name:>12}" for name in columns)]
+    for key in keys:
+        lines.append(f"  {key:<36}" + "".join(f"{c.get(key, float('nan')):>12.3f}" for c in columns.values()))
+    return "\n".join(lines)
+
+
+def _samples(title: str, result: dict[str, Any], n: int = 4) -> str:
+    lines = [f"\nSamples {title}:"]
+    for sample in result["samples"][:n]:
+        lines.append(f"  [{sample['reward']:+.2f}] {sample['prompt']}\033[1m{sample['completion']}\033[0m")
+    return "\n".join(lines)
 
 
 def _report(result: dict) -> None:
     first, last = result["evals"][0], result["evals"][-1]
-    keys = [k for k in first if k.startswith("eval/")]
     print(f"\nHeld-out evaluation ({first.get('prompts', 'held-out')} test prompts, top-p 0.9):")
-    print(f"  {'metric':<36}{'before':>10}{'after':>10}")
-    for key in keys:
-        print(f"  {key:<36}{first[key]:>10.3f}{last[key]:>10.3f}")
-    for title, result_ in (("before", first), ("after", last)):
-        print(f"\nSamples {title} training:")
-        for sample in result_["samples"][:4]:
-            print(f"  [{sample['reward']:+.2f}] {sample['prompt']}\033[1m{sample['completion']}\033[0m")
+    print(held_out_table({"before": first, "after": last}))
+    print(_samples("before training", first) + "\n" + _samples("after training", last))
     out = result["out"]
     print(f"\nWrote {out}/metrics.csv, {out}/samples.md, {out}/curves.png and {out}/checkpoint.pt")
 
 
-def label(argv: list[str]) -> int:
-    """``criticgym label``: sample pairs and write a soft-label preference dataset."""
+def train_command(argv: list[str]) -> int:
+    """``criticgym train``: train, then print the held-out table before and after."""
+    from criticgym.agents.train import config_from_args, train
+
+    _report(train(config_from_args(argv)))
+    return 0
+
+
+def demo_command(argv: list[str]) -> int:
+    """``criticgym demo``: ``train`` with the :data:`DEMO` settings."""
+    from criticgym.agents.train import config_from_args, train
+
+    cfg = config_from_args(argv, default=DEMO, prog="criticgym demo")
+    print(
+        f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward} (critic={cfg.critic}), "
+        f"model {cfg.model}, {cfg.iterations} iterations of {cfg.num_envs} completions.\n"
+        "The first run converts the model and trains the evaluation classifier once (about a minute).",
+        flush=True,
+    )
+    _report(train(cfg))
+    return 0
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate a model, or a trained run against its base model, on a task's held-out test prompts."""
+
+    model: str = "smollm2-135m"
+    """Built-in name, local folder or hub id (ignored with --checkpoint: the run's own)."""
+    env: str = "criticgym/SentimentControl-v0"
+    """A registered criticgym id (ignored with --checkpoint: the run's own)."""
+    checkpoint: str | None = None
+    """A run folder (or its checkpoint.pt) written by criticgym train: its policy is evaluated beside its base."""
+    reward: Literal["sparse", "relc", "rlaif-direct", "rlaif-pairwise"] = "sparse"
+    """The reward set-up behind eval/reward (ignored with --checkpoint: the run's own)."""
+    prompts: int = 32
+    """Held-out prompts."""
+    max_new_tokens: int | None = None
+    """Completion budget (None: the task's)."""
+    device: str = "cpu"
+    """cpu, cuda or auto."""
+    out: str | None = None
+    """Write the results as JSON."""
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
+    """The held-out results of ``cfg``: one column (the model) or two (a run's base model and its policy)."""
+    from criticgym.agents.evaluate import Evaluator
+    from criticgym.agents.train import build_evaluator
+    from criticgym.rollout import load_policy
+
+    if cfg.checkpoint is None:
+        model, tokenizer = load_policy(cfg.model, device=cfg.device)
+        options = {"reward": cfg.reward, "model": tokenizer}
+        if cfg.max_new_tokens is not None:
+            options["max_new_tokens"] = cfg.max_new_tokens
+        evaluator = Evaluator(cfg.env, tokenizer, model, cfg.prompts, **options)  # perplexity under itself
+        return {cfg.model: evaluator(model)}
+    import torch
+
+    path = Path(cfg.checkpoint)
+    run = path if path.is_dir() else path.parent
+    checkpoint = path / "checkpoint.pt" if path.is_dir() else path
+    train_cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+    train_cfg = replace(train_cfg, device=cfg.device, eval_prompts=cfg.prompts)
+    base, tokenizer = load_policy(train_cfg.model, device=cfg.device)
+    policy, _ = load_policy(train_cfg.model, device=cfg.device)
+    state = torch.load(checkpoint, weights_only=False, map_location=cfg.device)
+    policy.load_state_dict(state["agent"]["model"])
+    evaluator = build_evaluator(train_cfg, tokenizer, base)  # perplexity under the base model, as in training
+    return {"base": evaluator(base), f"iteration {state['agent']['iteration']}": evaluator(policy)}
+
+
+def eval_command(argv: list[str]) -> int:
+    """``criticgym eval``: print (and optionally write) the held-out table of :func:`evaluate`."""
+    cfg = tyro.cli(EvalConfig, args=argv, prog="criticgym eval")
+    columns = evaluate(cfg)
+    first = next(iter(columns.values()))
+    print(f"Held-out evaluation ({first['prompts']} test prompts, top-p 0.9):")
+    print(held_out_table(columns))
+    for name, result in columns.items():
+        print(_samples(name, result))
+    if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out).write_text(json.dumps(columns, indent=2) + "\n")
+    return 0
+
+
+# -- bench --------------------------------------------------------------------------------------------------
+
+
+def bench_command(argv: list[str]) -> int:
+    """``criticgym bench ablation``: a reward ablation (:mod:`criticgym.ablation`)."""
+    if argv[:1] != ["ablation"]:
+        print(
+            "Usage: criticgym bench ablation [OPTIONS]  (make bench runs the performance suite)\n"
+            "       criticgym bench ablation --help",
+            file=sys.stderr,
+        )
+        return 2
+    from criticgym.ablation import ablation
+
+    ablation(argv[1:])
+    return 0
+
+
+# -- AI feedback: label, train-rm, eval-judge ------------------------------------------------------------
+
+
+def label(
+    env: str = "criticgym/SentimentControl-v0",
+    policy: str = "smollm2-135m",
+    judge: str = "smollm2-135m",
+    prompts: int = 256,
+    batch_pairs: int = 16,
+    temperature: float = 1.0,
+    split: str = "train",
+    seed: int = 0,
+    device: str = "cpu",
+    out: str = "prefs.jsonl",
+) -> int:
+    """Sample pairs of completions and write a soft-label preference dataset (JSONL).
+
+    Args:
+        env: a registered criticgym id (its prompts, and its task's judge preamble).
+        policy: the model that writes both completions.
+        judge: a judge model, or a scorer name (lexicon, sentiment-classifier, ...).
+        prompts: pairs to label (one prompt each).
+        batch_pairs: pairs sampled per batch.
+        temperature: sampling temperature of the completions.
+        split: train or test prompts.
+        seed: sampling seed.
+        device: cpu, cuda or auto.
+        out: the JSONL file to write.
+    """
     from criticgym.agents.distill import label_pairs, write_jsonl
     from criticgym.critics.judge import make_judge
     from criticgym.envs import get_task
     from criticgym.registration import ENV_IDS
 
-    parser = argparse.ArgumentParser(prog="criticgym label", description=label.__doc__)
-    parser.add_argument("--env", default="criticgym/SentimentControl-v0")
-    parser.add_argument("--policy", default="smollm2-135m", help="the model that writes both completions")
-    parser.add_argument("--judge", default="smollm2-135m", help="a judge model, or a scorer name (lexicon, ...)")
-    parser.add_argument("--prompts", type=int, default=256, help="pairs to label (one prompt each)")
-    parser.add_argument("--batch-pairs", type=int, default=16)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="prefs.jsonl")
-    args = parser.parse_args(argv)
-    task = get_task(ENV_IDS.get(args.env, args.env)).name
+    task = get_task(ENV_IDS.get(env, env))
     records = label_pairs(
-        args.env,
-        args.policy,
-        make_judge(args.judge, task),
-        args.prompts,
-        args.batch_pairs,
-        args.temperature,
-        args.seed,
-        args.split,
-        args.device,
+        env, policy, make_judge(judge, task.preamble), prompts, batch_pairs, temperature, seed, split, device
     )
-    n = write_jsonl(args.out, records)
+    n = write_jsonl(out, records)
     labels = [r["label"] for r in records]
-    print(f"Wrote {n} labelled pairs to {args.out} (mean |label - 0.5| = {sum(abs(x - 0.5) for x in labels) / n:.3f}).")
+    print(f"Wrote {n} labelled pairs to {out} (mean |label - 0.5| = {sum(abs(x - 0.5) for x in labels) / n:.3f}).")
     return 0
 
 
-def train_rm(argv: list[str]) -> int:
-    """``criticgym train-rm``: train a reward model on a preference dataset."""
+def train_rm(
+    data: str,
+    backbone: str = "minilm",
+    train_layers: int = 0,
+    epochs: int = 50,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device: str = "cpu",
+    out: str = "rm",
+) -> int:
+    """Train a reward model on a preference dataset.
+
+    Args:
+        data: a JSONL file written by criticgym label.
+        backbone: minilm, or a causal LM (smollm2-135m, tiny, a folder).
+        train_layers: causal LM: fine-tune this many top layers.
+        epochs: passes over the training pairs.
+        lr: learning rate.
+        batch_size: pairs per step.
+        val_fraction: share of pairs held out for validation.
+        seed: split and initialization seed.
+        device: cpu, cuda or auto.
+        out: the folder to save the reward model in.
+    """
     from criticgym.agents.distill import read_jsonl, train_reward_model
 
-    parser = argparse.ArgumentParser(prog="criticgym train-rm", description=train_rm.__doc__)
-    parser.add_argument("--data", required=True, help="a JSONL file written by criticgym label")
-    parser.add_argument("--backbone", default="minilm", help="minilm, or a causal LM (smollm2-135m, tiny, a folder)")
-    parser.add_argument("--train-layers", type=int, default=0, help="causal LM: fine-tune this many top layers")
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="rm")
-    args = parser.parse_args(argv)
     model, metrics = train_reward_model(
-        read_jsonl(args.data),
-        args.backbone,
-        args.train_layers,
-        args.epochs,
-        args.lr,
-        args.batch_size,
-        args.val_fraction,
-        args.seed,
-        args.device,
+        read_jsonl(data), backbone, train_layers, epochs, lr, batch_size, val_fraction, seed, device
     )
-    out = model.save(args.out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"Saved the reward model to {out}; use it with --reward sparse --scorer {out}")
+    folder = model.save(out)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"Saved the reward model to {folder}; use it with --reward sparse --scorer {folder}")
     return 0
 
 
-def eval_judge(argv: list[str]) -> int:
-    """``criticgym eval-judge``: agreement with known labels, position bias and consistency of a judge."""
-    from criticgym.critics.judge import evaluate_judge, make_judge
+@dataclass
+class EvalJudgeConfig:
+    """Agreement with known labels, position bias and consistency of judges (Rotten Tomatoes test pairs)."""
 
-    parser = argparse.ArgumentParser(prog="criticgym eval-judge", description=eval_judge.__doc__)
-    parser.add_argument("--judge", action="append", help="a judge model or scorer name; repeat to compare")
-    parser.add_argument("--pairs", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="write the results as JSON (and .md beside it)")
-    args = parser.parse_args(argv)
+    judge: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
+    """A judge model or scorer name; repeat the option to compare several (none given: smollm2-135m)."""
+    pairs: int = 200
+    """Pairs of one fresh and one rotten review."""
+    seed: int = 0
+    """Which pairs, and which review comes first."""
+    out: str | None = None
+    """Write the results as JSON (and .md beside it)."""
+
+
+def eval_judge_command(argv: list[str]) -> int:
+    """``criticgym eval-judge``: the judge table, optionally written as JSON and markdown."""
+    from criticgym.critics.judge import evaluate_judge, make_judge
+    from criticgym.envs import get_task
+
+    cfg = tyro.cli(EvalJudgeConfig, args=argv, prog="criticgym eval-judge")
+    preamble = get_task("sentiment").preamble
     results = [
-        evaluate_judge(make_judge(name, "sentiment"), args.pairs, args.seed) for name in args.judge or ["smollm2-135m"]
+        evaluate_judge(make_judge(name, preamble), cfg.pairs, cfg.seed) for name in cfg.judge or ("smollm2-135m",)
     ]
     table = judge_table(results)
     print(table)
-    if args.out:
-        path = Path(args.out)
+    if cfg.out:
+        path = Path(cfg.out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
         command = "criticgym eval-judge " + shlex.join(argv)
@@ -164,7 +314,15 @@ def judge_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"label": label, "train-rm": train_rm, "eval-judge": eval_judge}
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "train": train_command,
+    "demo": demo_command,
+    "eval": eval_command,
+    "bench": bench_command,
+    "label": lambda argv: tyro.cli(label, args=argv, prog="criticgym label"),
+    "train-rm": lambda argv: tyro.cli(train_rm, args=argv, prog="criticgym train-rm"),
+    "eval-judge": eval_judge_command,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,34 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     command, rest = argv[0], argv[1:]
-    if command in COMMANDS:
-        return COMMANDS[command](rest)
-    from criticgym.agents.train import config_from_args, train
-
-    if command == "bench":
-        if rest[:1] != ["ablation"]:
-            print("Usage: criticgym bench ablation [options]  (make bench runs the performance suite)", file=sys.stderr)
-            return 2
-        from criticgym.ablation import ablation
-
-        ablation(rest[1:])
-        return 0
-    if command == "train":
-        cfg = config_from_args(rest)
-    elif command == "demo":
-        cfg = config_from_args(rest, **DEMO)
-        print(
-            f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward} (critic={cfg.critic}), "
-            f"model {cfg.model}, {cfg.iterations} iterations of {cfg.num_envs} completions.\n"
-            "The first run converts the model and trains the evaluation classifier once (about a minute).",
-            flush=True,
-        )
-    else:
-        print(f"Unknown command {command!r}.\n{__doc__}", file=sys.stderr)
+    if command not in COMMANDS:
+        print(f"Unknown command {command!r}; use one of {', '.join(COMMANDS)}.\n\n{__doc__}", file=sys.stderr)
         return 2
-    result = train(cfg)
-    _report(result)
-    return 0
+    return COMMANDS[command](rest)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ import json
 from pathlib import Path
 
 from criticgym.agents.distill import label_pairs, train_reward_model, write_jsonl
+from criticgym.agents.reinforce import ReinforceConfig
 from criticgym.agents.train import TrainConfig, train
 from criticgym.critics.judge import make_judge
+from criticgym.envs import get_task
 
 ENV = "criticgym/SentimentControl-v0"
 
@@ -35,7 +37,7 @@ def reinforce(args, out: Path, **reward) -> dict:
         model=args.policy,
         iterations=args.iterations,
         num_envs=args.num_envs,
-        lr=args.lr,
+        reinforce=ReinforceConfig(lr=args.lr),
         eval_every=0,
         eval_prompts=args.eval_prompts,
         out=str(out),
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     direct = reinforce(args, out / "direct", reward="rlaif-direct", judge_model=args.judge)
 
-    judge = make_judge(args.label_judge or args.judge, "sentiment")
+    judge = make_judge(args.label_judge or args.judge, get_task("sentiment").preamble)
     records = label_pairs(ENV, args.policy, judge, prompts=args.pairs, temperature=1.0)
     write_jsonl(out / "prefs.jsonl", records)
     model, metrics = train_reward_model(records, "minilm")

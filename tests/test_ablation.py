@@ -85,7 +85,18 @@ def test_summary_table_csv_plot_and_markdown(tmp_path):
 def test_ablation_runs_every_arm_and_seed_and_resumes_without_retraining(tmp_path, monkeypatch):
     out = tmp_path / "abl"
     argv = ["--arms", "sparse,relc-lexicon", "--seeds", "2", "--env", "criticgym/Words-v0", "--model", "tiny"]
-    argv += ["--iterations", "2", "--num-envs", "4", "--eval-prompts", "4", "--freeze-layers", "0", "--out", str(out)]
+    argv += [
+        "--iterations",
+        "2",
+        "--num-envs",
+        "4",
+        "--eval-prompts",
+        "4",
+        "--ppo.freeze-layers",
+        "0",
+        "--out",
+        str(out),
+    ]
     summary = ab.ablation(argv, log=lambda *_: None)
     assert [r["arm"] for r in summary["table"]] == ["sparse", "relc-lexicon"]
     assert (out / "ablation.png").exists() and "Before training" in (out / "summary.md").read_text()

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
+
 from criticgym.agents.distill import read_jsonl
 from criticgym.cli import main
 
@@ -26,3 +29,27 @@ def test_label_train_rm_and_eval_judge_commands(tmp_path, capsys):
     assert result["judge"] == "lexicon" and result["pairs"] == 20
     assert "| lexicon | 20 |" in out.with_suffix(".md").read_text()
     assert main(["bench", "nothing"]) == 2
+
+
+def test_eval_prints_the_held_out_table_of_a_model_and_of_a_run(tmp_path, capsys):
+    env = ["--env", "criticgym/Words-v0"]
+    assert main(["eval", "--model", "tiny", *env, "--prompts", "4", "--out", str(tmp_path / "eval.json")]) == 0
+    text = capsys.readouterr().out
+    assert "Held-out evaluation (4 test prompts" in text and "eval/score" in text and "eval/perplexity" in text
+    assert set(json.loads((tmp_path / "eval.json").read_text())) == {"tiny"}
+
+    run = tmp_path / "run"
+    train = ["train", *env, "--reward", "sparse", "--model", "tiny", "--iterations", "2", "--num-envs", "4"]
+    train += ["--eval-prompts", "4", "--out", str(run), "--no-progress", "--ppo.epochs", "1", "--ppo.lr", "1e-3"]
+    assert main(train) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run), "--prompts", "4", "--out", str(tmp_path / "run.json")]) == 0
+    columns = json.loads((tmp_path / "run.json").read_text())
+    assert list(columns) == ["base", "iteration 2"]
+    # training evaluated on the same prompts with the same seed: the same numbers, before and after
+    evals = torch.load(run / "checkpoint.pt", weights_only=False)["evals"]
+    for column, during_training in zip(columns.values(), (evals[0], evals[-1]), strict=True):
+        assert column["eval/score"] == pytest.approx(during_training["eval/score"])
+        assert column["eval/perplexity"] == pytest.approx(during_training["eval/perplexity"], rel=1e-4)
+    assert json.loads((run / "config.json").read_text())["ppo"]["lr"] == 1e-3
+    assert "base" in capsys.readouterr().out

@@ -17,14 +17,16 @@ import csv
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 
 import criticgym
+from criticgym.agents.evaluate import Evaluator
+from criticgym.agents.ppo import PPOConfig
+from criticgym.agents.reinforce import ReinforceConfig
 from criticgym.errors import ConfigError
 
 AGENTS = ("ppo", "reinforce", "rloo")
@@ -32,45 +34,77 @@ AGENTS = ("ppo", "reinforce", "rloo")
 
 @dataclass
 class TrainConfig:
-    """A training run. Every field is a ``criticgym train`` option (``--num-envs`` for ``num_envs``)."""
+    """A training run.
 
-    env: str = field(default="criticgym/SentimentControl-v0", metadata={"help": "a registered criticgym id"})
-    reward: str = field(default="relc", metadata={"help": "sparse, relc, rlaif-direct or rlaif-pairwise"})
-    critic: str | None = field(default=None, metadata={"help": "lexicon, toxicity, llm, random (task default)"})
-    critic_model: str = field(default="smollm2-135m", metadata={"help": "the LLM critic's model (critic=llm)"})
-    judge_model: str = field(default="smollm2-135m", metadata={"help": "the AI judge's model (reward=rlaif-*)"})
-    scorer: str | None = field(default=None, metadata={"help": "extrinsic scorer name (task default)"})
-    agent: str = field(default="ppo", metadata={"help": "ppo, reinforce or rloo"})
-    model: str = field(default="smollm2-135m", metadata={"help": "built-in name, local folder or hub id"})
-    device: str = field(default="cpu", metadata={"help": "cpu, cuda or auto"})
-    iterations: int = field(default=20, metadata={"help": "agent iterations (one batch each)"})
-    num_envs: int = field(default=16, metadata={"help": "completions per iteration"})
-    lr: float | None = field(default=None, metadata={"help": "learning rate (the agent's default)"})
-    kl_coef: float | None = field(default=None, metadata={"help": "KL penalty weight (the agent's default)"})
-    kl_target: float | None = field(default=None, metadata={"help": "PPO: KL per completion the controller holds"})
-    kl_horizon: int | None = field(default=None, metadata={"help": "PPO: the KL controller's horizon (completions)"})
-    epochs: int = field(default=4, metadata={"help": "PPO epochs per batch"})
-    minibatch_size: int = field(default=8, metadata={"help": "PPO minibatch size"})
-    freeze_layers: int = field(default=0, metadata={"help": "freeze embeddings and this many lower layers (PPO)"})
-    alpha1: float = field(default=1.0, metadata={"help": "RELC weight of the extrinsic score"})
-    alpha2: float = field(default=1.0, metadata={"help": "RELC weight of the span rewards"})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "completion budget (the task's)"})
-    seed: int = field(default=0, metadata={"help": "run seed"})
-    eval_every: int = field(default=5, metadata={"help": "evaluate every N iterations (0: only first and last)"})
-    eval_prompts: int = field(default=32, metadata={"help": "held-out prompts per evaluation"})
-    checkpoint_every: int = field(default=5, metadata={"help": "checkpoint every N iterations"})
-    out: str = field(default="runs/criticgym", metadata={"help": "output folder"})
-    resume: bool = field(default=False, metadata={"help": "continue from out/checkpoint.pt"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    Every field is a ``criticgym train`` option (``--num-envs`` for ``num_envs``, ``--ppo.lr`` for the PPO learning
+    rate).
+    """
+
+    env: str = "criticgym/SentimentControl-v0"
+    """A registered criticgym id."""
+    reward: Literal["sparse", "relc", "rlaif-direct", "rlaif-pairwise"] = "relc"
+    """The reward set-up."""
+    critic: str | None = None
+    """RELC's span critic: lexicon, toxicity, llm, random, random-<critic> (None: the task's)."""
+    critic_model: str = "smollm2-135m"
+    """The LLM critic's model (critic=llm)."""
+    judge_model: str = "smollm2-135m"
+    """The AI judge's model (reward=rlaif-*)."""
+    scorer: str | None = None
+    """Extrinsic scorer name or reward-model folder (None: the task's)."""
+    agent: Literal["ppo", "reinforce", "rloo"] = "ppo"
+    """The algorithm: PPO (options --ppo.*), REINFORCE with a value baseline or RLOO (options --reinforce.*)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    model: str = "smollm2-135m"
+    """Built-in name, local folder or hub id."""
+    device: str = "cpu"
+    """cpu, cuda or auto."""
+    iterations: int = 20
+    """Agent iterations (one batch each)."""
+    num_envs: int = 16
+    """Completions per iteration."""
+    alpha1: float = 1.0
+    """RELC's weight of the extrinsic score."""
+    alpha2: float = 1.0
+    """RELC's weight of the span rewards."""
+    max_new_tokens: int | None = None
+    """Completion budget (None: the task's)."""
+    seed: int = 0
+    """The run's seed."""
+    eval_every: int = 5
+    """Evaluate every N iterations (0: only first and last)."""
+    eval_prompts: int = 32
+    """Held-out prompts per evaluation."""
+    checkpoint_every: int = 5
+    """Checkpoint every N iterations."""
+    out: str = "runs/criticgym"
+    """Output folder."""
+    resume: bool = False
+    """Continue from out/checkpoint.pt."""
+    progress: bool = True
+    """Show a progress bar."""
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
             raise ConfigError(f"Unknown agent {self.agent!r}; use one of {AGENTS}.")
         if self.iterations < 1 or self.num_envs < 1:
             raise ConfigError("iterations and num_envs must be at least 1.")
+        if isinstance(self.ppo, dict):  # read back from config.json
+            self.ppo = PPOConfig(**self.ppo)
+        if isinstance(self.reinforce, dict):
+            self.reinforce = ReinforceConfig(**self.reinforce)
+
+    @property
+    def agent_config(self) -> PPOConfig | ReinforceConfig:
+        """The config of the chosen agent (``agent="rloo"`` sets the REINFORCE baseline to ``"rloo"``)."""
+        if self.agent == "ppo":
+            return self.ppo
+        return replace(self.reinforce, baseline="rloo") if self.agent == "rloo" else self.reinforce
 
 
-def _env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The options of the env a config trains on (reward set-up, model, budget)."""
     kwargs: dict[str, Any] = {"reward": cfg.reward, "model": cfg.model, "autoreset_mode": "disabled"}
     if cfg.reward == "relc":
         kwargs.update(alpha1=cfg.alpha1, alpha2=cfg.alpha2, seed=cfg.seed, critic_model=cfg.critic_model)
@@ -85,89 +119,17 @@ def _env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def build_agent(cfg: TrainConfig, model, tokenizer, envs):
-    """The agent a config names, with its overrides applied."""
-    from criticgym.agents.ppo import PPO, PPOConfig
-    from criticgym.agents.reinforce import Reinforce, ReinforceConfig
+    """The agent a config names."""
+    from criticgym.agents.ppo import PPO
+    from criticgym.agents.reinforce import Reinforce
 
-    overrides = {k: v for k, v in (("lr", cfg.lr), ("kl_coef", cfg.kl_coef)) if v is not None}
-    if cfg.agent == "ppo":
-        ppo = {k: v for k, v in (("kl_target", cfg.kl_target), ("kl_horizon", cfg.kl_horizon)) if v is not None}
-        config = PPOConfig(
-            epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, freeze_layers=cfg.freeze_layers, **overrides, **ppo
-        )
-        return PPO(model, tokenizer, envs, config, seed=cfg.seed)
-    baseline = "rloo" if cfg.agent == "rloo" else "value"
-    return Reinforce(model, tokenizer, envs, ReinforceConfig(baseline=baseline, **overrides), seed=cfg.seed)
+    agent = PPO if cfg.agent == "ppo" else Reinforce
+    return agent(model, tokenizer, envs, cfg.agent_config, seed=cfg.seed)
 
 
-class Evaluator:
-    """Held-out evaluation: mean training reward, the task's score, a second judge, distinct-n, perplexity.
-
-    ``eval/score`` is the task's own scorer (the sentiment classifier for SentimentControl) whatever the training
-    reward is, so runs with different rewards, scorers and judges compare on one scale.
-    """
-
-    def __init__(self, cfg: TrainConfig, tokenizer, ref_model) -> None:
-        from criticgym.critics import SentimentClassifier, ToxicityScorer, VaderSentiment, as_scorer
-
-        self.envs = criticgym.make_vec(cfg.env, num_envs=cfg.eval_prompts, split="test", **_env_kwargs(cfg))
-        self.tokenizer, self.ref_model = tokenizer, ref_model
-        self.task = self.envs.unwrapped.episodes.task.name
-        self.scorer = as_scorer(self.envs.unwrapped.episodes.task.scorer)
-        # the second judge differs from the training reward (RELC evaluates with another classifier)
-        if self.task == "sentiment":
-            trained_on_classifier = cfg.scorer in (None, "sentiment-classifier")
-            self.judge_name = "vader" if trained_on_classifier else "sentiment-classifier"
-            self.judge = VaderSentiment() if trained_on_classifier else SentimentClassifier()
-        elif self.task == "detoxify":
-            self.judge_name, self.judge = "toxicity", ToxicityScorer()
-        else:
-            self.judge_name, self.judge = None, None
-
-    @torch.no_grad()
-    def __call__(self, model, iteration: int) -> dict[str, Any]:
-        """Evaluate ``model`` on the held-out prompts (the same prompts and sampling seed every time)."""
-        from criticgym.agents.base import token_rewards
-        from criticgym.critics.scorers import score_texts
-        from criticgym.envs import play
-        from criticgym.rollout import RolloutEngine
-
-        engine = RolloutEngine(model, self.tokenizer, ref_model=self.ref_model)
-        batch = play(engine, self.envs, seed=12345, top_p=0.9)
-
-        prompts = [info["prompt"] for info in batch.infos]
-        completions = [info["completion"] for info in batch.infos]
-        returns = token_rewards(batch).sum(1)
-        mask = batch.completion_mask.float()
-        references = [info.get("reference") for info in batch.infos]
-        ids = [info["completion_ids"] for info in batch.infos]
-        scores = score_texts(self.scorer, prompts, completions, None if None in references else references, ids)
-        result: dict[str, Any] = {
-            "iteration": iteration,
-            "prompts": len(prompts),
-            "eval/reward": float(returns.mean()),
-            "eval/score": float(np.mean(scores)),
-            "eval/perplexity": float(torch.exp(-(batch.ref_logprobs * mask).sum() / mask.sum().clamp(min=1))),
-            "eval/distinct_1": distinct_n(completions, 1),
-            "eval/distinct_2": distinct_n(completions, 2),
-        }
-        if self.judge is not None:
-            scores = np.asarray(self.judge.score(prompts, completions))
-            if self.task == "sentiment":
-                result[f"eval/percent_positive_{self.judge_name}"] = float(100 * (scores > 0).mean())
-            else:
-                result["eval/percent_toxic"] = float(100 * (scores <= -0.5).mean())
-        result["samples"] = [
-            {"prompt": p, "completion": c, "reward": float(r)}
-            for p, c, r in zip(prompts, completions, returns, strict=True)
-        ][:8]
-        return result
-
-
-def distinct_n(texts: list[str], n: int) -> float:
-    """Distinct n-grams over all n-grams of the texts' words (0 when there are none)."""
-    grams = [tuple(words[i : i + n]) for t in texts for words in [t.split()] for i in range(len(words) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+def build_evaluator(cfg: TrainConfig, tokenizer, ref_model) -> Evaluator:
+    """Held-out evaluation for a config: its env and reward set-up on the test split."""
+    return Evaluator(cfg.env, tokenizer, ref_model, cfg.eval_prompts, cfg.scorer, **env_kwargs(cfg))
 
 
 def save_atomically(obj: Any, path: Path) -> None:
@@ -187,9 +149,10 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model, device=cfg.device)
-    envs = criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **_env_kwargs(cfg))
+    envs = criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **env_kwargs(cfg))
     agent = build_agent(cfg, model, tokenizer, envs)
-    evaluate = Evaluator(cfg, tokenizer, agent.ref_model)
+    reference = agent.ref_model if agent.ref_model is not None else _frozen_copy(model)  # perplexity's model
+    evaluate = build_evaluator(cfg, tokenizer, reference)
     checkpoint = out / "checkpoint.pt"
     history: list[dict[str, float]] = []
     evals: list[dict[str, Any]] = []
@@ -224,6 +187,12 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     adaptive = getattr(agent.config, "adaptive_kl", False)
     plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)
     return {"history": history, "evals": evals, "out": out}
+
+
+def _frozen_copy(model):
+    import copy
+
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 def _tensorboard(out: Path):
@@ -297,17 +266,10 @@ def plot_curves(
     plt.close(fig)
 
 
-def config_from_args(argv: list[str] | None = None, **defaults: Any) -> TrainConfig:
-    """Parse ``--field value`` options into a :class:`TrainConfig` (``defaults`` override the dataclass's)."""
-    import argparse
+def config_from_args(argv: list[str] | None = None, default: TrainConfig | None = None, prog: str = "criticgym train"):
+    """Parse ``criticgym train`` options into a :class:`TrainConfig` (``default``: the values options start from)."""
+    import tyro
 
-    parser = argparse.ArgumentParser(prog="criticgym train", description="Train a policy on a criticgym env.")
-    for f in fields(TrainConfig):
-        default = defaults.get(f.name, f.default)
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
-            continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-        parser.add_argument(flag, type=kind, default=default, help=f.metadata["help"])
-    return TrainConfig(**vars(parser.parse_args(argv)))
+    return tyro.cli(
+        TrainConfig, args=argv, default=default, prog=prog, description="Train a policy on a criticgym env."
+    )

@@ -5,7 +5,10 @@ import csv
 import pytest
 import torch
 
-from criticgym.agents.train import TrainConfig, config_from_args, distinct_n, train
+from criticgym.agents.evaluate import distinct_n
+from criticgym.agents.ppo import PPOConfig
+from criticgym.agents.reinforce import ReinforceConfig
+from criticgym.agents.train import TrainConfig, config_from_args, train
 from criticgym.cli import main
 from criticgym.errors import ConfigError
 
@@ -18,9 +21,8 @@ def tiny_config(out, **overrides):
         model="tiny",
         iterations=4,
         num_envs=8,
-        lr=1e-3,
-        epochs=1,
-        minibatch_size=4,
+        ppo=PPOConfig(lr=1e-3, epochs=1, minibatch_size=4),
+        reinforce=ReinforceConfig(lr=1e-3),
         eval_every=2,
         eval_prompts=4,
         checkpoint_every=2,
@@ -92,16 +94,33 @@ def test_a_killed_run_resumes_without_losing_completed_iterations(tmp_path, monk
 
 
 def test_config_from_command_line_options():
-    cfg = config_from_args(["--agent", "rloo", "--num-envs", "8", "--lr", "0.001", "--no-progress"])
-    assert (cfg.agent, cfg.num_envs, cfg.lr, cfg.progress) == ("rloo", 8, 0.001, False)
-    assert config_from_args([], iterations=7).iterations == 7
-    with pytest.raises(ConfigError, match="agent"):
+    cfg = config_from_args(["--agent", "rloo", "--num-envs", "8", "--reinforce.lr", "0.001", "--no-progress"])
+    assert (cfg.agent, cfg.num_envs, cfg.reinforce.lr, cfg.progress) == ("rloo", 8, 0.001, False)
+    assert cfg.agent_config.baseline == "rloo" and cfg.agent_config.lr == 0.001
+    # every field of every agent is an option, nested under the agent's name
+    cfg = config_from_args(["--reinforce.k", "2", "--ppo.top-p", "0.9", "--ppo.kl-target", "3", "--ppo.no-adaptive-kl"])
+    assert (cfg.reinforce.k, cfg.ppo.top_p, cfg.ppo.kl_target, cfg.ppo.adaptive_kl) == (2, 0.9, 3.0, False)
+    assert config_from_args([], default=TrainConfig(iterations=7)).iterations == 7
+    with pytest.raises(SystemExit):  # tyro names the choices
         config_from_args(["--agent", "dqn"])
+    with pytest.raises(ConfigError, match="agent"):
+        TrainConfig(agent="dqn")
+
+
+def test_every_command_documents_every_option(capsys):
+    for command in ("train", "demo", "eval", "label", "train-rm", "eval-judge"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--ppo.kl-target", "--reinforce.k", "--checkpoint", "--batch-pairs", "--val-fraction", "--pairs"):
+        assert option in text
+    assert "Target KL per completion" in text  # the doc line of the field
 
 
 def test_cli_train_runs(tmp_path, capsys):
     args = ["train", "--env", "criticgym/Words-v0", "--reward", "sparse", "--model", "tiny", "--iterations", "2"]
-    args += ["--num-envs", "4", "--eval-prompts", "4", "--out", str(tmp_path), "--no-progress", "--epochs", "1"]
+    args += ["--num-envs", "4", "--eval-prompts", "4", "--out", str(tmp_path), "--no-progress", "--ppo.epochs", "1"]
     assert main(args) == 0
     assert "eval/reward" in capsys.readouterr().out
     assert main(["frobnicate"]) == 2
