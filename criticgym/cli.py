@@ -54,9 +54,10 @@ DEMO = TrainConfig(
 def held_out_table(columns: dict[str, dict[str, Any]]) -> str:
     """``eval/*`` metrics of one or more evaluations, one column each, as aligned text."""
     keys = [k for k in next(iter(columns.values())) if k.startswith("eval/")]
-    lines = [f"  {'metric':<36}" + "".join(f"{name:>12}" for name in columns)]
+    width = max(12, *(len(name) + 2 for name in columns))
+    lines = [f"  {'metric':<36}" + "".join(f"{name:>{width}}" for name in columns)]
     for key in keys:
-        lines.append(f"  {key:<36}" + "".join(f"{c.get(key, float('nan')):>12.3f}" for c in columns.values()))
+        lines.append(f"  {key:<36}" + "".join(f"{c.get(key, float('nan')):>{width}.3f}" for c in columns.values()))
     return "\n".join(lines)
 
 
