@@ -8,8 +8,9 @@ and advances it by a column of tokens (:meth:`Decoder.step`). The state can be
 - ``select``-ed: keep some rows (finished episodes dropped, the best candidates kept);
 - ``repeat``-ed: each row k times in a row, sharing one prefill (RLOO's k completions, pairwise siblings);
 - ``fork``-ed: an independent copy to explore a branch;
-- ``crop``-ped: back to an earlier length, with the logits of that point, without re-running the prefix
-  (search methods such as RAIN rewind this way).
+- ``crop``-ped: back to an earlier length, with the logits of that point, without re-running the prefix;
+- ``rewind``-ed: stepping a state extends its cache in place, and ``rewind`` drops what was added, so the state is
+  usable again with no copy at all (a search explores from one committed prefix this way: step, look, rewind).
 
 Every operation gives the logits a fresh prefill of the same tokens gives (tested).
 
@@ -116,6 +117,17 @@ class DecodeState:
         return self.decoder.step(shorter, self.ids[:, length - 1], self.mask[:, length - 1])
 
 
+    def rewind(self) -> DecodeState:
+        """Undo, in place, every step taken from this state: the cache drops the positions beyond ``length``.
+
+        States stepped from this one share its cache and are invalid afterwards. No copy, no forward pass.
+        """
+        extra = self.cache.get_seq_length() - self.length
+        if extra > 0:
+            self.cache.crop(-extra)  # a negative count removes tokens (every version)
+        return self
+
+
 class Decoder:
     """Prefill and one-column steps of a causal LM, on explicit :class:`DecodeState` objects (no gradients).
 
@@ -173,6 +185,30 @@ class Decoder:
             **{self.cache_keyword: state.cache},
         )
         return self._state(out, torch.cat([state.ids, tokens[:, None]], dim=1), mask)
+
+    @torch.no_grad()
+    def extend(self, state: DecodeState, tokens: torch.Tensor, real: torch.Tensor | None = None) -> DecodeState:
+        """Feed several tokens per row in one forward pass: ``tokens`` (B, n); ``real`` (B, n) marks the ones that
+        count (0: padding, masked out; pad at the start of a row's chunk so that its last position is real).
+
+        The cache grows in place, as with :meth:`step`; the logits are those after each row's last token.
+        """
+        tokens = tokens.to(self.device).long()
+        if tokens.dim() != 2 or tokens.size(0) != state.batch_size:
+            raise ConfigError(f"extend() needs tokens of shape ({state.batch_size}, n), got {tuple(tokens.shape)}.")
+        real = torch.ones_like(tokens) if real is None else real.to(self.device).long()
+        mask = torch.cat([state.mask, real], dim=1)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -tokens.size(1) :]
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            output_hidden_states=self.hidden,
+            logits_to_keep=1,
+            **{self.cache_keyword: state.cache},
+        )
+        return self._state(out, torch.cat([state.ids, tokens], dim=1), mask)
 
     def _state(self, out: Any, ids: torch.Tensor, mask: torch.Tensor) -> DecodeState:
         cache = getattr(out, "cache", None)

@@ -102,3 +102,28 @@ def test_every_operation_on_smollm2_equals_a_fresh_prefill():
     close(state.logits, fresh(decoder, rows))
     close(state.select([3, 0]).logits, fresh(decoder, [rows[3], rows[0]]))
     close(state.crop(state.length - 1).logits, fresh(decoder, [r[:-1] for r in rows]))
+
+
+def test_extend_feeds_a_chunk_per_row_in_one_pass(decoder):
+    state = decoder.prefill(PROMPTS)
+    chunk = torch.tensor([[0, 1, 2], [3, 4, 5], [0, 0, 6], [7, 8, 9]])
+    real = torch.tensor([[0, 1, 1], [1, 1, 1], [0, 0, 1], [1, 1, 1]])  # rows pad at the start of their chunk
+    state = decoder.extend(state, chunk, real)
+    expected = [[1, 2], [3, 4, 5], [6], [7, 8, 9]]
+    close(state.logits, fresh(decoder, [p + e for p, e in zip(PROMPTS, expected, strict=True)]))
+    stepped = decoder.step(state, torch.tensor([1, 1, 1, 1]))  # and decoding goes on from there
+    close(stepped.logits, fresh(decoder, [p + e + [1] for p, e in zip(PROMPTS, expected, strict=True)]))
+    with pytest.raises(ConfigError, match="shape"):
+        decoder.extend(state, torch.tensor([1, 2, 3, 4]))
+
+
+def test_rewind_undoes_steps_in_place_without_a_copy(decoder):
+    root = walk(decoder, decoder.prefill(PROMPTS), [[1, 2, 3, 4]])
+    logits = root.logits.clone()
+    for branch in ([5, 6], [7, 8, 9]):  # explore two branches from the same root, rewinding in between
+        leaf = decoder.extend(root, torch.tensor([branch] * 4))
+        close(leaf.logits, fresh(decoder, [p + [t, *branch] for p, t in zip(PROMPTS, [1, 2, 3, 4], strict=True)]))
+        assert root.rewind().cache.get_seq_length() == root.length
+    close(root.logits, logits)
+    after = decoder.step(root, torch.tensor([9, 9, 9, 9]))
+    close(after.logits, fresh(decoder, [p + [t, 9] for p, t in zip(PROMPTS, [1, 2, 3, 4], strict=True)]))
