@@ -30,6 +30,15 @@ import numpy as np
 
 from criticgym.errors import ConfigError, CriticGymError, require
 
+SCORE_RANGES: dict[str, tuple[float, float]] = {
+    "sentiment-classifier": (-1.0, 1.0),
+    "vader": (-1.0, 1.0),
+    "toxicity": (-1.0, 0.0),
+    "rouge": (0.0, 1.0),
+    "word-count": (0.0, 1.0),
+}
+"""The range of each built-in scorer (the table above), for mapping scores onto a common scale."""
+
 
 @runtime_checkable
 class Scorer(Protocol):

@@ -2,8 +2,19 @@
 
 from criticgym.envs.core import EpisodeState
 from criticgym.envs.play import play
-from criticgym.envs.tasks import TASKS, Prompt, Rate, TaskSpec, get_task
+from criticgym.envs.tasks import TASKS, Prompt, Question, Rate, TaskSpec, get_task
 from criticgym.envs.text_gen import TextGenEnv
 from criticgym.envs.vector import TextGenVectorEnv
 
-__all__ = ["TASKS", "EpisodeState", "Prompt", "Rate", "TaskSpec", "TextGenEnv", "TextGenVectorEnv", "get_task", "play"]
+__all__ = [
+    "TASKS",
+    "EpisodeState",
+    "Prompt",
+    "Question",
+    "Rate",
+    "TaskSpec",
+    "TextGenEnv",
+    "TextGenVectorEnv",
+    "get_task",
+    "play",
+]

@@ -116,7 +116,6 @@ class DecodeState:
         shorter = replace(self, cache=cache, ids=self.ids[:, : length - 1], mask=self.mask[:, : length - 1])
         return self.decoder.step(shorter, self.ids[:, length - 1], self.mask[:, length - 1])
 
-
     def rewind(self) -> DecodeState:
         """Undo, in place, every step taken from this state: the cache drops the positions beyond ``length``.
 
@@ -188,8 +187,10 @@ class Decoder:
 
     @torch.no_grad()
     def extend(self, state: DecodeState, tokens: torch.Tensor, real: torch.Tensor | None = None) -> DecodeState:
-        """Feed several tokens per row in one forward pass: ``tokens`` (B, n); ``real`` (B, n) marks the ones that
-        count (0: padding, masked out; pad at the start of a row's chunk so that its last position is real).
+        """Feed several tokens per row in one forward pass.
+
+        ``tokens`` is (B, n); ``real`` (B, n) marks the ones that count (0: padding, masked out; pad at the start
+        of a row's chunk so that its last position is real).
 
         The cache grows in place, as with :meth:`step`; the logits are those after each row's last token.
         """
