@@ -9,6 +9,7 @@ criticgym train --agent rloo --reinforce.k 4 --reinforce.lr 2e-5        # nested
 criticgym eval --model smollm2-135m --env criticgym/SentimentControl-v0  # held-out table of a model
 criticgym eval --checkpoint runs/x                                       # a trained run against its base model
 criticgym bench ablation --arms sparse,relc-lexicon,random --seeds 3     # reward ablation
+criticgym search --method vanilla,best-of-n,rain --evaluator vader --prompts 16  # inference-time search (RAIN)
 criticgym label --judge smollm2-135m --prompts 256 --out prefs.jsonl     # AI preference labels (RLAIF)
 criticgym train-rm --data prefs.jsonl --out rm                           # reward model on the soft labels
 criticgym eval-judge --judge smollm2-135m --pairs 200                    # judge agreement and position bias
@@ -315,11 +316,20 @@ def judge_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def search_command(argv: list[str]) -> int:
+    """``criticgym search``: vanilla, best-of-N and RAIN on a task's held-out prompts (see agents/search.py)."""
+    from criticgym.agents.search import SearchConfig, run_search
+
+    run_search(tyro.cli(SearchConfig, args=argv, prog="criticgym search"))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train_command,
     "demo": demo_command,
     "eval": eval_command,
     "bench": bench_command,
+    "search": search_command,
     "label": lambda argv: tyro.cli(label, args=argv, prog="criticgym label"),
     "train-rm": lambda argv: tyro.cli(train_rm, args=argv, prog="criticgym train-rm"),
     "eval-judge": eval_judge_command,
