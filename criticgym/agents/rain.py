@@ -8,8 +8,10 @@ the tree there, keeping its statistics. No weights change.
 
 The search never re-runs the committed prefix. Its KV cache is extended by the path and the simulation of one
 search and then rewound in place (:meth:`~criticgym.rollout.DecodeState.rewind`); a node's candidate sets are
-drawn as one batch; values are cached by text. ``RAINConfig(reuse_cache=False)`` instead re-runs the whole
-sequence for every forward pass, as the official code does; it exists to measure the difference.
+drawn as one batch; values are cached by text. ``RAINConfig(reuse_cache=False)`` follows the official code's
+strategy instead: every simulation and every candidate set starts with a fresh run of the whole prefix (then
+continues incrementally), and the candidates are drawn one at a time. It makes the same search (the same random
+numbers, the same sets) and exists to measure the difference.
 
     >>> from criticgym.agents.rain import RAIN, RAINConfig
     >>> from criticgym.rollout import load_policy
@@ -78,7 +80,7 @@ class RAINConfig:
     max_new_tokens: int = 20
     """Token budget of a completion (an env's own budget replaces it)."""
     reuse_cache: bool = True
-    """Keep the committed prefix's KV cache (False: re-run every prefix, the official strategy; for benchmarks)."""
+    """Keep the committed prefix's KV cache and batch the candidates (False: the official strategy; benchmarks)."""
     seed: int = 0
     """Seeds the sampled candidates and simulations."""
 
@@ -98,7 +100,7 @@ class Node:
     the mean value, ``embedding`` the running mean of the embeddings of the texts simulated through this node.
     """
 
-    __slots__ = ("tokens", "prior", "parent", "children", "depth", "n", "visits", "q", "embedding", "top", "pool")
+    __slots__ = ("tokens", "prior", "parent", "children", "depth", "n", "visits", "q", "embedding", "top")
 
     def __init__(self, tokens: tuple[int, ...], prior: float, parent: Node | None, depth: int) -> None:
         self.tokens, self.prior, self.parent, self.depth = tokens, prior, parent, depth
@@ -106,7 +108,6 @@ class Node:
         self.n, self.visits, self.q = 0.0, 0, 0.0
         self.embedding: np.ndarray | None = None
         self.top: tuple[np.ndarray, np.ndarray] | None = None  # the next-token (ids, probs) after this node
-        self.pool: list[tuple[tuple[int, ...], float]] = []  # candidate sets drawn at expansion, best first
 
     def add_children(self, candidates: Sequence[tuple[tuple[int, ...], float]], mix: float | None) -> None:
         """New children from ``(tokens, probability)`` candidates; priors normalized (and mixed with uniform)."""
@@ -357,11 +358,10 @@ class _Run:
         self.stats["forward_tokens"] += len(tokens)
         return self.rain.decoder.extend(self.root_state, torch.tensor([list(tokens)], device=self.rain.device))
 
-    def step(self, state: DecodeState, token: int) -> DecodeState:
-        if not self.cfg.reuse_cache:
-            return self._prefill(state.ids[0].tolist() + [token])
-        self.stats["forward_tokens"] += 1
-        return self.rain.decoder.step(state, torch.tensor([token], device=self.rain.device))
+    def step(self, state: DecodeState, tokens: Sequence[int]) -> DecodeState:
+        """One token per row, on the state's own cache (both strategies continue a sequence incrementally)."""
+        self.stats["forward_tokens"] += len(tokens)
+        return self.rain.decoder.step(state, torch.as_tensor(list(tokens), device=self.rain.device))
 
     def rewind(self) -> None:
         if self.cfg.reuse_cache:
@@ -415,36 +415,25 @@ class _Run:
             ids, p = node.top[0][:k], node.top[1][:k]
             node.add_children([((int(i),), float(q)) for i, q in zip(ids, p, strict=True)], mix)
             return
-        node.pool = self.continuations(state, length, cfg.candidates)
-        node.add_children(node.pool, mix)
+        node.add_children(self.continuations(state, length, cfg.candidates), mix)
 
     def continuations(self, state: DecodeState, length: int, k: int) -> list[tuple[tuple[int, ...], float]]:
-        """Greedy plus ``k - 1`` sampled continuations of ``length`` tokens (top-k filtered), as one batch.
+        """Greedy plus ``k - 1`` sampled continuations of ``length`` tokens (top-k filtered).
 
+        Ours draws them as one batch of k rows from the state's cache; the official strategy draws them one after
+        the other, each from a fresh run of the prefix. Both use the same uniforms, so they draw the same sets.
         Duplicates are dropped; each comes with its joint probability (the greedy one's clamped as in the
         paper's code).
         """
-        rows = state.repeat(k)
-        seqs = torch.zeros((k, length), dtype=torch.long)
-        logp = torch.zeros(k, dtype=torch.float64)
-        alive = torch.ones(k, dtype=torch.bool)
-        for t in range(length):
-            logits = rows.logits.float()
-            top = torch.topk(logits, min(self.cfg.sample_top_k, logits.size(-1)), dim=-1)
-            probs = torch.softmax(top.values, dim=-1)
-            choice = torch.multinomial(probs.cpu(), 1, generator=self.generator).squeeze(1)
-            choice[0] = 0  # row 0 is the greedy continuation
-            token = top.indices.cpu()[torch.arange(k), choice]
-            logp += torch.where(alive, torch.log(probs.cpu()[torch.arange(k), choice]).double(), 0.0)
-            seqs[:, t] = torch.where(alive, token, -1)
-            alive &= ~torch.isin(token, torch.tensor(sorted(self.eos)))
-            if t < length - 1:
-                if self.cfg.reuse_cache:
-                    self.stats["forward_tokens"] += k
-                    rows = self.rain.decoder.step(rows, token.to(self.rain.device))
-                else:
-                    self.stats["forward_tokens"] += k * (rows.length + 1)
-                    rows = self.rain.decoder.prefill(torch.cat([rows.ids, token[:, None].to(rows.ids.device)], 1))
+        uniforms = torch.rand((k, length), generator=self.generator, dtype=torch.float64)
+        if self.cfg.reuse_cache:
+            seqs, logp = self._draw(state.repeat(k), uniforms, greedy_first=True)
+        else:
+            drawn = [
+                self._draw(self._prefill(state.ids[0].tolist()), uniforms[row : row + 1], greedy_first=row == 0)
+                for row in range(k)
+            ]
+            seqs, logp = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
         out: list[tuple[tuple[int, ...], float]] = []
         for row in range(k):
             tokens = tuple(int(t) for t in seqs[row] if t >= 0)
@@ -454,6 +443,34 @@ class _Run:
         if len(others):
             greedy = max(min(greedy, float(others.sum())), float(others.max() + others.min()))
         return [(out[0][0], greedy)] + out[1:]
+
+    def _draw(self, rows: DecodeState, uniforms: torch.Tensor, greedy_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Continue each row for ``uniforms.shape[1]`` tokens by inverse-CDF draws from its top-k.
+
+        With ``greedy_first`` the first row takes the most likely token instead. Tokens after EOS are -1.
+        """
+        k, length = uniforms.shape
+        greedy = torch.zeros(k, dtype=torch.bool)
+        greedy[0] = greedy_first
+        seqs = torch.full((k, length), -1, dtype=torch.long)
+        logp = torch.zeros(k, dtype=torch.float64)
+        alive = torch.ones(k, dtype=torch.bool)
+        eos = torch.tensor(sorted(self.eos))
+        for t in range(length):
+            top = torch.topk(rows.logits.float().cpu(), min(self.cfg.sample_top_k, rows.logits.size(-1)), dim=-1)
+            probs = torch.softmax(top.values.double(), dim=-1)
+            cdf = probs.cumsum(dim=-1)
+            choice = torch.searchsorted(cdf, (uniforms[:, t : t + 1] * cdf[:, -1:])).squeeze(1)
+            choice = choice.clamp(max=probs.size(-1) - 1).masked_fill(greedy, 0)
+            token = top.indices[torch.arange(k), choice]
+            logp += torch.where(alive, torch.log(probs[torch.arange(k), choice]), 0.0)
+            seqs[:, t] = torch.where(alive, token, -1)
+            alive &= ~torch.isin(token, eos)
+            if t < length - 1 and bool(alive.any()):
+                rows = self.step(rows, token.tolist())
+            elif t < length - 1:
+                break
+        return seqs, logp
 
     def add_candidate(self, node: Node, tokens: Sequence[int]) -> None:
         """Dynamic addition: the next most likely token (single-token sets) or one more sampled continuation."""
@@ -491,7 +508,7 @@ class _Run:
             added += 1
             if self.finished(ids):
                 break
-            state = self.step(state, token)
+            state = self.step(state, [token])
         return ids, added
 
     def evaluate(self, completion_ids: Sequence[int]) -> float:
