@@ -204,7 +204,7 @@ def label(
     Args:
         env: a registered criticgym id (its prompts, and its task's judge preamble).
         policy: the model that writes both completions.
-        judge: a judge model, or a scorer name (lexicon, sentiment-classifier, ...).
+        judge: a judge model, label:<model> (its label-word gap), or a scorer name (lexicon, ...).
         prompts: pairs to label (one prompt each).
         batch_pairs: pairs sampled per batch.
         temperature: sampling temperature of the completions.
@@ -219,9 +219,8 @@ def label(
     from criticgym.registration import ENV_IDS
 
     task = get_task(ENV_IDS.get(env, env))
-    records = label_pairs(
-        env, policy, make_judge(judge, task.preamble), prompts, batch_pairs, temperature, seed, split, device
-    )
+    judge_ = make_judge(judge, task.preamble, task.label_words)
+    records = label_pairs(env, policy, judge_, prompts, batch_pairs, temperature, seed, split, device)
     n = write_jsonl(out, records)
     labels = [r["label"] for r in records]
     print(f"Wrote {n} labelled pairs to {out} (mean |label - 0.5| = {sum(abs(x - 0.5) for x in labels) / n:.3f}).")
@@ -270,7 +269,7 @@ class EvalJudgeConfig:
     """Agreement with known labels, position bias and consistency of judges (Rotten Tomatoes test pairs)."""
 
     judge: Annotated[tuple[str, ...], tyro.conf.UseAppendAction] = ()
-    """A judge model or scorer name; repeat the option to compare several (none given: smollm2-135m)."""
+    """A judge model, label:<model> (label words), or a scorer name; repeat to compare (default: smollm2-135m)."""
     pairs: int = 200
     """Pairs of one fresh and one rotten review."""
     seed: int = 0
@@ -285,9 +284,10 @@ def eval_judge_command(argv: list[str]) -> int:
     from criticgym.envs import get_task
 
     cfg = tyro.cli(EvalJudgeConfig, args=argv, prog="criticgym eval-judge")
-    preamble = get_task("sentiment").preamble
+    task = get_task("sentiment")
     results = [
-        evaluate_judge(make_judge(name, preamble), cfg.pairs, cfg.seed) for name in cfg.judge or ("smollm2-135m",)
+        evaluate_judge(make_judge(name, task.preamble, task.label_words), cfg.pairs, cfg.seed)
+        for name in cfg.judge or ("smollm2-135m",)
     ]
     table = judge_table(results)
     print(table)
@@ -303,15 +303,16 @@ def eval_judge_command(argv: list[str]) -> int:
 def judge_table(results: list[dict]) -> str:
     """Judge metrics as a markdown table."""
     lines = [
-        "| judge | pairs | agreement (95% CI) | one order only | position bias | consistency | s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| judge | pairs | agreement (95% CI) | one order only | position bias | consistency | AUC | s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         low, high = r["agreement_ci95"]
         lines.append(
             f"| {r['judge']} | {r['pairs']} | {r['agreement']:.3f} ({low:.3f}-{high:.3f}) "
             f"| {r['agreement_one_order']:.3f} | {r['position_bias_rate']:.3f} (first {r['prefers_first']:.2f}, "
-            f"second {r['prefers_second']:.2f}) | {r['consistency']:.3f} | {r['seconds']:.1f} |"
+            f"second {r['prefers_second']:.2f}) | {r['consistency']:.3f} "
+            f"| {'' if r.get('auc') is None else format(r['auc'], '.3f')} | {r['seconds']:.1f} |"
         )
     return "\n".join(lines)
 

@@ -10,7 +10,8 @@
   ``seed=`` (the random critic's).
 - ``reward="rlaif-direct"``: an AI judge's direct score (0-9, expectation over the digit tokens, mapped to
   [-1, 1]) paid at the last token; ``judge=`` a :class:`~criticgym.critics.judge.ScoreJudge` or ``judge_model=``
-  (default ``"smollm2-135m"``).
+  (default ``"smollm2-135m"``). ``judge_model="label:<model>"`` (or ``"label-content-free:<model>"``) asks the
+  task's label-word question instead (:mod:`criticgym.critics.verbalizer`), for both RLAIF set-ups.
 - ``reward="rlaif-pairwise"`` (vector env only, ``autoreset_mode="disabled"``, even ``num_envs``): sub-envs 2i
   and 2i+1 complete the same prompt and each gets its centered soft preference over the other, ``2p - 1``, from
   a :class:`~criticgym.critics.judge.PairwiseJudge` (``judge=`` or ``judge_model=``); see
@@ -130,8 +131,19 @@ def _judge(task: str, options: dict[str, Any], mode: str) -> Any:
 
     if options.get("judge") is not None:
         return options["judge"]
+    spec, model = get_task(task), options.get("judge_model", "smollm2-135m")
+    kind, colon, label_model = model.partition(":") if isinstance(model, str) else ("", "", "")
+    if colon and kind in ("label", "label-content-free"):  # a label-word judge (see critics/verbalizer.py)
+        from criticgym.critics.judge import ScorerJudge
+        from criticgym.critics.verbalizer import LabelWordScorer
+
+        if spec.label_words is None:
+            raise ConfigError(f"Task {spec.name!r} has no label_words; give its TaskSpec some to use {model!r}.")
+        calibration = "content-free" if kind == "label-content-free" else "none"
+        scorer = LabelWordScorer(label_model, spec.label_words, calibration=calibration)
+        return ScorerJudge(scorer, temperature=1.0, name=model) if mode == "pairwise" else scorer
     judge = PairwiseJudge if mode == "pairwise" else ScoreJudge
-    return judge(options.get("judge_model", "smollm2-135m"), preamble=get_task(task).preamble)
+    return judge(model, preamble=spec.preamble)
 
 
 def _relc(wrapper: Any, env: Any, scorer: ScorerLike, task: str, relc: dict[str, Any]) -> Any:

@@ -49,7 +49,7 @@ class TrainConfig:
     critic_model: str = "smollm2-135m"
     """The LLM critic's model (critic=llm)."""
     judge_model: str = "smollm2-135m"
-    """The AI judge's model (reward=rlaif-*)."""
+    """The AI judge (reward=rlaif-*): a model, label:<model> (its label-word gap), or label:self (self-rewarding)."""
     scorer: str | None = None
     """Extrinsic scorer name or reward-model folder (None: the task's)."""
     agent: Literal["ppo", "reinforce", "rloo"] = "ppo"
@@ -127,9 +127,29 @@ def build_agent(cfg: TrainConfig, model, tokenizer, envs):
     return agent(model, tokenizer, envs, cfg.agent_config, seed=cfg.seed)
 
 
-def build_evaluator(cfg: TrainConfig, tokenizer, ref_model) -> Evaluator:
+def build_evaluator(cfg: TrainConfig, tokenizer, ref_model, judge=None) -> Evaluator:
     """Held-out evaluation for a config: its env and reward set-up on the test split."""
-    return Evaluator(cfg.env, tokenizer, ref_model, cfg.eval_prompts, cfg.scorer, **env_kwargs(cfg))
+    options = env_kwargs(cfg) if judge is None else {**env_kwargs(cfg), "judge": judge}
+    return Evaluator(cfg.env, tokenizer, ref_model, cfg.eval_prompts, cfg.scorer, **options)
+
+
+def self_judge(cfg: TrainConfig, model, tokenizer):
+    """The self-rewarding judge of ``judge_model="label:self"`` (None for any other judge).
+
+    A frozen copy of the initial policy asks the task's label-word question.
+    """
+    kind, _, who = cfg.judge_model.partition(":")
+    if not cfg.reward.startswith("rlaif") or who != "self" or kind not in ("label", "label-content-free"):
+        return None
+    from criticgym.critics.judge import ScorerJudge
+    from criticgym.critics.verbalizer import LabelWordScorer
+    from criticgym.envs import get_task
+    from criticgym.registration import ENV_IDS
+
+    words = get_task(ENV_IDS.get(cfg.env, cfg.env)).label_words
+    calibration = "content-free" if kind == "label-content-free" else "none"
+    scorer = LabelWordScorer((_frozen_copy(model), tokenizer), words, calibration=calibration, name=cfg.judge_model)
+    return ScorerJudge(scorer, temperature=1.0, name=cfg.judge_model) if cfg.reward == "rlaif-pairwise" else scorer
 
 
 def save_atomically(obj: Any, path: Path) -> None:
@@ -149,10 +169,12 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model, device=cfg.device)
-    envs = criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **env_kwargs(cfg))
+    judge = self_judge(cfg, model, tokenizer)
+    options = env_kwargs(cfg) if judge is None else {**env_kwargs(cfg), "judge": judge}
+    envs = criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **options)
     agent = build_agent(cfg, model, tokenizer, envs)
     reference = agent.ref_model if agent.ref_model is not None else _frozen_copy(model)  # perplexity's model
-    evaluate = build_evaluator(cfg, tokenizer, reference)
+    evaluate = build_evaluator(cfg, tokenizer, reference, judge)
     checkpoint = out / "checkpoint.pt"
     history: list[dict[str, float]] = []
     evals: list[dict[str, Any]] = []

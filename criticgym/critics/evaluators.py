@@ -125,11 +125,15 @@ class SelfEvaluator:
         return values
 
 
-def make_evaluator(name: str | Callable | Any, model=None, tokenizer=None, question: Any = None) -> Callable:
+def make_evaluator(
+    name: str | Callable | Any, model=None, tokenizer=None, question: Any = None, label_words: Any = None
+) -> Callable:
     """An evaluator by name, or one passed through.
 
-    ``"self"`` / ``"self-soft"`` need the model, its tokenizer and a question; any other name is a scorer's. A
-    callable ``(prompts, completions) -> values`` is used as it is, a scorer object is wrapped.
+    ``"self"`` / ``"self-soft"`` need the model, its tokenizer and a question; ``"self-label"`` the model, its
+    tokenizer and label words (the model's label-word gap, content-free calibrated, as ``tanh(gap / 2)``); any
+    other name is a scorer's. A callable ``(prompts, completions) -> values`` is used as it is, a scorer object is
+    wrapped.
     """
     if not isinstance(name, str):
         return name if callable(name) and not hasattr(name, "score") else ScorerEvaluator(name)
@@ -137,4 +141,10 @@ def make_evaluator(name: str | Callable | Any, model=None, tokenizer=None, quest
         if model is None or tokenizer is None or question is None:
             raise ConfigError("The 'self' evaluator needs the model, its tokenizer and the task's question.")
         return SelfEvaluator(model, tokenizer, question, soft=name == "self-soft")
+    if name == "self-label":
+        from criticgym.critics.verbalizer import GapEvaluator, LabelWordScorer
+
+        if model is None or tokenizer is None or label_words is None:
+            raise ConfigError("The 'self-label' evaluator needs the model, its tokenizer and the task's label words.")
+        return GapEvaluator(LabelWordScorer((model, tokenizer), label_words, calibration="content-free"))
     return ScorerEvaluator(name)

@@ -197,16 +197,25 @@ class ScorerJudge:
         return swap_average(*self.prefer_both_orders(prompts, completions_a, completions_b)).tolist()
 
 
-def make_judge(name: str | Any, preamble: str = GENERIC_PREAMBLE) -> Any:
+def make_judge(name: str | Any, preamble: str = GENERIC_PREAMBLE, label_words: Any = None) -> Any:
     """A pairwise judge by name.
 
-    A scorer name (``"lexicon"`` is VADER) gives a :class:`ScorerJudge`; any other name is a model for a
-    :class:`PairwiseJudge` with ``preamble`` (a task's ``TaskSpec.judge_preamble``).
+    A scorer name (``"lexicon"`` is VADER) gives a :class:`ScorerJudge`; ``"label:<model>"`` (or
+    ``"label-content-free:<model>"``) a :class:`ScorerJudge` on that model's label-word gap (a task's
+    ``label_words``, temperature 1); any other name is a model for a :class:`PairwiseJudge` with ``preamble`` (a
+    task's ``TaskSpec.judge_preamble``).
     """
     from criticgym.critics.scorers import SCORERS, make_scorer
 
     if not isinstance(name, str):
         return name
+    kind, colon, model = name.partition(":")
+    if colon and kind in ("label", "label-content-free"):
+        from criticgym.critics.verbalizer import LabelWordScorer
+
+        calibration = "content-free" if kind == "label-content-free" else "none"
+        scorer = LabelWordScorer(model, label_words, calibration=calibration)
+        return ScorerJudge(scorer, temperature=1.0, name=name)
     if name in ("lexicon", *SCORERS):
         scorer = make_scorer("vader" if name == "lexicon" else name)
         return ScorerJudge(scorer, name=name)
@@ -256,6 +265,11 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
     z = stats.norm.ppf(0.975)
     centre = (agreement + z * z / (2 * pairs)) / (1 + z * z / pairs)
     half = z * np.sqrt(agreement * (1 - agreement) / pairs + z * z / (4 * pairs * pairs)) / (1 + z * z / pairs)
+    auc = None
+    if hasattr(judge, "scorer"):  # a scorer judge also ranks single reviews: the AUC of fresh over rotten
+        s_good = np.asarray(judge.scorer.score([context] * pairs, good), dtype=np.float64)
+        s_bad = np.asarray(judge.scorer.score([context] * pairs, bad), dtype=np.float64)
+        auc = float(np.mean((s_good[:, None] > s_bad[None, :]) + 0.5 * (s_good[:, None] == s_bad[None, :])))
     first_wins = (p_ab > 0.5) & (p_ba > 0.5)
     second_wins = (p_ab < 0.5) & (p_ba < 0.5)
     same_review = ((p_ab > 0.5) & (p_ba < 0.5)) | ((p_ab < 0.5) & (p_ba > 0.5))
@@ -270,5 +284,6 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
         "prefers_second": float(np.mean(second_wins)),
         "consistency": float(np.mean(same_review)),
         "mean_p_fresh": float(np.mean(p_fresh)),
+        "auc": auc,
         "seconds": seconds,
     }

@@ -120,12 +120,15 @@ def test_evaluate_judge_measures_agreement_and_position_bias():
     assert lexicon["agreement"] > 0.6 and lexicon["position_bias_rate"] == 0.0  # symmetric by construction
     low, high = lexicon["agreement_ci95"]
     assert low < lexicon["agreement"] < high
+    # a scorer judge also ranks single reviews; on random pairs the agreement estimates that AUC
+    assert 0.6 < lexicon["auc"] <= 1.0 and abs(lexicon["auc"] - lexicon["agreement"]) < 0.1
 
     class AlwaysFirst:
         def prefer_both_orders(self, prompts, a, b):
             return np.full(len(a), 0.9), np.full(len(a), 0.9)
 
     biased = evaluate_judge(AlwaysFirst(), pairs=50, seed=0)
+    assert biased["auc"] is None  # no scores of single reviews
     assert biased["position_bias_rate"] == biased["prefers_first"] == 1.0
     assert biased["consistency"] == 0.0 and biased["agreement"] == 0.5  # both orders averaged: a tie every time
     assert 0.2 < biased["agreement_one_order"] < 0.8  # one order alone: whichever review happened to come first
