@@ -40,7 +40,10 @@ class SearchConfig:
     env: str = "criticgym/SentimentControl-v0"
     """A registered criticgym id: its test prompts, budget, EOS and held-out judge."""
     evaluator: str = "vader"
-    """What the search optimizes: a scorer name, 'self' or 'self-soft' (the policy judges its own text)."""
+    """What the search optimizes: a scorer name, or the policy judging its own text: 'self' / 'self-soft' (the
+    task's two-option question), 'self-label' (the task's label-word gap)."""
+    judge: str | None = None
+    """The held-out judge, a scorer name other than the evaluator (None: the task's first such judge)."""
     model: str = "smollm2-135m"
     """The frozen policy: built-in name, folder or hub id."""
     prompts: int = 16
@@ -65,6 +68,8 @@ class SearchConfig:
         self.methods  # noqa: B018  (checks the names)
         if self.prompts < 1 or self.seeds < 1 or self.n < 1:
             raise ConfigError("prompts, seeds and n must be at least 1.")
+        if self.judge is not None and self.judge == self.evaluator:
+            raise ConfigError(f"The judge must not be the search's evaluator ({self.evaluator!r}): it is held out.")
 
     @property
     def methods(self) -> list[str]:
@@ -102,8 +107,8 @@ def run_search(cfg: SearchConfig, log=print) -> dict[str, Any]:
     methods = cfg.methods
     task = get_task(ENV_IDS.get(cfg.env, cfg.env))
     model, tokenizer = load_policy(cfg.model, device=cfg.device)
-    evaluator = make_evaluator(cfg.evaluator, model, tokenizer, task.self_evaluation)
-    judge_name = task.held_out_judge(cfg.evaluator)
+    evaluator = make_evaluator(cfg.evaluator, model, tokenizer, task.self_evaluation, task.label_words)
+    judge_name = cfg.judge or task.held_out_judge(cfg.evaluator)
     judge = as_scorer(judge_name) if judge_name is not None else None
     task_scorer = as_scorer(task.scorer)
     out = Path(cfg.out)

@@ -50,3 +50,5 @@ def test_search_command_and_bad_methods(tmp_path, capsys):
     assert "| vanilla | 2 |" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="Unknown method"):
         SearchConfig(method="vanilla,beam")
+    with pytest.raises(ConfigError, match="held out"):
+        SearchConfig(evaluator="vader", judge="vader")
