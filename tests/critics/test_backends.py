@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from criticgym.critics import BackendError, LocalBackend, OpenAIBackend
+from criticgym.errors import ConfigError
 
 SECRET = "sk-test-do-not-leak-1234"
 
@@ -183,6 +184,21 @@ def test_judges_on_the_http_backend(server):
     server.script = ["ok"]
     with pytest.raises(BackendError, match="no log-probabilities"):
         PairwiseJudge(backend(server)).prefer(["ctx"], ["a"], ["b"])
+
+
+def test_a_label_word_judge_on_the_http_backend(server):
+    from criticgym.critics.verbalizer import LabelWordScorer
+    from criticgym.envs import LabelWords
+
+    server.script = ["logprobs"]  # top alternatives "1" (-0.2) and "2" (-1.7)
+    words = LabelWords("Text: $text\nVerdict:", good=("1",), bad=("2",))
+    scorer = LabelWordScorer(backend(server), words, calibration="content-free")
+    assert scorer.score(["ctx "], ["a"]) == pytest.approx([0.0])  # the content-free text gets the same gap
+    assert scorer.raw_gaps(["a"]) == pytest.approx([1.5])
+    assert server.requests[-1]["body"]["messages"][0]["content"] == "Text: a\nVerdict:"
+    missing = LabelWordScorer(backend(server), LabelWords("T: $text", good=("1",), bad=("3",)))
+    with pytest.raises(ConfigError, match="no probability to a label word"):
+        missing.score([""], ["a"])
 
 
 def test_the_backend_pickles_without_its_connection(server):
