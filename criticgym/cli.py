@@ -92,7 +92,8 @@ def demo_command(argv: list[str]) -> int:
 
     cfg = config_from_args(argv, default=DEMO, prog="criticgym demo")
     print(
-        f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward} (critic={cfg.critic}), "
+        f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward}"
+        f"{f' (critic={cfg.critic})' if cfg.reward == 'relc' else ''}, "
         f"model {cfg.model}, {cfg.iterations} iterations of {cfg.num_envs} completions.\n"
         "The first run converts the model and trains the evaluation classifier once (about a minute).",
         flush=True,
