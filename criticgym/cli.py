@@ -17,6 +17,7 @@ criticgym eval-judge --judge smollm2-135m --pairs 200                    # judge
 
 from __future__ import annotations
 
+import copy
 import json
 import shlex
 import sys
@@ -145,7 +146,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     train_cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
     train_cfg = replace(train_cfg, device=cfg.device, eval_prompts=cfg.prompts)
     base, tokenizer = load_policy(train_cfg.model, device=cfg.device)
-    policy, _ = load_policy(train_cfg.model, device=cfg.device)
+    policy = copy.deepcopy(base)  # the same architecture, the run's weights below
     state = torch.load(checkpoint, weights_only=False, map_location=cfg.device)
     policy.load_state_dict(state["agent"]["model"])
     evaluator = build_evaluator(train_cfg, tokenizer, base)  # perplexity under the base model, as in training

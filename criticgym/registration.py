@@ -131,17 +131,11 @@ def _judge(task: str, options: dict[str, Any], mode: str) -> Any:
 
     if options.get("judge") is not None:
         return options["judge"]
-    spec, model = get_task(task), options.get("judge_model", "smollm2-135m")
-    kind, colon, label_model = model.partition(":") if isinstance(model, str) else ("", "", "")
-    if colon and kind in ("label", "label-content-free"):  # a label-word judge (see critics/verbalizer.py)
-        from criticgym.critics.judge import ScorerJudge
-        from criticgym.critics.verbalizer import LabelWordScorer
+    from criticgym.critics.verbalizer import label_word_judge, parse_label_judge
 
-        if spec.label_words is None:
-            raise ConfigError(f"Task {spec.name!r} has no label_words; give its TaskSpec some to use {model!r}.")
-        calibration = "content-free" if kind == "label-content-free" else "none"
-        scorer = LabelWordScorer(label_model, spec.label_words, calibration=calibration)
-        return ScorerJudge(scorer, temperature=1.0, name=model) if mode == "pairwise" else scorer
+    spec, model = get_task(task), options.get("judge_model", "smollm2-135m")
+    if parse_label_judge(model) is not None:
+        return label_word_judge(model, spec.label_words, pairwise=mode == "pairwise")
     judge = PairwiseJudge if mode == "pairwise" else ScoreJudge
     return judge(model, preamble=spec.preamble)
 

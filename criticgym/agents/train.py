@@ -138,18 +138,16 @@ def self_judge(cfg: TrainConfig, model, tokenizer):
 
     A frozen copy of the initial policy asks the task's label-word question.
     """
-    kind, _, who = cfg.judge_model.partition(":")
-    if not cfg.reward.startswith("rlaif") or who != "self" or kind not in ("label", "label-content-free"):
-        return None
-    from criticgym.critics.judge import ScorerJudge
-    from criticgym.critics.verbalizer import LabelWordScorer
+    from criticgym.critics.verbalizer import label_word_judge, parse_label_judge
     from criticgym.envs import get_task
     from criticgym.registration import ENV_IDS
 
+    parsed = parse_label_judge(cfg.judge_model)
+    if not cfg.reward.startswith("rlaif") or parsed is None or parsed[1] != "self":
+        return None
     words = get_task(ENV_IDS.get(cfg.env, cfg.env)).label_words
-    calibration = "content-free" if kind == "label-content-free" else "none"
-    scorer = LabelWordScorer((_frozen_copy(model), tokenizer), words, calibration=calibration, name=cfg.judge_model)
-    return ScorerJudge(scorer, temperature=1.0, name=cfg.judge_model) if cfg.reward == "rlaif-pairwise" else scorer
+    backend = (_frozen_copy(model), tokenizer)
+    return label_word_judge(cfg.judge_model, words, pairwise=cfg.reward == "rlaif-pairwise", backend=backend)
 
 
 def save_atomically(obj: Any, path: Path) -> None:

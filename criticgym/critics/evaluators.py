@@ -78,7 +78,6 @@ class SelfEvaluator:
         self.decoder = Decoder(model, pad)
         prefix = tokenizer(self.prefix(), add_special_tokens=False)["input_ids"]
         self.prefix_state = self.decoder.prefill([prefix]).repeat(2)  # the two orders share it, rewound after use
-        self.prefix_tokens = len(prefix)
         self.forward_tokens = len(prefix)
 
     def prefix(self) -> str:

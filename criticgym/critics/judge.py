@@ -209,13 +209,10 @@ def make_judge(name: str | Any, preamble: str = GENERIC_PREAMBLE, label_words: A
 
     if not isinstance(name, str):
         return name
-    kind, colon, model = name.partition(":")
-    if colon and kind in ("label", "label-content-free"):
-        from criticgym.critics.verbalizer import LabelWordScorer
+    from criticgym.critics.verbalizer import label_word_judge, parse_label_judge
 
-        calibration = "content-free" if kind == "label-content-free" else "none"
-        scorer = LabelWordScorer(model, label_words, calibration=calibration)
-        return ScorerJudge(scorer, temperature=1.0, name=name)
+    if parse_label_judge(name) is not None:
+        return label_word_judge(name, label_words, pairwise=True)
     if name in ("lexicon", *SCORERS):
         scorer = make_scorer("vader" if name == "lexicon" else name)
         return ScorerJudge(scorer, name=name)

@@ -168,22 +168,10 @@ class Decoder:
         )
         return self._state(out, ids, mask)
 
-    @torch.no_grad()
     def step(self, state: DecodeState, tokens: torch.Tensor, real: torch.Tensor | None = None) -> DecodeState:
         """Feed one token per row; ``real`` (B,) marks rows whose token counts (0: padding, masked out)."""
-        tokens = tokens.to(self.device).long()
-        real = torch.ones_like(tokens) if real is None else real.to(self.device).long()
-        mask = torch.cat([state.mask, real[:, None]], dim=1)
-        positions = (mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=tokens[:, None],
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            output_hidden_states=self.hidden,
-            **{self.cache_keyword: state.cache},
-        )
-        return self._state(out, torch.cat([state.ids, tokens[:, None]], dim=1), mask)
+        tokens = torch.as_tensor(tokens)
+        return self.extend(state, tokens[:, None], None if real is None else torch.as_tensor(real)[:, None])
 
     @torch.no_grad()
     def extend(self, state: DecodeState, tokens: torch.Tensor, real: torch.Tensor | None = None) -> DecodeState:
