@@ -132,7 +132,7 @@ def initial_evaluation(base: TrainConfig, out: Path) -> dict[str, Any]:
 def summarize(records: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
     """Per-arm curves and table rows from finished runs."""
     arms = list(dict.fromkeys(r["arm"] for r in records))
-    table, curves, compute_curves = [], {}, {}
+    table, curves, compute_curves, flop_curves = [], {}, {}, {}
     for arm in arms:
         runs = [r for r in records if r["arm"] == arm]
         extrinsic = np.array([[h["charts/extrinsic"] for h in r["history"]] for r in runs])
@@ -140,8 +140,11 @@ def summarize(records: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
         policy_s = np.array(
             [[h["perf/rollout_s"] - h["perf/env_s"] + h["perf/update_s"] for h in r["history"]] for r in runs]
         )
+        reward_flops = np.array([[h.get("perf/reward_flops", np.nan) for h in r["history"]] for r in runs])
+        policy_flops = np.array([[h.get("perf/policy_flops", np.nan) for h in r["history"]] for r in runs])
         curves[arm] = extrinsic
         compute_curves[arm] = np.cumsum(reward_s + policy_s, axis=1).mean(axis=0)
+        flop_curves[arm] = np.cumsum(reward_flops + policy_flops, axis=1).mean(axis=0)
         score_mean, score_ci = interval(np.array([r["final"]["eval/score"] for r in runs]))
         train_mean, train_ci = interval(extrinsic[:, -3:].mean(axis=1))
         row = {
@@ -153,12 +156,20 @@ def summarize(records: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
             "train_ci": float(train_ci),
             "reward_s_per_run": float(reward_s.sum(1).mean()),
             "policy_s_per_run": float(policy_s.sum(1).mean()),
+            "reward_tflop_per_run": float(reward_flops.sum(1).mean()) / 1e12,
+            "policy_tflop_per_run": float(policy_flops.sum(1).mean()) / 1e12,
         }
         for key in sorted(runs[0]["final"]):
             if key.startswith("eval/percent") or key == "eval/perplexity":
                 row[key.removeprefix("eval/")] = float(np.mean([r["final"][key] for r in runs]))
         table.append(row)
     reached = iterations_to({arm: c.mean(axis=0) for arm, c in curves.items()}, fraction)
+    # the budget every arm reached: the smallest total; each arm's smoothed mean curve read off at it
+    budget = min(float(c[-1]) for c in flop_curves.values())
+    for row in table:
+        arm = row["arm"]
+        at = np.interp(budget, flop_curves[arm], smooth(curves[arm].mean(axis=0))) if np.isfinite(budget) else np.nan
+        row["score_at_equal_flops"] = float(at)
     final = {(r["arm"], r["seed"]): r["final"]["eval/score"] for r in records}
     for row in table:
         row["iterations_to_fraction"] = reached[row["arm"]]
@@ -166,14 +177,34 @@ def summarize(records: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
         seeds = [s for (a, s) in final if a == row["arm"] and (arms[0], s) in final]
         diffs = np.array([final[(row["arm"], s)] - final[(arms[0], s)] for s in seeds])
         row["vs_first_arm"], row["vs_first_arm_ci"] = (float(x) for x in interval(diffs))
-    return {"table": table, "curves": curves, "compute": compute_curves, "fraction": fraction}
+    return {
+        "table": table,
+        "curves": curves,
+        "compute": compute_curves,
+        "flops": flop_curves,
+        "equal_tflop": budget / 1e12,
+        "fraction": fraction,
+    }
 
 
 def write_curves_csv(records: list[dict[str, Any]], path: Path) -> None:
     """One row per (arm, seed, iteration)."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["arm", "seed", "iteration", "extrinsic", "return", "kl", "reward_s", "policy_s"])
+        writer.writerow(
+            [
+                "arm",
+                "seed",
+                "iteration",
+                "extrinsic",
+                "return",
+                "kl",
+                "reward_s",
+                "policy_s",
+                "reward_flops",
+                "policy_flops",
+            ]
+        )
         for r in records:
             for h in r["history"]:
                 policy_s = h["perf/rollout_s"] - h["perf/env_s"] + h["perf/update_s"]
@@ -181,29 +212,33 @@ def write_curves_csv(records: list[dict[str, Any]], path: Path) -> None:
                     [r["arm"], r["seed"], h["iteration"]]
                     + [f"{h[k]:.6g}" for k in CURVE_KEYS]
                     + [f"{h['perf/env_s']:.4g}", f"{policy_s:.4g}"]
+                    + [f"{h.get(k, float('nan')):.4g}" for k in ("perf/reward_flops", "perf/policy_flops")]
                 )
 
 
 def plot(summary: dict[str, Any], path: Path, title: str) -> None:
-    """Mean training score per arm with shaded 95% intervals, against iterations and against compute."""
+    """Mean training score per arm with shaded 95% intervals, against iterations, seconds and estimated FLOPs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_iteration, by_compute) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (by_iteration, by_seconds, by_flops) = plt.subplots(1, 3, figsize=(15, 4))
     for arm, curve in summary["curves"].items():
         mean, half = interval(curve)
-        half = np.nan_to_num(half)
+        low, high = smooth(mean - np.nan_to_num(half)), smooth(mean + np.nan_to_num(half))
         steps = np.arange(1, len(mean) + 1)
-        line = by_iteration.plot(steps, smooth(mean), label=arm)[0]
-        by_iteration.fill_between(steps, smooth(mean - half), smooth(mean + half), color=line.get_color(), alpha=0.2)
-        seconds = summary["compute"][arm]
-        by_compute.plot(seconds, smooth(mean), color=line.get_color(), label=arm)
-        by_compute.fill_between(seconds, smooth(mean - half), smooth(mean + half), color=line.get_color(), alpha=0.2)
+        color = by_iteration.plot(steps, smooth(mean), label=arm)[0].get_color()
+        by_iteration.fill_between(steps, low, high, color=color, alpha=0.2)
+        for ax, x in ((by_seconds, summary["compute"][arm]), (by_flops, summary["flops"].get(arm))):
+            if x is not None and np.isfinite(x).all():
+                ax.plot(x, smooth(mean), color=color, label=arm)
+                ax.fill_between(x, low, high, color=color, alpha=0.2)
     by_iteration.set(xlabel="iteration", ylabel="task score of training batches", title=title)
-    by_compute.set(xlabel="training compute, seconds (reward + policy, log scale)", title="At equal compute")
-    by_compute.set_xscale("log")
+    by_seconds.set(xlabel="training compute, seconds (reward + policy, log)", title="At equal compute (time)")
+    by_flops.set(xlabel="training compute, estimated FLOPs (reward + policy, log)", title="At equal compute (FLOPs)")
+    by_seconds.set_xscale("log")
+    by_flops.set_xscale("log")
     by_iteration.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -233,18 +268,19 @@ def markdown(summary: dict[str, Any], base: TrainConfig, command: str) -> str:
         lines += [f"Before training (the same policy for every arm), held-out: {extra}.", ""]
     lines += [
         f"| arm | seeds | held-out score | vs {summary['table'][0]['arm']} (paired) | training score (last 3 it.) "
-        f"| it. to {fraction:.0%} of best gain | reward compute s/run | policy compute s/run | reward share |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| training score at {summary['equal_tflop']:.3g} TFLOP | it. to {fraction:.0%} of best gain "
+        "| reward s/run | policy s/run | reward TFLOP/run | policy TFLOP/run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in summary["table"]:
         reached = row["iterations_to_fraction"]
-        total = row["reward_s_per_run"] + row["policy_s_per_run"]
         lines.append(
             f"| {row['arm']} | {row['seeds']} | {_fmt(row['heldout_score'], row['heldout_ci'])} "
             f"| {_fmt(row['vs_first_arm'], row['vs_first_arm_ci'])} "
-            f"| {_fmt(row['train_score_last3'], row['train_ci'])} | {reached if reached else 'not reached'} "
+            f"| {_fmt(row['train_score_last3'], row['train_ci'])} | {row['score_at_equal_flops']:+.3f} "
+            f"| {reached if reached else 'not reached'} "
             f"| {row['reward_s_per_run']:.1f} | {row['policy_s_per_run']:.1f} "
-            f"| {row['reward_s_per_run'] / total:.0%} |"
+            f"| {row['reward_tflop_per_run']:.2f} | {row['policy_tflop_per_run']:.2f} |"
         )
     extra = [k for k in summary["table"][0] if k.startswith("percent") or k == "perplexity"]
     if extra:

@@ -51,6 +51,8 @@ def fake_record(arm, seed, slope, n=6, critic_s=0.0):
             "perf/rollout_s": 1.0 + critic_s,
             "perf/env_s": critic_s,
             "perf/update_s": 2.0,
+            "perf/policy_flops": 2e12,
+            "perf/reward_flops": critic_s * 2 / 3 * 1e12,
         }
         for i in range(n)
     ]
@@ -71,15 +73,21 @@ def test_summary_table_csv_plot_and_markdown(tmp_path):
     assert rows["sparse"]["percent_positive_vader"] == pytest.approx(51.0)
     assert rows["relc-llm"]["vs_first_arm"] == pytest.approx(0.6) and rows["relc-llm"]["vs_first_arm_ci"] < 1e-9
     assert rows["sparse"]["vs_first_arm"] == 0.0
+    assert rows["relc-llm"]["reward_tflop_per_run"] == pytest.approx(12.0) and summary["equal_tflop"] == 12.0
+    # at 12 TFLOP the critic arm is at its third iteration (4 TFLOP each), the sparse arm at its sixth (2 each)
+    assert rows["relc-llm"]["score_at_equal_flops"] == pytest.approx(0.21)  # smoothed: mean of 0.01, 0.21, 0.41
+    assert rows["sparse"]["score_at_equal_flops"] == pytest.approx(0.41)  # mean of 0.31, 0.41, 0.51
 
     ab.write_curves_csv(records, tmp_path / "curves.csv")
     with (tmp_path / "curves.csv").open() as handle:
         lines = list(csv.DictReader(handle))
     assert len(lines) == 36 and lines[0]["arm"] == "sparse" and float(lines[-1]["reward_s"]) == 3.0
+    assert float(lines[-1]["reward_flops"]) == 2e12
     ab.plot(summary, tmp_path / "ablation.png", "test")
     assert (tmp_path / "ablation.png").stat().st_size > 10_000
     text = ab.markdown(summary, ab.parse_args([])[1], "criticgym bench ablation")
-    assert "| relc-llm | 3 | +1.210 ± 0.025 | +0.600 ± 0.000 |" in text and "50%" in text  # reward share
+    assert "| relc-llm | 3 | +1.210 ± 0.025 | +0.600 ± 0.000 |" in text
+    assert "training score at 12 TFLOP" in text and "| 18.0 | 18.0 | 12.00 | 12.00 |" in text
 
 
 def test_ablation_runs_every_arm_and_seed_and_resumes_without_retraining(tmp_path, monkeypatch):

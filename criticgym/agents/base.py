@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from criticgym import flops
 from criticgym.rollout import RolloutBatch, RolloutEngine, score_completions
 
 
@@ -125,7 +126,7 @@ class LMAgent:
         freeze_layers: int = 0,
         value_head: bool = True,
     ):
-        self.model, self.tokenizer, self.envs, self.seed = model, tokenizer, envs, seed
+        self.model, self.tokenizer, self.envs, self.seed = flops.track(model), tokenizer, envs, seed
         device = next(model.parameters()).device
         self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if kl_coef > 0 else None
         self.value_head = ValueHead(model.config.hidden_size).to(device) if value_head else None

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 import criticgym
+from criticgym import flops
 from criticgym.agents.evaluate import Evaluator
 from criticgym.agents.ppo import PPOConfig
 from criticgym.agents.reinforce import ReinforceConfig
@@ -189,7 +190,11 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     board = _tensorboard(out)
     bar = tqdm(range(agent.iteration, cfg.iterations), disable=not cfg.progress, desc="train", unit="it")
     for _ in bar:
-        metrics = {"iteration": agent.iteration + 1, **agent.iterate()}
+        flops.take()  # what set-up and evaluation spent is not training compute
+        with flops.phase("policy"):
+            metrics = {"iteration": agent.iteration + 1, **agent.iterate()}
+        spent = flops.take()
+        metrics |= {"perf/policy_flops": spent.get("policy", 0.0), "perf/reward_flops": spent.get("reward", 0.0)}
         history.append(metrics)
         _append_csv(out / "metrics.csv", metrics)
         if board is not None:

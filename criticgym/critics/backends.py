@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from criticgym import flops
 from criticgym.errors import ConfigError, CriticGymError, require
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class LocalBackend:
         from criticgym.rollout import RolloutEngine, load_policy
 
         self.model, self.tokenizer = load_policy(model, device=device) if isinstance(model, str) else model
+        flops.track(self.model)
         self.engine = RolloutEngine(self.model, self.tokenizer)
         self.chat = chat and getattr(self.tokenizer, "chat_template", None) is not None
         self.batch_size = batch_size

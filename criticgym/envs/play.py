@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from criticgym import flops
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, RolloutEngine, left_pad
 
@@ -94,7 +95,8 @@ class _Recorder:
     def step(self, t: int, tokens: torch.Tensor, active: torch.Tensor) -> np.ndarray:
         running = active.cpu().numpy()
         start = time.perf_counter()
-        _, reward, terminated, truncated, info = self.envs.step(tokens.cpu().numpy())
+        with flops.phase("reward"):
+            _, reward, terminated, truncated, info = self.envs.step(tokens.cpu().numpy())
         self.seconds += time.perf_counter() - start
         reward = np.asarray(reward)
         self.lengths += running

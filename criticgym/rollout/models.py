@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from criticgym import flops
 from criticgym.errors import ConfigError, MissingDependencyError, UnknownModelError
 
 if TYPE_CHECKING:
@@ -291,4 +292,4 @@ def load_policy(
     tokenizer = load_tokenizer(name_or_path if name_or_path in BUILTIN_MODELS else folder)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return model.to(device).eval(), tokenizer
+    return flops.track(model.to(device).eval()), tokenizer

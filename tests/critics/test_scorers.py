@@ -28,6 +28,14 @@ def test_toxicity_is_higher_for_clean_text():
     assert -0.5 < clean <= 0 and rude < -0.5
 
 
+def test_the_profanity_list_flags_listed_words_and_their_variants_only():
+    from criticgym.critics.scorers import ProfanityList
+
+    texts = ["a lovely quiet film", "this is sh1t", "what the fuck", "an assassin's classic", "you idiot"]
+    assert ProfanityList().score([""] * 5, texts) == [0.0, -1.0, -1.0, 0.0, 0.0]  # insults without swearing pass
+    assert ProfanityList(include_prompt=True).score(["damn,"], [" nice"]) == [-1.0]
+
+
 def test_rouge_against_the_reference():
     scorer = RougeScorer()
     # stemmed LCS "senat confirm devo": 3 of 4 tokens on each side

@@ -98,3 +98,4 @@ def test_a_task_spec_is_the_one_place_a_new_task_lives(tokenizer):
         ENV_IDS.pop("criticgym/ShortAnswers-v0", None)
     assert get_task("sentiment").held_out_judge() == "vader"
     assert get_task("sentiment").held_out_judge("vader") == "sentiment-classifier"  # never the training scorer
+    assert get_task("detoxify").held_out_judge() == "profanity-list"  # a word list, not the training model
