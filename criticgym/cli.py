@@ -13,6 +13,7 @@ criticgym search --method vanilla,best-of-n,rain --evaluator vader --prompts 16 
 criticgym label --judge smollm2-135m --prompts 256 --out prefs.jsonl     # AI preference labels (RLAIF)
 criticgym train-rm --data prefs.jsonl --out rm                           # reward model on the soft labels
 criticgym eval-judge --judge smollm2-135m --pairs 200                    # judge agreement and position bias
+criticgym self-evolve --env criticgym/Arithmetic-v0 --rounds 2 --out runs/self  # SELF: learn from feedback in words
 """
 
 from __future__ import annotations
@@ -327,6 +328,14 @@ def search_command(argv: list[str]) -> int:
     return 0
 
 
+def self_evolve_command(argv: list[str]) -> int:
+    """``criticgym self-evolve``: meta-skill learning, then self-evolution rounds (see agents/self_evolve.py)."""
+    from criticgym.agents.self_evolve import SelfConfig, self_evolve
+
+    self_evolve(tyro.cli(SelfConfig, args=argv, prog="criticgym self-evolve"))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train_command,
     "demo": demo_command,
@@ -336,6 +345,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "label": lambda argv: tyro.cli(label, args=argv, prog="criticgym label"),
     "train-rm": lambda argv: tyro.cli(train_rm, args=argv, prog="criticgym train-rm"),
     "eval-judge": eval_judge_command,
+    "self-evolve": self_evolve_command,
 }
 
 

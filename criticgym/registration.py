@@ -35,6 +35,7 @@ ENV_IDS = {
     "criticgym/Detoxify-v0": "detoxify",
     "criticgym/Summarize-v0": "summarize",
     "criticgym/Words-v0": "words",
+    "criticgym/Arithmetic-v0": "arithmetic",
 }
 REWARDS = ("sparse", "relc", "rlaif-direct", "rlaif-pairwise", None)
 CRITICS = ("lexicon", "toxicity", "llm", "random")

@@ -18,6 +18,7 @@ name                          what it measures                                  
                               part, independent of alt-profanity-check's data and model
 ``rouge``                     ROUGE-L F1 against the reference                                    [0, 1]
 ``word-count``                words per token of an 8-token budget (the toy task)                 [0, 1]
+``exact-answer``              1 if the ``Answer: N`` line equals the reference's, else 0          {0, 1}
 ============================  =================================================================  ==========
 """
 
@@ -41,6 +42,7 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
     "profanity-list": (-1.0, 0.0),
     "rouge": (0.0, 1.0),
     "word-count": (0.0, 1.0),
+    "exact-answer": (0.0, 1.0),
 }
 """The range of each built-in scorer (the table above), for mapping scores onto a common scale."""
 
@@ -344,6 +346,26 @@ class WordCount:
         return [min(len(c.split()), self.budget) / self.budget for c in completions]
 
 
+class ExactAnswer:
+    r"""1.0 when the completion's last ``Answer: N`` equals the reference's, else 0.0 (arithmetic).
+
+    Example:
+        >>> ExactAnswer().score(["", ""], ["3 + 4 = 7\nAnswer: 7", "Answer: 8"], ["Answer: 7", "Answer: 7"])
+        [1.0, 0.0]
+    """
+
+    def score(self, prompts, completions, references=None) -> list[float]:
+        """Exact match of the final answers."""
+        from criticgym.data.arithmetic import parse_answer
+
+        if references is None or any(r is None for r in references):
+            raise ConfigError("The exact-answer scorer needs the gold solution of every problem as its reference.")
+        return [
+            float(parse_answer(c) is not None and parse_answer(c) == parse_answer(r))
+            for c, r in zip(completions, references, strict=True)
+        ]
+
+
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "sentiment-classifier": SentimentClassifier,
     "vader": VaderSentiment,
@@ -351,6 +373,7 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "profanity-list": ProfanityList,
     "rouge": RougeScorer,
     "word-count": WordCount,
+    "exact-answer": ExactAnswer,
 }
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from criticgym.data import Example, load_detox_prompts, load_news_articles, load_rotten_tomatoes
+from criticgym.data import Example, load_arithmetic, load_detox_prompts, load_news_articles, load_rotten_tomatoes
 from criticgym.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -87,6 +87,34 @@ class LabelWords:
 
 
 @dataclass(frozen=True)
+class FeedbackPrompts:
+    """How a model reads and writes feedback in words (SELF): the critique and refinement contexts.
+
+    The refinement context continues the critique context after the feedback, so one sequence
+    ``prompt, answer, feedback, refinement`` holds both targets of meta-skill training.
+
+    Attributes:
+        critique: the context a critique follows, with ``$prompt`` and ``$answer``.
+        refine: what follows the critique to ask for the refined answer.
+        annotator: the task's program annotator (``"arithmetic"``), or None when only a model can give feedback.
+    """
+
+    critique: str = "${prompt}${answer}\nFeedback:\n"
+    refine: str = "\nRefined solution:\n"
+    annotator: str | None = None
+
+    def critique_context(self, prompt: str, answer: str) -> str:
+        """The text a critique of ``answer`` follows."""
+        from criticgym.critics.feedback import render
+
+        return render(self.critique, prompt=prompt, answer=answer)
+
+    def refine_context(self, prompt: str, answer: str, feedback: str) -> str:
+        """The text a refined answer follows."""
+        return self.critique_context(prompt, answer) + feedback + self.refine
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """What defines a text-generation task.
 
@@ -111,6 +139,7 @@ class TaskSpec:
             evaluator).
         label_words: the label-word judge's prompt and words (``"label:<model>"`` judges, RAIN's
             ``"self-label"`` evaluator).
+        feedback: how feedback in words is asked for and given (SELF, ``criticgym self-evolve``).
     """
 
     name: str
@@ -129,6 +158,7 @@ class TaskSpec:
     rate: Rate | None = None
     self_evaluation: Question | None = None
     label_words: LabelWords | None = None
+    feedback: FeedbackPrompts | None = None
 
     @property
     def preamble(self) -> str:
@@ -175,6 +205,12 @@ def _headline_prompts(examples: list[Example], tokenizer: PreTrainedTokenizerBas
         ids = tuple(head + body[:ARTICLE_TOKENS] + tail)
         prompts.append(Prompt(ids, tokenizer.decode(list(ids)), example.reference))
     return prompts
+
+
+def _problem_prompts(examples: list[Example], tokenizer: PreTrainedTokenizerBase) -> list[Prompt]:
+    texts = [f"Problem: {e.text}\nSolution:\n" for e in examples]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [Prompt(tuple(ids), t, e.reference) for ids, t, e in zip(encoded, texts, examples, strict=True)]
 
 
 WORDS_PROMPTS = ("Write some words:", "A list of words:", "Here are words:", "Words, words, words:", "Say it:")
@@ -246,6 +282,18 @@ TASKS: dict[str, TaskSpec] = {
         critic_template="summarize",
         critic_sees_score=True,
         judge_preamble="A good headline states the main fact of the article accurately and briefly.",
+    ),
+    "arithmetic": TaskSpec(
+        name="arithmetic",
+        description="Solve a multi-step arithmetic problem: one step per line, then the answer.",
+        examples=load_arithmetic,
+        to_prompts=_problem_prompts,
+        max_new_tokens=64,
+        max_prompt_tokens=48,
+        scorer="exact-answer",
+        judges=("exact-answer",),
+        rate=Rate("correct", 0.5),
+        feedback=FeedbackPrompts(annotator="arithmetic"),
     ),
     # A toy task an agent can learn in seconds (like stable-baselines3's identity envs): learning tests use it.
     "words": TaskSpec(

@@ -108,12 +108,13 @@ def test_config_from_command_line_options():
 
 
 def test_every_command_documents_every_option(capsys):
-    for command in ("train", "demo", "eval", "label", "train-rm", "eval-judge"):
+    for command in ("train", "demo", "eval", "label", "train-rm", "eval-judge", "search", "self-evolve"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--ppo.kl-target", "--reinforce.k", "--checkpoint", "--batch-pairs", "--val-fraction", "--pairs"):
+    options = ("--ppo.kl-target", "--reinforce.k", "--checkpoint", "--batch-pairs", "--val-fraction", "--pairs")
+    for option in options + ("--rain.searches", "--filter", "--meta-data"):
         assert option in text
     assert "Target KL per completion" in text  # the doc line of the field
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The reward ablations of benchmarks/results/ablation-*: each line writes one folder (summary.md, table.json,
+# curves.csv, ablation.png) and is resumable (finished runs are kept in OUT/runs, which git ignores).
+# Usage: bash benchmarks/ablation_results.sh [sentiment|rlaif|detoxify ...]   (about 40, 15 and 35 minutes on 2 cores)
+set -euo pipefail
+CLI=${CLI:-.venv/bin/criticgym}
+for what in "${@:-sentiment rlaif detoxify}"; do
+  for one in $what; do
+    case $one in
+      # RELC's claim on its first task: critic spans against the sparse score and random spans, 8 seeds
+      sentiment) $CLI bench ablation --arms sparse,relc-lexicon,random --seeds 8 --out benchmarks/results/ablation-cpu ;;
+      # RLAIF with the policy's own model as a label-word judge (a frozen copy), next to sparse and RELC
+      rlaif) $CLI bench ablation --arms sparse,relc-lexicon,rlaif-direct,rlaif-pairwise --judge-model label:self \
+               --seeds 3 --out benchmarks/results/ablation-rlaif-cpu ;;
+      # RELC's second task: the toxicity critic (positive value 0, negative -0.5); held-out judge: a word list
+      detoxify) $CLI bench ablation --env criticgym/Detoxify-v0 --arms sparse,relc,random --seeds 8 \
+                  --out benchmarks/results/ablation-detoxify-cpu ;;
+      *) echo "unknown ablation $one (sentiment, rlaif or detoxify)" >&2; exit 2 ;;
+    esac
+  done
+done
