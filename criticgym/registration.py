@@ -18,6 +18,10 @@
   :mod:`criticgym.wrappers.preference`.
 - ``reward=None``: no reward at all (every step pays 0), for users who add their own wrappers.
 
+``feedback=`` (single env): episodes of two turns, answer then refinement after feedback in words
+(:class:`~criticgym.wrappers.feedback.LanguageFeedback`): ``"program"`` (the task's annotator), ``"model:<name>"``
+or a feedback source; ``feedback_tokens=`` (96) sizes the observation for it. The reward scores the refinement.
+
 Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``split``, ``max_new_tokens``, ...).
 """
 
@@ -92,7 +96,19 @@ def make_env(task: str, reward: str | None = "sparse", scorer: ScorerLike = None
     _check_reward(reward)
     options = _reward_kwargs(task, kwargs)
     wrappers = (SparseExtrinsicReward, RewardMix, AIPreferenceReward)
-    return _with_reward(TextGenEnv(task, **kwargs), task, reward, scorer, options, *wrappers)
+    feedback, feedback_tokens = kwargs.pop("feedback", None), kwargs.pop("feedback_tokens", 96)
+    if feedback is None:
+        return _with_reward(TextGenEnv(task, **kwargs), task, reward, scorer, options, *wrappers)
+    from criticgym.critics.feedback import make_feedback
+    from criticgym.envs import get_task
+    from criticgym.wrappers.feedback import LanguageFeedback
+
+    spec = get_task(task)
+    answer = kwargs.get("max_new_tokens") or spec.max_new_tokens
+    # room for the refinement context: prompt, answer, feedback and the glue between them
+    kwargs.setdefault("max_prompt_tokens", spec.max_prompt_tokens + answer + feedback_tokens + 16)
+    env = LanguageFeedback(TextGenEnv(task, **kwargs), make_feedback(feedback, spec.feedback))
+    return _with_reward(env, task, reward, scorer, options, *wrappers)
 
 
 def make_vector_env(
@@ -104,6 +120,8 @@ def make_vector_env(
 
     _check_reward(reward)
     options = _reward_kwargs(task, kwargs)
+    if "feedback" in kwargs:
+        raise ConfigError("Language feedback episodes run on a single env: use gym.make(..., feedback=...).")
     envs = TextGenVectorEnv(num_envs, task, **kwargs)
     wrappers = (SparseExtrinsicRewardVector, RewardMixVector, AIPreferenceRewardVector)
     return _with_reward(envs, task, reward, scorer, options, *wrappers)

@@ -35,12 +35,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from criticgym.critics.feedback import ArithmeticAnnotator, judgement
+from criticgym.critics.feedback import ANNOTATORS, judgement
 from criticgym.data.arithmetic import Step, format_solution, parse_steps
 from criticgym.errors import ConfigError
 
 FEEDBACK, REFINEMENT, ANSWER = 1, 2, 3  # the loss terms a target token belongs to
-ANNOTATORS = {"arithmetic": ArithmeticAnnotator}
 
 
 @dataclass

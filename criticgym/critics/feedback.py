@@ -145,6 +145,30 @@ class ModelFeedback:
         return [t.strip() for t in self.backend.generate(contexts, self.max_new_tokens)]
 
 
+ANNOTATORS = {"arithmetic": ArithmeticAnnotator}
+
+
+def make_feedback(source: Any, layout: Any) -> Any:
+    """A feedback source by name, or a source object (returned as is).
+
+    ``"program"``: the task's annotator; ``"model:<name>"``: that model, completion-style, through
+    :class:`~criticgym.critics.backends.LocalBackend`.
+    """
+    if not isinstance(source, str):
+        return source
+    if layout is None:
+        raise ConfigError("This task has no feedback prompts (TaskSpec.feedback); give it some to use feedback.")
+    if source == "program":
+        if layout.annotator not in ANNOTATORS:
+            raise ConfigError("This task has no program annotator; use feedback='model:<name>' or a source object.")
+        return ANNOTATORS[layout.annotator]()
+    if source.startswith("model:"):
+        from criticgym.critics.backends import LocalBackend
+
+        return ModelFeedback(LocalBackend(source.partition(":")[2], chat=False), layout)
+    raise ConfigError(f"Unknown feedback {source!r}; use 'program', 'model:<name>' or a feedback source object.")
+
+
 def cut_at_judgement(text: str) -> str:
     """A generated critique up to the end of its first judgement line (what a model writes after it is noise)."""
     found = _JUDGEMENT.search(text)
@@ -162,10 +186,12 @@ def render(template: str, **fields: str) -> str:
 __all__ = [
     "CORRECT",
     "INCORRECT",
+    "ANNOTATORS",
     "ArithmeticAnnotator",
     "FeedbackSource",
     "ModelFeedback",
     "cut_at_judgement",
     "judgement",
+    "make_feedback",
     "render",
 ]

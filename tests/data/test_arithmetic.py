@@ -22,7 +22,7 @@ def test_problems_are_exact_chains_within_range_at_every_level():
         for _ in range(200):
             problem = make_problem(rng, level)
             assert len(problem.steps) == level and problem.question.startswith(f"Start with {problem.steps[0].left}")
-            for before, step in zip(problem.steps, problem.steps[1:]):
+            for before, step in zip(problem.steps[:-1], problem.steps[1:], strict=True):
                 assert step.left == before.result  # a chain
             for step in problem.steps:
                 assert step.result == step.true_result and 0 <= step.result <= 999
