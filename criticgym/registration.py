@@ -4,7 +4,8 @@
 
 - ``reward="sparse"`` (default): the task's scorer (or ``scorer=``) paid at the last token.
 - ``reward="relc"``: RELC, ``alpha1 * score`` at the last token plus ``alpha2 *`` per-token span rewards from a
-  critic (``critic=``: ``"lexicon"``, ``"toxicity"``, ``"llm"``, ``"random"`` for random spans with the task
+  critic (``critic=``: ``"lexicon"``, ``"toxicity"``, ``"llm"``, ``"label"`` (the task's label-word question asked
+  of each clause by ``critic_model``), ``"random"`` for random spans with the task
   critic's budget, ``"random-<name>"``, or your own critic), paid in hindsight. Also ``gate=``,
   ``positive_value=``, ``negative_value=`` (task defaults), ``critic_model=`` (the LLM critic's model) and
   ``seed=`` (the random critic's).
@@ -42,7 +43,7 @@ ENV_IDS = {
     "criticgym/Arithmetic-v0": "arithmetic",
 }
 REWARDS = ("sparse", "relc", "rlaif-direct", "rlaif-pairwise", None)
-CRITICS = ("lexicon", "toxicity", "llm", "random")
+CRITICS = ("lexicon", "toxicity", "llm", "label", "random")
 
 ScorerLike = str | Callable[..., Sequence[float]] | Any
 
@@ -66,6 +67,13 @@ def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = 
         return LexiconCritic()
     if name == "toxicity":
         return ToxicityCritic()
+    if name == "label":  # the label-word question, asked of each clause by the critic model
+        from criticgym.critics.verbalizer import LabelWordCritic, LabelWordScorer
+
+        words = get_task(task).label_words
+        if words is None:
+            raise ConfigError(f"Task {task!r} has no label_words; give its TaskSpec some to use critic='label'.")
+        return LabelWordCritic(LabelWordScorer(critic_model, words, calibration="content-free", include_prompt=False))
     if name == "llm":
         spec = get_task(task)
         if spec.critic_template is None:

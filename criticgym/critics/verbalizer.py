@@ -14,7 +14,8 @@ Calibration (the raw gap has a bias of its own):
 
 :class:`LabelWordScorer` is a scorer (higher is better), so it plugs in wherever a scorer does: the sparse reward,
 ``ScorerJudge`` for pairwise preferences without position bias (``P(a > b) = sigmoid((gap_a - gap_b) / T)``), and
-RAIN's evaluator (``tanh(gap / 2)``, i.e. ``2 P(good) - 1`` over the two labels).
+RAIN's evaluator (``tanh(gap / 2)``, i.e. ``2 P(good) - 1`` over the two labels). :class:`LabelWordCritic` asks the
+same question of each clause of a completion, a span critic for RELC (``critic="label"``).
 """
 
 from __future__ import annotations
@@ -159,3 +160,36 @@ class GapEvaluator:
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """Values in [-1, 1]."""
         return self.scorer.rate(prompts, completions)
+
+
+class LabelWordCritic:
+    """A span critic from a label-word judge: each clause of a completion is judged alone.
+
+    A clause (text between ``, . ; : ! ?`` and newlines) whose calibrated gap exceeds ``margin`` is a good span,
+    one below ``-margin`` a bad span; every clause of the batch is judged in one batched call.
+
+    Args:
+        scorer: the label-word judge (its calibration applies; content-free by default in ``critic="label"``).
+        margin: the gap, in nats, a clause must clear. With SmolLM2-135M and content-free calibration, neutral
+            clauses ("it stars Tom Hanks") land near +0.5 to +1.6 and clearly worded ones near +-1.7 to +2.7.
+    """
+
+    def __init__(self, scorer: LabelWordScorer, margin: float = 1.5) -> None:
+        self.scorer, self.margin = scorer, float(margin)
+
+    def critique(self, prompts, completions, extrinsic=None) -> list:
+        """Clause-level spans for each completion."""
+        from criticgym.critics.base import Critique, Span
+        from criticgym.critics.lexicon import _CLAUSE
+
+        clauses = [[m.span() for m in _CLAUSE.finditer(c) if m.group().strip()] for c in completions]
+        texts = [c[a:b] for c, spans in zip(completions, clauses, strict=True) for a, b in spans]
+        gaps = iter((self.scorer.raw_gaps(texts) - self.scorer.offset).tolist() if texts else [])
+        out = []
+        for spans in clauses:
+            located = []
+            for (a, b), gap in zip(spans, [next(gaps) for _ in spans], strict=True):
+                if abs(gap) > self.margin:
+                    located.append(Span(a, b, float(np.tanh(gap / 2)), "positive" if gap > 0 else "negative"))
+            out.append(Critique(tuple(located)))
+        return out

@@ -137,3 +137,23 @@ def test_the_self_judge_does_not_move_with_the_policy():
             p.add_(0.05)
     assert judge.score(["The film"], [" was great"]) == pytest.approx(before)
     assert self_judge(TrainConfig(reward="rlaif-direct", judge_model="tiny"), model, tokenizer) is None
+
+
+def test_the_label_word_critic_judges_each_clause_in_one_call():
+    from criticgym.critics.verbalizer import LabelWordCritic
+    from criticgym.registration import make_critic
+
+    backend = Counting()
+    # centred on a one-'good' text: a clause with no 'good' sits at -1, with two at +1, with one at 0
+    scorer = LabelWordScorer(backend, WORDS, calibration="centre", unlabeled=["good"], include_prompt=False)
+    completion = "plain words, good good here. good"
+    (critique,) = LabelWordCritic(scorer, margin=0.5).critique(["The film"], [completion])
+    assert [(completion[s.start : s.end], s.label) for s in critique.spans] == [
+        ("plain words", "negative"),
+        (" good good here", "positive"),
+    ]
+    assert [s.value for s in critique.spans] == pytest.approx([np.tanh(-0.5), np.tanh(0.5)])
+    assert len(backend.prompts) == 1 + 3  # the centring text, then the three clauses together
+    assert LabelWordCritic(scorer).critique([""], [""])[0].spans == ()
+    with pytest.raises(ConfigError, match="label_words"):
+        make_critic("label", "words", None)
