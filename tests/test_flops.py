@@ -86,3 +86,18 @@ def test_training_charges_the_policy_and_the_judge_separately(tmp_path):
     # the same policy work whatever the reward; the judge (a frozen copy of the policy) reads every completion
     assert runs[0]["perf/policy_flops"] == runs[1]["perf/policy_flops"] > at_least
     assert runs[0]["perf/reward_flops"] == 0.0 and runs[1]["perf/reward_flops"] > at_least / 2
+
+
+def test_the_estimate_matches_torchs_flop_counter_up_to_attention_scores(tiny):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, _ = tiny
+    ids = torch.ones(4, 16, dtype=torch.long)
+    flops.take()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(input_ids=ids)
+    estimate = flops.take()["other"]
+    config = model.config
+    # what the estimate leaves out: QK^T and attention-times-V, 2 * 2 * T * T * d per layer and sequence
+    scores = 4 * config.num_hidden_layers * 4 * 16 * 16 * config.hidden_size
+    assert estimate == pytest.approx(counter.get_total_flops() - scores, rel=0.005)
