@@ -10,7 +10,7 @@ for what in "${@:-sentiment rlaif detoxify}"; do
       # RELC's claim on its first task: critic spans against the sparse score and random spans, 8 seeds
       sentiment) $CLI bench ablation --arms sparse,relc-lexicon,random --seeds 8 --out benchmarks/results/ablation-cpu ;;
       # the policy's own model (a frozen copy) as a label-word judge (RLAIF) and as a clause critic (RELC)
-      rlaif) $CLI bench ablation --arms sparse,relc-lexicon,relc-label,rlaif-direct,rlaif-pairwise --judge-model label:self \
+      rlaif) $CLI bench ablation --arms sparse,relc-lexicon,rlaif-direct,rlaif-pairwise,relc-label --judge-model label:self \
                --seeds 3 --out benchmarks/results/ablation-rlaif-cpu ;;
       # RELC's second task: the toxicity critic (positive value 0, negative -0.5); held-out judge: a word list
       detoxify) $CLI bench ablation --env criticgym/Detoxify-v0 --arms sparse,relc,random --seeds 8 \

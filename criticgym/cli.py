@@ -147,9 +147,16 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     train_cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
     train_cfg = replace(train_cfg, device=cfg.device, eval_prompts=cfg.prompts)
     base, tokenizer = load_policy(train_cfg.model, device=cfg.device)
-    policy = copy.deepcopy(base)  # the same architecture, the run's weights below
     state = torch.load(checkpoint, weights_only=False, map_location=cfg.device)
-    policy.load_state_dict(state["agent"]["model"])
+    if train_cfg.lora_r:  # the base with the run's adapter; the base column is the same weights, adapter off
+        from criticgym.agents.lora import BaseModel, add_lora, load_adapter_state
+
+        policy = add_lora(base, train_cfg.lora_r, train_cfg.lora_alpha, train_cfg.lora_targets)
+        load_adapter_state(policy, state["agent"]["model"])
+        base = BaseModel(policy)
+    else:
+        policy = copy.deepcopy(base)  # the same architecture, the run's weights below
+        policy.load_state_dict(state["agent"]["model"])
     evaluator = build_evaluator(train_cfg, tokenizer, base)  # perplexity under the base model, as in training
     return {"base": evaluator(base), f"iteration {state['agent']['iteration']}": evaluator(policy)}
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from criticgym import flops
+from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, RolloutEngine, score_completions
 
 
@@ -112,7 +113,8 @@ class LMAgent:
         value_head: build a value head (PPO, REINFORCE with a value baseline); RLOO needs none.
 
     The reference model (a frozen copy of the initial policy) exists only when ``kl_coef > 0``; without it the
-    KL is not measured (``charts/kl`` is nan).
+    KL is not measured (``charts/kl`` is nan). A LoRA policy (:func:`~criticgym.agents.lora.add_lora`) trains its
+    adapter only; its reference model is the same weights with the adapter off, and checkpoints hold the adapter.
     """
 
     def __init__(
@@ -126,9 +128,20 @@ class LMAgent:
         freeze_layers: int = 0,
         value_head: bool = True,
     ):
-        self.model, self.tokenizer, self.envs, self.seed = flops.track(model), tokenizer, envs, seed
+        from criticgym.agents.lora import BaseModel, is_lora
+
+        self.model, self.tokenizer, self.envs, self.seed = model, tokenizer, envs, seed
+        self.lora = is_lora(model)
+        flops.track(model.get_base_model() if self.lora else model)  # peft calls its base model: count it once
         device = next(model.parameters()).device
-        self.ref_model = copy.deepcopy(model).eval().requires_grad_(False) if kl_coef > 0 else None
+        if self.lora and freeze_layers:
+            raise ConfigError("freeze_layers does nothing with LoRA (the base weights are frozen); set it to 0.")
+        if kl_coef <= 0:
+            self.ref_model = None
+        elif self.lora:
+            self.ref_model = BaseModel(model)  # the same weights with the adapter off: no copy
+        else:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.value_head = ValueHead(model.config.hidden_size).to(device) if value_head else None
         freeze_lower_layers(model, freeze_layers)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -179,8 +192,10 @@ class LMAgent:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: weights, optimizer, KL coefficient, iteration."""
+        from criticgym.agents.lora import adapter_state
+
         return {
-            "model": self.model.state_dict(),
+            "model": adapter_state(self.model) if self.lora else self.model.state_dict(),
             "value_head": self.value_head.state_dict() if self.value_head is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "kl_coef": self.kl_coef,
@@ -190,7 +205,12 @@ class LMAgent:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (the reference model stays the initial policy)."""
-        self.model.load_state_dict(state["model"])
+        if self.lora:
+            from criticgym.agents.lora import load_adapter_state
+
+            load_adapter_state(self.model, state["model"])
+        else:
+            self.model.load_state_dict(state["model"])
         if self.value_head is not None:
             self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -29,6 +29,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
+from torch import nn
 from torch.distributions import Categorical
 
 from criticgym.agents.base import ValueHead
@@ -45,6 +46,7 @@ class LMPolicy(BasePolicy):
         use_sde: must be False.
         model: a name for :func:`~criticgym.rollout.load_policy` or a ``(model, tokenizer)`` pair.
         temperature: softmax temperature of the policy.
+        lora: keywords of :func:`~criticgym.agents.lora.add_lora` (``{"r": 8}``) to train a LoRA adapter only.
     """
 
     def __init__(
@@ -57,7 +59,9 @@ class LMPolicy(BasePolicy):
         temperature: float = 1.0,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
+        lora: dict[str, Any] | None = None,
     ) -> None:
+        from criticgym.agents.lora import add_lora
         from criticgym.rollout import load_policy
 
         if use_sde:
@@ -68,16 +72,25 @@ class LMPolicy(BasePolicy):
             observation_space, action_space, optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs
         )
         self.lm, _ = load_policy(model) if isinstance(model, str) else model
+        if lora:
+            self.lm = add_lora(self.lm, **lora)
         self.value_head = ValueHead(self.lm.config.hidden_size)
         self.temperature = temperature
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The transformer under the output layer (under a LoRA wrapper too: its layers carry the adapter)."""
+        from criticgym.agents.lora import is_lora
+
+        return (self.lm.get_base_model() if is_lora(self.lm) else self.lm).base_model
 
     def _distribution_and_values(self, obs: dict[str, torch.Tensor]) -> tuple[Categorical, torch.Tensor]:
         ids = obs["input_ids"].long()  # SB3's buffer stores observations as float32: ids are exact below 2**24
         mask = obs["attention_mask"].long()
         last = (mask.sum(1) - 1).clamp(min=0)  # (B,) the position whose logits give the next token
         # the backbone alone, then the output layer at that one position per row: (B, V), not (B, W, V)
-        hidden = self.lm.base_model(
+        hidden = self.backbone(
             input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)
         ).last_hidden_state
         hidden = hidden[torch.arange(ids.size(0), device=ids.device), last]  # (B, H)

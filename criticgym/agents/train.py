@@ -26,6 +26,7 @@ import torch
 import criticgym
 from criticgym import flops
 from criticgym.agents.evaluate import Evaluator
+from criticgym.agents.lora import BaseModel, add_lora, is_lora
 from criticgym.agents.ppo import PPOConfig
 from criticgym.agents.reinforce import ReinforceConfig
 from criticgym.errors import ConfigError
@@ -59,6 +60,12 @@ class TrainConfig:
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
     model: str = "smollm2-135m"
     """Built-in name, local folder or hub id."""
+    lora_r: int = 0
+    """LoRA rank (0: train every weight). With LoRA the reference model is the base with the adapter off."""
+    lora_alpha: float = 16.0
+    """LoRA's alpha (the adapter's update is scaled by alpha / r)."""
+    lora_targets: str = "all-linear"
+    """Modules that get an adapter: all-linear, or comma-separated names such as q_proj,v_proj."""
     device: str = "cpu"
     """cpu, cuda or auto."""
     iterations: int = 20
@@ -168,6 +175,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model, device=cfg.device)
+    if cfg.lora_r:
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
     judge = self_judge(cfg, model, tokenizer)
     options = env_kwargs(cfg) if judge is None else {**env_kwargs(cfg), "judge": judge}
     envs = criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **options)
@@ -215,8 +224,11 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
 
 
 def _frozen_copy(model):
+    """The initial policy, frozen: a copy, or for a LoRA policy its base with the adapter off (no copy)."""
     import copy
 
+    if is_lora(model):
+        return BaseModel(model)
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 

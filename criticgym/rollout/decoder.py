@@ -141,7 +141,8 @@ class Decoder:
         self.pad_id = pad_id
         self.hidden = hidden
         self.device = next(model.parameters()).device
-        self.cache_keyword = _cache_keyword(type(model))
+        base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model  # peft
+        self.cache_keyword = _cache_keyword(type(base))
 
     @torch.no_grad()
     def prefill(self, prompts: Sequence[Sequence[int]] | torch.Tensor, mask: torch.Tensor | None = None) -> DecodeState:

@@ -63,6 +63,15 @@ def test_sb3_ppo_learns_the_toy_task():
     assert np.mean(returns[-3:]) > 0.75 and np.mean(returns[-3:]) > returns[0] + 0.04, returns
 
 
+def test_a_lora_policy_trains_its_adapter_only():
+    env = make_vec_env("criticgym/Words-v0", n_envs=2, env_kwargs={"model": "tiny", "render_mode": None}, seed=0)
+    agent = PPO(LMPolicy, env, n_steps=8, batch_size=16, n_epochs=1, policy_kwargs={"model": "tiny", "lora": {"r": 4}})
+    before = {n: p.detach().clone() for n, p in agent.policy.lm.named_parameters()}
+    agent.learn(total_timesteps=16)
+    changed = {n for n, p in agent.policy.lm.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+
+
 def test_the_policy_refuses_envs_that_are_not_criticgym():
     import gymnasium as gym
 
