@@ -261,6 +261,9 @@ class Solver:
 
         self.engine, self.tokenizer, self.layout = RolloutEngine(model, tokenizer), tokenizer, layout
         self.max_new_tokens, self.feedback_tokens, self.batch_size = max_new_tokens, feedback_tokens, batch_size
+        # a critique ends with its verdict: stop there (when each verdict word is one token of this tokenizer)
+        verdicts = [tokenizer(f" {w}", add_special_tokens=False)["input_ids"] for w in ("correct", "incorrect")]
+        self.verdict_ids = [ids[0] for ids in verdicts] if all(len(ids) == 1 for ids in verdicts) else []
 
     def _generate(self, contexts: list[str], budget: int, seed: int | None = None, **sampling) -> list[str]:
         texts: list[str] = []
@@ -285,7 +288,8 @@ class Solver:
         from criticgym.critics.feedback import cut_at_judgement
 
         contexts = [self.layout.critique_context(p, a) for p, a in zip(prompts, answers, strict=True)]
-        return [cut_at_judgement(t) for t in self._generate(contexts, self.feedback_tokens, greedy=True)]
+        texts = self._generate(contexts, self.feedback_tokens, greedy=True, stop_ids=self.verdict_ids)
+        return [cut_at_judgement(t) for t in texts]
 
     def refine(self, prompts: list[str], answers: list[str], feedback: list[str]) -> list[str]:
         """The model's refined answers."""

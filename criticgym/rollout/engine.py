@@ -229,6 +229,7 @@ class RolloutEngine:
         top_p: float = 1.0,
         greedy: bool = False,
         seed: int | None = None,
+        stop_ids: Sequence[int] = (),
     ) -> RolloutBatch:
         """Sample one completion per prompt; each row stops at EOS or after ``max_new_tokens`` tokens.
 
@@ -241,6 +242,7 @@ class RolloutEngine:
             top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (1.0: all).
             greedy: take the most likely token (temperature, top-k and top-p are then ignored).
             seed: seeds the sampler; the same seed gives the same completions.
+            stop_ids: more tokens that end a row, kept in its completion (e.g. the last word of a judgement).
 
         The batch's ``logprobs`` are those of the distribution each token was drawn from: tempered, filtered by
         top-k and top-p, and renormalized (:func:`score_completions` with the same settings gives them again).
@@ -262,6 +264,7 @@ class RolloutEngine:
             top_p=top_p,
             greedy=greedy,
             seed=seed,
+            eos_ids=[*self.eos_ids.tolist(), *stop_ids] if stop_ids else None,
         )
 
     def score(

@@ -339,3 +339,14 @@ def test_group_rollouts_share_one_prefill_and_equal_separate_ones(sharp):
     assert torch.equal(shared.completion_ids, separate.completion_ids)
     torch.testing.assert_close(shared.logprobs, separate.logprobs, atol=1e-4, rtol=1e-4)
     assert len({tuple(r) for r in shared.completion_ids[:4].tolist()}) > 1  # the copies went their own ways
+
+
+def test_stop_ids_end_a_row_and_stay_in_its_completion():
+    model, tokenizer = criticgym.load_policy("tiny")
+    engine = RolloutEngine(model, tokenizer)
+    free = engine.generate(["Say it:", "Words:"], max_new_tokens=8, greedy=True)
+    stop = int(free.completion_ids[0, 2])  # the third token of the first row
+    stopped = engine.generate(["Say it:", "Words:"], max_new_tokens=8, greedy=True, stop_ids=[stop])
+    first_stop = [int((row == stop).nonzero()[0]) + 1 if (row == stop).any() else 8 for row in free.completion_ids]
+    assert stopped.lengths.tolist() == first_stop and first_stop[0] <= 3
+    torch.testing.assert_close(stopped.completion_ids[0, : first_stop[0]], free.completion_ids[0, : first_stop[0]])
