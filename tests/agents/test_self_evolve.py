@@ -198,7 +198,7 @@ def test_self_evolution_on_tiny_runs_end_to_end_and_resumes_after_a_kill(tmp_pat
 
 
 def test_settings_that_cannot_work_fail_clearly(tmp_path):
-    with pytest.raises(ConfigError, match="needs 9000 train problems"):
+    with pytest.raises(ConfigError, match="need 9000 train problems"):
         se.self_evolve(small(tmp_path, meta_records=5000, qa_records=4000, rounds=0), log=lambda *_: None)
     with pytest.raises(ConfigError, match="no feedback prompts"):
         se.self_evolve(small(tmp_path, env="criticgym/Words-v0"), log=lambda *_: None)
