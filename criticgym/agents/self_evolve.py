@@ -418,6 +418,7 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
 
     from criticgym.agents.base import freeze_lower_layers
     from criticgym.agents.train import save_atomically
+    from criticgym.critics.scorers import ExactAnswer
     from criticgym.envs.tasks import task_prompts
     from criticgym.rollout import load_policy
 
@@ -472,7 +473,7 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
             final, trace = solver.solve(
                 prompts, refine=cfg.filter == "self", temperature=cfg.temperature, seed=cfg.seed * 1000 + stage
             )
-            program = [judgement(f) is True for f in annotator.critique(prompts, final, gold)]
+            program = [s == 1.0 for s in ExactAnswer().score(prompts, final, gold)]  # the truth: SELF never reads it
             kept = keep_mask(cfg.filter, trace, program)
             data = meta + qa + [{"prompt": p, "response": a} for p, a, k in zip(prompts, final, kept, strict=True) if k]
             row |= {
