@@ -55,6 +55,12 @@ def take() -> dict[str, float]:
     return out
 
 
+def add(counts: Mapping[str, float]) -> None:
+    """Charge FLOPs counted elsewhere (another process's :func:`take`) to their phases."""
+    for name, value in counts.items():
+        _counts[name] += value
+
+
 def _tokens(args: tuple, kwargs: dict) -> int:
     features = args[0] if args and isinstance(args[0], Mapping) else {}  # a sentence-transformers module's input
     for value in (kwargs.get("input_ids"), kwargs.get("inputs_embeds"), features.get("input_ids"), *args[:1]):

@@ -1,7 +1,7 @@
 """Text-generation environments: the single env, the native vector env, the tasks, and play() with an engine."""
 
-from criticgym.envs.core import EpisodeState
-from criticgym.envs.play import play
+from criticgym.envs.core import EpisodeState, draw_prompts
+from criticgym.envs.play import play, play_rows
 from criticgym.envs.tasks import TASKS, FeedbackPrompts, LabelWords, Prompt, Question, Rate, TaskSpec, get_task
 from criticgym.envs.text_gen import TextGenEnv
 from criticgym.envs.vector import TextGenVectorEnv
@@ -17,6 +17,8 @@ __all__ = [
     "TaskSpec",
     "TextGenEnv",
     "TextGenVectorEnv",
+    "draw_prompts",
     "get_task",
     "play",
+    "play_rows",
 ]

@@ -6,6 +6,7 @@ completion so far, the rest is padding; ``mask`` is 1 on the first ``length[b]``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,18 @@ class EpisodeState:
     done: bool
     prompt: Prompt
     prompt_index: int
+
+
+def draw_prompts(rng: np.random.Generator, n_prompts: int, n_rows: int, group_size: int = 1) -> np.ndarray:
+    """Indices of the prompts that ``n_rows`` episodes start from: one draw per group of ``group_size`` rows.
+
+    The draw a vector env's reset makes; a batch split across workers draws it whole and takes its rows.
+    """
+    if group_size < 1 or n_rows % group_size:
+        raise ConfigError(
+            f"group_size={group_size} must be at least 1 and divide the {n_rows} environments being reset."
+        )
+    return np.repeat(rng.integers(n_prompts, size=n_rows // group_size), group_size)
 
 
 def resolve_tokenizer(model: str | PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -114,23 +127,33 @@ class EpisodeBatch:
         return Prompt(ids, text)
 
     def start(
-        self, rows: np.ndarray, rng: np.random.Generator, prompts: list[str] | None = None, group_size: int = 1
+        self,
+        rows: np.ndarray,
+        rng: np.random.Generator,
+        prompts: list[str] | None = None,
+        group_size: int = 1,
+        indices: Sequence[int] | None = None,
     ) -> None:
-        """Begin new episodes on ``rows``: the given prompt texts, or prompts drawn from the task with ``rng``.
+        """Begin new episodes on ``rows``.
 
-        With ``group_size=k``, each drawn prompt goes to ``k`` consecutive rows.
+        Their prompts: the given texts, the task's prompts at ``indices``, or prompts drawn from the task with
+        ``rng`` (:func:`draw_prompts`). With ``group_size=k``, each drawn prompt goes to ``k`` consecutive rows.
         """
-        if group_size < 1 or len(rows) % group_size:
-            raise ConfigError(
-                f"group_size={group_size} must be at least 1 and divide the {len(rows)} environments being reset."
-            )
         if prompts is not None:
             if len(prompts) != len(rows):
                 raise ConfigError(f"Got {len(prompts)} prompts for {len(rows)} environments; give one per environment.")
             chosen = [self.encode_prompt(p) for p in prompts]
             indices = np.full(len(rows), -1)
         else:
-            indices = np.repeat(rng.integers(len(self.prompts), size=len(rows) // group_size), group_size)
+            if indices is None:
+                indices = draw_prompts(rng, len(self.prompts), len(rows), group_size)
+            indices = np.asarray(indices, dtype=np.int64)
+            n = len(self.prompts)
+            if indices.shape != (len(rows),) or indices.min(initial=0) < 0 or indices.max(initial=0) >= n:
+                raise ConfigError(
+                    f"prompt_index needs one index in [0, {len(self.prompts)}) per environment being reset "
+                    f"({len(rows)}); got {indices.tolist()}."
+                )
             chosen = [self.prompts[i] for i in indices]
         self.ids[rows] = self.pad_id
         self.mask[rows] = 0

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from criticgym import flops
+from criticgym.envs.core import draw_prompts
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, RolloutEngine, left_pad
 
@@ -39,14 +40,16 @@ def play(
     greedy: bool = False,
     seed: int | None = None,
     options: dict[str, Any] | None = None,
+    row_seeds: list[int] | None = None,
 ) -> RolloutBatch:
     """Reset ``envs`` and generate one completion per sub-env, one vector step per token.
 
     Sampling options as in :meth:`RolloutEngine.generate`; ``seed`` also seeds the reset (prompt choice) and
-    ``options`` goes to it. The env decides when each episode ends, with its own EOS tokens and budget. The batch
-    carries the step rewards (a reward paid to a row after it ended, as a pairwise judge does once the sibling
-    ends, counts as its last token's) and, per row, the info of its last step, updated by any info the env reports
-    for that row later (hindsight rewards of a pair).
+    ``options`` goes to it; ``row_seeds`` (one per sub-env) gives each row a random stream of its own instead of
+    one for the batch (:func:`play_rows`). The env decides when each episode ends, with its own EOS tokens and
+    budget. The batch carries the step rewards (a reward paid to a row after it ended, as a pairwise judge does
+    once the sibling ends, counts as its last token's) and, per row, the info of its last step, updated by any info
+    the env reports for that row later (hindsight rewards of a pair).
 
     The env must be made with ``autoreset_mode="disabled"``, so that a finished sub-env waits for the next reset
     instead of starting a new episode.
@@ -73,13 +76,55 @@ def play(
         top_k=top_k,
         top_p=top_p,
         greedy=greedy,
-        seed=seed,
+        seed=seed if row_seeds is None else row_seeds,
         eos_ids=envs.unwrapped.eos_token_ids,
         on_step=recorder.step,
     )
     steps = batch.completion_ids.shape[1]
     rewards = torch.as_tensor(recorder.rewards[:, :steps])
     return batch._replace(rewards=rewards, infos=recorder.infos, env_seconds=recorder.seconds)
+
+
+def play_rows(
+    engine: RolloutEngine,
+    envs: Any,
+    rows: range,
+    batch_size: int,
+    *,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    **sampling: Any,
+) -> RolloutBatch:
+    """Play the rows ``rows`` of a batch of ``batch_size`` episodes, one per sub-env of ``envs``.
+
+    Whichever way a batch is split into rows (one process, or shards on several workers), each row comes out the
+    same: the batch's prompts are drawn whole, as the env's reset draws them (:func:`~criticgym.envs.draw_prompts`,
+    with ``options["group_size"]``), and each row samples from a random stream of its own, seeded by ``seed``
+    and the row's number (:func:`row_seed`). Sampling options as in :func:`play`.
+    """
+    from gymnasium.utils.seeding import np_random
+
+    group = (options or {}).get("group_size", 1)
+    if len(rows) != envs.num_envs or rows.start < 0 or rows.stop > batch_size:
+        raise ConfigError(f"Rows {rows} of a batch of {batch_size} need a vector env of {len(rows)} sub-envs.")
+    if rows.start % group or len(rows) % group:
+        raise ConfigError(f"Rows {rows} split a group of {group} completions of one prompt; shard by whole groups.")
+    rng, _ = np_random(seed)
+    indices = draw_prompts(rng, len(envs.unwrapped.episodes.prompts), batch_size, group)[rows.start : rows.stop]
+    other = {key: value for key, value in (options or {}).items() if key != "group_size"}
+    return play(
+        engine,
+        envs,
+        seed=seed,
+        options={**other, "prompt_index": indices},
+        row_seeds=[row_seed(seed, row) for row in rows],
+        **sampling,
+    )
+
+
+def row_seed(seed: int, row: int) -> int:
+    """The seed of row ``row``'s random stream in a batch seeded by ``seed``."""
+    return int(np.random.SeedSequence([seed, row]).generate_state(1)[0])
 
 
 class _Recorder:

@@ -106,7 +106,8 @@ class TextGenVectorEnv(VectorEnv):
 
         ``options["prompt"]`` gives the prompts: one string for all, or one per sub-env being reset.
         ``options["group_size"] = k`` draws one task prompt per group of ``k`` consecutive sub-envs being reset
-        (k completions of each prompt, as RLOO and pairwise preferences need).
+        (k completions of each prompt, as RLOO and pairwise preferences need). ``options["prompt_index"]`` names
+        the task's prompts by index instead, one per sub-env being reset (no draw).
         """
         if isinstance(seed, list):
             seed = seed[0]
@@ -121,7 +122,7 @@ class TextGenVectorEnv(VectorEnv):
         prompts = options.get("prompt")
         if isinstance(prompts, str):
             prompts = [prompts] * len(rows)
-        self.episodes.start(rows, self.np_random, prompts, options.get("group_size", 1))
+        self.episodes.start(rows, self.np_random, prompts, options.get("group_size", 1), options.get("prompt_index"))
         self._pending_reset[rows] = False
         n_tokens = self.episodes.length - self.episodes.prompt_len
         return self.episodes.observation(self._all), {"n_tokens": n_tokens, "_n_tokens": np.ones(self.num_envs, bool)}

@@ -56,6 +56,39 @@ class RolloutBatch(NamedTuple):
         return RolloutBatch(*(v.to(device) if isinstance(v, torch.Tensor) else v for v in self))
 
 
+def join_batches(batches: Sequence[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """One batch of the rows of ``batches``, in order: prompts re-padded on the left, completions on the right.
+
+    Fields that are None in the batches stay None; ``env_seconds`` is the longest (the parts ran side by side).
+    """
+    if not batches:
+        raise ConfigError("join_batches() needs at least one batch.")
+    width = max(b.prompt_ids.size(1) for b in batches)
+    steps = max(b.completion_ids.size(1) for b in batches)
+
+    def cat(field: str, value: float, left: bool = False) -> torch.Tensor | None:
+        parts = [getattr(b, field) for b in batches]
+        if any(p is None for p in parts):
+            return None
+        size = width if left else steps
+        pad = [(size - p.size(1), 0) if left else (0, size - p.size(1)) for p in parts]
+        return torch.cat([torch.nn.functional.pad(p, w, value=value) for p, w in zip(parts, pad, strict=True)])
+
+    infos = None if any(b.infos is None for b in batches) else [i for b in batches for i in b.infos]
+    return RolloutBatch(
+        prompt_ids=cat("prompt_ids", pad_id, left=True),
+        prompt_mask=cat("prompt_mask", 0, left=True),
+        completion_ids=cat("completion_ids", pad_id),
+        completion_mask=cat("completion_mask", 0),
+        logprobs=cat("logprobs", 0.0),
+        values=cat("values", 0.0),
+        ref_logprobs=cat("ref_logprobs", 0.0),
+        rewards=cat("rewards", 0.0),
+        infos=infos,
+        env_seconds=max(b.env_seconds for b in batches),
+    )
+
+
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], Any]
 """``on_step(t, tokens, active) -> ended``: column t's tokens (B,), the rows still running before it (B,) bool,
 and the rows that end with it (B,) bool (array-like)."""
@@ -86,17 +119,30 @@ def filter_logits(
     return logits.masked_fill(drop, float("-inf"))
 
 
-def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_from_logits(
+    logits: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
+) -> torch.Tensor:
     """Draw one token per row from ``softmax(logits)`` by inverting the CDF: (B, V) -> (B,).
 
-    Exact, and needs one uniform number per row. ``torch.multinomial`` and the Gumbel-max trick draw a
-    random number per vocabulary entry, which on a CPU costs more than a small model's forward pass.
-    Tokens whose logit is -inf are never drawn.
+    Exact, and needs one uniform number per row (``uniform``, (B,) float64 in [0, 1), else drawn from
+    ``generator``). ``torch.multinomial`` and the Gumbel-max trick draw a random number per vocabulary entry,
+    which on a CPU costs more than a small model's forward pass. Tokens whose logit is -inf are never drawn.
     """
     cdf = logits.softmax(dim=-1).double().cumsum(dim=-1)  # float64: no drift over a 50k vocabulary
-    u = torch.rand((logits.size(0), 1), generator=generator, dtype=torch.float64, device=logits.device)
+    if uniform is None:
+        u = torch.rand((logits.size(0), 1), generator=generator, dtype=torch.float64, device=logits.device)
+    else:
+        u = uniform.to(torch.float64).view(-1, 1)
     u = (1.0 - u) * cdf[:, -1:]  # in (0, total]: a zero-width interval is never hit
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.size(-1) - 1)
+
+
+def row_uniforms(seeds: Sequence[int], batch_size: int, steps: int) -> torch.Tensor:
+    """(B, steps) float64 uniforms, row b drawn from a generator seeded with ``seeds[b]`` alone (on the CPU)."""
+    if len(seeds) != batch_size:
+        raise ConfigError(f"Got {len(seeds)} seeds for {batch_size} prompts; give one seed, or one per prompt.")
+    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64) for s in seeds]
+    return torch.stack(rows)
 
 
 def sample_next(
@@ -106,17 +152,19 @@ def sample_next(
     top_p: float = 1.0,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One token per row, and its log-probability under the distribution it was drawn from: (B, V) -> (B,), (B,).
 
     Greedy takes the argmax (log-prob of the untempered distribution); otherwise the logits are tempered, cut
-    by top-k and top-p (:func:`filter_logits`) and sampled by :func:`sample_from_logits`.
+    by top-k and top-p (:func:`filter_logits`) and sampled by :func:`sample_from_logits` (``uniform``: each row's
+    random number, else drawn from ``generator``).
     """
     if greedy:
         tokens = logits.argmax(dim=-1)
         return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
     logits = filter_logits(logits / temperature, top_k, top_p)  # what is sampled from
-    tokens = sample_from_logits(logits, generator)
+    tokens = sample_from_logits(logits, generator, uniform)
     return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
 
 
@@ -228,7 +276,7 @@ class RolloutEngine:
         top_k: int = 0,
         top_p: float = 1.0,
         greedy: bool = False,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         stop_ids: Sequence[int] = (),
     ) -> RolloutBatch:
         """Sample one completion per prompt; each row stops at EOS or after ``max_new_tokens`` tokens.
@@ -241,7 +289,8 @@ class RolloutEngine:
             top_k: keep only the k most likely tokens (0: all).
             top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (1.0: all).
             greedy: take the most likely token (temperature, top-k and top-p are then ignored).
-            seed: seeds the sampler; the same seed gives the same completions.
+            seed: seeds the sampler; the same seed gives the same completions. One seed per prompt gives each
+                row a random stream of its own: a row's completion then does not depend on the other rows.
             stop_ids: more tokens that end a row, kept in its completion (e.g. the last word of a judgement).
 
         The batch's ``logprobs`` are those of the distribution each token was drawn from: tempered, filtered by
@@ -315,7 +364,7 @@ class RolloutEngine:
         top_k: int = 0,
         top_p: float = 1.0,
         greedy: bool = False,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         eos_ids: Sequence[int] | None = None,
         on_step: StepHook | None = None,
     ) -> RolloutBatch:
@@ -338,9 +387,12 @@ class RolloutEngine:
                 f"A prompt of {width} tokens plus {max_new_tokens} new tokens exceeds the model's context of "
                 f"{self.context} tokens. Shorten the prompt or lower max_new_tokens."
             )
-        generator = None
+        generator = uniforms = None
         if seed is not None and not greedy:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+            if isinstance(seed, int | np.integer):
+                generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            else:
+                uniforms = row_uniforms(seed, batch_size, max_new_tokens).to(self.device)
         want_values = self.value_head is not None
 
         # Buffers for the whole rollout, filled one column per step.
@@ -358,7 +410,8 @@ class RolloutEngine:
             logits = state.logits  # (B, V): the distribution of token t (this loop owns the state: no copy)
             if t < min_new_tokens:
                 logits[:, eos] = float("-inf")
-            tokens, step_logprobs = sample_next(logits, temperature, top_k, top_p, greedy, generator)
+            uniform = uniforms[:, t] if uniforms is not None else None
+            tokens, step_logprobs = sample_next(logits, temperature, top_k, top_p, greedy, generator, uniform)
             if want_values:
                 head_dtype = next(self.value_head.parameters()).dtype
                 values[:, t] = self.value_head(state.hidden.to(head_dtype)).squeeze(-1).float()
