@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from criticgym import flops
+from criticgym.envs import play, play_rows
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, RolloutEngine, score_completions
 
@@ -105,7 +106,7 @@ class LMAgent:
     Args:
         model: the policy (a transformers causal LM); trained in place.
         tokenizer: its tokenizer.
-        envs: a criticgym vector env made with ``autoreset_mode="disabled"``.
+        envs: a criticgym vector env made with ``autoreset_mode="disabled"`` (None when rollout workers play).
         lr: Adam learning rate.
         kl_coef: initial weight of the per-token KL penalty to the reference model.
         seed: the run's seed; every random draw comes from ``(seed, iteration)``.
@@ -150,10 +151,26 @@ class LMAgent:
         self.engine = RolloutEngine(model, tokenizer, ref_model=self.ref_model, value_head=self.value_head)
         self.kl_coef = kl_coef
         self.iteration = 0
+        self.workers: Any = None  # RolloutWorkers that play the batches, else this process plays them
+        self.shard: tuple[range, int] | None = None  # (rows, batch size): play only these rows of each batch
 
     def rollout(self) -> RolloutBatch:
-        """Sample this iteration's batch (each algorithm sets its sampling and grouping)."""
+        """Sample this iteration's batch (each algorithm sets its sampling and grouping, then calls :meth:`play`)."""
         raise NotImplementedError
+
+    def play(self, **sampling: Any) -> RolloutBatch:
+        """Sample the iteration's batch with the given sampling options (:func:`~criticgym.envs.play`).
+
+        Played here on ``envs``; by the rollout workers when ``self.workers`` is set
+        (:class:`~criticgym.agents.workers.RolloutWorkers`); or, when ``self.shard = (rows, batch_size)`` is set
+        (on a worker), only those rows of the batch (:func:`~criticgym.envs.play_rows`).
+        """
+        if self.workers is not None:
+            return self.workers.play(self, **sampling)
+        if self.shard is not None:
+            rows, batch_size = self.shard
+            return play_rows(self.engine, self.envs, rows, batch_size, seed=self.iteration_seed, **sampling)
+        return play(self.engine, self.envs, seed=self.iteration_seed, **sampling)
 
     def collect(self) -> Collected:
         """Roll out with the current policy, then per-token rewards: hindsight vectors first, minus the KL penalty."""

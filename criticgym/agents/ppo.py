@@ -36,7 +36,6 @@ from criticgym.agents.base import (
     masked_whiten,
     token_rewards,
 )
-from criticgym.envs import play
 from criticgym.rollout import RolloutBatch
 
 __all__ = ["PPO", "PPOConfig", "ValueHead", "gae", "masked_mean", "masked_whiten", "token_rewards"]
@@ -135,10 +134,7 @@ class PPO(LMAgent):
     def rollout(self) -> RolloutBatch:
         """Sample a batch with the current policy (seeded by the iteration)."""
         self.model.eval()
-        return play(
-            self.engine,
-            self.envs,
-            seed=self.iteration_seed,
+        return self.play(
             temperature=self.config.temperature,
             top_p=self.config.top_p,
         )

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 
 from criticgym.agents.base import LMAgent, forward_logprobs_values, masked_mean
-from criticgym.envs import play
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, score_completions
 
@@ -61,10 +60,11 @@ class Reinforce(LMAgent):
         self.config = config or ReinforceConfig()
         if self.config.baseline not in ("value", "rloo"):
             raise ConfigError(f"baseline must be 'value' or 'rloo', got {self.config.baseline!r}.")
-        if self.config.baseline == "rloo" and (self.config.k < 2 or envs.num_envs % self.config.k):
+        num_envs = envs.num_envs if envs is not None else self.config.k  # workers check their own shards
+        if self.config.baseline == "rloo" and (self.config.k < 2 or num_envs % self.config.k):
             raise ConfigError(
                 f"RLOO needs k >= 2 completions per prompt and num_envs a multiple of k; got k={self.config.k}, "
-                f"num_envs={envs.num_envs}."
+                f"num_envs={num_envs}."
             )
         super().__init__(
             model,
@@ -80,10 +80,7 @@ class Reinforce(LMAgent):
         """Sample a batch; with RLOO, k completions of each of num_envs / k prompts."""
         self.model.eval()
         options = {"group_size": self.config.k} if self.config.baseline == "rloo" else None
-        return play(
-            self.engine,
-            self.envs,
-            seed=self.iteration_seed,
+        return self.play(
             temperature=self.config.temperature,
             top_p=self.config.top_p,
             options=options,

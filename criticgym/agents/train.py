@@ -92,12 +92,22 @@ class TrainConfig:
     """Continue from out/checkpoint.pt."""
     progress: bool = True
     """Show a progress bar."""
+    workers: int = 0
+    """Rollout workers as Ray actors, each playing num_envs / workers rows (0: this process plays; criticgym[ray])."""
+    ray_address: str | None = None
+    """The Ray cluster to join (None: start a local one) when workers or critic_actors are set."""
+    critic_actors: int = 0
+    """Serve RELC's span critic from this many Ray actors, shared by every env (0: in each env's process)."""
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
             raise ConfigError(f"Unknown agent {self.agent!r}; use one of {AGENTS}.")
         if self.iterations < 1 or self.num_envs < 1:
             raise ConfigError("iterations and num_envs must be at least 1.")
+        if self.workers < 0 or self.critic_actors < 0:
+            raise ConfigError("workers and critic_actors must be 0 (off) or more.")
+        if self.critic_actors and self.reward != "relc":
+            raise ConfigError(f"critic_actors serves RELC's span critic; reward={self.reward!r} has none.")
         if isinstance(self.ppo, dict):  # read back from config.json
             self.ppo = PPOConfig(**self.ppo)
         if isinstance(self.reinforce, dict):
@@ -126,6 +136,42 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     return kwargs
 
 
+def build_policy(cfg: TrainConfig):
+    """The policy a config starts from, and its tokenizer: the model, with a fresh LoRA adapter when asked."""
+    from criticgym.rollout import load_policy
+
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_policy(cfg.model, device=cfg.device)
+    if cfg.lora_r:
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
+    return model, tokenizer
+
+
+def critic_pool(cfg: TrainConfig):
+    """RELC's span critic served by ``cfg.critic_actors`` Ray actors (None when ``critic_actors`` is 0)."""
+    if not cfg.critic_actors:
+        return None
+    from functools import partial
+
+    from criticgym.critics.pool import CriticPool
+    from criticgym.distributed import init_ray
+
+    init_ray(cfg.ray_address)
+    return CriticPool(partial(_critic_of, asdict(cfg)), actors=cfg.critic_actors)
+
+
+def _critic_of(config: dict[str, Any]):
+    """The span critic a config names, built where it is called (inside a pool's actor)."""
+    from criticgym.envs import get_task
+    from criticgym.envs.core import resolve_tokenizer
+    from criticgym.registration import ENV_IDS, make_critic
+
+    cfg = TrainConfig(**config)
+    task = ENV_IDS.get(cfg.env, cfg.env)
+    name = cfg.critic or get_task(task).critic
+    return make_critic(name, task, resolve_tokenizer(cfg.model), cfg.critic_model, cfg.seed)
+
+
 def build_agent(cfg: TrainConfig, model, tokenizer, envs):
     """The agent a config names."""
     from criticgym.agents.ppo import PPO
@@ -135,9 +181,11 @@ def build_agent(cfg: TrainConfig, model, tokenizer, envs):
     return agent(model, tokenizer, envs, cfg.agent_config, seed=cfg.seed)
 
 
-def build_evaluator(cfg: TrainConfig, tokenizer, ref_model, judge=None) -> Evaluator:
-    """Held-out evaluation for a config: its env and reward set-up on the test split."""
-    options = env_kwargs(cfg) if judge is None else {**env_kwargs(cfg), "judge": judge}
+def build_evaluator(cfg: TrainConfig, tokenizer, ref_model, judge=None, critic=None) -> Evaluator:
+    """Held-out evaluation for a config: its env and reward set-up on the test split (``critic``: a pool)."""
+    options = {**env_kwargs(cfg), **({"judge": judge} if judge is not None else {})}
+    if critic is not None:
+        options["critic"] = critic
     return Evaluator(cfg.env, tokenizer, ref_model, cfg.eval_prompts, cfg.scorer, **options)
 
 
@@ -169,20 +217,21 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Run (or resume) a training run; returns ``{"history", "evals", "out"}``."""
     from tqdm.auto import tqdm
 
-    from criticgym.rollout import load_policy
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    model, tokenizer = load_policy(cfg.model, device=cfg.device)
-    if cfg.lora_r:
-        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
+    model, tokenizer = build_policy(cfg)
     judge = self_judge(cfg, model, tokenizer)
-    options = env_kwargs(cfg) if judge is None else {**env_kwargs(cfg), "judge": judge}
-    envs = criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **options)
+    pool = critic_pool(cfg)
+    shared = {"critic": pool} if pool is not None else {}  # what every env gets besides env_kwargs(cfg)
+    options = {**env_kwargs(cfg), **shared, **({"judge": judge} if judge is not None else {})}
+    envs = None if cfg.workers else criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **options)
     agent = build_agent(cfg, model, tokenizer, envs)
+    if cfg.workers:
+        from criticgym.agents.workers import RolloutWorkers
+
+        agent.workers = RolloutWorkers(cfg, cfg.workers, env_options=shared)
     reference = agent.ref_model if agent.ref_model is not None else _frozen_copy(model)  # perplexity's model
-    evaluate = build_evaluator(cfg, tokenizer, reference, judge)
+    evaluate = build_evaluator(cfg, tokenizer, reference, judge, pool)
     checkpoint = out / "checkpoint.pt"
     history: list[dict[str, float]] = []
     evals: list[dict[str, Any]] = []
@@ -217,6 +266,9 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             save_atomically({"agent": agent.state_dict(), "history": history, "evals": evals}, checkpoint)
     if board is not None:
         board.close()
+    for actors in (agent.workers, pool):
+        if actors is not None:
+            actors.close()
     _write_samples(out / "samples.md", evals)
     adaptive = getattr(agent.config, "adaptive_kl", False)
     plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)
