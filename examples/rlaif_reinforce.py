@@ -1,17 +1,20 @@
 """Direct and distilled RLAIF with REINFORCE on SentimentControl (Lee et al. 2023; PAPERS.md section 2).
 
 1. **Direct RLAIF**: REINFORCE with a value baseline (temperature 0.9, KL 0.05 to the initial policy, as RLAIF)
-   on ``reward="rlaif-direct"``: the judge rates every completion 0-9 and the expected rating, mapped to [-1, 1],
-   is the reward.
-2. **Distilled RLAIF**: the pairwise judge labels pairs of completions (both orders, soft labels), a reward model
-   trains on them, and REINFORCE trains on the reward model through the sparse reward wrapper.
+   on ``reward="rlaif-direct"``. The default judge, ``label:smollm2-135m``, reads the log-probability gap of
+   " positive" over " negative" after a completion-style question (a question a 135M model can answer); a plain
+   model name asks the chat judge for a 0-9 rating instead.
+2. **Distilled RLAIF**: the same judge labels pairs of completions (soft labels: the sigmoid of the gap
+   difference; a chat judge is asked in both orders), a reward model trains on them, and REINFORCE trains on the
+   reward model through the sparse reward wrapper.
 
 Both runs report the task's held-out score (the sentiment classifier) before and after, so they compare with
 ``criticgym train`` runs on other rewards.
 
     python examples/rlaif_reinforce.py                                   # smollm2-135m as policy and judge
+    python examples/rlaif_reinforce.py --judge smollm2-135m              # the chat judge (rates 0-9, "1" or "2")
     python examples/rlaif_reinforce.py --label-judge lexicon             # distil a lexicon judge instead
-    python examples/rlaif_reinforce.py --policy tiny --judge tiny --iterations 1 --pairs 8   # a smoke run
+    python examples/rlaif_reinforce.py --policy tiny --judge label:tiny --iterations 1 --pairs 8   # a smoke run
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Run direct RLAIF, then label, distil and train on the reward model; returns the summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="smollm2-135m")
-    parser.add_argument("--judge", default="smollm2-135m", help="the judge model (direct and pairwise)")
+    parser.add_argument("--judge", default="label:smollm2-135m", help="the judge (direct and pairwise)")
     parser.add_argument("--label-judge", default=None, help="the pairwise judge for distillation (--judge)")
     parser.add_argument("--pairs", type=int, default=128, help="preference pairs to label")
     parser.add_argument("--iterations", type=int, default=10)
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     direct = reinforce(args, out / "direct", reward="rlaif-direct", judge_model=args.judge)
 
-    judge = make_judge(args.label_judge or args.judge, get_task("sentiment").preamble)
+    task = get_task("sentiment")
+    judge = make_judge(args.label_judge or args.judge, task.preamble, label_words=task.label_words)
     records = label_pairs(ENV, args.policy, judge, prompts=args.pairs, temperature=1.0)
     write_jsonl(out / "prefs.jsonl", records)
     model, metrics = train_reward_model(records, "minilm")

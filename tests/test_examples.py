@@ -16,7 +16,7 @@ def load(name):
 
 def test_rlaif_example_trains_on_the_direct_judge_and_on_the_distilled_reward_model(tmp_path):
     example = load("rlaif_reinforce")
-    argv = ["--policy", "tiny", "--judge", "tiny", "--iterations", "1", "--num-envs", "4", "--pairs", "12"]
+    argv = ["--policy", "tiny", "--judge", "label:tiny", "--iterations", "1", "--num-envs", "4", "--pairs", "12"]
     summary = example.main(argv + ["--eval-prompts", "4", "--out", str(tmp_path), "--quiet"])
     assert (tmp_path / "reward-model" / "reward_model.json").exists()
     assert len((tmp_path / "prefs.jsonl").read_text().splitlines()) == 12
@@ -26,4 +26,5 @@ def test_rlaif_example_trains_on_the_direct_judge_and_on_the_distilled_reward_mo
         assert config["agent"] == "reinforce" and len((tmp_path / run / "metrics.csv").read_text().splitlines()) == 2
         assert -1.0 <= summary[run]["score_after"] <= 1.0
     assert json.loads((tmp_path / "distilled" / "config.json").read_text())["scorer"].endswith("reward-model")
-    assert json.loads((tmp_path / "direct" / "config.json").read_text())["reward"] == "rlaif-direct"
+    direct = json.loads((tmp_path / "direct" / "config.json").read_text())
+    assert direct["reward"] == "rlaif-direct" and direct["judge_model"] == "label:tiny"
