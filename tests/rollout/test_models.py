@@ -118,3 +118,17 @@ def test_smollm2_conversion_keeps_the_gguf_logits(tmp_path):
     original = AutoModelForCausalLM.from_pretrained(folder, gguf_file=models.SMOLLM2_GGUF, dtype=torch.float32)
     ids = tokenizer(["The film was a triumph of"], return_tensors="pt")["input_ids"]
     torch.testing.assert_close(model(ids).logits, original(ids).logits)
+
+
+def test_smollm2_random_has_smollm2_s_architecture(tokenizer):
+    from transformers import AutoConfig
+
+    from criticgym.rollout.models import SMOLLM2_GGUF, SMOLLM2_PACKAGE, SMOLLM2_PIP, package_folder, smollm2_config
+
+    real = AutoConfig.from_pretrained(package_folder(SMOLLM2_PACKAGE, SMOLLM2_PIP), gguf_file=SMOLLM2_GGUF)
+    ours = smollm2_config(tokenizer)
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    keys += ("num_key_value_heads", "tie_word_embeddings", "max_position_embeddings")
+    assert {k: getattr(ours, k) for k in keys} == {k: getattr(real, k) for k in keys}
+    assert ours.rms_norm_eps == pytest.approx(real.rms_norm_eps, rel=1e-6)  # the GGUF stores it as float32
+    assert ours.rope_parameters["rope_theta"] == real.rope_parameters["rope_theta"]
