@@ -121,3 +121,19 @@ def test_ablation_runs_every_arm_and_seed_and_resumes_without_retraining(tmp_pat
     monkeypatch.setattr(ab, "train", no_training)
     again = ab.ablation(argv, log=lambda *_: None)
     assert again["table"] == summary["table"]
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
+    from dataclasses import asdict, replace
+
+    base = ab._ablation_defaults()
+    folder = tmp_path / "runs" / "sparse" / "seed-0"
+    folder.mkdir(parents=True)
+    cfg = replace(base, reward="sparse", seed=0, out=str(folder), resume=True, eval_every=0)
+    record = {"arm": "sparse", "seed": 0, "history": [], "final": {}, "config": asdict(cfg)}
+    (folder / "result.json").write_text(json.dumps(record))
+    assert ab.run_arm(replace(base, judge_model="label:self"), "sparse", 0, tmp_path) == record  # no judge read
+    with pytest.raises(ConfigError, match=r"other settings \(ppo.lr, iterations\).*another --out"):
+        ab.run_arm(replace(base, iterations=3, ppo=replace(base.ppo, lr=1.0)), "sparse", 0, tmp_path)
+    old = {k: v for k, v in record["config"].items() if k != "workers"}  # written before the option existed
+    assert ab.config_changes(old, asdict(cfg)) == []
