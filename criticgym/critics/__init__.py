@@ -1,6 +1,6 @@
 """Everything that judges text: scorers (one number per text), span critics, AI judges, LLM backends."""
 
-from criticgym.critics.backends import BackendError, LLMBackend, LocalBackend, OpenAIBackend
+from criticgym.critics.backends import BackendError, LLMBackend, LocalBackend, OpenAIBackend, make_backend
 from criticgym.critics.base import Critic, Critique, FunctionCritic, Span, as_critic
 from criticgym.critics.judge import PairwiseJudge, ScoreJudge, ScorerJudge, evaluate_judge, make_judge
 from criticgym.critics.lexicon import LexiconCritic, ToxicityCritic
@@ -47,6 +47,7 @@ __all__ = [
     "evaluate_judge",
     "load_template",
     "make_judge",
+    "make_backend",
     "make_scorer",
     "soft_label_loss",
 ]

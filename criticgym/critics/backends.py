@@ -114,6 +114,27 @@ class LocalBackend:
         return np.concatenate(rows).astype(np.float64)
 
 
+def make_backend(spec: Any, chat: bool = True) -> Any:
+    """A backend from a name: ``"openai:<model>@<url>"`` for a server, any other name for a :class:`LocalBackend`.
+
+    Objects pass through. The server form is what the command line takes wherever a model is named
+    (``--critic-model``, ``--judge-model``), e.g. ``openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000``; its key
+    is read from ``$OPENAI_API_KEY``.
+
+    Example:
+        >>> make_backend("openai:smollm2@http://127.0.0.1:8080", chat=False)
+        OpenAIBackend(base_url='http://127.0.0.1:8080/v1', model='smollm2', chat=False)
+    """
+    if not isinstance(spec, str):
+        return spec
+    if spec.startswith("openai:"):
+        model, at, url = spec.removeprefix("openai:").rpartition("@")
+        if not at or not model or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"A server backend is written openai:<model>@<http(s) url>, got {spec!r}.")
+        return OpenAIBackend(url, model, chat=chat)
+    return LocalBackend(spec, chat=chat)
+
+
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 

@@ -163,9 +163,9 @@ def make_feedback(source: Any, layout: Any) -> Any:
             raise ConfigError("This task has no program annotator; use feedback='model:<name>' or a source object.")
         return ANNOTATORS[layout.annotator]()
     if source.startswith("model:"):
-        from criticgym.critics.backends import LocalBackend
+        from criticgym.critics.backends import make_backend
 
-        return ModelFeedback(LocalBackend(source.partition(":")[2], chat=False), layout)
+        return ModelFeedback(make_backend(source.partition(":")[2], chat=False), layout)
     raise ConfigError(f"Unknown feedback {source!r}; use 'program', 'model:<name>' or a feedback source object.")
 
 

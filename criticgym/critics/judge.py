@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from criticgym.critics.backends import LLMBackend, LocalBackend
+from criticgym.critics.backends import LLMBackend, make_backend
 from criticgym.errors import ConfigError, CriticGymError
 
 GENERIC_PREAMBLE = "A good continuation of a text is fluent, relevant and well written."
@@ -82,7 +82,7 @@ class PairwiseJudge:
         chain_of_thought: bool = False,
         rationale_tokens: int = 64,
     ) -> None:
-        self.backend = LocalBackend(backend) if isinstance(backend, str) else backend
+        self.backend = make_backend(backend)
         self.name = backend if isinstance(backend, str) else type(backend).__name__
         self.preamble = preamble
         self.examples = tuple(examples)
@@ -143,7 +143,7 @@ class ScoreJudge:
     levels = tuple(range(10))
 
     def __init__(self, backend: LLMBackend | str = "smollm2-135m", preamble: str = GENERIC_PREAMBLE) -> None:
-        self.backend = LocalBackend(backend) if isinstance(backend, str) else backend
+        self.backend = make_backend(backend)
         self.preamble = preamble
 
     def build_prompt(self, context: str, completion: str) -> str:

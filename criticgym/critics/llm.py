@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from criticgym.critics.backends import LLMBackend, LocalBackend
+from criticgym.critics.backends import LLMBackend, make_backend
 from criticgym.critics.base import Critique, Span
 from criticgym.critics.spans import header_sign, locate, parse_answer
 from criticgym.errors import ConfigError
@@ -64,7 +64,7 @@ class LLMCritic:
         include_score: bool = False,
         default_sign: int | None = None,
     ) -> None:
-        self.backend = LocalBackend(backend) if isinstance(backend, str) else backend
+        self.backend = make_backend(backend)
         self.template = load_template(template)
         self.max_new_tokens = max_new_tokens
         self.include_score = include_score

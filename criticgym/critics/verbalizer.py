@@ -57,7 +57,7 @@ class LabelWordScorer:
         include_prompt: bool = True,
         name: str | None = None,
     ) -> None:
-        from criticgym.critics.backends import LocalBackend
+        from criticgym.critics.backends import LocalBackend, make_backend
 
         if words is None:
             raise ConfigError("A label-word judge needs label words (a task's label_words).")
@@ -71,8 +71,9 @@ class LabelWordScorer:
         if "text" not in self.template.get_identifiers():
             raise ConfigError(f"The label-word template must contain $text, got {words.template!r}.")
         label = backend if isinstance(backend, str) else getattr(backend, "name", None)
-        if isinstance(backend, str | tuple):
+        if isinstance(backend, tuple):
             backend = LocalBackend(backend, chat=False)
+        backend = make_backend(backend, chat=False)
         self.backend, self.words, self.calibration = backend, words, calibration
         self.include_prompt = include_prompt
         self.name = name or f"label-words({label or type(backend).__name__}, {calibration})"

@@ -215,3 +215,16 @@ def test_local_backend_generates_greedily_in_batches(tiny):
     assert texts == local.generate(["Review: good", "Review: bad", "Review: fine"], max_new_tokens=4)
     lp = local.next_token_logprobs(["Is it good?", "Is it bad?"], ["1", "2"])
     assert lp.shape == (2, 2) and (lp < 0).all()
+
+
+def test_a_server_named_on_the_command_line_reaches_the_critic(server):
+    from criticgym.critics import LLMCritic, make_backend
+
+    client = make_backend(f"openai:test-model@{server.url}", chat=False)
+    assert isinstance(client, OpenAIBackend) and client.model == "test-model" and not client.chat
+    critic = LLMCritic(f"openai:test-model@{server.url}", template="sentiment")  # as --critic-model passes it
+    critic.critique(["A film"], ["was great"])
+    assert server.requests[0]["path"] == "/v1/chat/completions"
+    assert "was great" in server.requests[0]["body"]["messages"][0]["content"]
+    with pytest.raises(ConfigError, match=r"openai:<model>@<http\(s\) url>"):
+        make_backend("openai:no-url")
