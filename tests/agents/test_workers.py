@@ -73,20 +73,26 @@ def test_two_workers_play_one_process_s_batch_and_a_killed_worker_is_replaced(cl
     for field in ("logprobs", "values", "ref_logprobs"):  # other padding and batch shapes: float sums differ a little
         torch.testing.assert_close(getattr(ours, field), getattr(theirs, field), atol=1e-4, rtol=1e-4)
 
-    # Training: against the same two shards played in this process, so that every float is the same. (Against
-    # the whole batch, Adam's first step turns those 1e-5 differences into different weights.)
+    # Training: against the same two shards played in this process with one thread, as each worker plays them, so
+    # that every float is the same. (Against the whole batch, or with other thread counts, Adam's first step turns
+    # 1e-5 differences into different weights.)
     local = agent_of(cfg, envs=False)
     local.workers = InProcessWorkers(cfg)
-    expected = [local.iterate(), local.iterate(), local.iterate()]
-    got = [remote.iterate()]
-    ray.kill(remote.workers.actors.handles[0])  # a worker dies between iterations
-    got += [remote.iterate(), remote.iterate()]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        expected = [local.iterate(), local.iterate(), local.iterate()]
+        got = [remote.iterate()]
+        ray.kill(remote.workers.actors.handles[0])  # a worker dies between iterations
+        got += [remote.iterate(), remote.iterate()]
+    finally:
+        torch.set_num_threads(threads)
+        remote.workers.close()
     assert remote.workers.replaced == 1
     for want, have in zip(expected, got, strict=True):  # the new worker plays with the learner's current weights
         assert have["charts/episodic_return"] == want["charts/episodic_return"]
         assert have["losses/policy_loss"] == pytest.approx(want["losses/policy_loss"], abs=1e-7)
     assert len({h["charts/episodic_return"] for h in got}) > 1  # the policy changed between iterations
-    remote.workers.close()
 
 
 def test_workers_split_the_batch_evenly_and_fit_the_cluster(cluster):
