@@ -257,6 +257,7 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (by_iteration, by_seconds, by_flops) = plt.subplots(1, 3, figsize=(15, 4))
     for arm, curve in summary["curves"].items():
@@ -272,8 +273,9 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> None:
     by_iteration.set(xlabel="iteration", ylabel="task score of training batches", title=title)
     by_seconds.set(xlabel="training compute, seconds (reward + policy, log)", title="At equal compute (time)")
     by_flops.set(xlabel="training compute, estimated FLOPs (reward + policy, log)", title="At equal compute (FLOPs)")
-    by_seconds.set_xscale("log")
-    by_flops.set_xscale("log")
+    for axis in (by_seconds, by_flops):
+        axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
     by_iteration.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
