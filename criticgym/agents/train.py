@@ -154,10 +154,8 @@ def critic_pool(cfg: TrainConfig):
     from functools import partial
 
     from criticgym.critics.pool import CriticPool
-    from criticgym.distributed import init_ray
 
-    init_ray(cfg.ray_address)
-    return CriticPool(partial(_critic_of, asdict(cfg)), actors=cfg.critic_actors)
+    return CriticPool(partial(_critic_of, asdict(cfg)), actors=cfg.critic_actors, address=cfg.ray_address)
 
 
 def _critic_of(config: dict[str, Any]):
