@@ -20,34 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from bench_rollout import best_time, methods
 
 import criticgym
-from criticgym.envs import play
-from criticgym.rollout import RolloutEngine, left_pad, load_policy
+from criticgym.rollout import load_policy
 
 ENV = "criticgym/Words-v0"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def best_time(fn, device: torch.device, repeats: int) -> float:
-    """The fastest of ``repeats`` runs after one warm-up, in seconds."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def copy_bandwidth(device: torch.device, size_mib: int = 1024, repeats: int = 10) -> float:
@@ -66,35 +47,9 @@ def matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 4096, rep
 
 
 def rollout(model_name: str, batch: int, new_tokens: int, device: torch.device, repeats: int) -> dict:
-    """Engine + env against ``generate``: the same prompts, sampler and number of tokens."""
-    model, tokenizer = load_policy(model_name, device=device)
-    engine = RolloutEngine(model, tokenizer)
-    envs = criticgym.make_vec(
-        ENV, num_envs=batch, model=tokenizer, reward=None, max_new_tokens=new_tokens, autoreset_mode="disabled"
-    )
-    obs, _ = envs.reset(seed=0)
-    prompts = [row[: int(m.sum())].tolist() for row, m in zip(obs["input_ids"], obs["attention_mask"], strict=True)]
-    ids, mask = left_pad(prompts, tokenizer.pad_token_id, device)
-
-    def ours():
-        out = play(engine, envs, seed=0, min_new_tokens=new_tokens)
-        assert int(out.completion_mask.sum()) == batch * new_tokens
-
-    def theirs():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=True,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        assert out.shape[1] - ids.shape[1] == new_tokens
-
-    times = {"engine+env": best_time(ours, device, repeats), "generate": best_time(theirs, device, repeats)}
+    """Engine + env against ``generate`` (bench_rollout's closures): the same prompts, sampler and token count."""
+    fns, model = methods(model_name, batch, new_tokens, device, env=ENV)
+    times = {name: best_time(fns[name], device, repeats) for name in ("engine+env", "generate")}
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return {
         "model": model_name,

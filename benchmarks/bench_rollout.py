@@ -74,12 +74,14 @@ def naive_loop(model, ids, mask, new_tokens, eos_id, generator):
     return ids
 
 
-def methods(model_name: str, batch_size: int, new_tokens: int, device: torch.device) -> tuple[dict, object]:
-    """The three ways to sample ``new_tokens`` per row from the same prompts (closures), and the model."""
+def methods(
+    model_name: str, batch_size: int, new_tokens: int, device: torch.device, env: str = "criticgym/SentimentControl-v0"
+) -> tuple[dict, object]:
+    """The three ways to sample ``new_tokens`` per row from the same prompts of ``env`` (closures), and the model."""
     model, tokenizer = load_policy(model_name, device=device)
     engine = RolloutEngine(model, tokenizer)
     envs = criticgym.make_vec(
-        "criticgym/SentimentControl-v0",
+        env,
         num_envs=batch_size,
         model=tokenizer,
         reward=None,
