@@ -113,8 +113,7 @@ class RolloutWorkers:
         for _, counted in shards:
             flops.add(counted)
         device = next(agent.model.parameters()).device
-        with torch.no_grad():
-            return join_batches([batch for batch, _ in shards], agent.engine.pad_id).to(device)
+        return join_batches([batch for batch, _ in shards], agent.engine.pad_id).to(device)
 
     @property
     def replaced(self) -> int:

@@ -8,7 +8,6 @@ dies is rebuilt and its part critiqued again; when no restarts are left the erro
 
 Example (not run here: it starts Ray)::
 
-    from functools import partial
     from criticgym.critics import LexiconCritic
     from criticgym.critics.pool import CriticPool
 

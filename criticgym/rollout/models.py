@@ -147,63 +147,53 @@ def _build_smollm2(out: Path) -> None:
     shutil.copytree(_smollm2_tokenizer_folder(), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_COMPLETE))
 
 
-def smollm2_config(tokenizer):
-    """SmolLM2-135M's architecture (as its GGUF file describes it), for a tokenizer of its vocabulary."""
+# SmolLM2-135M's architecture, as its GGUF file describes it (tested field by field)
+SMOLLM2_SHAPE = dict(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+    rms_norm_eps=1e-5,
+)
+# Large random weights make a peaky policy (about 2 nats of entropy) that writes varied text; the usual 0.02 gives a
+# near-uniform one over 49k tokens that no agent can improve in a fast test.
+TINY_SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    initializer_range=1.0,
+)
+
+
+def llama_config(tokenizer, **shape):
+    """A Llama config with tied embeddings for ``tokenizer``'s vocabulary and special tokens, of the given shape."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=8192,
-        rope_theta=100000.0,
-        rms_norm_eps=1e-5,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **shape,
     )
 
 
-def _build_smollm2_random(out: Path) -> None:
+def _build_random(out: Path, shape: dict) -> None:
+    """A randomly initialized Llama of ``shape`` with the SmolLM2 tokenizer, the same on every machine (seed 0)."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(_smollm2_tokenizer_folder())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = LlamaForCausalLM(smollm2_config(tokenizer))
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-def _build_tiny(out: Path) -> None:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(_smollm2_tokenizer_folder())
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        # Large random weights make a peaky policy (about 2 nats of entropy) that writes varied text; the usual
-        # 0.02 gives a near-uniform one over 49k tokens that no agent can improve in a fast test.
-        initializer_range=1.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # the same "tiny" on every machine
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(llama_config(tokenizer, **shape))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
@@ -217,9 +207,9 @@ def model_folder(name_or_path: str) -> str:
     if name_or_path == "smollm2-135m":
         return str(build_once("smollm2-135m", _build_smollm2))
     if name_or_path == "tiny":
-        return str(build_once("tiny-v2", _build_tiny))
+        return str(build_once("tiny-v2", lambda out: _build_random(out, TINY_SHAPE)))
     if name_or_path == "smollm2-135m-random":
-        return str(build_once("smollm2-135m-random", _build_smollm2_random))
+        return str(build_once("smollm2-135m-random", lambda out: _build_random(out, SMOLLM2_SHAPE)))
     return name_or_path
 
 

@@ -110,7 +110,7 @@ def test_train_with_workers_and_a_critic_pool_writes_its_run(cluster, tmp_path):
     assert (tmp_path / "checkpoint.pt").exists()
 
 
-def test_with_lora_only_the_adapter_travels(tiny):
+def test_with_lora_only_the_adapter_travels():
     model, tokenizer = load_policy("tiny")
     lora = add_lora(model, r=2, alpha=4.0, targets="all-linear")
     cfg = config()

@@ -123,10 +123,17 @@ def test_smollm2_conversion_keeps_the_gguf_logits(tmp_path):
 def test_smollm2_random_has_smollm2_s_architecture(tokenizer):
     from transformers import AutoConfig
 
-    from criticgym.rollout.models import SMOLLM2_GGUF, SMOLLM2_PACKAGE, SMOLLM2_PIP, package_folder, smollm2_config
+    from criticgym.rollout.models import (
+        SMOLLM2_GGUF,
+        SMOLLM2_PACKAGE,
+        SMOLLM2_PIP,
+        SMOLLM2_SHAPE,
+        llama_config,
+        package_folder,
+    )
 
     real = AutoConfig.from_pretrained(package_folder(SMOLLM2_PACKAGE, SMOLLM2_PIP), gguf_file=SMOLLM2_GGUF)
-    ours = smollm2_config(tokenizer)
+    ours = llama_config(tokenizer, **SMOLLM2_SHAPE)
     keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
     keys += ("num_key_value_heads", "tie_word_embeddings", "max_position_embeddings")
     assert {k: getattr(ours, k) for k in keys} == {k: getattr(real, k) for k in keys}
