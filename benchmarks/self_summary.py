@@ -22,12 +22,26 @@ from scipy import stats
 # (row name, arm, stage, column): what each line of the table reads
 ROWS = [
     ("base model", "self", -1, "eval/accuracy"),
+    ("base model + self-refinement", "self", -1, "eval/accuracy_refined"),
     ("M0: fine-tuned on gold answers", "m0-train", 0, "eval/accuracy"),
     ("M0 + self-training (every answer kept)", "m0-train", 1, "eval/accuracy"),
     ("meta-skills (stage 0 of SELF)", "self", 0, "eval/accuracy"),
+    ("meta-skills + self-refinement", "self", 0, "eval/accuracy_refined"),
     ("SELF, round 1 (own judgement filters)", "self", 1, "eval/accuracy"),
     ("SELF, round 1, + self-refinement at inference", "self", 1, "eval/accuracy_refined"),
     ("meta-skills + round filtered by the program (oracle)", "program", 1, "eval/accuracy"),
+]
+# (name, (arm, stage, column) of a, of b): a - b per seed, the same seeds and round problems on both sides
+PAIRS = [
+    ("SELF round 1 - M0 + self-training", ("self", 1, "eval/accuracy"), ("m0-train", 1, "eval/accuracy")),
+    ("SELF round 1 - meta-skills (what the round adds)", ("self", 1, "eval/accuracy"), ("self", 0, "eval/accuracy")),
+    ("meta-skills - M0 (feedback vs gold data)", ("self", 0, "eval/accuracy"), ("m0-train", 0, "eval/accuracy")),
+    ("program filter - own filter", ("program", 1, "eval/accuracy"), ("self", 1, "eval/accuracy")),
+    (
+        "SELF round 1: self-refinement at inference - none",
+        ("self", 1, "eval/accuracy_refined"),
+        ("self", 1, "eval/accuracy"),
+    ),
 ]
 
 
@@ -80,7 +94,44 @@ def table(runs: dict) -> list[dict]:
     return out
 
 
-def markdown(rows: list[dict], command: str) -> str:
+def paired(runs: dict) -> list[dict]:
+    """Per-seed differences between two rows, with a 95% t-interval; only seeds that have both."""
+    out = []
+    for name, (arm_a, stage_a, col_a), (arm_b, stage_b, col_b) in PAIRS:
+        a, b = runs.get(arm_a, []), runs.get(arm_b, [])
+        diffs = [
+            x[stage_a][col_a] - y[stage_b][col_b] for x, y in zip(a, b, strict=False) if stage_a in x and stage_b in y
+        ]
+        if diffs:
+            mean, half = interval(diffs)
+            out.append({"difference": name, "seeds": len(diffs), "mean": mean, "ci": half})
+    return out
+
+
+def filters(runs: dict) -> list[dict]:
+    """How each arm's round filter chose its training answers, against the program's check (summed over seeds)."""
+    out = []
+    for arm in ("self", "program", "m0-train"):
+        found = [seed[1] for seed in runs.get(arm, []) if 1 in seed]
+        if not found:
+            continue
+        keys = ("round/kept", "round/kept_correct", "round/correct")
+        kept, right, total = (int(sum(r[k] for r in found)) for k in keys)
+        out.append(
+            {
+                "arm": arm,
+                "seeds": len(found),
+                "kept": kept,
+                "kept_right": right,
+                "right": total,
+                "precision": right / kept if kept else math.nan,
+                "recall": right / total if total else math.nan,
+            }
+        )
+    return out
+
+
+def markdown(rows: list[dict], command: str, diffs: list[dict] = (), chosen: list[dict] = ()) -> str:
     lines = [
         "# SELF on held-out Arithmetic problems (SmolLM2-135M)",
         "",
@@ -99,6 +150,22 @@ def markdown(rows: list[dict], command: str) -> str:
             f"| {r['row']} | {r['seeds']} | {r['accuracy']:.3f}{ci} | {precision} | {recall} | "
             f"{r['wrong_to_right']} / {r['right_to_wrong']} | {tokens} |"
         )
+    if diffs:
+        lines += ["", "| paired difference of held-out accuracy | seeds | mean (95% CI) |", "| --- | ---: | ---: |"]
+        for d in diffs:
+            ci = f" ± {d['ci']:.3f}" if not math.isnan(d["ci"]) else ""
+            lines.append(f"| {d['difference']} | {d['seeds']} | {d['mean']:+.3f}{ci} |")
+    if chosen:
+        lines += [
+            "",
+            "| round's filter | seeds | answers kept | of them right | right answers in all | precision | recall |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for f in chosen:
+            lines.append(
+                f"| {f['arm']} | {f['seeds']} | {f['kept']} | {f['kept_right']} | {f['right']} | "
+                f"{f['precision']:.2f} | {f['recall']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -126,12 +193,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--command", default="bash benchmarks/self_results.sh")
     args = parser.parse_args(argv)
     folder = Path(args.folder)
-    rows = table(read_runs(folder))
-    (folder / "summary.md").write_text(markdown(rows, args.command))
-    (folder / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    runs = read_runs(folder)
+    rows, diffs, chosen = table(runs), paired(runs), filters(runs)
+    text = markdown(rows, args.command, diffs, chosen)
+    (folder / "summary.md").write_text(text)
+    (folder / "table.json").write_text(json.dumps({"rows": rows, "paired": diffs, "filters": chosen}, indent=2) + "\n")
     if rows:
         plot(rows, folder / "self.png")
-    print(markdown(rows, args.command))
+    print(text)
     return rows
 
 

@@ -86,6 +86,11 @@ class SelfConfig:
     """Budget of an answer (None: the task's)."""
     feedback_tokens: int = 96
     """Budget of a critique and of a refinement."""
+    replay: int | None = None
+    """Earlier records (meta-skill and question-answer) mixed into each round's data: all of them (None, as in the
+    paper) or a random sample of this many (cheaper rounds; the rest is not forgotten in one round)."""
+    base_eval: bool = True
+    """Evaluate the untrained model first (stage -1). Evaluation is greedy, so this row is the same for every seed."""
     meta_data: str | None = None
     """A JSONL file of your own records (replaces the annotator's meta-skill records)."""
     progress: bool = True
@@ -97,6 +102,8 @@ class SelfConfig:
         for name in ("rounds", "meta_records", "qa_records", "prompts_per_round", "eval_problems", "epochs"):
             if getattr(self, name) < 0 or (name in ("epochs", "eval_problems") and getattr(self, name) < 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")
+        if self.replay is not None and self.replay < 0:
+            raise ConfigError(f"--replay must be at least 0 (or left unset for all records), got {self.replay}.")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}.")
 
@@ -215,6 +222,20 @@ def self_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict
     return loss, stats
 
 
+def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator, group: int = 8):
+    """One epoch of minibatches (lists of indices) of similar lengths, so that little of a batch is padding.
+
+    Shuffles, cuts the order into groups of ``group`` batches, sorts each group by length, splits it into batches
+    and shuffles the batches (the scheme of Hugging Face's ``group_by_length``). Every index appears once.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    batches = []
+    for start in range(0, len(order), batch_size * group):
+        chunk = sorted(order[start : start + batch_size * group], key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def fine_tune(model, tokenizer, layout, records: list[dict[str, str]], cfg: SelfConfig, seed: int, log=None):
     """Train on records (meta-skill and question-answer mixed) for ``cfg.epochs``; returns token counts and NLLs."""
     from tqdm.auto import tqdm
@@ -232,9 +253,8 @@ def fine_tune(model, tokenizer, layout, records: list[dict[str, str]], cfg: Self
     steps = cfg.epochs * -(-len(sequences) // cfg.batch_size)
     bar = tqdm(total=steps, disable=not cfg.progress, desc="fine-tune", unit="step", leave=False)
     for _ in range(cfg.epochs):
-        order = torch.randperm(len(sequences), generator=generator).tolist()
-        for start in range(0, len(order), cfg.batch_size):
-            batch = collate([sequences[i] for i in order[start : start + cfg.batch_size]], pad, device)
+        for chunk in length_grouped_batches([len(s[0]) for s in sequences], cfg.batch_size, generator):
+            batch = collate([sequences[i] for i in chunk], pad, device)
             loss, terms = self_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -437,7 +457,7 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
         raise ConfigError(f"The settings need {needed} train problems but {cfg.env} has {len(train)}; use fewer.")
     pick = [train[i] for i in order]
     meta_problems, qa_problems = pick[: cfg.meta_records], pick[cfg.meta_records : cfg.meta_records + cfg.qa_records]
-    fresh = pick[cfg.meta_records + cfg.qa_records :]
+    fresh = pick[len(pick) - cfg.rounds * cfg.prompts_per_round :]  # the same for any number of records
     solver = Solver(model, tokenizer, layout, cfg.max_new_tokens or task.max_new_tokens, cfg.feedback_tokens)
 
     qa = [{"prompt": p.text, "response": p.reference} for p in qa_problems]
@@ -457,7 +477,7 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
         model.load_state_dict(state["model"])
         history, done = state["history"], state["stage"]
         log(f"Resumed from {checkpoint} after stage {done}.")
-    else:
+    elif cfg.base_eval:
         history.append({"stage": -1, **_eval_row(solver, test, annotator, out, "base")})
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
@@ -475,7 +495,11 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
             )
             program = [s == 1.0 for s in ExactAnswer().score(prompts, final, gold)]  # the truth: SELF never reads it
             kept = keep_mask(cfg.filter, trace, program)
-            data = meta + qa + [{"prompt": p, "response": a} for p, a, k in zip(prompts, final, kept, strict=True) if k]
+            earlier = meta + qa
+            if cfg.replay is not None and cfg.replay < len(earlier):
+                chosen = np.random.default_rng(cfg.seed * 1000 + stage).choice(len(earlier), cfg.replay, replace=False)
+                earlier = [earlier[i] for i in sorted(chosen)]
+            data = earlier + [{"prompt": p, "response": a} for p, a, k in zip(prompts, final, kept, strict=True) if k]
             row |= {
                 "round/kept": int(sum(kept)),
                 "round/kept_correct": int(sum(k and c for k, c in zip(kept, program, strict=True))),

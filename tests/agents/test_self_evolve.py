@@ -197,6 +197,57 @@ def test_self_evolution_on_tiny_runs_end_to_end_and_resumes_after_a_kill(tmp_pat
         assert torch.equal(a, b)
 
 
+def test_length_grouped_batches_cover_every_sequence_once_with_less_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.choice([60, 210], size=200).tolist()  # question-answer and meta-skill sequences, mixed
+    generator = torch.Generator().manual_seed(0)
+    batches = se.length_grouped_batches(lengths, batch_size=16, generator=generator)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    assert [len(b) for b in batches].count(16) == 12 and len(batches) == 13
+
+    def padding(order):
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in order)
+
+    shuffled = torch.randperm(200, generator=torch.Generator().manual_seed(0)).tolist()
+    plain = [shuffled[i : i + 16] for i in range(0, 200, 16)]
+    assert padding(batches) < padding(plain) / 2
+    again = se.length_grouped_batches(lengths, batch_size=16, generator=torch.Generator().manual_seed(0))
+    assert again == batches  # seeded
+
+
+def test_a_round_replays_a_sample_of_the_earlier_records_and_can_skip_the_base_evaluation(tmp_path, monkeypatch):
+    seen = []
+    real = se.fine_tune
+
+    def record(model, tokenizer, layout, records, cfg, seed, log=None):
+        seen.append(list(records))
+        return real(model, tokenizer, layout, records, cfg, seed, log)
+
+    monkeypatch.setattr(se, "fine_tune", record)
+    run = se.self_evolve(small(tmp_path, replay=5, base_eval=False, filter="none"), log=lambda *_: None)
+    assert [row["stage"] for row in run["history"]] == [0, 1]
+    stage0, round1 = seen
+    assert len(stage0) == 16
+    earlier = [r for r in round1 if r in stage0]
+    assert len(earlier) == 5 and len(round1) == 5 + 8  # five replayed, every answer kept ("none")
+
+
+def test_round_prompts_do_not_depend_on_how_many_records_come_first(tmp_path, monkeypatch):
+    prompts = {}
+    real = se.Solver.solve
+
+    def spy(self, batch, refine, temperature=0.0, seed=None):
+        if temperature > 0:  # a round's answers; evaluation is greedy
+            prompts.setdefault(len(prompts), batch)
+        return real(self, batch, refine, temperature, seed)
+
+    monkeypatch.setattr(se.Solver, "solve", spy)
+    se.self_evolve(small(tmp_path / "a", base_eval=False), log=lambda *_: None)
+    m0 = small(tmp_path / "b", base_eval=False, meta_skill=False, meta_records=0, qa_records=20)
+    se.self_evolve(m0, log=lambda *_: None)
+    assert prompts[0] == prompts[1]
+
+
 def test_settings_that_cannot_work_fail_clearly(tmp_path):
     with pytest.raises(ConfigError, match="need 9000 train problems"):
         se.self_evolve(small(tmp_path, meta_records=5000, qa_records=4000, rounds=0), log=lambda *_: None)
@@ -204,3 +255,5 @@ def test_settings_that_cannot_work_fail_clearly(tmp_path):
         se.self_evolve(small(tmp_path, env="criticgym/Words-v0"), log=lambda *_: None)
     with pytest.raises(ConfigError, match="--epochs"):
         se.SelfConfig(epochs=0)
+    with pytest.raises(ConfigError, match="--replay"):
+        se.SelfConfig(replay=-1)
