@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +147,7 @@ class LMAgent:
         self.value_head = ValueHead(model.config.hidden_size).to(device) if value_head else None
         freeze_lower_layers(model, freeze_layers)
         params = [p for p in model.parameters() if p.requires_grad]
+        warn_half_precision(params)
         params += list(self.value_head.parameters()) if self.value_head is not None else []
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self.engine = RolloutEngine(model, tokenizer, ref_model=self.ref_model, value_head=self.value_head)
@@ -232,6 +234,22 @@ class LMAgent:
             self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_coef, self.iteration, self.seed = state["kl_coef"], state["iteration"], state["seed"]
+
+
+def warn_half_precision(params) -> None:
+    """Warn when an optimizer is about to update bfloat16 or float16 weights in place.
+
+    bfloat16 keeps about 3 significant digits, so an update of size lr (1e-5 against weights of about 0.02) rounds
+    away on most weights and training stalls without an error. ``load_policy`` gives bfloat16 on CUDA for
+    generation; :func:`~criticgym.agents.train.build_policy` loads the weights it trains as float32.
+    """
+    half = sum(p.numel() for p in params if p.dtype in (torch.bfloat16, torch.float16))
+    if half:
+        warnings.warn(
+            f"{half:,} trainable weights are in half precision: most small updates will round away. Load the "
+            "policy with load_policy(..., dtype=torch.float32) (criticgym train does), or train a LoRA adapter.",
+            stacklevel=3,
+        )
 
 
 def freeze_lower_layers(model, n: int) -> None:

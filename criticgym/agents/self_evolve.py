@@ -447,7 +447,7 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_policy(cfg.model, device=cfg.device)
+    model, tokenizer = load_policy(cfg.model, device=cfg.device, dtype=torch.float32)  # trained: never bfloat16
     freeze_lower_layers(model, cfg.freeze_layers)
     train = list(task_prompts(task, "train", tokenizer))
     test = list(task_prompts(task, "test", tokenizer))[: cfg.eval_problems]

@@ -137,11 +137,15 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def build_policy(cfg: TrainConfig):
-    """The policy a config starts from, and its tokenizer: the model, with a fresh LoRA adapter when asked."""
+    """The policy a config starts from, and its tokenizer: the model, with a fresh LoRA adapter when asked.
+
+    Weights the optimizer updates are float32 on every device (on CUDA the default would be bfloat16, in which most
+    updates round away); with LoRA the frozen base keeps the device's default and the adapter is float32.
+    """
     from criticgym.rollout import load_policy
 
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_policy(cfg.model, device=cfg.device)
+    model, tokenizer = load_policy(cfg.model, device=cfg.device, dtype=None if cfg.lora_r else torch.float32)
     if cfg.lora_r:
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
     return model, tokenizer

@@ -54,7 +54,8 @@ class RewardModel(nn.Module):
         else:
             from criticgym.rollout import load_policy
 
-            self.lm, self.tokenizer = load_policy(backbone, device=device)
+            trained = torch.float32 if train_layers else None  # updated weights stay float32 on CUDA too
+            self.lm, self.tokenizer = load_policy(backbone, device=device, dtype=trained)
             self.lm.requires_grad_(False)
             decoder = self.lm.get_decoder()
             layers = decoder.layers

@@ -74,7 +74,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """float32 on CPU, bfloat16 on GPU."""
+    """float32 on CPU, bfloat16 on GPU (for generation; weights an optimizer updates are loaded as float32)."""
     import torch
 
     return torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -166,3 +167,19 @@ def test_a_ppo_iteration_runs_on_cuda_in_bf16():
     assert model.dtype == torch.bfloat16 and agent.value_head.linear.weight.device.type == "cuda"
     assert all(np.isfinite(v) for k, v in metrics.items() if k.startswith(("losses/", "charts/episodic")))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_what_trains_is_float32_where_generation_defaults_to_bfloat16(monkeypatch):
+    from criticgym.agents.train import TrainConfig, build_policy
+    from criticgym.rollout import models
+
+    monkeypatch.setattr(models, "default_dtype", lambda device: torch.bfloat16)  # what CUDA gets
+    half, tokenizer = load_policy("tiny")
+    assert half.dtype == torch.bfloat16
+    model, _ = build_policy(TrainConfig(model="tiny"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    with pytest.warns(UserWarning, match="half precision.*dtype=torch.float32"):
+        PPO(half, tokenizer, words_envs(4), PPOConfig(kl_coef=0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PPO(model, tokenizer, words_envs(4), PPOConfig(kl_coef=0.0))
