@@ -169,6 +169,21 @@ def markdown(rows: list[dict], command: str, diffs: list[dict] = (), chosen: lis
     return "\n".join(lines) + "\n"
 
 
+def write_all(runs: dict, path: Path) -> None:
+    """Every stage of every run in one file (the runs themselves hold checkpoints and stay out of git)."""
+    records = [
+        {"arm": arm, "seed": seed, **row, "stage": stage}
+        for arm, seeds in sorted(runs.items())
+        for seed, stages in enumerate(seeds)
+        for stage, row in sorted(stages.items())
+    ]
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(records)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -198,6 +213,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     text = markdown(rows, args.command, diffs, chosen)
     (folder / "summary.md").write_text(text)
     (folder / "table.json").write_text(json.dumps({"rows": rows, "paired": diffs, "filters": chosen}, indent=2) + "\n")
+    write_all(runs, folder / "runs.csv")
     if rows:
         plot(rows, folder / "self.png")
     print(text)

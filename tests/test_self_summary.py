@@ -57,3 +57,7 @@ def test_the_summary_pairs_seeds_and_scores_each_filter_against_the_program(tmp_
     assert filters["program"]["precision"] == 1.0 and filters["m0-train"]["precision"] == pytest.approx(20 / 192)
     assert "| self | 2 | 16 | 8 | 20 | 0.50 | 0.40 |" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "self.png").exists()
+    with (tmp_path / "runs.csv").open() as handle:
+        every = list(csv.DictReader(handle))
+    assert len(every) == 3 * 2 * 2 + 1  # three arms, two seeds, two stages each; the base once
+    assert {(r["arm"], r["seed"], r["stage"]) for r in every} >= {("self", "0", "-1"), ("m0-train", "1", "1")}

@@ -267,7 +267,8 @@ def fine_tune(model, tokenizer, layout, records: list[dict[str, str]], cfg: Self
             bar.update()
     bar.close()
     model.eval()
-    return {"train_tokens": tokens, "target_tokens": targets, **{k: float(np.nanmean(v)) for k, v in stats.items()}}
+    means = {k: float(np.mean([x for x in v if not np.isnan(x)] or [np.nan])) for k, v in stats.items()}
+    return {"train_tokens": tokens, "target_tokens": targets, **means}  # nan: a term no batch had
 
 
 # -- generation: answer, critique, refine -------------------------------------------------------------------
