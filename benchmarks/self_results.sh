@@ -1,31 +1,43 @@
 #!/usr/bin/env bash
-# SELF on held-out Arithmetic problems (benchmarks/results/self-arithmetic/): per seed, three runs of
+# SELF on held-out Arithmetic problems (benchmarks/results/self-arithmetic/): per seed, five runs of
 # `criticgym self-evolve` on SmolLM2-135M, then the summary table and plot. Resumable: a finished run is skipped,
 # a killed one resumes from its checkpoint.
 #   self:      meta-skill learning (stage 0), then one self-evolution round filtered by the model's own judgement
-#   m0-train:  gold question-answer records only (stage 0 = the paper's M0), then a round that keeps every answer
-#              (plain self-training, no feedback)
-#   program:   meta-skills, then a round filtered by the program annotator (an oracle filter: the ceiling of SELF's)
-# Usage: bash benchmarks/self_results.sh [seeds]   (default 3). Cost on this project's 2-core CPU, measured with
-# other jobs sharing the cores: the base evaluation of 64 problems took 7 minutes, and stage 0's fine-tuning
-# (512 records, 2 epochs, 10 of 30 layers trained) had not finished after 40 minutes: several hours per seed on a
-# CPU. Run it on an idle machine, or with --device cuda added to COMMON.
+#   program:   the same stage 0, then a round filtered by the program annotator (an oracle filter: SELF's ceiling)
+#   m0-train:  gold question-answer records only, as many training tokens as stage 0 above (the paper's M0), then a
+#              round that keeps every answer (plain self-training, no feedback)
+# Stage 0 is trained once per seed (runs/shared/) and copied into the arms that start from it. The untrained model
+# is evaluated once (greedy evaluation does not depend on the seed). Every round answers the same 96 problems,
+# never one of the records'.
+# Usage: bash benchmarks/self_results.sh [seeds]   (default 3; 1 h 40 min for three on a 2-core CPU)
 set -euo pipefail
 CLI=${CLI:-.venv/bin/criticgym}
 OUT=benchmarks/results/self-arithmetic
 SEEDS=${1:-3}
-COMMON="--model smollm2-135m --rounds 1 --meta-records 256 --qa-records 256 --prompts-per-round 128 \
-  --eval-problems 64 --max-new-tokens 48 --feedback-tokens 64 --freeze-layers 20 --no-progress"
+COMMON="--model smollm2-135m --rounds 1 --prompts-per-round 96 --replay 64 --eval-problems 64 \
+  --max-new-tokens 64 --feedback-tokens 112 --freeze-layers 20 --no-progress"
+META="--meta-records 96 --qa-records 96"
+M0="--no-meta-skill --meta-records 0 --qa-records 460"  # 460 gold answers: the tokens of 96 meta + 96 QA records
+
+# stage0 NAME SEED OPTIONS...: the shared first stage (a run with no round)
+stage0() {
+  local dir=$OUT/runs/shared/$1-seed-$2 base=--no-base-eval
+  [ "$1" = meta ] && [ "$2" = 0 ] && base=--base-eval
+  [ -f "$dir/metrics.csv" ] || $CLI self-evolve $COMMON --rounds 0 "${@:3}" $base --seed "$2" --out "$dir"
+}
+# round ARM SEED FROM OPTIONS...: one round from a shared stage 0
+round() {
+  local dir=$OUT/runs/$1/seed-$2
+  [ -f "$dir/metrics.csv" ] && return
+  mkdir -p "$dir"
+  [ -f "$dir/checkpoint.pt" ] || cp "$OUT/runs/shared/$3-seed-$2/checkpoint.pt" "$dir/"
+  $CLI self-evolve $COMMON "${@:4}" --seed "$2" --out "$dir"
+}
 for seed in $(seq 0 $((SEEDS - 1))); do
-  for arm in self m0-train program; do
-    case $arm in
-      self) options="--filter self" ;;
-      m0-train) options="--no-meta-skill --filter none" ;;
-      program) options="--filter program" ;;
-    esac
-    dir=$OUT/runs/$arm/seed-$seed
-    [ -f "$dir/metrics.csv" ] && continue
-    $CLI self-evolve $COMMON $options --seed "$seed" --out "$dir"
-  done
+  stage0 meta "$seed" $META
+  stage0 m0 "$seed" $M0
+  round self "$seed" meta $META --filter self
+  round program "$seed" meta $META --filter program
+  round m0-train "$seed" m0 $M0 --filter none
 done
 .venv/bin/python benchmarks/self_summary.py "$OUT" --command "bash benchmarks/self_results.sh $SEEDS"
