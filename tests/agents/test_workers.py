@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import pytest
@@ -25,6 +26,20 @@ def cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def kill(handle, seconds: float = 30.0) -> None:
+    """Kill an actor and wait until it is dead: ``ray.kill`` only sends the order, and a call made before it lands
+    is still answered by the old actor."""
+    ray.kill(handle)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.__ray_ready__.remote(), timeout=seconds)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the actor was still alive {seconds} s after ray.kill")
 
 
 def config(**overrides) -> TrainConfig:
@@ -83,7 +98,7 @@ def test_two_workers_play_one_process_s_batch_and_a_killed_worker_is_replaced(cl
     try:
         expected = [local.iterate(), local.iterate(), local.iterate()]
         got = [remote.iterate()]
-        ray.kill(remote.workers.actors.handles[0])  # a worker dies between iterations
+        kill(remote.workers.actors.handles[0])  # a worker dies between iterations
         got += [remote.iterate(), remote.iterate()]
     finally:
         torch.set_num_threads(threads)
@@ -145,7 +160,7 @@ def test_a_critic_pool_gives_the_inline_critic_s_rewards_and_survives_a_dead_act
     assert inline.rewards.abs().sum() > 0
     assert [i["token_rewards"].tolist() for i in inline.infos] == [i["token_rewards"].tolist() for i in pooled.infos]
 
-    ray.kill(pool.actors.handles[1])
+    kill(pool.actors.handles[1])
     again = pool.critique(["p"] * 3, ["abcd", "abc", "x"])
     assert [c.spans[0].value for c in again] == [-1.0, 1.0, 1.0]
     assert pool.actors.replaced == 1
