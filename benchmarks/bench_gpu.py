@@ -8,8 +8,9 @@ baseline measured in the same run:
   (temperature 1, no top-k or top-p) and exactly ``new_tokens`` tokens per row, at each batch size;
 - at batch 1, the share of the memory-bandwidth limit: every decoding step reads all weights once, so the limit
   is (bytes of weights) / (device-to-device copy bandwidth measured now) seconds per token;
-- PPO update tokens/s (one pass over a batch, forward and backward) against the training compute limit from a
-  bf16 matmul peak measured now (6 N FLOPs per token).
+- PPO from the float32 weights it trains, with float32 forward passes and under bfloat16 autocast: rollout
+  tokens/s, and update tokens/s (one pass over a batch, forward and backward) against the training compute limit
+  from a bf16 matmul peak measured now (6 N FLOPs per token).
 
     python benchmarks/bench_gpu.py --out benchmarks/results/gpu/report.md                 # on CUDA
     python benchmarks/bench_gpu.py --device cpu --models tiny --batches 1,4 --new-tokens 8  # a dry run
@@ -60,14 +61,18 @@ def rollout(model_name: str, batch: int, new_tokens: int, device: torch.device, 
     }
 
 
-def ppo_update(model_name: str, batch: int, device: torch.device, repeats: int) -> dict:
-    """Tokens/s of one PPO pass over a batch (forward and backward of every token, minibatch = batch)."""
+def ppo_update(model_name: str, batch: int, device: torch.device, repeats: int, precision: str) -> dict:
+    """PPO's rollout and one update pass over its batch (minibatch = batch), from the float32 weights it trains.
+
+    ``precision`` is the agent's: ``bf16`` runs the forward passes under bfloat16 autocast, ``fp32`` does not.
+    """
     from criticgym.agents.base import token_rewards
     from criticgym.agents.ppo import PPO, PPOConfig, gae, masked_whiten
 
-    model, tokenizer = load_policy(model_name, device=device)
+    model, tokenizer = load_policy(model_name, device=device, dtype=torch.float32)  # as criticgym train loads it
     envs = criticgym.make_vec(ENV, num_envs=batch, model=tokenizer, autoreset_mode="disabled")
-    agent = PPO(model, tokenizer, envs, PPOConfig(epochs=1, minibatch_size=batch, lr=1e-7))
+    agent = PPO(model, tokenizer, envs, PPOConfig(epochs=1, minibatch_size=batch, lr=1e-7), precision=precision)
+    rollout_s = best_time(agent.rollout, device, repeats)  # the same seed each time: the same batch
     rolled = agent.rollout()
     mask = rolled.completion_mask.float()
     rewards = token_rewards(rolled) - agent.kl_coef * (rolled.logprobs - rolled.ref_logprobs) * mask
@@ -75,7 +80,14 @@ def ppo_update(model_name: str, batch: int, device: torch.device, repeats: int) 
     advantages = masked_whiten(advantages, mask)
     seconds = best_time(lambda: agent._update(rolled, advantages, returns, mask), device, repeats)
     tokens = int(rolled.prompt_mask.sum() + rolled.completion_mask.sum())
-    return {"model": model_name, "batch": batch, "tokens_per_s": tokens / seconds, "params": model.num_parameters()}
+    return {
+        "model": model_name,
+        "batch": batch,
+        "precision": precision,
+        "rollout_tokens_per_s": float(mask.sum()) / rollout_s,
+        "tokens_per_s": tokens / seconds,
+        "params": model.num_parameters(),
+    }
 
 
 def report(results: dict) -> str:
@@ -106,14 +118,20 @@ def report(results: dict) -> str:
         "Share of the bandwidth limit: at batch 1 every step reads every weight once, so no decoder can beat "
         "(bytes of weights) / (copy bandwidth) seconds per token; the share is our tokens/s times that time.",
         "",
-        "## PPO update",
+        "## PPO: rollout and update from float32 weights",
         "",
-        "| model | batch | tokens/s | share of the training compute limit (peak / 6N) |",
-        "| --- | ---: | ---: | ---: |",
+        "`fp32`: float32 forward passes; `bf16`: the same weights under bfloat16 autocast (`--precision`, the "
+        "default on CUDA). Update tokens/s count prompt and completion tokens of one pass, forward and backward.",
+        "",
+        "| model | batch | precision | rollout tok/s | update tok/s | update share of the compute limit (peak / 6N) |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
     ]
     for r in results["ppo"]:
         limit = peak / (6 * r["params"])
-        lines.append(f"| {r['model']} | {r['batch']} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / limit:.1%} |")
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['precision']} | {r['rollout_tokens_per_s']:,.0f} "
+            f"| {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / limit:.1%} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -148,8 +166,9 @@ def main(argv: list[str] | None = None) -> dict:
         for batch in batches:
             results["rollout"].append(rollout(name, batch, args.new_tokens, device, args.repeats))
             print(json.dumps(results["rollout"][-1]), flush=True)
-        results["ppo"].append(ppo_update(name, args.ppo_batch, device, args.repeats))
-        print(json.dumps(results["ppo"][-1]), flush=True)
+        for precision in ("fp32", "bf16"):
+            results["ppo"].append(ppo_update(name, args.ppo_batch, device, args.repeats, precision))
+            print(json.dumps(results["ppo"][-1]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report(results))

@@ -113,6 +113,9 @@ class LMAgent:
         seed: the run's seed; every random draw comes from ``(seed, iteration)``.
         freeze_layers: freeze the embeddings and this many lower transformer layers.
         value_head: build a value head (PPO, REINFORCE with a value baseline); RLOO needs none.
+        precision: ``"auto"`` (bfloat16 autocast on a CUDA device that supports it, float32 elsewhere), ``"bf16"``
+            (bfloat16 autocast on any device) or ``"fp32"``. Autocast computes the forward passes of the rollout
+            and the update in bfloat16 while the weights, their gradients and Adam's state stay float32.
 
     The reference model (a frozen copy of the initial policy) exists only when ``kl_coef > 0``; without it the
     KL is not measured (``charts/kl`` is nan). A LoRA policy (:func:`~criticgym.agents.lora.add_lora`) trains its
@@ -129,6 +132,7 @@ class LMAgent:
         seed: int = 0,
         freeze_layers: int = 0,
         value_head: bool = True,
+        precision: str = "auto",
     ):
         from criticgym.agents.lora import BaseModel, is_lora
 
@@ -136,6 +140,7 @@ class LMAgent:
         self.lora = is_lora(model)
         flops.track(model.get_base_model() if self.lora else model)  # peft calls its base model: count it once
         device = next(model.parameters()).device
+        self.precision, self.mixed_precision = precision, mixed_precision(precision, device)
         if self.lora and freeze_layers:
             raise ConfigError("freeze_layers does nothing with LoRA (the base weights are frozen); set it to 0.")
         if kl_coef <= 0:
@@ -169,10 +174,18 @@ class LMAgent:
         """
         if self.workers is not None:
             return self.workers.play(self, **sampling)
-        if self.shard is not None:
-            rows, batch_size = self.shard
-            return play_rows(self.engine, self.envs, rows, batch_size, seed=self.iteration_seed, **sampling)
-        return play(self.engine, self.envs, seed=self.iteration_seed, **sampling)
+        with self.autocast():
+            if self.shard is not None:
+                rows, batch_size = self.shard
+                return play_rows(self.engine, self.envs, rows, batch_size, seed=self.iteration_seed, **sampling)
+            return play(self.engine, self.envs, seed=self.iteration_seed, **sampling)
+
+    def autocast(self) -> torch.autocast:
+        """The context of every forward pass: bfloat16 autocast under mixed precision, else a no-op.
+
+        Backward passes run outside it (as torch recommends); they follow the forward's dtypes.
+        """
+        return autocast(self.precision, next(self.model.parameters()).device)
 
     def collect(self) -> Collected:
         """Roll out with the current policy, then per-token rewards: hindsight vectors first, minus the KL penalty."""
@@ -234,6 +247,23 @@ class LMAgent:
             self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_coef, self.iteration, self.seed = state["kl_coef"], state["iteration"], state["seed"]
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def mixed_precision(precision: str, device: torch.device) -> bool:
+    """Whether an agent on ``device`` runs its forward passes under bfloat16 autocast (see :class:`LMAgent`)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Unknown precision {precision!r}; use one of {PRECISIONS}.")
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """bfloat16 autocast on ``device`` where ``precision`` asks for it (:func:`mixed_precision`), else a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision(precision, device))
 
 
 def warn_half_precision(params) -> None:

@@ -103,6 +103,8 @@ class PPO(LMAgent):
         envs: a criticgym vector env made with ``autoreset_mode="disabled"``.
         config: hyper-parameters.
         seed: the run's seed.
+        precision: ``"auto"``, ``"bf16"`` or ``"fp32"``: whether forward passes run under bfloat16 autocast
+            (:class:`~criticgym.agents.base.LMAgent`).
 
     Example:
         >>> import criticgym
@@ -115,9 +117,12 @@ class PPO(LMAgent):
         ['losses/approx_kl', 'losses/clipfrac', 'losses/entropy', 'losses/policy_loss', 'losses/value_loss']
     """
 
-    def __init__(self, model, tokenizer, envs, config: PPOConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, model, tokenizer, envs, config: PPOConfig | None = None, seed: int = 0, precision: str = "auto"
+    ) -> None:
         self.config = config or PPOConfig()
-        super().__init__(model, tokenizer, envs, self.config.lr, self.config.kl_coef, seed, self.config.freeze_layers)
+        cfg = self.config
+        super().__init__(model, tokenizer, envs, cfg.lr, cfg.kl_coef, seed, cfg.freeze_layers, precision=precision)
         self.kl_reached = False  # the adaptive controller starts once the KL has first reached its target
 
     def state_dict(self):
@@ -179,7 +184,10 @@ class PPO(LMAgent):
                 rows = order[start : start + cfg.minibatch_size].to(mask.device)
                 mb = RolloutBatch(*(v[rows] if isinstance(v, torch.Tensor) else None for v in batch))
                 m = mask[rows]
-                logprobs, values = forward_logprobs_values(self.model, self.value_head, mb, cfg.temperature, cfg.top_p)
+                with self.autocast():
+                    logprobs, values = forward_logprobs_values(
+                        self.model, self.value_head, mb, cfg.temperature, cfg.top_p
+                    )
                 log_ratio = (logprobs - mb.logprobs) * m
                 ratio = log_ratio.exp()
                 adv = advantages[rows]

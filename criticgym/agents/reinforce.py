@@ -54,9 +54,13 @@ class Reinforce(LMAgent):
         envs: a criticgym vector env made with ``autoreset_mode="disabled"``.
         config: hyper-parameters.
         seed: the run's seed.
+        precision: ``"auto"``, ``"bf16"`` or ``"fp32"``: whether forward passes run under bfloat16 autocast
+            (:class:`~criticgym.agents.base.LMAgent`).
     """
 
-    def __init__(self, model, tokenizer, envs, config: ReinforceConfig | None = None, seed: int = 0) -> None:
+    def __init__(
+        self, model, tokenizer, envs, config: ReinforceConfig | None = None, seed: int = 0, precision: str = "auto"
+    ) -> None:
         self.config = config or ReinforceConfig()
         if self.config.baseline not in ("value", "rloo"):
             raise ConfigError(f"baseline must be 'value' or 'rloo', got {self.config.baseline!r}.")
@@ -74,6 +78,7 @@ class Reinforce(LMAgent):
             self.config.kl_coef,
             seed,
             value_head=self.config.baseline == "value",
+            precision=precision,
         )
 
     def rollout(self) -> RolloutBatch:
@@ -96,21 +101,25 @@ class Reinforce(LMAgent):
         start = time.perf_counter()
         self.model.train()
         if cfg.baseline == "rloo":
-            logprobs = score_completions(
-                self.model,
-                batch.prompt_ids,
-                batch.prompt_mask,
-                batch.completion_ids,
-                batch.completion_mask,
-                cfg.temperature,
-                top_p=cfg.top_p,
-            )[0]
+            with self.autocast():
+                logprobs = score_completions(
+                    self.model,
+                    batch.prompt_ids,
+                    batch.prompt_mask,
+                    batch.completion_ids,
+                    batch.completion_mask,
+                    cfg.temperature,
+                    top_p=cfg.top_p,
+                )[0]
             total = returns[:, 0].view(-1, cfg.k)  # (prompts, k): each completion's return
             others = (total.sum(1, keepdim=True) - total) / (cfg.k - 1)
             advantages = (total - others).reshape(-1, 1).expand_as(mask) * mask
             value_loss = torch.zeros(())
         else:
-            logprobs, values = forward_logprobs_values(self.model, self.value_head, batch, cfg.temperature, cfg.top_p)
+            with self.autocast():
+                logprobs, values = forward_logprobs_values(
+                    self.model, self.value_head, batch, cfg.temperature, cfg.top_p
+                )
             advantages = (returns - values.detach()) * mask
             value_loss = 0.5 * masked_mean((values - returns) ** 2, mask)
         policy_loss = -masked_mean(advantages * logprobs, mask)

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from criticgym.agents.base import autocast
 from criticgym.critics.feedback import ANNOTATORS, judgement
 from criticgym.data.arithmetic import Step, format_solution, parse_steps
 from criticgym.errors import ConfigError
@@ -62,6 +63,8 @@ class SelfConfig:
     """Seeds problem choice, sampling and minibatch order."""
     device: str = "cpu"
     """cpu, cuda or auto."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Forward passes under bfloat16 autocast (auto: on a CUDA device with bfloat16); weights stay float32."""
     meta_records: int = 512
     """Meta-skill records the annotator writes (on train problems)."""
     qa_records: int = 512
@@ -255,7 +258,8 @@ def fine_tune(model, tokenizer, layout, records: list[dict[str, str]], cfg: Self
     for _ in range(cfg.epochs):
         for chunk in length_grouped_batches([len(s[0]) for s in sequences], cfg.batch_size, generator):
             batch = collate([sequences[i] for i in chunk], pad, device)
-            loss, terms = self_loss(model, batch)
+            with autocast(cfg.precision, device):
+                loss, terms = self_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -479,7 +483,8 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
         history, done = state["history"], state["stage"]
         log(f"Resumed from {checkpoint} after stage {done}.")
     elif cfg.base_eval:
-        history.append({"stage": -1, **_eval_row(solver, test, annotator, out, "base")})
+        with autocast(cfg.precision, model.device):
+            history.append({"stage": -1, **_eval_row(solver, test, annotator, out, "base")})
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     bar = tqdm(range(done + 1, cfg.rounds + 1), disable=not cfg.progress, desc="self-evolve", unit="stage")
@@ -491,9 +496,10 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
         else:
             problems = fresh[(stage - 1) * cfg.prompts_per_round : stage * cfg.prompts_per_round]
             prompts, gold = [p.text for p in problems], [p.reference for p in problems]
-            final, trace = solver.solve(
-                prompts, refine=cfg.filter == "self", temperature=cfg.temperature, seed=cfg.seed * 1000 + stage
-            )
+            with autocast(cfg.precision, model.device):
+                final, trace = solver.solve(
+                    prompts, refine=cfg.filter == "self", temperature=cfg.temperature, seed=cfg.seed * 1000 + stage
+                )
             program = [s == 1.0 for s in ExactAnswer().score(prompts, final, gold)]  # the truth: SELF never reads it
             kept = keep_mask(cfg.filter, trace, program)
             earlier = meta + qa
@@ -509,7 +515,8 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
             _write_samples(out / f"samples-round-{stage}.md", prompts, trace, final, kept, program)
         row |= fine_tune(model, tokenizer, layout, data, cfg, seed=cfg.seed * 1000 + stage)
         row["seconds"] = time.perf_counter() - start
-        row |= _eval_row(solver, test, annotator, out, f"stage-{stage}")
+        with autocast(cfg.precision, model.device):
+            row |= _eval_row(solver, test, annotator, out, f"stage-{stage}")
         history.append(row)
         save_atomically({"model": model.state_dict(), "history": history, "stage": stage}, checkpoint)
         bar.set_postfix(accuracy=f"{row['eval/accuracy']:.3f}", refined=f"{row['eval/accuracy_refined']:.3f}")

@@ -68,6 +68,8 @@ class TrainConfig:
     """Modules that get an adapter: all-linear, or comma-separated names such as q_proj,v_proj."""
     device: str = "cpu"
     """cpu, cuda or auto."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Forward passes under bfloat16 autocast (auto: on a CUDA device with bfloat16); weights stay float32."""
     iterations: int = 20
     """Agent iterations (one batch each)."""
     num_envs: int = 16
@@ -180,7 +182,7 @@ def build_agent(cfg: TrainConfig, model, tokenizer, envs):
     from criticgym.agents.reinforce import Reinforce
 
     agent = PPO if cfg.agent == "ppo" else Reinforce
-    return agent(model, tokenizer, envs, cfg.agent_config, seed=cfg.seed)
+    return agent(model, tokenizer, envs, cfg.agent_config, seed=cfg.seed, precision=cfg.precision)
 
 
 def build_evaluator(cfg: TrainConfig, tokenizer, ref_model, judge=None, critic=None) -> Evaluator:
@@ -243,7 +245,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         history, evals = state["history"], state["evals"]
         log(f"Resumed from {checkpoint} at iteration {agent.iteration}.")
     else:
-        evals.append(evaluate(model, 0))
+        with agent.autocast():
+            evals.append(evaluate(model, 0))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     _write_csv(out / "metrics.csv", history)
 
@@ -263,7 +266,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         bar.set_postfix(reward=f"{metrics['charts/episodic_return']:+.3f}", kl=f"{metrics['charts/kl']:.2f}")
         done = agent.iteration == cfg.iterations
         if done or (cfg.eval_every and agent.iteration % cfg.eval_every == 0):
-            evals.append(evaluate(model, agent.iteration))
+            with agent.autocast():
+                evals.append(evaluate(model, agent.iteration))
         if done or agent.iteration % cfg.checkpoint_every == 0:
             save_atomically({"agent": agent.state_dict(), "history": history, "evals": evals}, checkpoint)
     if board is not None:

@@ -157,14 +157,53 @@ def test_reference_model_and_value_head_are_built_only_when_used():
     assert np.isfinite(ppo.iterate()["charts/kl"])
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_ppo_iteration_runs_on_cuda_in_bf16():
-    model, tokenizer = load_policy("tiny", device="auto")
-    agent = PPO(model, tokenizer, words_envs(16), PPOConfig(lr=1e-3, minibatch_size=8, epochs=1))
+def output_dtypes(model) -> list[torch.dtype]:
+    """The dtypes of every logits tensor the model computes from now on."""
+    seen: list[torch.dtype] = []
+    model.get_output_embeddings().register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize("make", ["ppo", "rloo"])
+def test_bf16_autocast_computes_in_bfloat16_and_trains_float32_weights(make):
+    model, tokenizer = load_policy("tiny")
+    if make == "ppo":
+        agent = PPO(model, tokenizer, words_envs(8), PPOConfig(lr=1e-3, minibatch_size=8, epochs=1), precision="bf16")
+    else:
+        config = ReinforceConfig(lr=1e-3, baseline="rloo", k=4)
+        agent = Reinforce(model, tokenizer, words_envs(8), config, precision="bf16")
+    seen = output_dtypes(model)
     before = [p.detach().clone() for p in model.parameters()]
     metrics = agent.iterate()
-    assert model.dtype == torch.bfloat16 and agent.value_head.linear.weight.device.type == "cuda"
+    assert seen and set(seen) == {torch.bfloat16}  # the rollout (prefill, decode, reference) and the update
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert {s.dtype for state in agent.optimizer.state.values() for s in state.values() if s.dim()} == {torch.float32}
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(np.isfinite(v) for k, v in metrics.items() if k.startswith(("losses/", "charts/")) and "kl" not in k)
+    if make == "ppo":  # the update re-scores the rollout in the same precision: the first ratio stays close to 1
+        assert abs(metrics["losses/approx_kl"]) < 1e-3
+
+
+def test_precision_auto_is_float32_on_the_cpu_and_unknown_names_are_refused():
+    model, tokenizer = load_policy("tiny")
+    agent = PPO(model, tokenizer, words_envs(4), PPOConfig(minibatch_size=4, epochs=1))
+    seen = output_dtypes(model)
+    agent.iterate()
+    assert not agent.mixed_precision and set(seen) == {torch.float32}
+    with pytest.raises(ConfigError, match="Unknown precision 'fp16'.*'bf16'"):
+        PPO(model, tokenizer, words_envs(4), precision="fp16")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_ppo_iteration_on_cuda_computes_in_bf16_over_float32_weights():
+    model, tokenizer = load_policy("tiny", device="auto", dtype=torch.float32)
+    agent = PPO(model, tokenizer, words_envs(16), PPOConfig(lr=1e-3, minibatch_size=8, epochs=1))
+    seen = output_dtypes(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    metrics = agent.iterate()
+    assert agent.mixed_precision and set(seen) == {torch.bfloat16}
+    assert model.dtype == torch.float32 and agent.value_head.linear.weight.device.type == "cuda"
     assert all(np.isfinite(v) for k, v in metrics.items() if k.startswith(("losses/", "charts/episodic")))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 

@@ -197,6 +197,18 @@ def test_self_evolution_on_tiny_runs_end_to_end_and_resumes_after_a_kill(tmp_pat
         assert torch.equal(a, b)
 
 
+def test_bf16_fine_tuning_computes_in_bfloat16_and_updates_float32_weights(tmp_path):
+    model, tokenizer = load_policy("tiny")  # not the shared fixture: this trains it
+    seen = []
+    model.get_output_embeddings().register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = se.fine_tune(model, tokenizer, LAYOUT, [META] * 4, small(tmp_path, precision="bf16"), seed=0)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert stats["train_tokens"] > 0 and np.isfinite(stats["nll/feedback"])
+
+
 def test_length_grouped_batches_cover_every_sequence_once_with_less_padding():
     rng = np.random.default_rng(0)
     lengths = rng.choice([60, 210], size=200).tolist()  # question-answer and meta-skill sequences, mixed
