@@ -10,10 +10,11 @@ evaluation. :func:`track` puts a forward pre-hook on a network that counts the t
   per token (activation gradients through the trainable part and the output head, weight gradients of the
   trainable part), T the trainable parameters and H the head;
 
-to the innermost active :func:`phase` ("other" outside any). Attention-score FLOPs, which grow with the context,
-and networks that are not torch modules (lexicons, VADER, the linear toxicity model) are not counted: for the
-short texts of these tasks the former is a few percent, and the latter cost microseconds. Padding tokens are
-counted: they are computed.
+to the innermost active :func:`phase` ("other" outside any). Phases live in a context variable: a thread started
+with a copy of the caller's context (as the overlapped critic's is) charges the caller's phase. Attention-score
+FLOPs, which grow with the context, and networks that are not torch modules (lexicons, VADER, the linear toxicity
+model) are not counted: for the short texts of these tasks the former is a few percent, and the latter cost
+microseconds. Padding tokens are counted: they are computed.
 
     >>> import torch
     >>> from criticgym import flops
@@ -27,38 +28,43 @@ counted: they are computed.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import nn
 
 _counts: defaultdict[str, float] = defaultdict(float)
-_phases: list[str] = []
+_lock = threading.Lock()  # threads (an overlapped critic) count into the same totals
+_phase: ContextVar[str] = ContextVar("criticgym_flops_phase", default="other")
 
 
 @contextmanager
 def phase(name: str) -> Iterator[None]:
-    """Charge the FLOPs of tracked networks called inside the block to ``name``."""
-    _phases.append(name)
+    """Charge the FLOPs of tracked networks called inside the block (in this context) to ``name``."""
+    token = _phase.set(name)
     try:
         yield
     finally:
-        _phases.pop()
+        _phase.reset(token)
 
 
 def take() -> dict[str, float]:
     """The FLOPs counted per phase since the last call, then reset."""
-    out = dict(_counts)
-    _counts.clear()
+    with _lock:
+        out = dict(_counts)
+        _counts.clear()
     return out
 
 
 def add(counts: Mapping[str, float]) -> None:
     """Charge FLOPs counted elsewhere (another process's :func:`take`) to their phases."""
-    for name, value in counts.items():
-        _counts[name] += value
+    with _lock:
+        for name, value in counts.items():
+            _counts[name] += value
 
 
 def _tokens(args: tuple, kwargs: dict) -> int:
@@ -100,7 +106,7 @@ def _count(module: nn.Module, args: tuple, kwargs: dict) -> None:
         _, trainable, frozen_head = _sizes(network)  # freezing may change between calls; only update passes pay
         if trainable:
             flops += (2 * (trainable + frozen_head) + 2 * trainable) * tokens
-    _counts[_phases[-1] if _phases else "other"] += flops
+    add({_phase.get(): flops})
 
 
 def track(module: nn.Module, network: nn.Module | None = None) -> nn.Module:

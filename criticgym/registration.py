@@ -7,8 +7,9 @@
   critic (``critic=``: ``"lexicon"``, ``"toxicity"``, ``"llm"``, ``"label"`` (the task's label-word question asked
   of each clause by ``critic_model``), ``"random"`` for random spans with the task
   critic's budget, ``"random-<name>"``, or your own critic), paid in hindsight. Also ``gate=``,
-  ``positive_value=``, ``negative_value=`` (task defaults), ``critic_model=`` (the LLM critic's model) and
-  ``seed=`` (the random critic's).
+  ``positive_value=``, ``negative_value=`` (task defaults), ``critic_model=`` (the LLM critic's model),
+  ``seed=`` (the random critic's) and, on the vector env, ``critic_overlap=True`` (the critic runs in a thread
+  while the other episodes generate; :class:`~criticgym.wrappers.critic_span.CriticSpanRewardVector`).
 - ``reward="rlaif-direct"``: an AI judge's direct score (0-9, expectation over the digit tokens, mapped to
   [-1, 1]) paid at the last token; ``judge=`` a :class:`~criticgym.critics.judge.ScoreJudge` or ``judge_model=``
   (default ``"smollm2-135m"``). ``judge_model="label:<model>"`` (or ``"label-content-free:<model>"``) asks the
@@ -88,7 +89,7 @@ def _reward_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
     spec = get_task(task)
     keys = ("critic", "alpha1", "alpha2", "gate", "positive_value", "negative_value", "critic_model", "seed")
-    keys += ("judge", "judge_model")
+    keys += ("judge", "judge_model", "critic_overlap")
     out = {k: kwargs.pop(k) for k in keys if k in kwargs}
     out.setdefault("critic", spec.critic)
     out.setdefault("positive_value", spec.span_values[0])
@@ -170,6 +171,10 @@ def _judge(task: str, options: dict[str, Any], mode: str) -> Any:
 def _relc(wrapper: Any, env: Any, scorer: ScorerLike, task: str, relc: dict[str, Any]) -> Any:
     relc.pop("judge", None)
     relc.pop("judge_model", None)
+    if relc.pop("critic_overlap", False):
+        if not isinstance(env, gym.vector.VectorEnv):
+            raise ConfigError("critic_overlap critiques while other episodes generate: use the vector env (make_vec).")
+        relc["overlap"] = True
     tokenizer = env.unwrapped.tokenizer
     critic = make_critic(
         relc.pop("critic"), task, tokenizer, relc.pop("critic_model", "smollm2-135m"), relc.pop("seed", 0)

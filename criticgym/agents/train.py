@@ -100,6 +100,8 @@ class TrainConfig:
     """The Ray cluster to join (None: start a local one) when workers or critic_actors are set."""
     critic_actors: int = 0
     """Serve RELC's span critic from this many Ray actors, shared by every env (0: in each env's process)."""
+    critic_overlap: bool = False
+    """Run RELC's critic in a thread while the other episodes of the batch generate (same rewards, less waiting)."""
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
@@ -128,6 +130,7 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"reward": cfg.reward, "model": cfg.model, "autoreset_mode": "disabled"}
     if cfg.reward == "relc":
         kwargs.update(alpha1=cfg.alpha1, alpha2=cfg.alpha2, seed=cfg.seed, critic_model=cfg.critic_model)
+        kwargs.update(critic_overlap=cfg.critic_overlap)
         if cfg.critic is not None:
             kwargs["critic"] = cfg.critic
     if cfg.reward.startswith("rlaif"):

@@ -12,14 +12,17 @@ Spans become token rewards through character offsets of the generated tokens
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import VectorEnv
+from gymnasium.vector import AutoresetMode, VectorEnv
 
 from criticgym.critics.base import Critic, Critique, as_critic, checked_critiques
 from criticgym.critics.offsets import span_token_rewards, token_char_offsets
@@ -196,12 +199,32 @@ class CriticSpanReward(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+@dataclass
+class _Ended:
+    """An episode that ended and awaits its critique: what the critic reads and what its payment builds on."""
+
+    row: int
+    episode: int  # the row's reset count when it ended: a critique for an episode since reset is dropped
+    prompt: str
+    completion: str
+    ids: np.ndarray
+    extrinsic: float | None
+    base: np.ndarray  # the step rewards the wrapped env paid (or its hindsight vector)
+
+
 class CriticSpanRewardVector(RewindableVectorWrapper):
-    """The vector version: all episodes ending in a step are critiqued in **one** batched critic call.
+    """The vector version: the episodes that end together are critiqued in **one** batched critic call.
 
     ``info`` gains, for those sub-envs (with ``_key`` masks), ``intrinsic_rewards`` and ``token_rewards`` (object
-    arrays of per-episode vectors), ``critic_latency_s`` (the step's critic call) and the counters of
+    arrays of per-episode vectors), ``critic_latency_s`` (the critic call's seconds) and the counters of
     :class:`CriticSpanReward`.
+
+    ``overlap=True`` (``autoreset_mode="disabled"`` only) takes the critic off the generation path: it runs in a
+    background thread while the other episodes keep generating, and the episodes that end while it is busy go in
+    its next call, as one batch. A finished sub-env idles until its critique is back and is paid on that idle step
+    (its scalar reward and the info above, as a pairwise judge's late reward is); on the step the last episode
+    ends, the wrapper waits for every critique. Rewards and hindsight vectors are those of ``overlap=False``; only
+    the step that carries them moves. A critic that fails raises on the step that collects its call.
     """
 
     def __init__(
@@ -213,70 +236,144 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
         negative_value: float = -0.5,
         gate: float | None = None,
         cache_size: int = 4096,
+        overlap: bool = False,
     ) -> None:
         super().__init__(env)
+        if overlap and env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
+            raise ConfigError(
+                "overlap=True pays a finished episode on a later idle step, which only autoreset_mode='disabled' "
+                "has; make the env with autoreset_mode='disabled' (as play() needs) or set overlap=False."
+            )
         self.rewarder = SpanRewarder(critic, env.unwrapped.tokenizer, positive_value, negative_value, gate, cache_size)
         self.scale = float(scale)
+        self.overlap = overlap
         self._paid: list[list[float]] = [[] for _ in range(self.num_envs)]
-        self._ended = np.zeros(self.num_envs, dtype=bool)
+        self._ended = np.zeros(self.num_envs, dtype=bool)  # ended on the last step
+        self._finished = np.zeros(self.num_envs, dtype=bool)  # ended since the row's reset
+        self._episode = np.zeros(self.num_envs, dtype=np.int64)
+        self._waiting: list[_Ended] = []  # overlap: ended, not yet sent to the critic
+        self._running: tuple[list[_Ended], Future] | None = None  # overlap: the call in flight
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="criticgym-critic") if overlap else None
 
-    def _own_state(self, row: int) -> tuple[tuple[float, ...], bool]:
-        return tuple(self._paid[row]), bool(self._ended[row])
+    def _pending(self, row: int) -> bool:
+        queued = self._waiting + (self._running[0] if self._running else [])
+        return any(e.row == row and e.episode == self._episode[row] for e in queued)
 
-    def _set_own_state(self, row: int, state: tuple[tuple[float, ...], bool]) -> None:
-        self._paid[row], self._ended[row] = list(state[0]), state[1]
+    def _own_state(self, row: int) -> tuple[tuple[float, ...], bool, bool]:
+        if self._pending(row):
+            raise ConfigError(
+                f"Sub-env {row} has a critique in flight, so its snapshot would miss the reward; take snapshots "
+                "before an episode ends, or make the env with critic_overlap=False."
+            )
+        return tuple(self._paid[row]), bool(self._ended[row]), bool(self._finished[row])
+
+    def _set_own_state(self, row: int, state: tuple[tuple[float, ...], bool, bool]) -> None:
+        self._paid[row], self._ended[row], self._finished[row] = list(state[0]), state[1], state[2]
+        self._episode[row] += 1  # a critique still in flight for this row belongs to the abandoned branch
 
     def reset(self, *, seed=None, options=None):
-        """Reset, forgetting the step rewards of the sub-envs that restart."""
+        """Reset, forgetting the step rewards (and any critique in flight) of the sub-envs that restart."""
+        if self._running is not None:  # let the call finish: nothing else touches the tokenizer meanwhile
+            wait([self._running[1]])
         mask = (options or {}).get("reset_mask")
         for row in range(self.num_envs) if mask is None else np.flatnonzero(mask):
             self._paid[row] = []
-            self._ended[row] = False
+            self._ended[row] = self._finished[row] = False
+            self._episode[row] += 1
+        self._waiting = [e for e in self._waiting if e.episode == self._episode[e.row]]
         return self.env.reset(seed=seed, options=options)
 
     def step(self, actions):
-        """Step every sub-env, then critique the episodes that just ended together."""
+        """Step every sub-env, then critique the episodes that just ended together (or hand them to the thread)."""
         obs, rewards, terminated, truncated, info = self.env.step(actions)
         for row in range(self.num_envs):
             if self._ended[row]:  # the step after an end resets (next_step mode) or idles (disabled mode)
                 self._paid[row] = []
             else:
                 self._paid[row].append(float(rewards[row]))
-        ended = np.flatnonzero(np.logical_or(terminated, truncated))
         self._ended = np.logical_or(terminated, truncated)
-        if not len(ended):
-            return obs, rewards, terminated, truncated, info
+        self._finished |= self._ended
         extrinsic = info.get("extrinsic_reward")
-        r_in, stats = self.rewarder(
-            [info["prompt"][i] for i in ended],
-            [info["completion"][i] for i in ended],
-            [info["completion_ids"][i] for i in ended],
-            [float(extrinsic[i]) if extrinsic is not None else None for i in ended],
-        )
-        rewards = np.array(rewards, dtype=np.float64)
-        token_rewards = np.empty(self.num_envs, dtype=object)
-        intrinsic = np.empty(self.num_envs, dtype=object)
-        for i, vector in zip(ended, r_in, strict=True):
+        ended = []
+        for i in np.flatnonzero(self._ended):
             n = len(info["completion_ids"][i])
             prior = info["token_rewards"][i] if "token_rewards" in info and info["_token_rewards"][i] else None
             base = np.asarray(prior if prior is not None else self._paid[i][-n:], dtype=np.float64)
-            token_rewards[i], intrinsic[i] = base + self.scale * vector, vector
-            rewards[i] += self.scale * float(vector.sum())
-        mask = np.zeros(self.num_envs, dtype=bool)
-        mask[ended] = True
-        info = {**info, "token_rewards": token_rewards, "_token_rewards": mask}
-        info.update(intrinsic_rewards=intrinsic, _intrinsic_rewards=mask.copy())
-        for key in STAT_KEYS:
-            column = np.zeros(self.num_envs, dtype=np.int64)
-            column[ended] = [s[key] for s in stats]
-            info.update({key: column, f"_{key}": mask.copy()})
-        critiques = np.empty(self.num_envs, dtype=object)
-        critiques[ended] = [s["critique"] for s in stats]
-        info.update(critique=critiques, _critique=mask.copy())
-        latency = np.zeros(self.num_envs)
-        latency[ended] = self.rewarder.last_latency
-        info.update(critic_latency_s=latency, _critic_latency_s=mask.copy())
+            score = float(extrinsic[i]) if extrinsic is not None else None
+            prompt, completion, ids = info["prompt"][i], info["completion"][i], info["completion_ids"][i]
+            ended.append(_Ended(int(i), int(self._episode[i]), prompt, completion, ids, score, base))
+        if not self.overlap:
+            rewards, info = self._pay(ended, self._critique(ended), rewards, info)
+            return obs, rewards, terminated, truncated, info
+        self._waiting += ended
+        calls = []
+        if self._running is not None and (self._finished.all() or self._running[1].done()):
+            calls.append(self._collect())
+        if self._waiting and self._running is None:  # everything that ended meanwhile, in one call
+            batch, self._waiting = self._waiting, []
+            call = contextvars.copy_context().run  # the thread charges its FLOPs to this step's phase
+            self._running = (batch, self._thread.submit(call, self._critique, batch))
+        if self._finished.all() and self._running is not None:  # the last episode ended: wait for the rest
+            calls.append(self._collect())
+        for batch, critiqued in calls:
+            rewards, info = self._pay(batch, critiqued, rewards, info)
         return obs, rewards, terminated, truncated, info
+
+    def _collect(self) -> tuple[list[_Ended], tuple]:
+        """The call in flight and its result (waiting for it; its exception, if it raised)."""
+        batch, future = self._running
+        self._running = None
+        return batch, future.result()
+
+    def close(self, **kwargs):
+        """Stop the critic thread, then close the env."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        return super().close(**kwargs)
+
+    def _critique(self, ended: list[_Ended]) -> tuple[list[np.ndarray], list[dict[str, Any]], float]:
+        """One critic call for these episodes: unscaled token rewards, statistics, the call's seconds."""
+        if not ended:
+            return [], [], 0.0
+        prompts, completions = [e.prompt for e in ended], [e.completion for e in ended]
+        r_in, stats = self.rewarder(prompts, completions, [e.ids for e in ended], [e.extrinsic for e in ended])
+        return r_in, stats, self.rewarder.last_latency
+
+    def _pay(self, ended: list[_Ended], critiqued, rewards, info):
+        """Add the dense part of these episodes to this step's rewards and info (episodes since reset dropped)."""
+        r_in, stats, latency = critiqued
+        keep = [k for k, e in enumerate(ended) if e.episode == self._episode[e.row]]
+        if not keep:
+            return rewards, info
+        rewards = np.array(rewards, dtype=np.float64)
+        info = dict(info)
+        for k in keep:
+            e = ended[k]
+            rewards[e.row] += self.scale * float(r_in[k].sum())
+            row = {
+                "token_rewards": e.base + self.scale * r_in[k],
+                "intrinsic_rewards": r_in[k],
+                "critique": stats[k]["critique"],
+                "critic_latency_s": latency,
+                **{key: stats[k][key] for key in STAT_KEYS},
+            }
+            for key, value in row.items():
+                _put(info, key, e.row, value, self.num_envs)
+        return rewards, info
+
+
+def _put(info: dict[str, Any], key: str, row: int, value: Any, n: int) -> None:
+    """Set sub-env ``row``'s entry of a vector info column (and its ``_key`` mask), keeping the other rows'."""
+    if key not in info:
+        if isinstance(value, np.ndarray) or value is None or isinstance(value, Critique):
+            info[key] = np.empty(n, dtype=object)
+        else:
+            info[key] = np.zeros(n, dtype=np.int64 if isinstance(value, int) else np.float64)
+        info[f"_{key}"] = np.zeros(n, dtype=bool)
+    else:  # the wrapped env's column (or this step's earlier payment): copy before writing
+        info[key], info[f"_{key}"] = info[key].copy(), info[f"_{key}"].copy()
+    info[key][row] = value
+    info[f"_{key}"][row] = True
 
 
 class RewardMix(CriticSpanReward):

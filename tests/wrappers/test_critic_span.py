@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -247,3 +249,99 @@ def test_rewinding_the_wrapped_vector_env_gives_the_rewards_of_fresh_episodes(to
     np.testing.assert_allclose(rewound, expected)
     for row in range(2):
         np.testing.assert_allclose(info["token_rewards"][row], fresh_info["token_rewards"][row])
+
+
+class HeldCritic(WordCritic):
+    """A WordCritic that answers only once released, and records the thread that called it."""
+
+    def __init__(self):
+        super().__init__()
+        self.release, self.threads = threading.Event(), []
+
+    def critique(self, prompts, completions, extrinsic=None):
+        self.threads.append(threading.current_thread())
+        assert self.release.wait(timeout=30), "never released"
+        return super().critique(prompts, completions, extrinsic)
+
+
+def test_an_overlapped_critic_runs_while_other_episodes_generate_and_pays_the_same(tokenizer):
+    joy, dull, eos = ids_of(tokenizer, " joy")[0], ids_of(tokenizer, " dull")[0], tokenizer.eos_token_id
+    columns = [[eos, joy, dull, joy], [eos, dull, joy, joy], [eos, joy, joy, joy]]  # env 0 ends first, the rest at 3
+
+    def run(critic, overlap):
+        base = TextGenVectorEnv(4, "sentiment", model=tokenizer, max_new_tokens=3, autoreset_mode="disabled")
+        envs = RewardMixVector(base, lambda p, c: [0.25] * len(c), critic, alpha1=2.0, overlap=overlap)
+        envs.reset(seed=0, options={"prompt": "It was"})
+        steps = [envs.step(np.array(column)) for column in columns]
+        envs.close()
+        return steps
+
+    held = HeldCritic()
+    base = TextGenVectorEnv(4, "sentiment", model=tokenizer, max_new_tokens=3, autoreset_mode="disabled")
+    envs = RewardMixVector(base, lambda p, c: [0.25] * len(c), held, alpha1=2.0, overlap=True)
+    envs.reset(seed=0, options={"prompt": "It was"})
+    _, rewards, terminated, _, info = envs.step(np.array(columns[0]))  # returns with the critic still held
+    assert terminated.tolist() == [True, False, False, False] and not held.release.is_set()
+    assert rewards.tolist() == [0.5, 0.0, 0.0, 0.0] and "intrinsic_rewards" not in info  # the score, not the spans
+    envs.step(np.array(columns[1]))  # env 0 idles; envs 1-3 keep generating while its critique is held
+    assert held.threads and held.threads[0] is not threading.main_thread()
+    held.release.set()
+    _, rewards, _, truncated, info = envs.step(np.array(columns[2]))  # the last episodes end: wait for everything
+    assert truncated[1:].all() and info["_intrinsic_rewards"].all()
+    assert [len(c[0]) for c in held.calls] == [1, 3]  # env 0 alone, then the three that ended together
+    envs.close()
+
+    expected, overlapped = run(WordCritic(), overlap=False), run(WordCritic(), overlap=True)
+    totals = [sum(np.asarray(step[1]) for step in steps) for steps in (expected, overlapped)]
+    np.testing.assert_allclose(totals[0], totals[1])  # each row's return, whichever step paid it
+    for key in ("token_rewards", "intrinsic_rewards", "critic_spans"):
+        for row in range(4):
+            want = next(s[4][key][row] for s in expected if key in s[4] and s[4][f"_{key}"][row])
+            have = next(s[4][key][row] for s in overlapped if key in s[4] and s[4][f"_{key}"][row])
+            np.testing.assert_array_equal(have, want)
+
+
+def test_an_overlapped_critic_s_fault_raises_and_overlap_needs_disabled_autoreset(tokenizer):
+    def broken(prompts, completions):
+        return [Critique((Span(0, 999, 1.0),)) for _ in completions]
+
+    base = TextGenVectorEnv(2, "sentiment", model=tokenizer, max_new_tokens=2, autoreset_mode="disabled")
+    envs = CriticSpanRewardVector(base, broken, overlap=True)
+    envs.reset(seed=0)
+    envs.step(np.array([tokenizer.eos_token_id, 300]))  # env 0's critique fails in the thread
+    with pytest.raises(CriticGymError, match="beyond its completion"):
+        envs.step(np.array([300, 300]))  # collected at the latest when the last episode ends
+    with pytest.raises(ConfigError, match="autoreset_mode='disabled'"):
+        CriticSpanRewardVector(TextGenVectorEnv(2, "sentiment", model=tokenizer), WordCritic(), overlap=True)
+    with pytest.raises(ConfigError, match="make_vec"):
+        gym.make("criticgym/SentimentControl-v0", reward="relc", model=tokenizer, critic_overlap=True)
+
+
+def test_training_with_an_overlapped_critic_equals_the_inline_critic_and_charges_its_flops(tmp_path):
+    from criticgym import flops
+    from criticgym.agents.ppo import PPOConfig
+    from criticgym.agents.train import TrainConfig, train
+
+    common = dict(
+        env="criticgym/SentimentControl-v0",
+        reward="relc",
+        critic="llm",
+        critic_model="tiny",  # a network, so that its FLOPs count
+        model="tiny",
+        num_envs=4,
+        iterations=2,
+        eval_prompts=2,
+        max_new_tokens=8,
+        ppo=PPOConfig(lr=3e-3, epochs=1, minibatch_size=2, temperature=1.5),
+        progress=False,
+    )
+    flops.take()
+    runs = [
+        train(TrainConfig(out=str(tmp_path / str(overlap)), critic_overlap=overlap, **common), log=lambda *_: None)
+        for overlap in (False, True)
+    ]
+    inline, overlapped = ([h for h in run["history"]] for run in runs)
+    for a, b in zip(inline, overlapped, strict=True):
+        assert a["charts/episodic_return"] == b["charts/episodic_return"]
+        assert a["perf/reward_flops"] == b["perf/reward_flops"] > 0  # charged to the reward, not the policy
+        assert a["perf/policy_flops"] == b["perf/policy_flops"]
