@@ -82,6 +82,7 @@ bench-scripts: venv
 	$(PY) benchmarks/bench_rollout.py --out benchmarks/results/rollout_cpu.md
 	$(PY) benchmarks/bench_critics.py --out benchmarks/results/critics_cpu.md
 	$(PY) benchmarks/bench_ppo.py --out benchmarks/results/ppo_cpu.md
+	$(PY) benchmarks/bench_scaleout.py --out benchmarks/results/scaleout_cpu.md
 
 clean:
 	rm -rf $(VENV) $(LATEST) .pytest_cache .ruff_cache

@@ -122,7 +122,8 @@ def run_arm(base: TrainConfig, arm: str, seed: int, out: Path, log=print) -> dic
     return record
 
 
-IGNORED = ("out", "resume", "progress", "ray_address", "critic_overlap")  # how a run ran, not what it computed
+# how and where a run ran, not what it computed
+IGNORED = ("out", "resume", "progress", "ray_address", "critic_overlap", "worker_gpus")
 
 
 def _relevant(config: dict[str, Any]) -> dict[str, Any]:

@@ -98,6 +98,8 @@ class TrainConfig:
     """Rollout workers as Ray actors, each playing num_envs / workers rows (0: this process plays; criticgym[ray])."""
     ray_address: str | None = None
     """The Ray cluster to join (None: start a local one) when workers or critic_actors are set."""
+    worker_gpus: float | None = None
+    """GPUs per rollout worker: 1 on a cluster with a GPU each (None: on CUDA the workers share one GPU)."""
     critic_actors: int = 0
     """Serve RELC's span critic from this many Ray actors, shared by every env (0: in each env's process)."""
     critic_overlap: bool = False
@@ -108,6 +110,8 @@ class TrainConfig:
             raise ConfigError(f"Unknown agent {self.agent!r}; use one of {AGENTS}.")
         if self.iterations < 1 or self.num_envs < 1:
             raise ConfigError("iterations and num_envs must be at least 1.")
+        if self.worker_gpus is not None and self.worker_gpus < 0:
+            raise ConfigError(f"worker_gpus must be 0 or more, got {self.worker_gpus}.")
         if self.workers < 0 or self.critic_actors < 0:
             raise ConfigError("workers and critic_actors must be 0 (off) or more.")
         if self.critic_actors and self.reward != "relc":

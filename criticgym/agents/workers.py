@@ -101,8 +101,16 @@ class RolloutWorkers:
         config = asdict(cfg)
         shards = [range(i * size, (i + 1) * size) for i in range(workers)]
         args = [(config, rows, cfg.num_envs, env_options or {}) for rows in shards]
-        on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-        gpus = 1 / workers if on_gpu else 0  # the workers share one GPU
+        gpus = cfg.worker_gpus
+        if gpus is None:  # the workers share the one GPU of a local run
+            on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+            gpus = 1 / workers if on_gpu else 0
+        have = ray.cluster_resources().get("GPU", 0)
+        if gpus * workers > have + 1e-9:
+            raise ConfigError(
+                f"{workers} workers with {gpus:g} GPU each need {gpus * workers:g} GPUs; the Ray cluster has "
+                f"{have:g}. Lower --workers or --worker-gpus."
+            )
         self.actors = Actors(RolloutWorker, args, restarts=restarts, num_cpus=1, num_gpus=gpus)
 
     def play(self, agent, **sampling: Any) -> RolloutBatch:

@@ -115,6 +115,8 @@ def test_workers_split_the_batch_evenly_and_fit_the_cluster(cluster):
         RolloutWorkers(config(num_envs=5), 2)
     with pytest.raises(ConfigError, match="Lower --workers"):
         RolloutWorkers(config(num_envs=8), 4)
+    with pytest.raises(ConfigError, match="need 2 GPUs; the Ray cluster has 0. Lower --workers or --worker-gpus"):
+        RolloutWorkers(config(worker_gpus=1.0), 2)  # a GPU per worker, on a cluster without any
 
 
 def test_train_with_workers_and_a_critic_pool_writes_its_run(cluster, tmp_path):
