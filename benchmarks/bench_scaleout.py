@@ -5,7 +5,7 @@ the same seed every time) is played by the same policy with the same critic in e
 runs changes:
 
 - ``inline``: in the env's process, on the step the episodes end (generation waits);
-- ``overlap``: in a background thread while the other episodes generate (``critic_overlap=True``);
+- ``overlap``: in a background thread while the other episodes generate (``overlap_feedback=True``);
 - ``pool-1``, ``pool-2``: a :class:`~criticgym.critics.pool.CriticPool` of 1 or 2 Ray actors (generation waits
   while the actors critique their parts of the call);
 - ``pool-2+overlap``: both.

@@ -123,7 +123,7 @@ def run_arm(base: TrainConfig, arm: str, seed: int, out: Path, log=print) -> dic
 
 
 # how and where a run ran, not what it computed
-IGNORED = ("out", "resume", "progress", "ray_address", "critic_overlap", "worker_gpus")
+IGNORED = ("out", "resume", "progress", "ray_address", "overlap_feedback", "worker_gpus")
 
 
 def _relevant(config: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,7 @@
   of each clause by ``critic_model``), ``"random"`` for random spans with the task
   critic's budget, ``"random-<name>"``, or your own critic), paid in hindsight. Also ``gate=``,
   ``positive_value=``, ``negative_value=`` (task defaults), ``critic_model=`` (the LLM critic's model),
-  ``seed=`` (the random critic's) and, on the vector env, ``critic_overlap=True`` (the critic runs in a thread
-  while the other episodes generate; :class:`~criticgym.wrappers.critic_span.CriticSpanRewardVector`).
+  ``seed=`` (the random critic's).
 - ``reward="rlaif-direct"``: an AI judge's direct score (0-9, expectation over the digit tokens, mapped to
   [-1, 1]) paid at the last token; ``judge=`` a :class:`~criticgym.critics.judge.ScoreJudge` or ``judge_model=``
   (default ``"smollm2-135m"``). ``judge_model="label:<model>"`` (or ``"label-content-free:<model>"``) asks the
@@ -19,6 +18,10 @@
   a :class:`~criticgym.critics.judge.PairwiseJudge` (``judge=`` or ``judge_model=``); see
   :mod:`criticgym.wrappers.preference`.
 - ``reward=None``: no reward at all (every step pays 0), for users who add their own wrappers.
+
+``overlap_feedback=True`` (vector env, ``autoreset_mode="disabled"``): the reward's expensive call (RELC's critic,
+the sparse scorer, the direct judge) runs in a background thread while the other episodes generate; the rewards
+are the same, paid on a later idle step of the finished row (:mod:`criticgym.wrappers.overlap`).
 
 ``feedback=`` (single env): episodes of two turns, answer then refinement after feedback in words
 (:class:`~criticgym.wrappers.feedback.LanguageFeedback`): ``"program"`` (the task's annotator), ``"model:<name>"``
@@ -89,7 +92,7 @@ def _reward_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
     spec = get_task(task)
     keys = ("critic", "alpha1", "alpha2", "gate", "positive_value", "negative_value", "critic_model", "seed")
-    keys += ("judge", "judge_model", "critic_overlap")
+    keys += ("judge", "judge_model", "overlap_feedback")
     out = {k: kwargs.pop(k) for k in keys if k in kwargs}
     out.setdefault("critic", spec.critic)
     out.setdefault("positive_value", spec.span_values[0])
@@ -143,13 +146,19 @@ def _with_reward(
     from criticgym.envs import get_task
 
     scorer = scorer if scorer is not None else get_task(task).scorer
+    overlap = {"overlap": True} if options.pop("overlap_feedback", False) else {}
+    if overlap and (not isinstance(env, gym.vector.VectorEnv) or reward is None):
+        raise ConfigError(
+            "overlap_feedback runs the reward's scorer, critic or judge while other episodes generate: use the "
+            "vector env (make_vec) with a reward."
+        )
     if reward == "sparse":
-        return sparse(env, scorer)
+        return sparse(env, scorer, **overlap)
     if reward in ("rlaif-direct", "rlaif-pairwise"):
         mode = reward.partition("-")[2]
-        return preference(env, _judge(task, options, mode), mode)
+        return preference(env, _judge(task, options, mode), mode, **overlap)
     if reward == "relc":
-        return _relc(mix, env, scorer, task, options)
+        return _relc(mix, env, scorer, task, {**options, **overlap})
     return env
 
 
@@ -171,10 +180,6 @@ def _judge(task: str, options: dict[str, Any], mode: str) -> Any:
 def _relc(wrapper: Any, env: Any, scorer: ScorerLike, task: str, relc: dict[str, Any]) -> Any:
     relc.pop("judge", None)
     relc.pop("judge_model", None)
-    if relc.pop("critic_overlap", False):
-        if not isinstance(env, gym.vector.VectorEnv):
-            raise ConfigError("critic_overlap critiques while other episodes generate: use the vector env (make_vec).")
-        relc["overlap"] = True
     tokenizer = env.unwrapped.tokenizer
     critic = make_critic(
         relc.pop("critic"), task, tokenizer, relc.pop("critic_model", "smollm2-135m"), relc.pop("seed", 0)

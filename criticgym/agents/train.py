@@ -102,8 +102,9 @@ class TrainConfig:
     """GPUs per rollout worker: 1 on a cluster with a GPU each (None: on CUDA the workers share one GPU)."""
     critic_actors: int = 0
     """Serve RELC's span critic from this many Ray actors, shared by every env (0: in each env's process)."""
-    critic_overlap: bool = False
-    """Run RELC's critic in a thread while the other episodes of the batch generate (same rewards, less waiting)."""
+    overlap_feedback: bool = False
+    """Run the reward's expensive call (RELC's critic, the scorer, a direct judge) in a thread while the other
+    episodes of the batch generate: the same rewards, less waiting."""
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
@@ -134,11 +135,12 @@ def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"reward": cfg.reward, "model": cfg.model, "autoreset_mode": "disabled"}
     if cfg.reward == "relc":
         kwargs.update(alpha1=cfg.alpha1, alpha2=cfg.alpha2, seed=cfg.seed, critic_model=cfg.critic_model)
-        kwargs.update(critic_overlap=cfg.critic_overlap)
         if cfg.critic is not None:
             kwargs["critic"] = cfg.critic
     if cfg.reward.startswith("rlaif"):
         kwargs["judge_model"] = cfg.judge_model
+    if cfg.overlap_feedback:
+        kwargs["overlap_feedback"] = True
     for key in ("scorer", "max_new_tokens"):
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)

@@ -12,22 +12,20 @@ Spans become token rewards through character offsets of the generated tokens
 
 from __future__ import annotations
 
-import contextvars
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import VectorEnv
 
 from criticgym.critics.base import Critic, Critique, as_critic, checked_critiques
 from criticgym.critics.offsets import span_token_rewards, token_char_offsets
 from criticgym.critics.scorers import Scorer
 from criticgym.errors import ConfigError
+from criticgym.wrappers.overlap import Ended, Feedback, put_row
 from criticgym.wrappers.sparse import RewindableVectorWrapper, SparseExtrinsicReward, SparseExtrinsicRewardVector
 
 STAT_KEYS = ("critic_called", "critic_cached", "critic_spans", "critic_unlocated", "critic_parse_failed")
@@ -199,19 +197,6 @@ class CriticSpanReward(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-@dataclass
-class _Ended:
-    """An episode that ended and awaits its critique: what the critic reads and what its payment builds on."""
-
-    row: int
-    episode: int  # the row's reset count when it ended: a critique for an episode since reset is dropped
-    prompt: str
-    completion: str
-    ids: np.ndarray
-    extrinsic: float | None
-    base: np.ndarray  # the step rewards the wrapped env paid (or its hindsight vector)
-
-
 class CriticSpanRewardVector(RewindableVectorWrapper):
     """The vector version: the episodes that end together are critiqued in **one** batched critic call.
 
@@ -220,11 +205,8 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
     :class:`CriticSpanReward`.
 
     ``overlap=True`` (``autoreset_mode="disabled"`` only) takes the critic off the generation path: it runs in a
-    background thread while the other episodes keep generating, and the episodes that end while it is busy go in
-    its next call, as one batch. A finished sub-env idles until its critique is back and is paid on that idle step
-    (its scalar reward and the info above, as a pairwise judge's late reward is); on the step the last episode
-    ends, the wrapper waits for every critique. Rewards and hindsight vectors are those of ``overlap=False``; only
-    the step that carries them moves. A critic that fails raises on the step that collects its call.
+    background thread while the other episodes keep generating, and a finished episode is paid on a later idle step
+    (:mod:`criticgym.wrappers.overlap`). The wrapped env's score is still paid on the last step.
     """
 
     def __init__(
@@ -239,48 +221,27 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
         overlap: bool = False,
     ) -> None:
         super().__init__(env)
-        if overlap and env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
-            raise ConfigError(
-                "overlap=True pays a finished episode on a later idle step, which only autoreset_mode='disabled' "
-                "has; make the env with autoreset_mode='disabled' (as play() needs) or set overlap=False."
-            )
         self.rewarder = SpanRewarder(critic, env.unwrapped.tokenizer, positive_value, negative_value, gate, cache_size)
         self.scale = float(scale)
-        self.overlap = overlap
+        self.feedback = Feedback(env, self._critique, overlap, "overlap")
         self._paid: list[list[float]] = [[] for _ in range(self.num_envs)]
         self._ended = np.zeros(self.num_envs, dtype=bool)  # ended on the last step
-        self._finished = np.zeros(self.num_envs, dtype=bool)  # ended since the row's reset
-        self._episode = np.zeros(self.num_envs, dtype=np.int64)
-        self._waiting: list[_Ended] = []  # overlap: ended, not yet sent to the critic
-        self._running: tuple[list[_Ended], Future] | None = None  # overlap: the call in flight
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="criticgym-critic") if overlap else None
-
-    def _pending(self, row: int) -> bool:
-        queued = self._waiting + (self._running[0] if self._running else [])
-        return any(e.row == row and e.episode == self._episode[row] for e in queued)
 
     def _own_state(self, row: int) -> tuple[tuple[float, ...], bool, bool]:
-        if self._pending(row):
-            raise ConfigError(
-                f"Sub-env {row} has a critique in flight, so its snapshot would miss the reward; take snapshots "
-                "before an episode ends, or make the env with critic_overlap=False."
-            )
-        return tuple(self._paid[row]), bool(self._ended[row]), bool(self._finished[row])
+        return tuple(self._paid[row]), bool(self._ended[row]), self.feedback.snapshot(row)
 
     def _set_own_state(self, row: int, state: tuple[tuple[float, ...], bool, bool]) -> None:
-        self._paid[row], self._ended[row], self._finished[row] = list(state[0]), state[1], state[2]
-        self._episode[row] += 1  # a critique still in flight for this row belongs to the abandoned branch
+        self._paid[row], self._ended[row] = list(state[0]), state[1]
+        self.feedback.restore(row, state[2])
 
     def reset(self, *, seed=None, options=None):
-        """Reset, forgetting the step rewards (and any critique in flight) of the sub-envs that restart."""
-        if self._running is not None:  # let the call finish: nothing else touches the tokenizer meanwhile
-            wait([self._running[1]])
+        """Reset, forgetting the step rewards (and any critique to come) of the sub-envs that restart."""
         mask = (options or {}).get("reset_mask")
-        for row in range(self.num_envs) if mask is None else np.flatnonzero(mask):
+        rows = range(self.num_envs) if mask is None else np.flatnonzero(mask)
+        for row in rows:
             self._paid[row] = []
-            self._ended[row] = self._finished[row] = False
-            self._episode[row] += 1
-        self._waiting = [e for e in self._waiting if e.episode == self._episode[e.row]]
+            self._ended[row] = False
+        self.feedback.reset(rows)
         return self.env.reset(seed=seed, options=options)
 
     def step(self, actions):
@@ -292,7 +253,6 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
             else:
                 self._paid[row].append(float(rewards[row]))
         self._ended = np.logical_or(terminated, truncated)
-        self._finished |= self._ended
         extrinsic = info.get("extrinsic_reward")
         ended = []
         for i in np.flatnonzero(self._ended):
@@ -300,80 +260,43 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
             prior = info["token_rewards"][i] if "token_rewards" in info and info["_token_rewards"][i] else None
             base = np.asarray(prior if prior is not None else self._paid[i][-n:], dtype=np.float64)
             score = float(extrinsic[i]) if extrinsic is not None else None
-            prompt, completion, ids = info["prompt"][i], info["completion"][i], info["completion_ids"][i]
-            ended.append(_Ended(int(i), int(self._episode[i]), prompt, completion, ids, score, base))
-        if not self.overlap:
-            rewards, info = self._pay(ended, self._critique(ended), rewards, info)
-            return obs, rewards, terminated, truncated, info
-        self._waiting += ended
-        calls = []
-        if self._running is not None and (self._finished.all() or self._running[1].done()):
-            calls.append(self._collect())
-        if self._waiting and self._running is None:  # everything that ended meanwhile, in one call
-            batch, self._waiting = self._waiting, []
-            call = contextvars.copy_context().run  # the thread charges its FLOPs to this step's phase
-            self._running = (batch, self._thread.submit(call, self._critique, batch))
-        if self._finished.all() and self._running is not None:  # the last episode ended: wait for the rest
-            calls.append(self._collect())
-        for batch, critiqued in calls:
+            episode = (info["prompt"][i], info["completion"][i], info["completion_ids"][i], score, base)
+            ended.append(self.feedback.ended(i, episode))
+        for batch, critiqued in self.feedback.step(ended):
             rewards, info = self._pay(batch, critiqued, rewards, info)
         return obs, rewards, terminated, truncated, info
 
-    def _collect(self) -> tuple[list[_Ended], tuple]:
-        """The call in flight and its result (waiting for it; its exception, if it raised)."""
-        batch, future = self._running
-        self._running = None
-        return batch, future.result()
-
     def close(self, **kwargs):
         """Stop the critic thread, then close the env."""
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
+        self.feedback.close()
         return super().close(**kwargs)
 
-    def _critique(self, ended: list[_Ended]) -> tuple[list[np.ndarray], list[dict[str, Any]], float]:
+    def _critique(self, ended: list[Ended]) -> tuple[list[np.ndarray], list[dict[str, Any]], float]:
         """One critic call for these episodes: unscaled token rewards, statistics, the call's seconds."""
-        if not ended:
-            return [], [], 0.0
-        prompts, completions = [e.prompt for e in ended], [e.completion for e in ended]
-        r_in, stats = self.rewarder(prompts, completions, [e.ids for e in ended], [e.extrinsic for e in ended])
+        prompts, completions, ids, scores, _ = zip(*(e.data for e in ended), strict=True)
+        r_in, stats = self.rewarder(prompts, completions, ids, scores)
         return r_in, stats, self.rewarder.last_latency
 
-    def _pay(self, ended: list[_Ended], critiqued, rewards, info):
+    def _pay(self, ended: list[Ended], critiqued, rewards, info):
         """Add the dense part of these episodes to this step's rewards and info (episodes since reset dropped)."""
         r_in, stats, latency = critiqued
-        keep = [k for k, e in enumerate(ended) if e.episode == self._episode[e.row]]
+        keep = [k for k, e in enumerate(ended) if self.feedback.current(e)]
         if not keep:
             return rewards, info
-        rewards = np.array(rewards, dtype=np.float64)
-        info = dict(info)
+        rewards, info = np.array(rewards, dtype=np.float64), dict(info)
         for k in keep:
-            e = ended[k]
-            rewards[e.row] += self.scale * float(r_in[k].sum())
-            row = {
-                "token_rewards": e.base + self.scale * r_in[k],
+            row, base = ended[k].row, ended[k].data[-1]
+            rewards[row] += self.scale * float(r_in[k].sum())
+            entries = {
+                "token_rewards": base + self.scale * r_in[k],
                 "intrinsic_rewards": r_in[k],
                 "critique": stats[k]["critique"],
                 "critic_latency_s": latency,
                 **{key: stats[k][key] for key in STAT_KEYS},
             }
-            for key, value in row.items():
-                _put(info, key, e.row, value, self.num_envs)
+            for key, value in entries.items():
+                put_row(info, key, row, value, self.num_envs)
         return rewards, info
-
-
-def _put(info: dict[str, Any], key: str, row: int, value: Any, n: int) -> None:
-    """Set sub-env ``row``'s entry of a vector info column (and its ``_key`` mask), keeping the other rows'."""
-    if key not in info:
-        if isinstance(value, np.ndarray) or value is None or isinstance(value, Critique):
-            info[key] = np.empty(n, dtype=object)
-        else:
-            info[key] = np.zeros(n, dtype=np.int64 if isinstance(value, int) else np.float64)
-        info[f"_{key}"] = np.zeros(n, dtype=bool)
-    else:  # the wrapped env's column (or this step's earlier payment): copy before writing
-        info[key], info[f"_{key}"] = info[key].copy(), info[f"_{key}"].copy()
-    info[key][row] = value
-    info[f"_{key}"][row] = True
 
 
 class RewardMix(CriticSpanReward):

@@ -89,13 +89,17 @@ class AIPreferenceRewardVector(RewindableVectorWrapper):
             :class:`~criticgym.critics.judge.PairwiseJudge` (pairwise), or anything with the same method.
         mode: ``"direct"`` or ``"pairwise"``.
         scale: multiplies the reward.
+        overlap: direct mode: rate in a background thread while the other episodes generate
+            (:mod:`criticgym.wrappers.overlap`).
     """
 
-    def __init__(self, env: VectorEnv, judge: Any, mode: str = "direct", scale: float = 1.0) -> None:
+    def __init__(self, env: VectorEnv, judge: Any, mode: str = "direct", scale: float = 1.0, overlap: bool = False):
         _check_mode(mode)
         self.mode, self.judge, self.scale = mode, judge, float(scale)
+        if overlap and mode == "pairwise":
+            raise ConfigError("overlap runs direct judges only; a pairwise judge already waits for both siblings.")
         if mode == "direct":
-            env = SparseExtrinsicRewardVector(env, _Rating(judge), scale)
+            env = SparseExtrinsicRewardVector(env, _Rating(judge), scale, overlap=overlap)
         super().__init__(env)
         if mode == "direct":
             return

@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium.vector import VectorEnv, VectorWrapper
 
 from criticgym.critics.scorers import Scorer, as_scorer, checked_scores, score_texts
+from criticgym.wrappers.overlap import Ended, Feedback, put_row
 
 
 def _references(refs: Sequence[str | None]) -> list[str | None] | None:
@@ -84,29 +85,61 @@ class SparseExtrinsicRewardVector(RewindableVectorWrapper):
     """The vector version: every episode that ends in a step is scored in **one** batched scorer call.
 
     ``info["extrinsic_reward"]`` (with its ``_extrinsic_reward`` mask) holds the scores of those episodes.
+    ``overlap=True`` (``autoreset_mode="disabled"`` only) runs the scorer (or a direct judge) in a background
+    thread while the other episodes keep generating, and pays a finished episode on a later idle step
+    (:mod:`criticgym.wrappers.overlap`).
     """
 
     def __init__(
-        self, env: VectorEnv, scorer: str | Scorer | Callable[..., Sequence[float]], scale: float = 1.0
+        self,
+        env: VectorEnv,
+        scorer: str | Scorer | Callable[..., Sequence[float]],
+        scale: float = 1.0,
+        overlap: bool = False,
     ) -> None:
         super().__init__(env)
         self.scorer = as_scorer(scorer)
         self.scale = float(scale)
+        self.feedback = Feedback(env, self._score, overlap, "overlap")
+
+    def _own_state(self, row: int) -> bool:
+        return self.feedback.snapshot(row)
+
+    def _set_own_state(self, row: int, state: bool) -> None:
+        self.feedback.restore(row, state)
+
+    def reset(self, *, seed=None, options=None):
+        """Reset (dropping the scores still to come of the sub-envs that restart)."""
+        mask = (options or {}).get("reset_mask")
+        self.feedback.reset(range(self.num_envs) if mask is None else np.flatnonzero(mask))
+        return self.env.reset(seed=seed, options=options)
 
     def step(self, actions):
-        """Step every sub-env, then score all episodes that just ended together."""
+        """Step every sub-env, then score all episodes that just ended together (or hand them to the thread)."""
         obs, rewards, terminated, truncated, info = self.env.step(actions)
-        ended = np.flatnonzero(np.logical_or(terminated, truncated))
-        if len(ended):
-            rewards = np.array(rewards, dtype=np.float64)
-            prompts = [info["prompt"][i] for i in ended]
-            completions = [info["completion"][i] for i in ended]
-            refs = _references([info["reference"][i] for i in ended] if "reference" in info else [None] * len(ended))
-            ids = [info["completion_ids"][i] for i in ended]
-            scores = checked_scores(score_texts(self.scorer, prompts, completions, refs, ids), len(ended), self.scorer)
-            rewards[ended] += self.scale * scores
-            info = _set_rows(info, "extrinsic_reward", ended, scores, self.num_envs)
+        ended = []
+        for i in np.flatnonzero(np.logical_or(terminated, truncated)):
+            reference = info["reference"][i] if "reference" in info else None
+            episode = (info["prompt"][i], info["completion"][i], reference, info["completion_ids"][i])
+            ended.append(self.feedback.ended(i, episode))
+        for batch, scores in self.feedback.step(ended):
+            keep = [k for k, e in enumerate(batch) if self.feedback.current(e)]
+            rewards, info = np.array(rewards, dtype=np.float64), dict(info)
+            for k in keep:
+                rewards[batch[k].row] += self.scale * scores[k]
+                put_row(info, "extrinsic_reward", batch[k].row, float(scores[k]), self.num_envs)
         return obs, rewards, terminated, truncated, info
+
+    def close(self, **kwargs):
+        """Stop the scorer's thread, then close the env."""
+        self.feedback.close()
+        return super().close(**kwargs)
+
+    def _score(self, ended: list[Ended]) -> np.ndarray:
+        """One scorer call for these episodes."""
+        prompts, completions, refs, ids = (list(column) for column in zip(*(e.data for e in ended), strict=True))
+        scores = score_texts(self.scorer, prompts, completions, _references(refs), ids)
+        return checked_scores(scores, len(ended), self.scorer)
 
 
 def _set_rows(info: dict[str, Any], key: str, rows: np.ndarray, values: np.ndarray, n: int) -> dict[str, Any]:

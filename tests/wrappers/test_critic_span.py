@@ -314,7 +314,7 @@ def test_an_overlapped_critic_s_fault_raises_and_overlap_needs_disabled_autorese
     with pytest.raises(ConfigError, match="autoreset_mode='disabled'"):
         CriticSpanRewardVector(TextGenVectorEnv(2, "sentiment", model=tokenizer), WordCritic(), overlap=True)
     with pytest.raises(ConfigError, match="make_vec"):
-        gym.make("criticgym/SentimentControl-v0", reward="relc", model=tokenizer, critic_overlap=True)
+        gym.make("criticgym/SentimentControl-v0", reward="relc", model=tokenizer, overlap_feedback=True)
 
 
 def test_training_with_an_overlapped_critic_equals_the_inline_critic_and_charges_its_flops(tmp_path):
@@ -337,7 +337,7 @@ def test_training_with_an_overlapped_critic_equals_the_inline_critic_and_charges
     )
     flops.take()
     runs = [
-        train(TrainConfig(out=str(tmp_path / str(overlap)), critic_overlap=overlap, **common), log=lambda *_: None)
+        train(TrainConfig(out=str(tmp_path / str(overlap)), overlap_feedback=overlap, **common), log=lambda *_: None)
         for overlap in (False, True)
     ]
     inline, overlapped = ([h for h in run["history"]] for run in runs)

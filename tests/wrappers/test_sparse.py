@@ -72,3 +72,56 @@ def test_gym_make_default_reward_is_sparse():
     env.reset(seed=0, options={"prompt": "A wonderful, moving"})
     _, reward, _, truncated, info = env.step(300)
     assert truncated and reward == pytest.approx(info["extrinsic_reward"]) and reward != 0
+
+
+@pytest.mark.parametrize("reward", ["sparse", "rlaif-direct"])
+def test_an_overlapped_scorer_or_judge_pays_what_the_synchronous_one_pays(tokenizer, reward):
+    import threading
+
+    import criticgym
+
+    threads = []
+
+    class Length:  # a scorer and a direct judge: longer completions score higher
+        def score(self, prompts, completions, references=None):
+            threads.append(threading.current_thread())
+            return [len(c) / 40 for c in completions]
+
+        rate = score
+
+    word, eos = tokenizer(" word", add_special_tokens=False)["input_ids"][0], tokenizer.eos_token_id
+    ends = [2, 5, 8, 3, 8, 4]  # the step on which each row ends (8: the budget)
+    columns = [[eos if t + 1 == end else word for end in ends] for t in range(8)]
+    runs = []
+    for overlap in (False, True):
+        envs = criticgym.make_vec(
+            "criticgym/Words-v0",
+            num_envs=6,
+            reward=reward,
+            autoreset_mode="disabled",
+            model=tokenizer,
+            overlap_feedback=overlap,
+            **({"scorer": Length()} if reward == "sparse" else {"judge": Length()}),
+        )
+        envs.reset(seed=0)
+        steps = [envs.step(np.array(column)) for column in columns]
+        envs.close()
+        scores = [
+            next(s[4]["extrinsic_reward"][row] for s in steps if s[4].get("_extrinsic_reward", [0] * 6)[row])
+            for row in range(6)
+        ]
+        runs.append((sum(np.asarray(s[1], dtype=np.float64) for s in steps), scores))
+    (returns, scores), (late_returns, late_scores) = runs
+    np.testing.assert_allclose(late_returns, returns)
+    assert late_scores == scores and returns.min() > 0
+    assert any(t is not threading.main_thread() for t in threads)
+    with pytest.raises(criticgym.errors.ConfigError, match="pairwise judge already waits"):
+        criticgym.make_vec(
+            "criticgym/Words-v0",
+            num_envs=2,
+            reward="rlaif-pairwise",
+            autoreset_mode="disabled",
+            model=tokenizer,
+            judge=Length(),
+            overlap_feedback=True,
+        )
