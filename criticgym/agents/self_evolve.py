@@ -462,7 +462,6 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
         raise ConfigError(f"The settings need {needed} train problems but {cfg.env} has {len(train)}; use fewer.")
     pick = [train[i] for i in order]
     meta_problems, qa_problems = pick[: cfg.meta_records], pick[cfg.meta_records : cfg.meta_records + cfg.qa_records]
-    fresh = pick[len(pick) - cfg.rounds * cfg.prompts_per_round :]  # the same for any number of records
     solver = Solver(model, tokenizer, layout, cfg.max_new_tokens or task.max_new_tokens, cfg.feedback_tokens)
 
     qa = [{"prompt": p.text, "response": p.reference} for p in qa_problems]
@@ -494,7 +493,9 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
         if stage == 0:
             data = meta + qa
         else:
-            problems = fresh[(stage - 1) * cfg.prompts_per_round : stage * cfg.prompts_per_round]
+            # the stage-th block from the end: the same problems for any record counts and any number of rounds
+            end = len(pick) - (stage - 1) * cfg.prompts_per_round
+            problems = pick[end - cfg.prompts_per_round : end]
             prompts, gold = [p.text for p in problems], [p.reference for p in problems]
             with autocast(cfg.precision, model.device):
                 final, trace = solver.solve(

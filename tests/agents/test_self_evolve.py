@@ -244,20 +244,22 @@ def test_a_round_replays_a_sample_of_the_earlier_records_and_can_skip_the_base_e
     assert len(earlier) == 5 and len(round1) == 5 + 8  # five replayed, every answer kept ("none")
 
 
-def test_round_prompts_do_not_depend_on_how_many_records_come_first(tmp_path, monkeypatch):
-    prompts = {}
+def test_round_prompts_do_not_depend_on_the_record_counts_or_the_number_of_rounds(tmp_path, monkeypatch):
+    rounds = []  # each round's problems, in the order the runs below answer them
     real = se.Solver.solve
 
     def spy(self, batch, refine, temperature=0.0, seed=None):
         if temperature > 0:  # a round's answers; evaluation is greedy
-            prompts.setdefault(len(prompts), batch)
+            rounds.append(batch)
         return real(self, batch, refine, temperature, seed)
 
     monkeypatch.setattr(se.Solver, "solve", spy)
     se.self_evolve(small(tmp_path / "a", base_eval=False), log=lambda *_: None)
     m0 = small(tmp_path / "b", base_eval=False, meta_skill=False, meta_records=0, qa_records=20)
     se.self_evolve(m0, log=lambda *_: None)
-    assert prompts[0] == prompts[1]
+    se.self_evolve(small(tmp_path / "c", base_eval=False, rounds=2), log=lambda *_: None)
+    assert rounds[0] == rounds[1] == rounds[2]  # round 1, whatever comes before or after it
+    assert not set(rounds[3]) & set(rounds[2])  # round 2 answers new problems
 
 
 def test_settings_that_cannot_work_fail_clearly(tmp_path):
