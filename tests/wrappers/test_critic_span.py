@@ -256,10 +256,11 @@ class HeldCritic(WordCritic):
 
     def __init__(self):
         super().__init__()
-        self.release, self.threads = threading.Event(), []
+        self.entered, self.release, self.threads = threading.Event(), threading.Event(), []
 
     def critique(self, prompts, completions, extrinsic=None):
         self.threads.append(threading.current_thread())
+        self.entered.set()
         assert self.release.wait(timeout=30), "never released"
         return super().critique(prompts, completions, extrinsic)
 
@@ -284,7 +285,7 @@ def test_an_overlapped_critic_runs_while_other_episodes_generate_and_pays_the_sa
     assert terminated.tolist() == [True, False, False, False] and not held.release.is_set()
     assert rewards.tolist() == [0.5, 0.0, 0.0, 0.0] and "intrinsic_rewards" not in info  # the score, not the spans
     envs.step(np.array(columns[1]))  # env 0 idles; envs 1-3 keep generating while its critique is held
-    assert held.threads and held.threads[0] is not threading.main_thread()
+    assert held.entered.wait(timeout=30) and held.threads[0] is not threading.main_thread()
     held.release.set()
     _, rewards, _, truncated, info = envs.step(np.array(columns[2]))  # the last episodes end: wait for everything
     assert truncated[1:].all() and info["_intrinsic_rewards"].all()
