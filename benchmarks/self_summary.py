@@ -29,12 +29,17 @@ ROWS = [
     ("meta-skills + self-refinement", "self", 0, "eval/accuracy_refined"),
     ("SELF, round 1 (own judgement filters)", "self", 1, "eval/accuracy"),
     ("SELF, round 1, + self-refinement at inference", "self", 1, "eval/accuracy_refined"),
+    ("SELF, round 2", "self", 2, "eval/accuracy"),
+    ("SELF, round 3", "self", 3, "eval/accuracy"),
+    ("SELF, round 3, + self-refinement at inference", "self", 3, "eval/accuracy_refined"),
     ("meta-skills + round filtered by the program (oracle)", "program", 1, "eval/accuracy"),
 ]
 # (name, (arm, stage, column) of a, of b): a - b per seed, the same seeds and round problems on both sides
 PAIRS = [
     ("SELF round 1 - M0 + self-training", ("self", 1, "eval/accuracy"), ("m0-train", 1, "eval/accuracy")),
     ("SELF round 1 - meta-skills (what the round adds)", ("self", 1, "eval/accuracy"), ("self", 0, "eval/accuracy")),
+    ("SELF round 3 - round 1 (what more rounds add)", ("self", 3, "eval/accuracy"), ("self", 1, "eval/accuracy")),
+    ("SELF round 3 - M0 (gold answers)", ("self", 3, "eval/accuracy"), ("m0-train", 0, "eval/accuracy")),
     ("meta-skills - M0 (feedback vs gold data)", ("self", 0, "eval/accuracy"), ("m0-train", 0, "eval/accuracy")),
     ("program filter - own filter", ("program", 1, "eval/accuracy"), ("self", 1, "eval/accuracy")),
     (
@@ -109,25 +114,26 @@ def paired(runs: dict) -> list[dict]:
 
 
 def filters(runs: dict) -> list[dict]:
-    """How each arm's round filter chose its training answers, against the program's check (summed over seeds)."""
+    """How each arm's filter chose its training answers in each round, against the program (summed over seeds)."""
     out = []
     for arm in ("self", "program", "m0-train"):
-        found = [seed[1] for seed in runs.get(arm, []) if 1 in seed]
-        if not found:
-            continue
-        keys = ("round/kept", "round/kept_correct", "round/correct")
-        kept, right, total = (int(sum(r[k] for r in found)) for k in keys)
-        out.append(
-            {
-                "arm": arm,
-                "seeds": len(found),
-                "kept": kept,
-                "kept_right": right,
-                "right": total,
-                "precision": right / kept if kept else math.nan,
-                "recall": right / total if total else math.nan,
-            }
-        )
+        rounds = sorted({stage for seed in runs.get(arm, []) for stage in seed if stage >= 1})
+        for stage in rounds:
+            found = [seed[stage] for seed in runs.get(arm, []) if stage in seed]
+            keys = ("round/kept", "round/kept_correct", "round/correct")
+            kept, right, total = (int(sum(r[k] for r in found)) for k in keys)
+            out.append(
+                {
+                    "arm": arm,
+                    "round": stage,
+                    "seeds": len(found),
+                    "kept": kept,
+                    "kept_right": right,
+                    "right": total,
+                    "precision": right / kept if kept else math.nan,
+                    "recall": right / total if total else math.nan,
+                }
+            )
     return out
 
 
@@ -158,12 +164,13 @@ def markdown(rows: list[dict], command: str, diffs: list[dict] = (), chosen: lis
     if chosen:
         lines += [
             "",
-            "| round's filter | seeds | answers kept | of them right | right answers in all | precision | recall |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| round's filter | round | seeds | answers kept | of them right | right answers in all | precision | "
+            "recall |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for f in chosen:
             lines.append(
-                f"| {f['arm']} | {f['seeds']} | {f['kept']} | {f['kept_right']} | {f['right']} | "
+                f"| {f['arm']} | {f['round']} | {f['seeds']} | {f['kept']} | {f['kept_right']} | {f['right']} | "
                 f"{f['precision']:.2f} | {f['recall']:.2f} |"
             )
     return "\n".join(lines) + "\n"

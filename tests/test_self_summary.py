@@ -32,7 +32,7 @@ def write(folder: Path, arm: str, seed: int, rows: list[dict]) -> None:
 def test_the_summary_pairs_seeds_and_scores_each_filter_against_the_program(tmp_path):
     def stage(n, accuracy, refined=None, kept=None, kept_right=None):
         row = {"stage": n, "eval/accuracy": accuracy, "eval/accuracy_refined": refined or accuracy}
-        if n == 1:  # a round: 10 of its answers are right
+        if n >= 1:  # a round: 10 of its answers are right
             row |= {"round/kept": kept, "round/kept_correct": kept_right, "round/correct": 10, "train_tokens": 100}
         return row
 
@@ -40,7 +40,9 @@ def test_the_summary_pairs_seeds_and_scores_each_filter_against_the_program(tmp_
     for seed, (m0, st, meta, own, oracle) in enumerate(accuracies):
         base = [stage(-1, 0.03)] if seed == 0 else []  # evaluated once
         write(tmp_path, "m0-train", seed, [stage(0, m0), stage(1, st, kept=96, kept_right=10)])
-        write(tmp_path, "self", seed, [*base, stage(0, meta), stage(1, own, 0.2, kept=8, kept_right=4)])
+        rounds = [stage(1, own, 0.2, kept=8, kept_right=4), stage(2, own, kept=4, kept_right=1)]
+        rounds.append(stage(3, own + 0.05 * (seed + 1), kept=2, kept_right=2))
+        write(tmp_path, "self", seed, [*base, stage(0, meta), *rounds])
         write(tmp_path, "program", seed, [stage(0, meta), stage(1, oracle, kept=10, kept_right=10)])
 
     summary_module().main([str(tmp_path), "--command", "test"])
@@ -52,12 +54,17 @@ def test_the_summary_pairs_seeds_and_scores_each_filter_against_the_program(tmp_
     assert paired["SELF round 1 - M0 + self-training"]["mean"] == pytest.approx((0.02 + 0.06) / 2)
     assert paired["program filter - own filter"]["mean"] == pytest.approx(0.06)
     assert paired["program filter - own filter"]["ci"] == pytest.approx(0.0, abs=1e-9)  # the same gap on both seeds
-    filters = {f["arm"]: f for f in table["filters"]}
-    assert filters["self"]["precision"] == pytest.approx(8 / 16) and filters["self"]["recall"] == pytest.approx(8 / 20)
-    assert filters["program"]["precision"] == 1.0 and filters["m0-train"]["precision"] == pytest.approx(20 / 192)
-    assert "| self | 2 | 16 | 8 | 20 | 0.50 | 0.40 |" in (tmp_path / "summary.md").read_text()
+    assert paired["SELF round 3 - round 1 (what more rounds add)"]["mean"] == pytest.approx((0.05 + 0.10) / 2)
+    assert rows["SELF, round 3"]["seeds"] == 2
+    filters = {(f["arm"], f["round"]): f for f in table["filters"]}
+    own = filters["self", 1]
+    assert own["precision"] == pytest.approx(8 / 16) and own["recall"] == pytest.approx(8 / 20)
+    assert filters["program", 1]["precision"] == 1.0 and filters["m0-train", 1]["precision"] == pytest.approx(20 / 192)
+    assert filters["self", 2]["precision"] == pytest.approx(2 / 8) and filters["self", 3]["kept"] == 4
+    assert ("program", 2) not in filters
+    assert "| self | 1 | 2 | 16 | 8 | 20 | 0.50 | 0.40 |" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "self.png").exists()
     with (tmp_path / "runs.csv").open() as handle:
         every = list(csv.DictReader(handle))
-    assert len(every) == 3 * 2 * 2 + 1  # three arms, two seeds, two stages each; the base once
+    assert len(every) == 3 * 2 * 2 + 2 * 2 + 1  # three arms, two seeds, two stages each; self's rounds 2-3; the base
     assert {(r["arm"], r["seed"], r["stage"]) for r in every} >= {("self", "0", "-1"), ("m0-train", "1", "1")}
