@@ -54,7 +54,7 @@ class ServerCritic:
         return self.lexicon.critique(prompts, completions, extrinsic)
 
 
-def make_critic(name: str, args) -> object:
+def build_critic(name: str, args) -> object:
     if name == "server":
         return ServerCritic(args.latency, args.per_item)
     return LLMCritic(LocalBackend("tiny", batch_size=32), template="sentiment")
@@ -126,12 +126,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps({k: v for k, v in results.items() if k != "critics"}), flush=True)
     texts = tokenizer.batch_decode(batch.completion_ids, skip_special_tokens=True)
     for name in args.critics.split(","):
-        whole = make_critic(name, args)
+        whole = build_critic(name, args)
         whole.critique([""] * len(texts), texts)  # warm-up
         start = time.perf_counter()
         whole.critique([""] * len(texts), texts)
         rows = {"whole_batch_call_s": time.perf_counter() - start, "arms": {}}
-        pools = {n: CriticPool(lambda name=name: make_critic(name, args), actors=n) for n in (1, 2)}
+        pools = {n: CriticPool(lambda name=name: build_critic(name, args), actors=n) for n in (1, 2)}
         for pool in pools.values():
             pool.critique([""] * 2, texts[:2])  # start the actors and load their critics
         reference = None

@@ -262,8 +262,20 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
             score = float(extrinsic[i]) if extrinsic is not None else None
             episode = (info["prompt"][i], info["completion"][i], info["completion_ids"][i], score, base)
             ended.append(self.feedback.ended(i, episode))
-        for batch, critiqued in self.feedback.step(ended):
-            rewards, info = self._pay(batch, critiqued, rewards, info)
+        paid = self.feedback.step(ended)
+        if paid:
+            rewards, info = np.array(rewards, dtype=np.float64), dict(info)
+        for episode, (r_in, stats, latency) in paid:
+            rewards[episode.row] += self.scale * float(r_in.sum())
+            entries = {
+                "token_rewards": episode.data[-1] + self.scale * r_in,  # the wrapped env's rewards + the spans
+                "intrinsic_rewards": r_in,
+                "critique": stats["critique"],
+                "critic_latency_s": latency,
+                **{key: stats[key] for key in STAT_KEYS},
+            }
+            for key, value in entries.items():
+                put_row(info, key, episode.row, value, self.num_envs)
         return obs, rewards, terminated, truncated, info
 
     def close(self, **kwargs):
@@ -271,32 +283,11 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
         self.feedback.close()
         return super().close(**kwargs)
 
-    def _critique(self, ended: list[Ended]) -> tuple[list[np.ndarray], list[dict[str, Any]], float]:
-        """One critic call for these episodes: unscaled token rewards, statistics, the call's seconds."""
+    def _critique(self, ended: list[Ended]) -> list[tuple[np.ndarray, dict[str, Any], float]]:
+        """One critic call for these episodes: per episode, unscaled token rewards, statistics, the call's seconds."""
         prompts, completions, ids, scores, _ = zip(*(e.data for e in ended), strict=True)
         r_in, stats = self.rewarder(prompts, completions, ids, scores)
-        return r_in, stats, self.rewarder.last_latency
-
-    def _pay(self, ended: list[Ended], critiqued, rewards, info):
-        """Add the dense part of these episodes to this step's rewards and info (episodes since reset dropped)."""
-        r_in, stats, latency = critiqued
-        keep = [k for k, e in enumerate(ended) if self.feedback.current(e)]
-        if not keep:
-            return rewards, info
-        rewards, info = np.array(rewards, dtype=np.float64), dict(info)
-        for k in keep:
-            row, base = ended[k].row, ended[k].data[-1]
-            rewards[row] += self.scale * float(r_in[k].sum())
-            entries = {
-                "token_rewards": base + self.scale * r_in[k],
-                "intrinsic_rewards": r_in[k],
-                "critique": stats[k]["critique"],
-                "critic_latency_s": latency,
-                **{key: stats[k][key] for key in STAT_KEYS},
-            }
-            for key, value in entries.items():
-                put_row(info, key, row, value, self.num_envs)
-        return rewards, info
+        return [(r, st, self.rewarder.last_latency) for r, st in zip(r_in, stats, strict=True)]
 
 
 class RewardMix(CriticSpanReward):

@@ -13,7 +13,7 @@ that raises raises on the step that collects it.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +38,12 @@ class Feedback:
 
     Args:
         env: the wrapped vector env (checked for ``autoreset_mode="disabled"`` when overlapping).
-        call: the wrapper's batched call; one result for the whole list of :class:`Ended` it is given.
+        call: the wrapper's batched call: one result per :class:`Ended` it is given, in order.
         overlap: run calls in a thread while generation continues.
         what: the option's name, for errors.
     """
 
-    def __init__(self, env: VectorEnv, call: Callable[[list[Ended]], Any], overlap: bool, what: str) -> None:
+    def __init__(self, env: VectorEnv, call: Callable[[list[Ended]], Sequence[Any]], overlap: bool, what: str):
         if overlap and env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
             raise ConfigError(
                 f"{what} pays a finished episode on a later idle step, which only autoreset_mode='disabled' has; "
@@ -64,29 +64,35 @@ class Feedback:
         """Whether that episode is still the row's (not reset or rewound since it ended)."""
         return episode.episode == self.episode[episode.row]
 
-    def step(self, ended: list[Ended]) -> list[tuple[list[Ended], Any]]:
-        """Take this step's ended episodes; return the calls to pay on this step, as (episodes, result) pairs."""
+    def step(self, ended: list[Ended]) -> list[tuple[Ended, Any]]:
+        """Take this step's ended episodes; return what to pay on this step, as (episode, result) pairs.
+
+        Answers for episodes reset or rewound since they ended are dropped here.
+        """
         for episode in ended:
             self.finished[episode.row] = True
         if not self.overlap:
-            return [(ended, self.call(ended))] if ended else []
+            return self._current(ended, self.call(ended)) if ended else []
         self.waiting += ended
-        collected = []
+        collected: list[tuple[Ended, Any]] = []
         last = bool(self.finished.all())  # nothing generates any more: wait for every call
         if self.running is not None and (last or self.running[1].done()):
-            collected.append(self._collect())
+            collected += self._collect()
         if self.waiting and self.running is None:  # everything that ended meanwhile, in one call
             batch, self.waiting = self.waiting, []
             run = contextvars.copy_context().run  # the thread charges its FLOPs to this step's phase
             self.running = (batch, self.thread.submit(run, self.call, batch))
         if last and self.running is not None:
-            collected.append(self._collect())
+            collected += self._collect()
         return collected
 
-    def _collect(self) -> tuple[list[Ended], Any]:
+    def _collect(self) -> list[tuple[Ended, Any]]:
         batch, future = self.running
         self.running = None
-        return batch, future.result()
+        return self._current(batch, future.result())
+
+    def _current(self, batch: list[Ended], results: Sequence[Any]) -> list[tuple[Ended, Any]]:
+        return [(e, r) for e, r in zip(batch, results, strict=True) if self.current(e)]
 
     def reset(self, rows) -> None:
         """The rows restart: their episodes' answers, still to come, are dropped."""

@@ -122,12 +122,12 @@ class SparseExtrinsicRewardVector(RewindableVectorWrapper):
             reference = info["reference"][i] if "reference" in info else None
             episode = (info["prompt"][i], info["completion"][i], reference, info["completion_ids"][i])
             ended.append(self.feedback.ended(i, episode))
-        for batch, scores in self.feedback.step(ended):
-            keep = [k for k, e in enumerate(batch) if self.feedback.current(e)]
+        paid = self.feedback.step(ended)
+        if paid:
             rewards, info = np.array(rewards, dtype=np.float64), dict(info)
-            for k in keep:
-                rewards[batch[k].row] += self.scale * scores[k]
-                put_row(info, "extrinsic_reward", batch[k].row, float(scores[k]), self.num_envs)
+        for episode, score in paid:
+            rewards[episode.row] += self.scale * score
+            put_row(info, "extrinsic_reward", episode.row, float(score), self.num_envs)
         return obs, rewards, terminated, truncated, info
 
     def close(self, **kwargs):

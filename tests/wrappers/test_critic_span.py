@@ -319,7 +319,6 @@ def test_an_overlapped_critic_s_fault_raises_and_overlap_needs_disabled_autorese
 
 
 def test_training_with_an_overlapped_critic_equals_the_inline_critic_and_charges_its_flops(tmp_path):
-    from criticgym import flops
     from criticgym.agents.ppo import PPOConfig
     from criticgym.agents.train import TrainConfig, train
 
@@ -336,7 +335,6 @@ def test_training_with_an_overlapped_critic_equals_the_inline_critic_and_charges
         ppo=PPOConfig(lr=3e-3, epochs=1, minibatch_size=2, temperature=1.5),
         progress=False,
     )
-    flops.take()
     runs = [
         train(TrainConfig(out=str(tmp_path / str(overlap)), overlap_feedback=overlap, **common), log=lambda *_: None)
         for overlap in (False, True)
