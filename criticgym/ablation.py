@@ -37,7 +37,7 @@ import numpy as np
 import tyro
 
 from criticgym.agents.ppo import PPOConfig
-from criticgym.agents.train import TrainConfig, build_evaluator, train
+from criticgym.agents.train import TrainConfig, build_evaluator, config_changes, relevant, train
 from criticgym.errors import ConfigError
 
 CURVE_KEYS = ("charts/extrinsic", "charts/episodic_return", "charts/kl")
@@ -101,10 +101,10 @@ def run_arm(base: TrainConfig, arm: str, seed: int, out: Path, log=print) -> dic
     """Train one (arm, seed) run, or load it if it already finished; returns its history and final evaluation."""
     folder = out / "runs" / arm / f"seed-{seed}"
     done = folder / "result.json"
-    cfg = replace(base, **arm_config(arm), seed=seed, out=str(folder), resume=True, eval_every=0)
+    cfg = replace(base, **arm_config(arm), seed=seed, out=str(folder), resume=False, resume_if_any=True, eval_every=0)
     if done.exists():
         record = json.loads(done.read_text())
-        changed = config_changes(_relevant(record["config"]), _relevant(asdict(cfg)))
+        changed = config_changes(relevant(record["config"]), asdict(cfg))
         if changed:
             raise ConfigError(
                 f"{folder} holds a finished run with other settings ({', '.join(changed)}). Give the ablation "
@@ -120,35 +120,6 @@ def run_arm(base: TrainConfig, arm: str, seed: int, out: Path, log=print) -> dic
     tmp.replace(done)
     (folder / "checkpoint.pt").unlink(missing_ok=True)  # the run is complete; the weights are not needed
     return record
-
-
-# how and where a run ran, not what it computed
-IGNORED = ("out", "resume", "progress", "ray_address", "overlap_feedback", "worker_gpus")
-
-
-def _relevant(config: dict[str, Any]) -> dict[str, Any]:
-    """A run config without the options its reward set-up does not read (a sparse run has no judge)."""
-    unused = []
-    if not str(config.get("reward", "")).startswith("rlaif"):
-        unused.append("judge_model")
-    if config.get("reward") != "relc":
-        unused += ["critic", "critic_model", "alpha1", "alpha2", "critic_actors"]
-    return {k: v for k, v in config.items() if k not in unused}
-
-
-def config_changes(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
-    """The settings in which two run configs differ (a key missing from ``old`` counts as its default)."""
-    defaults = asdict(TrainConfig()) if defaults is None else defaults
-    changed = []
-    for key, value in new.items():
-        if key in IGNORED:
-            continue
-        before = old.get(key, defaults.get(key))
-        if isinstance(value, dict) and isinstance(before, dict):
-            changed += [f"{key}.{k}" for k in config_changes(before, value, defaults.get(key, {}))]
-        elif before != value:
-            changed.append(key)
-    return changed
 
 
 def initial_evaluation(base: TrainConfig, out: Path) -> dict[str, Any]:

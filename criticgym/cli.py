@@ -18,40 +18,67 @@ criticgym self-evolve --env criticgym/Arithmetic-v0 --rounds 2 --out runs/self  
 
 from __future__ import annotations
 
-import copy
 import json
+import os
 import shlex
 import sys
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tyro
 
-from criticgym.agents.ppo import PPOConfig
-from criticgym.agents.train import TrainConfig
+from criticgym.errors import ConfigError, CriticGymError
 
-DEMO = TrainConfig(
-    env="criticgym/SentimentControl-v0",
-    reward="relc",
-    critic="lexicon",
-    agent="ppo",
-    model="smollm2-135m",
-    iterations=40,
-    num_envs=16,
-    # RELC's KL target; the controller starts once the KL reaches it, then moves kl_coef by up to 20% per
-    # iteration of 16 completions
-    ppo=PPOConfig(lr=5e-5, kl_coef=0.1, kl_target=6.0, kl_horizon=16, epochs=2, minibatch_size=8, freeze_layers=20),
-    eval_every=10,
-    eval_prompts=32,
-    checkpoint_every=5,
-    out="runs/demo",
-)
-"""The settings of ``criticgym demo`` (and ``make demo``); any option overrides them."""
+if TYPE_CHECKING:
+    from criticgym.agents.train import TrainConfig
+
+
+def demo_config() -> TrainConfig:
+    """The settings of ``criticgym demo`` (and ``make demo``); any option overrides them."""
+    from criticgym.agents.ppo import PPOConfig
+    from criticgym.agents.train import TrainConfig
+
+    return TrainConfig(
+        env="criticgym/SentimentControl-v0",
+        reward="relc",
+        critic="lexicon",
+        agent="ppo",
+        model="smollm2-135m",
+        iterations=40,
+        num_envs=16,
+        # RELC's KL target; the controller starts once the KL reaches it, then moves kl_coef by up to 20% per
+        # iteration of 16 completions
+        ppo=PPOConfig(lr=5e-5, kl_coef=0.1, kl_target=6.0, kl_horizon=16, epochs=2, minibatch_size=8, freeze_layers=20),
+        eval_every=10,
+        eval_prompts=32,
+        checkpoint_every=5,
+        out="runs/demo",
+    )
 
 
 # -- train, demo, eval -----------------------------------------------------------------------------------
+
+LABELS = {
+    "eval/reward": "mean reward (the training reward)",
+    "eval/score": "task score",
+    "eval/perplexity": "perplexity under the reference",
+    "eval/distinct_1": "distinct-1",
+    "eval/distinct_2": "distinct-2",
+}
+
+
+def metric_label(key: str) -> str:
+    """A held-out metric's name for people: ``eval/percent_positive_vader`` -> ``% positive (vader)``."""
+    if key in LABELS:
+        return LABELS[key]
+    name = key.removeprefix("eval/")
+    if name.startswith("percent_"):
+        rate, _, judge = name.removeprefix("percent_").partition("_")
+        return f"% {rate} ({judge})" if judge else f"% {rate}"
+    return name.replace("_", " ")
 
 
 def held_out_table(columns: dict[str, dict[str, Any]]) -> str:
@@ -60,14 +87,20 @@ def held_out_table(columns: dict[str, dict[str, Any]]) -> str:
     width = max(12, *(len(name) + 2 for name in columns))
     lines = [f"  {'metric':<36}" + "".join(f"{name:>{width}}" for name in columns)]
     for key in keys:
-        lines.append(f"  {key:<36}" + "".join(f"{c.get(key, float('nan')):>{width}.3f}" for c in columns.values()))
+        row = "".join(f"{c.get(key, float('nan')):>{width}.3f}" for c in columns.values())
+        lines.append(f"  {metric_label(key):<36}" + row)
     return "\n".join(lines)
+
+
+def _bold(text: str) -> str:
+    """Bold on a terminal; plain text when the output is redirected."""
+    return f"\033[1m{text}\033[0m" if sys.stdout.isatty() else text
 
 
 def _samples(title: str, result: dict[str, Any], n: int = 4) -> str:
     lines = [f"\nSamples {title}:"]
     for sample in result["samples"][:n]:
-        lines.append(f"  [{sample['reward']:+.2f}] {sample['prompt']}\033[1m{sample['completion']}\033[0m")
+        lines.append(f"  [{sample['reward']:+.2f}] {sample['prompt']}{_bold(sample['completion'])}")
     return "\n".join(lines)
 
 
@@ -91,15 +124,21 @@ def train_command(argv: list[str]) -> int:
 def demo_command(argv: list[str]) -> int:
     """``criticgym demo``: ``train`` with the :data:`DEMO` settings."""
     from criticgym.agents.train import config_from_args, train
+    from criticgym.critics.scorers import CLASSIFIER_CACHE
+    from criticgym.rollout.models import is_built
 
-    cfg = config_from_args(argv, default=DEMO, prog="criticgym demo")
+    cfg = config_from_args(argv, default=demo_config(), prog="criticgym demo")
     print(
         f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward}"
         f"{f' (critic={cfg.critic})' if cfg.reward == 'relc' else ''}, "
-        f"model {cfg.model}, {cfg.iterations} iterations of {cfg.num_envs} completions.\n"
-        "The first run converts the model and trains the evaluation classifier once (about a minute).",
+        f"model {cfg.model}, {cfg.iterations} iterations of {cfg.num_envs} completions.",
         flush=True,
     )
+    once = [("converts the model", "smollm2-135m")] if cfg.model == "smollm2-135m" else []
+    once += [("trains the evaluation classifier", CLASSIFIER_CACHE)]
+    cold = [what for what, folder in once if not is_built(folder)]
+    if cold:
+        print(f"This first run {' and '.join(cold)} once (about a minute).", flush=True)
     _report(train(cfg))
     return 0
 
@@ -139,11 +178,21 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
             options["max_new_tokens"] = cfg.max_new_tokens
         evaluator = Evaluator(cfg.env, tokenizer, model, cfg.prompts, **options)  # perplexity under itself
         return {cfg.model: evaluator(model)}
+    import copy
+    from dataclasses import replace
+
     import torch
+
+    from criticgym.agents.train import TrainConfig
 
     path = Path(cfg.checkpoint)
     run = path if path.is_dir() else path.parent
     checkpoint = path / "checkpoint.pt" if path.is_dir() else path
+    if not checkpoint.is_file() or not (run / "config.json").is_file():
+        raise ConfigError(
+            f"--checkpoint {cfg.checkpoint}: no run there (a run folder holds checkpoint.pt and config.json, written "
+            "by criticgym train). Point it at a run folder or its checkpoint.pt."
+        )
     train_cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
     train_cfg = replace(train_cfg, device=cfg.device, eval_prompts=cfg.prompts)
     base, tokenizer = load_policy(train_cfg.model, device=cfg.device)
@@ -265,6 +314,8 @@ def train_rm(
     """
     from criticgym.agents.distill import read_jsonl, train_reward_model
 
+    if not Path(data).is_file():
+        raise ConfigError(f"--data {data}: no such file. Write a preference dataset with `criticgym label` first.")
     model, metrics = train_reward_model(
         read_jsonl(data), backbone, train_layers, epochs, lr, batch_size, val_fraction, seed, device
     )
@@ -339,7 +390,9 @@ def self_evolve_command(argv: list[str]) -> int:
     """``criticgym self-evolve``: meta-skill learning, then self-evolution rounds (see agents/self_evolve.py)."""
     from criticgym.agents.self_evolve import SelfConfig, self_evolve
 
-    self_evolve(tyro.cli(SelfConfig, args=argv, prog="criticgym self-evolve"))
+    result = self_evolve(tyro.cli(SelfConfig, args=argv, prog="criticgym self-evolve"))
+    out = result["out"]
+    print(f"Wrote {out}/metrics.csv, {out}/curves.png, {out}/checkpoint.pt and the samples of each stage in {out}/")
     return 0
 
 
@@ -357,8 +410,14 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``criticgym`` command."""
+    """Entry point of the ``criticgym`` command.
+
+    The package's own errors (a wrong option, a missing file or package) end the command with their message and exit
+    code 2, without a traceback; ``--debug`` (anywhere on the line) or ``CRITICGYM_DEBUG=1`` shows it.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("CRITICGYM_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
@@ -366,7 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"Unknown command {command!r}; use one of {', '.join(COMMANDS)}.\n\n{__doc__}", file=sys.stderr)
         return 2
-    return COMMANDS[command](rest)
+    try:
+        return COMMANDS[command](rest)
+    except CriticGymError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"criticgym {command}: {error}", file=sys.stderr)
+        if not debug:
+            print("(run again with --debug for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

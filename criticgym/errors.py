@@ -48,3 +48,19 @@ def require(module: str, pip: str, purpose: str):
             f"{purpose} needs the package {pip.split('=')[0]!r}, which is not installed. "
             f"Install it with: pip install {pip}   (or: pip install 'criticgym[offline]')"
         ) from exc
+
+
+def name_of(obj: object) -> str:
+    """How an error message names a user's scorer, critic or judge: its function's or class's qualified name.
+
+    A wrapper that adapts a function (``FunctionScorer``, ``FunctionCritic``) is named by the function it holds.
+    """
+    inner = getattr(obj, "fn", None)
+    target = inner if callable(inner) else obj
+    if isinstance(target, str):
+        return repr(target)
+    named = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+    if named is None:
+        named = type(target).__qualname__
+    module = getattr(target, "__module__", None) or type(target).__module__
+    return f"{module}.{named}" if module and module not in ("builtins", "__main__") else named

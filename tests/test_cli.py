@@ -35,7 +35,7 @@ def test_eval_prints_the_held_out_table_of_a_model_and_of_a_run(tmp_path, capsys
     env = ["--env", "criticgym/Words-v0"]
     assert main(["eval", "--model", "tiny", *env, "--prompts", "4", "--out", str(tmp_path / "eval.json")]) == 0
     text = capsys.readouterr().out
-    assert "Held-out evaluation (4 test prompts" in text and "eval/score" in text and "eval/perplexity" in text
+    assert "Held-out evaluation (4 test prompts" in text and "task score" in text and "perplexity" in text
     assert set(json.loads((tmp_path / "eval.json").read_text())) == {"tiny"}
 
     run = tmp_path / "run"
@@ -53,3 +53,83 @@ def test_eval_prints_the_held_out_table_of_a_model_and_of_a_run(tmp_path, capsys
         assert column["eval/perplexity"] == pytest.approx(during_training["eval/perplexity"], rel=1e-4)
     assert json.loads((run / "config.json").read_text())["ppo"]["lr"] == 1e-3
     assert "base" in capsys.readouterr().out
+
+
+TINY_TRAIN = ["train", "--model", "tiny", "--iterations", "1", "--num-envs", "2", "--no-progress"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (TINY_TRAIN + ["--env", "criticgym/Nope-v0"], "Unknown environment id 'criticgym/Nope-v0'"),
+        (TINY_TRAIN + ["--reward", "relc", "--critic", "nope"], "Unknown critic 'nope'"),
+        (
+            TINY_TRAIN + ["--reward", "rlaif-pairwise", "--judge-model", "tiny", "--num-envs", "3"],
+            "num_envs must be even",
+        ),
+        (["train", "--model", "nope-model", "--no-progress"], "Cannot load the model 'nope-model'"),
+        (TINY_TRAIN + ["--device", "cuda"], "asks for CUDA"),
+        (["bench", "ablation", "--arms", "sparse,foo"], "Unknown arm 'foo'"),
+        (["eval", "--checkpoint", "/does-not-exist"], "--checkpoint /does-not-exist: no run there"),
+        (["train-rm", "--data", "missing.jsonl"], "--data missing.jsonl: no such file"),
+    ],
+)
+def test_the_command_line_reports_its_own_errors_in_one_paragraph_with_exit_code_2(argv, message, tmp_path, capsys):
+    if argv[0] == "train":
+        argv = argv + ["--out", str(tmp_path / "run")]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # an option's own check fails while tyro parses: tyro reports it the same way
+        code = exit_.code
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())  # tyro wraps its message in a box
+    assert message in err and "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(capsys):
+    assert main(["eval", "--checkpoint", "/does-not-exist", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "no run there" in err
+
+
+def test_the_command_line_does_not_import_torch_to_print_its_help():
+    import subprocess
+    import sys
+
+    code = "import sys, criticgym.cli as c; c.main(['--help']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "criticgym demo" in out and out.strip().endswith("False")
+
+
+def test_held_out_tables_name_metrics_for_people_and_stay_plain_when_redirected(capsys):
+    from criticgym.cli import _samples, held_out_table, metric_label
+
+    assert metric_label("eval/percent_positive_vader") == "% positive (vader)"
+    assert metric_label("eval/perplexity") == "perplexity under the reference"
+    table = held_out_table({"before": {"eval/score": 0.1, "eval/percent_toxic_profanity-list": 2.0}})
+    assert "task score" in table and "% toxic (profanity-list)" in table and "eval/" not in table
+    text = _samples("after", {"samples": [{"reward": 0.5, "prompt": "The film", "completion": " was fine"}]})
+    assert "The film was fine" in text and "\033[" not in text  # capsys is not a terminal
+
+
+def test_demo_promises_the_one_time_set_up_only_when_it_is_to_come(monkeypatch, capsys):
+    from criticgym.agents import train as train_module
+    from criticgym.rollout import models
+
+    result = {"evals": [{"prompts": 1, "eval/score": 0.0, "samples": []}] * 2, "out": "runs/demo"}
+    monkeypatch.setattr(train_module, "train", lambda cfg: result)
+    monkeypatch.setattr(models, "is_built", lambda name: True)
+    assert main(["demo"]) == 0
+    assert "first run" not in capsys.readouterr().out
+    monkeypatch.setattr(models, "is_built", lambda name: name != "smollm2-135m")
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "first run converts the model once" in out and "Held-out evaluation" in out
+
+
+def test_self_evolve_says_what_it_wrote(monkeypatch, capsys):
+    from criticgym.agents import self_evolve
+
+    monkeypatch.setattr(self_evolve, "self_evolve", lambda cfg: {"out": cfg.out})
+    assert main(["self-evolve", "--out", "runs/x"]) == 0
+    assert "Wrote runs/x/metrics.csv" in capsys.readouterr().out

@@ -46,9 +46,10 @@ class RAINConfig:
     """RAIN's constants; the defaults are the paper's and its official code's."""
 
     searches: int = 50
-    """T: searches per committed step, counting the visits the re-rooted subtree already had."""
+    """T: searches per committed step, counting the visits the re-rooted subtree already had; never more new ones."""
     min_new_searches: int = 15
-    """Run at least this many new searches per committed step (the official code's inner loop)."""
+    """Run at least this many new searches per committed step (the official code's inner loop), capped at
+    ``searches``: with ``searches=2`` a step runs at most 2 simulations."""
     min_visits: int = 6
     """T_m: stop searching early once the most visited child has more real visits than this ..."""
     value_threshold: float = 0.8
@@ -307,9 +308,10 @@ class RAIN:
         run = _Run(self, list(prompt_ids), prompt, seed, budget or self.config.max_new_tokens, eos_ids or self.eos_ids)
         start = time.perf_counter()
         cfg = self.config
+        at_least = min(cfg.min_new_searches, cfg.searches)  # new searches per step: the cap is ``searches``
         while True:
             first = run.tree.root.visits
-            for _ in range(first, max(cfg.searches, first + cfg.min_new_searches)):
+            for _ in range(max(cfg.searches - first, at_least)):
                 run.search_once()
                 best = run.tree.best_child()
                 if best is not None and best.visits > cfg.min_visits and best.q > cfg.value_threshold:
@@ -318,6 +320,7 @@ class RAIN:
             if best is None:  # the root is terminal: nothing left to write
                 break
             ended = run.commit(best)
+            run.stats["commits"] += 1
             if commit is not None and commit(best.tokens):
                 ended = True
             if ended:
@@ -341,6 +344,7 @@ class _Run:
         self.committed: list[int] = []
         self.values: dict[str, float] = {}
         self.stats = {"searches": 0, "evaluations": 0, "evaluation_cache_hits": 0, "additions": 0, "forward_tokens": 0}
+        self.stats["commits"] = 0  # committed token sets
         self.root_state = self._prefill(prompt_ids)
 
     # -- model calls (the only place that differs between reusing the cache and re-running prefixes) ------

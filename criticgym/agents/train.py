@@ -91,7 +91,9 @@ class TrainConfig:
     out: str = "runs/criticgym"
     """Output folder."""
     resume: bool = False
-    """Continue from out/checkpoint.pt."""
+    """Continue the run in out/ from its checkpoint; an error when there is none, or when the run's settings differ."""
+    resume_if_any: bool = False
+    """Continue from out/checkpoint.pt when there is one (with the same settings), else start a new run there."""
     progress: bool = True
     """Show a progress bar."""
     workers: int = 0
@@ -115,6 +117,10 @@ class TrainConfig:
             raise ConfigError(f"worker_gpus must be 0 or more, got {self.worker_gpus}.")
         if self.workers < 0 or self.critic_actors < 0:
             raise ConfigError("workers and critic_actors must be 0 (off) or more.")
+        if self.reward == "rlaif-pairwise" and self.num_envs % 2:
+            raise ConfigError(
+                f"rlaif-pairwise pairs sub-envs 2i and 2i+1, so num_envs must be even; got {self.num_envs}."
+            )
         if self.critic_actors and self.reward != "relc":
             raise ConfigError(f"critic_actors serves RELC's span critic; reward={self.reward!r} has none.")
         if isinstance(self.ppo, dict):  # read back from config.json
@@ -226,11 +232,79 @@ def save_atomically(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# How and where a run runs, not what it computes: never a reason to refuse a finished or resumed run.
+HOW = ("out", "resume", "resume_if_any", "progress", "ray_address", "overlap_feedback", "worker_gpus")
+# What a resumed run may change besides: its length and bookkeeping, and how its batches are played or critiqued
+# (workers and critic actors give the same batch).
+RESUMABLE = ("iterations", "eval_every", "checkpoint_every", "workers", "critic_actors")
+
+
+def relevant(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config without the options its reward set-up does not read (a sparse run has no judge)."""
+    unused = []
+    if not str(config.get("reward", "")).startswith("rlaif"):
+        unused.append("judge_model")
+    if config.get("reward") != "relc":
+        unused += ["critic", "critic_model", "alpha1", "alpha2", "critic_actors"]
+    return {k: v for k, v in config.items() if k not in unused}
+
+
+def config_changes(
+    old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None, ignored: tuple[str, ...] = HOW
+) -> list[str]:
+    """The settings in which two run configs differ, as ``key (old -> new)`` (a key missing from ``old``: its default).
+
+    Keys in ``ignored`` are skipped, and so are the options that neither run's reward set-up reads.
+    """
+    defaults = asdict(TrainConfig()) if defaults is None else defaults
+    changed = []
+    for key, value in relevant(new).items():
+        if key in ignored:
+            continue
+        before = old.get(key, defaults.get(key))
+        if isinstance(value, dict) and isinstance(before, dict):
+            changed += [f"{key}.{c}" for c in config_changes(before, value, defaults.get(key, {}), ())]
+        elif before != value:
+            changed.append(f"{key} ({before!r} -> {value!r})")
+    return changed
+
+
+def resume_state(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint a run continues from (None: a new run), checked against the run's settings.
+
+    ``resume`` needs a checkpoint in ``out``; ``resume_if_any`` takes one when it is there. Either way the checkpoint's
+    run must have the same settings as ``cfg`` in everything that changes its numbers (it may run longer).
+    """
+    checkpoint = Path(cfg.out) / "checkpoint.pt"
+    if not (cfg.resume or cfg.resume_if_any):
+        return None
+    if not checkpoint.exists():
+        if cfg.resume_if_any:
+            return None
+        raise ConfigError(
+            f"--resume: there is no run to resume in {cfg.out} (no checkpoint.pt). Drop --resume to start one there, "
+            "or use --resume-if-any to continue a run when there is one and start it otherwise."
+        )
+    state = torch.load(checkpoint, weights_only=False)
+    saved = state.get("config")
+    if saved is None and (checkpoint.parent / "config.json").exists():  # written before checkpoints held it
+        saved = json.loads((checkpoint.parent / "config.json").read_text())
+    changed = config_changes(saved or {}, asdict(cfg), ignored=HOW + RESUMABLE)
+    if changed:
+        raise ConfigError(
+            f"{cfg.out} holds a run with other settings: {'; '.join(changed)}. Resuming would continue it under "
+            "settings it did not start with. Give this run another --out, or drop --resume to start it over in "
+            f"{cfg.out}."
+        )
+    return state
+
+
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     """Run (or resume) a training run; returns ``{"history", "evals", "out"}``."""
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
+    state = resume_state(cfg)  # before anything is built: a run that cannot resume fails at once
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_policy(cfg)
     judge = self_judge(cfg, model, tokenizer)
@@ -248,12 +322,12 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     checkpoint = out / "checkpoint.pt"
     history: list[dict[str, float]] = []
     evals: list[dict[str, Any]] = []
-    if cfg.resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+    if state is not None:
         agent.load_state_dict(state["agent"])
         history, evals = state["history"], state["evals"]
         log(f"Resumed from {checkpoint} at iteration {agent.iteration}.")
     else:
+        log(f"Evaluating the initial policy on {cfg.eval_prompts} held-out prompts ...")
         with agent.autocast():
             evals.append(evaluate(model, 0))
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
@@ -278,7 +352,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             with agent.autocast():
                 evals.append(evaluate(model, agent.iteration))
         if done or agent.iteration % cfg.checkpoint_every == 0:
-            save_atomically({"agent": agent.state_dict(), "history": history, "evals": evals}, checkpoint)
+            saved = {"agent": agent.state_dict(), "history": history, "evals": evals, "config": asdict(cfg)}
+            save_atomically(saved, checkpoint)
     if board is not None:
         board.close()
     for actors in (agent.workers, pool):

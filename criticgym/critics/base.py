@@ -9,11 +9,12 @@ too (see :func:`as_critic`).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from criticgym.errors import ConfigError, CriticGymError
+from criticgym.errors import ConfigError, CriticGymError, name_of
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,13 @@ class FunctionCritic:
         )
 
     def critique(self, prompts, completions, extrinsic=None) -> list[Critique]:
-        """Call the function."""
+        """Call the function (its result is validated by :func:`checked_critiques`)."""
         if self.takes_extrinsic:
-            return list(self.fn(prompts, completions, extrinsic=extrinsic))
-        return list(self.fn(prompts, completions))
+            return self.fn(prompts, completions, extrinsic=extrinsic)
+        return self.fn(prompts, completions)
+
+    def __repr__(self) -> str:
+        return f"FunctionCritic({name_of(self.fn)})"
 
 
 def as_critic(critic: Critic | Callable[..., Sequence[Critique]]) -> Critic:
@@ -92,20 +96,31 @@ def as_critic(critic: Critic | Callable[..., Sequence[Critique]]) -> Critic:
 
 
 def checked_critiques(critiques: object, completions: Sequence[str], who: object) -> list[Critique]:
-    """Validate a critic's output: one Critique per completion, spans inside their completion."""
-    try:
-        out = list(critiques)  # type: ignore[call-overload]
-    except TypeError as exc:
-        raise CriticGymError(f"Critic {who!r} returned {type(critiques).__name__}, not a list of Critique.") from exc
+    """Validate a critic's output: one Critique per completion, spans inside it with finite real values.
+
+    A fault never becomes a silent reward; every message names the critic (the user's function, for a wrapped one).
+    """
+    who = name_of(who)
+    if isinstance(critiques, (str, bytes, Critique)) or not hasattr(critiques, "__iter__"):
+        raise CriticGymError(
+            f"Critic {who} returned {type(critiques).__name__}, not a list of Critique (one per completion)."
+        )
+    out = list(critiques)  # type: ignore[call-overload]
     if len(out) != len(completions):
-        raise CriticGymError(f"Critic {who!r} returned {len(out)} critiques for {len(completions)} completions.")
+        raise CriticGymError(f"Critic {who} returned {len(out)} critiques for {len(completions)} completions.")
     for critique, completion in zip(out, completions, strict=True):
         if not isinstance(critique, Critique):
-            raise CriticGymError(f"Critic {who!r} returned a {type(critique).__name__}, not a Critique.")
+            raise CriticGymError(f"Critic {who} returned a {type(critique).__name__}, not a Critique.")
         for span in critique.spans:
+            value = span.value
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise CriticGymError(
+                    f"Critic {who} returned a span with value {value!r}; a span's value must be a finite number "
+                    "(its sign says good or bad)."
+                )
             if span.end > len(completion):
                 raise CriticGymError(
-                    f"Critic {who!r} returned a span ({span.start}, {span.end}) beyond its completion "
+                    f"Critic {who} returned a span ({span.start}, {span.end}) beyond its completion "
                     f"of {len(completion)} characters."
                 )
     return out

@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from criticgym import flops
-from criticgym.errors import ConfigError, CriticGymError, require
+from criticgym.errors import ConfigError, CriticGymError, name_of, require
 
 SCORE_RANGES: dict[str, tuple[float, float]] = {
     "sentiment-classifier": (-1.0, 1.0),
@@ -94,9 +94,9 @@ class FunctionScorer:
         self.takes_completion_ids = self.by_keyword and "completion_ids" in self.accepted
 
     def score(self, prompts, completions, references=None, completion_ids=None) -> list[float]:
-        """Call the function."""
+        """Call the function (its result is validated by :func:`checked_scores`, where callers check)."""
         if not self.by_keyword:
-            return list(self.fn(list(prompts), list(completions)))
+            return self.fn(list(prompts), list(completions))  # checked by the caller (checked_scores)
         available: dict[str, Any] = {"prompts": list(prompts), "completions": list(completions)}
         if completion_ids is not None:
             available["completion_ids"] = [[int(t) for t in ids] for ids in completion_ids]
@@ -108,7 +108,10 @@ class FunctionScorer:
                 f"The reward function {getattr(self.fn, '__name__', self.fn)!r} requires {sorted(missing)}, which "
                 "this caller cannot give (completion_ids come only from an env or a rollout)."
             )
-        return list(self.fn(**{k: v for k, v in available.items() if k in self.accepted}))
+        return self.fn(**{k: v for k, v in available.items() if k in self.accepted})
+
+    def __repr__(self) -> str:
+        return f"FunctionScorer({name_of(self.fn)})"
 
 
 def score_texts(
@@ -118,10 +121,16 @@ def score_texts(
     references: Sequence[str | None] | None = None,
     completion_ids: Sequence[Sequence[int]] | None = None,
 ) -> list[float]:
-    """Call a scorer, handing it the generated token ids when it takes them (a TRL-style reward function)."""
+    """Call a scorer, handing it the generated token ids when it takes them (a TRL-style reward function).
+
+    The scores are validated (:func:`checked_scores`): one finite real number per completion, else an error that
+    names the scorer.
+    """
     if completion_ids is not None and getattr(scorer, "takes_completion_ids", False):
-        return scorer.score(prompts, completions, references, completion_ids=completion_ids)
-    return scorer.score(prompts, completions, references)
+        scores = scorer.score(prompts, completions, references, completion_ids=completion_ids)
+    else:
+        scores = scorer.score(prompts, completions, references)
+    return checked_scores(scores, len(completions), scorer).tolist()
 
 
 def as_scorer(scorer: str | Scorer | Callable[..., Sequence[float]]) -> Scorer:
@@ -138,17 +147,44 @@ def as_scorer(scorer: str | Scorer | Callable[..., Sequence[float]]) -> Scorer:
     )
 
 
+def _is_real(value: Any) -> bool:
+    """A real number: a Python or numpy int or float (or a 0-d array of one), not a bool or a string."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, (int, float, np.integer, np.floating))
+
+
 def checked_scores(scores: Any, expected: int, who: object) -> np.ndarray:
-    """Validate a scorer's output: one finite float per input. A fault never becomes a silent reward."""
-    try:
-        values = np.asarray(list(scores), dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise CriticGymError(f"Scorer {who!r} returned something that is not a list of numbers: {exc}") from exc
-    if values.shape != (expected,):
-        raise CriticGymError(f"Scorer {who!r} returned {values.size} scores for {expected} completions.")
-    if not np.isfinite(values).all():
-        raise CriticGymError(f"Scorer {who!r} returned a non-finite score ({values[~np.isfinite(values)][0]}).")
-    return values
+    """Validate a scorer's output: one finite real number per input. A fault never becomes a silent reward.
+
+    Strings (``"0.5"``) and booleans are refused, not converted; so are ``None``, a bare number and a list of the
+    wrong length. Every message names the scorer (the user's function, for a wrapped one).
+    """
+    who = name_of(who)
+    if (
+        isinstance(scores, (str, bytes))
+        or not isinstance(scores, (Sequence, np.ndarray))
+        and not hasattr(scores, "__iter__")
+    ):
+        raise CriticGymError(
+            f"Scorer {who} returned {type(scores).__name__} {scores!r:.60}; a scorer returns a list of {expected} "
+            "numbers, one per completion."
+        )
+    values = list(np.asarray(scores).tolist()) if isinstance(scores, np.ndarray) else list(scores)
+    if len(values) != expected:
+        raise CriticGymError(f"Scorer {who} returned {len(values)} scores for {expected} completions.")
+    bad = [v for v in values if not _is_real(v)]
+    if bad:
+        raise CriticGymError(
+            f"Scorer {who} returned {bad[0]!r:.60} ({type(bad[0]).__name__}); every score must be a real number "
+            "(int or float, not a bool or a string)."
+        )
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise CriticGymError(f"Scorer {who} returned a non-finite score ({array[~np.isfinite(array)][0]}).")
+    return array
 
 
 def _joined(prompts: Sequence[str], completions: Sequence[str], include_prompt: bool) -> list[str]:
@@ -198,6 +234,10 @@ def embed(texts: Sequence[str]) -> np.ndarray:
     return np.asarray(minilm().encode(list(texts), batch_size=64, normalize_embeddings=True), dtype=np.float32)
 
 
+CLASSIFIER_CACHE = "sentiment-classifier-v2"
+"""The cache folder of the trained sentiment classifier."""
+
+
 class SentimentClassifier:
     """A learned sentiment classifier: logistic regression on MiniLM embeddings.
 
@@ -222,7 +262,7 @@ class SentimentClassifier:
 
             from criticgym.rollout.models import build_once
 
-            folder = build_once("sentiment-classifier-v2", _train_sentiment_classifier)
+            folder = build_once(CLASSIFIER_CACHE, _train_sentiment_classifier)
             self._model = joblib.load(folder / "model.joblib")
             self.meta = json.loads((folder / "meta.json").read_text())
         return self._model

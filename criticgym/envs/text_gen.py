@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from criticgym.envs.core import EpisodeBatch, EpisodeState
 from criticgym.envs.tasks import TaskSpec
+from criticgym.errors import InvalidActionError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -98,6 +99,11 @@ class TextGenEnv(gym.Env):
 
     def step(self, action):
         """Append one token."""
+        if np.ndim(action) > 1 or np.size(action) != 1:
+            raise InvalidActionError(
+                f"A TextGenEnv action is one token id, got an array of shape {np.shape(action)}; a batch of actions "
+                "goes to the vector env (gym.make_vec)."
+            )
         tokens = self.episodes.check_actions(np.reshape(action, (1,)), _ROW)
         terminated, truncated = self.episodes.advance(_ROW, tokens)
         info: dict[str, Any] = {"n_tokens": int(self.episodes.length[0] - self.episodes.prompt_len[0])}

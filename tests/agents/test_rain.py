@@ -182,3 +182,23 @@ def test_node_priors_mix_with_uniform_at_the_root():
     node = Node((), 0.0, None, 0)
     node.add_children([((1,), 3.0), ((2,), 1.0)], mix=0.75)
     assert [c.prior for c in node.children.values()] == pytest.approx([0.75 * 0.75 + 0.125, 0.75 * 0.25 + 0.125])
+
+
+def test_searches_caps_the_simulations_of_a_step_below_min_new_searches(sharp):
+    model, tokenizer = sharp
+    calls = []
+
+    def evaluator(prompts, texts):
+        calls.append(len(texts))
+        return [0.0] * len(texts)
+
+    config = RAINConfig(searches=2, min_new_searches=15, max_new_tokens=6)  # min_new_searches is the default
+    [result] = RAIN(model, tokenizer, evaluator, config, embed=char_embed).generate(["The movie was"])
+    stats = result.stats
+    assert stats["commits"] >= 1
+    assert stats["searches"] <= 2 * stats["commits"]  # the option's word: at most 2 simulations per step
+    assert sum(calls) == stats["evaluations"] <= stats["searches"]
+    # the default still runs at least min_new_searches new searches per step
+    default = RAINConfig(searches=50, min_new_searches=15, max_new_tokens=2, value_threshold=2.0)
+    [full] = RAIN(model, tokenizer, evaluator, default, embed=char_embed).generate(["The movie was"])
+    assert full.stats["searches"] >= 15 * full.stats["commits"]

@@ -123,7 +123,7 @@ def test_cli_train_runs(tmp_path, capsys):
     args = ["train", "--env", "criticgym/Words-v0", "--reward", "sparse", "--model", "tiny", "--iterations", "2"]
     args += ["--num-envs", "4", "--eval-prompts", "4", "--out", str(tmp_path), "--no-progress", "--ppo.epochs", "1"]
     assert main(args) == 0
-    assert "eval/reward" in capsys.readouterr().out
+    assert "mean reward (the training reward)" in capsys.readouterr().out
     assert main(["frobnicate"]) == 2
 
 
@@ -160,3 +160,24 @@ def test_train_on_pairwise_ai_preferences(tmp_path):
     row = result["history"][0]
     assert abs(row["charts/episodic_return"]) < 1e-6  # centered in each pair, so the batch mean is 0
     assert row["perf/env_s"] > 0 and {"eval/score", "eval/reward"} <= result["evals"][-1].keys()
+
+
+def test_resume_checks_what_it_resumes(tmp_path):
+    from criticgym.agents.train import resume_state
+
+    run = tmp_path / "run"
+    train(tiny_config(run, iterations=2, eval_every=0), log=lambda *a: None)
+    # the same run continues, also for longer and with other bookkeeping
+    assert resume_state(tiny_config(run, iterations=6, eval_every=1, resume=True))["agent"]["iteration"] == 2
+    with pytest.raises(ConfigError, match=r"other settings: reward \('sparse' -> 'relc'\).*another --out.*drop"):
+        train(tiny_config(run, reward="relc", critic="random-lexicon", resume=True), log=lambda *a: None)
+    with pytest.raises(ConfigError, match=r"agent \('ppo' -> 'rloo'\)"):
+        train(tiny_config(run, agent="rloo", resume=True), log=lambda *a: None)
+    with pytest.raises(ConfigError, match=r"ppo.lr \(0.001 -> 0.5\)"):
+        resume_state(tiny_config(run, ppo=PPOConfig(lr=0.5, epochs=1, minibatch_size=4), resume=True))
+    empty = tmp_path / "empty"
+    with pytest.raises(ConfigError, match="no run to resume.*--resume-if-any"):
+        train(tiny_config(empty, resume=True), log=lambda *a: None)
+    assert not (empty / "config.json").exists()  # it stopped before writing anything
+    assert resume_state(tiny_config(empty, resume_if_any=True)) is None  # a new run starts there
+    assert resume_state(tiny_config(run, resume_if_any=True))["agent"]["iteration"] == 2

@@ -123,7 +123,7 @@ def test_faulty_scores_never_become_rewards():
         checked_scores([0.1, float("nan")], 2, "s")
     with pytest.raises(CriticGymError, match="1 scores for 2"):
         checked_scores([0.1], 2, "s")
-    with pytest.raises(CriticGymError, match="not a list of numbers"):
+    with pytest.raises(CriticGymError, match="real number"):
         checked_scores(["high", "low"], 2, "s")
     np.testing.assert_array_equal(checked_scores([1, 2], 2, "s"), [1.0, 2.0])
 
@@ -160,3 +160,36 @@ def test_sentiment_classifier_is_accurate_on_held_out_reviews():
     assert classifier.meta["test_accuracy"] == pytest.approx(accuracy, abs=1e-3)
     positive, negative = classifier.score(["", ""], ["A joyous, brilliant film.", "A tedious, ugly mess."])
     assert positive > 0 > negative
+
+
+def _say_half(prompts, completions):
+    return ["0.5"] * len(completions)
+
+
+@pytest.mark.parametrize(
+    "result, message",
+    [
+        (lambda n: ["0.5"] * n, "real number"),
+        (lambda n: ["1"] * n, "real number"),
+        (lambda n: [True] * n, "real number"),
+        (lambda n: None, "returned NoneType"),
+        (lambda n: 0.5, "returned float"),
+        (lambda n: [float("nan")] * n, "non-finite"),
+    ],
+)
+def test_a_custom_scorer_must_return_real_numbers_and_the_error_names_it(result, message):
+    import gymnasium as gym
+
+    def my_reward(prompts, completions):
+        return result(len(completions))
+
+    env = gym.make("criticgym/SentimentControl-v0", scorer=my_reward, max_new_tokens=1)
+    env.reset(seed=0)
+    with pytest.raises(CriticGymError, match=f"my_reward.*{message}|{message}.*my_reward"):
+        env.step(env.unwrapped.eos_token_id)
+
+
+def test_numpy_scores_and_integers_are_real_numbers():
+    np.testing.assert_array_equal(checked_scores(np.array([1, 2]), 2, "s"), [1.0, 2.0])
+    np.testing.assert_array_equal(checked_scores([np.float32(0.5), 1], 2, "s"), [0.5, 1.0])
+    assert repr(as_scorer(_say_half)) == "FunctionScorer(tests.critics.test_scorers._say_half)"

@@ -156,3 +156,10 @@ def test_a_smaller_max_prompt_tokens_draws_only_prompts_that_fit(tokenizer):
 def test_explicit_sizes_must_be_positive_integers(tokenizer, name, size):
     with pytest.raises(ConfigError, match=f"{name} must be a positive integer"):
         TextGenEnv("sentiment", model=tokenizer, **{name: size})
+
+
+@pytest.mark.parametrize("action", [np.array([1, 2]), np.array([[3]]), []])
+def test_an_action_that_is_not_one_token_is_refused(env, action):
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="one token id"):
+        env.step(action)

@@ -139,3 +139,53 @@ def test_smollm2_random_has_smollm2_s_architecture(tokenizer):
     assert {k: getattr(ours, k) for k in keys} == {k: getattr(real, k) for k in keys}
     assert ours.rms_norm_eps == pytest.approx(real.rms_norm_eps, rel=1e-6)  # the GGUF stores it as float32
     assert ours.rope_parameters["rope_theta"] == real.rope_parameters["rope_theta"]
+
+
+def test_a_wrong_name_fails_at_once_when_the_hub_cannot_be_reached(monkeypatch):
+    """No hub client call (and so none of its retries) when the hub is blocked and the name is nowhere local."""
+    import transformers
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(models, "_answers", lambda endpoint: False)  # the hub's host does not answer
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub client was asked for a name that cannot be there")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_hub)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_hub)
+    for load in (load_policy, load_tokenizer):
+        with pytest.raises(UnknownModelError, match=r"built-in name \('smollm2-135m'.*cannot be reached"):
+            load("someone/no-such-model")
+    assert not models.hub_reachable()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "_answers", lambda endpoint: True)
+    assert not models.hub_reachable()  # HF_HUB_OFFLINE wins over a reachable host
+
+
+def test_a_hub_id_goes_to_the_hub_when_it_can_be_reached(monkeypatch):
+    import transformers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(models, "_answers", lambda endpoint: True)
+    asked = {}
+
+    def hub(name, **kwargs):
+        asked.update(name=name, **kwargs)
+        raise OSError("not on the hub")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", hub)
+    with pytest.raises(UnknownModelError, match="could not be loaded from the Hugging Face hub"):
+        load_tokenizer("someone/model")
+    assert asked == {"name": "someone/model", "local_files_only": False}
+
+
+def test_a_device_the_machine_lacks_names_the_fix():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="asks for CUDA.*--device cpu"):
+        load_policy("tiny", device="cuda")
+    with pytest.raises(ConfigError, match="Unknown device 'gpu0'"):
+        load_policy("tiny", device="gpu0")

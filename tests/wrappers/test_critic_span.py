@@ -164,6 +164,26 @@ def test_a_faulty_critic_raises_instead_of_paying(tokenizer):
         env.step(300)
 
 
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (lambda n: [Critique((Span(0, 1, float("nan")),))] * n, "value nan"),
+        (lambda n: [Critique((Span(0, 1, "0.5"),))] * n, "value '0.5'"),
+        (lambda n: None, "returned NoneType"),
+        (lambda n: 0.5, "returned float"),
+    ],
+)
+def test_a_custom_critic_s_fault_names_the_critic(tokenizer, answer, message):
+    def my_critic(prompts, completions):
+        return answer(len(completions))
+
+    env = CriticSpanReward(TextGenEnv("sentiment", model=tokenizer, max_new_tokens=1), my_critic)
+    env.reset(seed=0)
+    with pytest.raises(CriticGymError, match=f"my_critic.*{message}|{message}.*my_critic") as raised:
+        env.step(300)
+    assert "object at 0x" not in str(raised.value)
+
+
 def test_gym_make_relc_defaults_per_task():
     env = gym.make("criticgym/SentimentControl-v0", reward="relc", scorer="vader", max_new_tokens=3)
     wrapper = env
