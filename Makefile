@@ -60,6 +60,7 @@ demo: venv
 test: venv
 	$(VENV)/bin/ruff check criticgym tests benchmarks examples
 	$(VENV)/bin/ruff format --check criticgym tests benchmarks examples
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q
 
 test-slow: venv

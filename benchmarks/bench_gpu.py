@@ -66,8 +66,8 @@ def ppo_update(model_name: str, batch: int, device: torch.device, repeats: int, 
 
     ``precision`` is the agent's: ``bf16`` runs the forward passes under bfloat16 autocast, ``fp32`` does not.
     """
-    from criticgym.agents.base import token_rewards
-    from criticgym.agents.ppo import PPO, PPOConfig, gae, masked_whiten
+    from criticgym.algos.base import token_rewards
+    from criticgym.algos.ppo import PPO, PPOConfig, gae, masked_whiten
 
     model, tokenizer = load_policy(model_name, device=device, dtype=torch.float32)  # as criticgym train loads it
     envs = criticgym.make_vec(ENV, num_envs=batch, model=tokenizer, autoreset_mode="disabled")

@@ -23,8 +23,8 @@ def one(mode: str, model_name: str, lora_r: int) -> dict:
     import torch
 
     import criticgym
-    from criticgym.agents.lora import add_lora
-    from criticgym.agents.ppo import PPO, PPOConfig
+    from criticgym.algos.lora import add_lora
+    from criticgym.algos.ppo import PPO, PPOConfig
     from criticgym.rollout import load_policy
 
     torch.manual_seed(0)

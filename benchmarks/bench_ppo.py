@@ -18,7 +18,7 @@ import torch
 from bench_rollout import measure_matmul_gflops, write_report
 
 import criticgym
-from criticgym.agents.ppo import PPO, PPOConfig
+from criticgym.algos.ppo import PPO, PPOConfig
 from criticgym.rollout import load_policy
 
 

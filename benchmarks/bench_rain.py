@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from criticgym.agents.rain import RAIN, RAINConfig
-from criticgym.agents.search import SearchConfig, held_out_prompts
-from criticgym.critics.evaluators import make_evaluator
 from criticgym.rollout import RolloutEngine, load_policy
+from criticgym.search.compare import SearchConfig, held_out_prompts
+from criticgym.search.rain import RAIN, RAINConfig
+from criticgym.search.values import make_evaluator
 
 
 def run(rain: RAIN, ids, prompts, budget, eos):

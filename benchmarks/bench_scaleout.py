@@ -6,7 +6,7 @@ runs changes:
 
 - ``inline``: in the env's process, on the step the episodes end (generation waits);
 - ``overlap``: in a background thread while the other episodes generate (``overlap_feedback=True``);
-- ``pool-1``, ``pool-2``: a :class:`~criticgym.critics.pool.CriticPool` of 1 or 2 Ray actors (generation waits
+- ``pool-1``, ``pool-2``: a :class:`~criticgym.distributed.pool.CriticPool` of 1 or 2 Ray actors (generation waits
   while the actors critique their parts of the call);
 - ``pool-2+overlap``: both.
 
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
-    from criticgym.critics.pool import CriticPool
-    from criticgym.distributed import init_ray
+    from criticgym.distributed.actors import init_ray
+    from criticgym.distributed.pool import CriticPool
 
     init_ray()
     model, tokenizer = load_policy(args.policy)

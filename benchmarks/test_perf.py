@@ -123,8 +123,8 @@ def test_critic_throughput(benchmark, critic_name):
 
 @pytest.mark.parametrize("model_name", ["tiny", "smollm2-135m"])
 def test_ppo_update_tokens_per_s(benchmark, device, matmul_gflops, model_name):
-    from criticgym.agents.base import token_rewards
-    from criticgym.agents.ppo import PPO, PPOConfig, gae, masked_whiten
+    from criticgym.algos.base import token_rewards
+    from criticgym.algos.ppo import PPO, PPOConfig, gae, masked_whiten
 
     model, tokenizer = load_policy(model_name, device=device)  # its own copy: the update changes the weights
     envs = criticgym.make_vec(

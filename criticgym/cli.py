@@ -33,13 +33,13 @@ import tyro
 from criticgym.errors import ConfigError, CriticGymError
 
 if TYPE_CHECKING:
-    from criticgym.agents.train import TrainConfig
+    from criticgym.train.config import TrainConfig
 
 
 def demo_config() -> TrainConfig:
     """The settings of ``criticgym demo`` (and ``make demo``); any option overrides them."""
-    from criticgym.agents.ppo import PPOConfig
-    from criticgym.agents.train import TrainConfig
+    from criticgym.algos.ppo import PPOConfig
+    from criticgym.train.config import TrainConfig
 
     return TrainConfig(
         env="criticgym/SentimentControl-v0",
@@ -115,7 +115,7 @@ def _report(result: dict) -> None:
 
 def train_command(argv: list[str]) -> int:
     """``criticgym train``: train, then print the held-out table before and after."""
-    from criticgym.agents.train import config_from_args, train
+    from criticgym.train.driver import config_from_args, train
 
     _report(train(config_from_args(argv)))
     return 0
@@ -123,9 +123,9 @@ def train_command(argv: list[str]) -> int:
 
 def demo_command(argv: list[str]) -> int:
     """``criticgym demo``: ``train`` with the :data:`DEMO` settings."""
-    from criticgym.agents.train import config_from_args, train
     from criticgym.critics.scorers import CLASSIFIER_CACHE
     from criticgym.rollout.models import is_built
+    from criticgym.train.driver import config_from_args, train
 
     cfg = config_from_args(argv, default=demo_config(), prog="criticgym demo")
     print(
@@ -167,9 +167,9 @@ class EvalConfig:
 
 def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     """The held-out results of ``cfg``: one column (the model) or two (a run's base model and its policy)."""
-    from criticgym.agents.evaluate import Evaluator
-    from criticgym.agents.train import build_evaluator
     from criticgym.rollout import load_policy
+    from criticgym.train.build import build_evaluator
+    from criticgym.train.evaluate import Evaluator
 
     if cfg.checkpoint is None:
         model, tokenizer = load_policy(cfg.model, device=cfg.device)
@@ -183,7 +183,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
 
     import torch
 
-    from criticgym.agents.train import TrainConfig
+    from criticgym.train.config import TrainConfig
 
     path = Path(cfg.checkpoint)
     run = path if path.is_dir() else path.parent
@@ -198,7 +198,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     base, tokenizer = load_policy(train_cfg.model, device=cfg.device)
     state = torch.load(checkpoint, weights_only=False, map_location=cfg.device)
     if train_cfg.lora_r:  # the base with the run's adapter; the base column is the same weights, adapter off
-        from criticgym.agents.lora import BaseModel, add_lora, load_adapter_state
+        from criticgym.algos.lora import BaseModel, add_lora, load_adapter_state
 
         policy = add_lora(base, train_cfg.lora_r, train_cfg.lora_alpha, train_cfg.lora_targets)
         load_adapter_state(policy, state["agent"]["model"])
@@ -229,7 +229,7 @@ def eval_command(argv: list[str]) -> int:
 
 
 def bench_command(argv: list[str]) -> int:
-    """``criticgym bench ablation``: a reward ablation (:mod:`criticgym.ablation`)."""
+    """``criticgym bench ablation``: a reward ablation (:mod:`criticgym.bench.ablation`)."""
     if argv[:1] != ["ablation"]:
         print(
             "Usage: criticgym bench ablation [OPTIONS]  (make bench runs the performance suite)\n"
@@ -237,7 +237,7 @@ def bench_command(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    from criticgym.ablation import ablation
+    from criticgym.bench.ablation import ablation
 
     ablation(argv[1:])
     return 0
@@ -272,8 +272,8 @@ def label(
         device: cpu, cuda or auto.
         out: the JSONL file to write.
     """
-    from criticgym.agents.distill import label_pairs, write_jsonl
     from criticgym.critics.judge import make_judge
+    from criticgym.distill.pairs import label_pairs, write_jsonl
     from criticgym.envs import get_task
     from criticgym.registration import ENV_IDS
 
@@ -312,7 +312,8 @@ def train_rm(
         device: cpu, cuda or auto.
         out: the folder to save the reward model in.
     """
-    from criticgym.agents.distill import read_jsonl, train_reward_model
+    from criticgym.distill.fit import train_reward_model
+    from criticgym.distill.pairs import read_jsonl
 
     if not Path(data).is_file():
         raise ConfigError(f"--data {data}: no such file. Write a preference dataset with `criticgym label` first.")
@@ -379,16 +380,16 @@ def judge_table(results: list[dict]) -> str:
 
 
 def search_command(argv: list[str]) -> int:
-    """``criticgym search``: vanilla, best-of-N and RAIN on a task's held-out prompts (see agents/search.py)."""
-    from criticgym.agents.search import SearchConfig, run_search
+    """``criticgym search``: vanilla, best-of-N and RAIN on a task's held-out prompts (see search/compare.py)."""
+    from criticgym.search.compare import SearchConfig, run_search
 
     run_search(tyro.cli(SearchConfig, args=argv, prog="criticgym search"))
     return 0
 
 
 def self_evolve_command(argv: list[str]) -> int:
-    """``criticgym self-evolve``: meta-skill learning, then self-evolution rounds (see agents/self_evolve.py)."""
-    from criticgym.agents.self_evolve import SelfConfig, self_evolve
+    """``criticgym self-evolve``: meta-skill learning, then self-evolution rounds (see selfevolve/driver.py)."""
+    from criticgym.selfevolve.driver import SelfConfig, self_evolve
 
     result = self_evolve(tyro.cli(SelfConfig, args=argv, prog="criticgym self-evolve"))
     out = result["out"]

@@ -168,7 +168,7 @@ def _judge(task: str, options: dict[str, Any], mode: str) -> Any:
 
     if options.get("judge") is not None:
         return options["judge"]
-    from criticgym.critics.verbalizer import label_word_judge, parse_label_judge
+    from criticgym.critics.judge import label_word_judge, parse_label_judge
 
     spec, model = get_task(task), options.get("judge_model", "smollm2-135m")
     if parse_label_judge(model) is not None:

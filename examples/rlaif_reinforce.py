@@ -23,11 +23,12 @@ import argparse
 import json
 from pathlib import Path
 
-from criticgym.agents.distill import label_pairs, train_reward_model, write_jsonl
-from criticgym.agents.reinforce import ReinforceConfig
-from criticgym.agents.train import TrainConfig, train
+from criticgym.algos.reinforce import ReinforceConfig
 from criticgym.critics.judge import make_judge
+from criticgym.distill.fit import train_reward_model
+from criticgym.distill.pairs import label_pairs, write_jsonl
 from criticgym.envs import get_task
+from criticgym.train import TrainConfig, train
 
 ENV = "criticgym/SentimentControl-v0"
 

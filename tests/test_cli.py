@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from criticgym.agents.distill import read_jsonl
 from criticgym.cli import main
+from criticgym.distill.pairs import read_jsonl
 
 
 def test_label_train_rm_and_eval_judge_commands(tmp_path, capsys):
@@ -113,8 +113,8 @@ def test_held_out_tables_name_metrics_for_people_and_stay_plain_when_redirected(
 
 
 def test_demo_promises_the_one_time_set_up_only_when_it_is_to_come(monkeypatch, capsys):
-    from criticgym.agents import train as train_module
     from criticgym.rollout import models
+    from criticgym.train import driver as train_module
 
     result = {"evals": [{"prompts": 1, "eval/score": 0.0, "samples": []}] * 2, "out": "runs/demo"}
     monkeypatch.setattr(train_module, "train", lambda cfg: result)
@@ -128,7 +128,7 @@ def test_demo_promises_the_one_time_set_up_only_when_it_is_to_come(monkeypatch, 
 
 
 def test_self_evolve_says_what_it_wrote(monkeypatch, capsys):
-    from criticgym.agents import self_evolve
+    from criticgym.selfevolve import driver as self_evolve
 
     monkeypatch.setattr(self_evolve, "self_evolve", lambda cfg: {"out": cfg.out})
     assert main(["self-evolve", "--out", "runs/x"]) == 0

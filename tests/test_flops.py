@@ -31,7 +31,7 @@ def test_a_forward_pass_costs_two_flops_per_parameter_and_token(tiny):
 
 
 def test_a_pass_with_gradients_adds_the_backward_pass_of_the_trainable_part(tiny):
-    from criticgym.agents.base import freeze_lower_layers
+    from criticgym.algos.base import freeze_lower_layers
 
     model = copy.deepcopy(tiny[0])  # the copy is tracked too
     freeze_lower_layers(model, 1)
@@ -61,8 +61,8 @@ def test_phases_nest_and_untracked_calls_go_to_other(tiny):
 
 
 def test_training_charges_the_policy_and_the_judge_separately(tmp_path):
-    from criticgym.agents.reinforce import ReinforceConfig
-    from criticgym.agents.train import TrainConfig, train
+    from criticgym.algos.reinforce import ReinforceConfig
+    from criticgym.train import TrainConfig, train
 
     common = dict(
         env="criticgym/Detoxify-v0",  # its scorer is a linear model, not a network: a sparse reward costs 0 FLOPs

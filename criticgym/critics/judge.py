@@ -1,4 +1,4 @@
-"""AI judges (RLAIF, PAPERS.md section 2): soft pairwise preferences and direct scores from next-token log-probs.
+"""AI judges (RLAIF, Lee et al. 2023): soft pairwise preferences and direct scores from next-token log-probs.
 
 - :class:`PairwiseJudge` writes the four-part labeling prompt (preamble, optional few-shot examples, the sample
   with its two candidates, the ending ``Preferred=``), reads the soft label from the log-probabilities of the two
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from criticgym.critics.backends import LLMBackend, make_backend
+from criticgym.critics.verbalizer import JUDGE_PREFIXES, LabelWordScorer
 from criticgym.errors import ConfigError, CriticGymError
 
 GENERIC_PREAMBLE = "A good continuation of a text is fluent, relevant and well written."
@@ -209,8 +210,6 @@ def make_judge(name: str | Any, preamble: str = GENERIC_PREAMBLE, label_words: A
 
     if not isinstance(name, str):
         return name
-    from criticgym.critics.verbalizer import label_word_judge, parse_label_judge
-
     if parse_label_judge(name) is not None:
         return label_word_judge(name, label_words, pairwise=True)
     if name in ("lexicon", *SCORERS):
@@ -233,9 +232,8 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
     """
     import time
 
-    from scipy import stats
-
     from criticgym.data import load_rotten_tomatoes
+    from criticgym.utils.stats import wilson
 
     test = load_rotten_tomatoes("test")
     fresh = [e.text for e in test if e.label == 1]
@@ -259,9 +257,7 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
         return float(np.mean(np.where(tie, 0.5, p > 0.5)))
 
     agreement = correct(p_fresh)
-    z = stats.norm.ppf(0.975)
-    centre = (agreement + z * z / (2 * pairs)) / (1 + z * z / pairs)
-    half = z * np.sqrt(agreement * (1 - agreement) / pairs + z * z / (4 * pairs * pairs)) / (1 + z * z / pairs)
+    low, high = wilson(agreement * pairs, pairs)
     auc = None
     if hasattr(judge, "scorer"):  # a scorer judge also ranks single reviews: the AUC of fresh over rotten
         s_good = np.asarray(judge.scorer.score([context] * pairs, good), dtype=np.float64)
@@ -274,7 +270,7 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
         "judge": getattr(judge, "name", None) or type(judge).__name__,
         "pairs": pairs,
         "agreement": agreement,
-        "agreement_ci95": [float(centre - half), float(centre + half)],
+        "agreement_ci95": [low, high],
         "agreement_one_order": correct(p_fresh_one),
         "position_bias_rate": float(np.mean(first_wins | second_wins)),
         "prefers_first": float(np.mean(first_wins)),
@@ -284,3 +280,28 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
         "auc": auc,
         "seconds": seconds,
     }
+
+
+def parse_label_judge(name: Any) -> tuple[str, str] | None:
+    """The (calibration, model) of a label-word judge name, or None for any other name.
+
+    ``"label:<model>"`` -> ``("none", model)``; ``"label-content-free:<model>"`` -> ``("content-free", model)``.
+    """
+    if not isinstance(name, str):
+        return None
+    prefix, colon, model = name.partition(":")
+    return (JUDGE_PREFIXES[prefix], model) if colon and prefix in JUDGE_PREFIXES else None
+
+
+def label_word_judge(name: str, words: Any, pairwise: bool, backend: Any = None) -> Any:
+    """The judge a ``"label...:<model>"`` name asks for.
+
+    The scorer (direct rewards use its ``rate``), or with ``pairwise`` a :class:`ScorerJudge` on it. ``backend``
+    replaces the named model (``label:self``).
+    """
+    parsed = parse_label_judge(name)
+    if parsed is None:
+        raise ConfigError(f"{name!r} is not a label-word judge; use label:<model> or label-content-free:<model>.")
+    calibration, model = parsed
+    scorer = LabelWordScorer(backend if backend is not None else model, words, calibration=calibration, name=name)
+    return ScorerJudge(scorer, temperature=1.0, name=name) if pairwise else scorer

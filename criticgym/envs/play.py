@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -120,6 +120,54 @@ def play_rows(
         row_seeds=[row_seed(seed, row) for row in rows],
         **sampling,
     )
+
+
+@runtime_checkable
+class RolloutSource(Protocol):
+    """Where a learner's batches are played: it is given one, and never knows how the rows are played.
+
+    ``num_envs`` is the number of completions in a batch; ``play`` samples a batch with ``engine`` (the learner's
+    policy, reference model and value head), seeded by ``seed``, with the sampling options of :func:`play`.
+    :class:`EnvRollouts` plays on a vector env in this process (all rows, or a shard of them);
+    :class:`~criticgym.distributed.workers.RolloutWorkers` on Ray actors.
+    """
+
+    num_envs: int
+
+    def play(self, engine: RolloutEngine, seed: int, **sampling: Any) -> RolloutBatch:
+        """One batch, played with ``engine``."""
+        ...
+
+
+class EnvRollouts:
+    """A :class:`RolloutSource` on a criticgym vector env in this process.
+
+    Args:
+        envs: a vector env made with ``autoreset_mode="disabled"``.
+        rows: play only these rows of each batch (a shard, :func:`play_rows`), with ``batch_size`` the whole batch;
+            None plays every row with one random stream for the batch (:func:`play`).
+        batch_size: the whole batch, with ``rows``.
+    """
+
+    def __init__(self, envs: Any, rows: range | None = None, batch_size: int | None = None) -> None:
+        if (rows is None) != (batch_size is None):
+            raise ConfigError("A shard of a batch needs both rows and batch_size.")
+        self.envs, self.rows, self.batch_size = envs, rows, batch_size
+
+    @property
+    def num_envs(self) -> int:
+        """Completions per batch (the whole batch, for a shard)."""
+        return self.batch_size if self.batch_size is not None else self.envs.num_envs
+
+    def play(self, engine: RolloutEngine, seed: int, **sampling: Any) -> RolloutBatch:
+        """Play one batch (or this shard's rows of it)."""
+        if self.rows is None:
+            return play(engine, self.envs, seed=seed, **sampling)
+        return play_rows(engine, self.envs, self.rows, self.batch_size, seed=seed, **sampling)
+
+    def close(self) -> None:
+        """Close the env (its reward wrappers stop their threads)."""
+        self.envs.close()
 
 
 def row_seed(seed: int, row: int) -> int:

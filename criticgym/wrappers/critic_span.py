@@ -1,7 +1,7 @@
 """Critic span-intrinsic rewards (RELC): a critic names good and bad spans; the tokens inside them are rewarded.
 
-A critic can judge a completion only once it exists, so the dense part is paid in hindsight (the contract in
-DESIGN.md): at the episode's last step the scalar reward grows by ``scale * sum(r_in)`` (so the episode return
+A critic can judge a completion only once it exists, so the dense part is paid in hindsight (the project's dense
+reward contract): at the episode's last step the scalar reward grows by ``scale * sum(r_in)`` (so the episode return
 stays the sum of the step rewards), and ``info["token_rewards"]`` holds the reward each step *should* have had:
 what the wrapped env paid on that step plus ``scale * r_in_t``. Learners write that vector back onto the
 episode's steps before computing advantages.

@@ -3,11 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from criticgym.critics.evaluators import make_evaluator
 from criticgym.critics.judge import ScorerJudge, make_judge
 from criticgym.critics.verbalizer import GapEvaluator, LabelWordScorer
 from criticgym.envs import LabelWords, get_task
 from criticgym.errors import ConfigError
+from criticgym.search.values import make_evaluator
 
 WORDS = LabelWords("Review: $text\nSentiment:", good=(" positive", " great"), bad=(" negative",), content_free="N/A")
 
@@ -100,8 +100,8 @@ def test_rlaif_envs_take_a_label_word_judge(tokenizer):
 
 
 def test_self_rewarding_training_judges_with_a_frozen_copy_of_the_policy(tmp_path):
-    from criticgym.agents.reinforce import ReinforceConfig
-    from criticgym.agents.train import TrainConfig, train
+    from criticgym.algos.reinforce import ReinforceConfig
+    from criticgym.train import TrainConfig, train
 
     cfg = TrainConfig(
         env="criticgym/SentimentControl-v0",
@@ -125,8 +125,9 @@ def test_self_rewarding_training_judges_with_a_frozen_copy_of_the_policy(tmp_pat
 def test_the_self_judge_does_not_move_with_the_policy():
     import torch
 
-    from criticgym.agents.train import TrainConfig, self_judge
     from criticgym.rollout import load_policy
+    from criticgym.train.build import self_judge
+    from criticgym.train.config import TrainConfig
 
     model, tokenizer = load_policy("tiny")
     cfg = TrainConfig(reward="rlaif-direct", judge_model="label:self", model="tiny")

@@ -339,8 +339,8 @@ def test_an_overlapped_critic_s_fault_raises_and_overlap_needs_disabled_autorese
 
 
 def test_training_with_an_overlapped_critic_equals_the_inline_critic_and_charges_its_flops(tmp_path):
-    from criticgym.agents.ppo import PPOConfig
-    from criticgym.agents.train import TrainConfig, train
+    from criticgym.algos.ppo import PPOConfig
+    from criticgym.train import TrainConfig, train
 
     common = dict(
         env="criticgym/SentimentControl-v0",

@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from criticgym.agents.base import token_rewards
+from criticgym.algos.base import token_rewards
 from criticgym.envs import TextGenVectorEnv, play
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutEngine

@@ -1,1 +1,0 @@
-"""Learners and searchers (PPO, REINFORCE/RLOO, the stable-baselines3 adapter, RAIN, SELF) as they land."""

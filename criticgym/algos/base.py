@@ -1,0 +1,256 @@
+"""What every criticgym agent shares: the policy, its reference, a value head, the optimizer, one collect step.
+
+The value head exists only where the algorithm uses one, the reference model only where the KL penalty does
+(``kl_coef > 0``). :meth:`LMAgent.collect` is the part of an iteration that
+every algorithm does the same way: roll out, write the hindsight token rewards onto the steps, subtract the
+per-token KL penalty. Each algorithm file keeps only what differs: its advantages and its update. Also here:
+masked statistics and one-pass re-scoring of whole sequences.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+from torch import nn
+
+from criticgym import flops
+from criticgym.envs import EnvRollouts, RolloutSource
+from criticgym.errors import ConfigError
+from criticgym.rollout import RolloutBatch, RolloutEngine, score_completions
+from criticgym.utils.training import autocast, freeze_lower_layers, mixed_precision, warn_half_precision
+
+
+class ValueHead(nn.Module):
+    """A linear value head on the last hidden state, initialized to predict 0."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., H) -> (..., 1)."""
+        return self.linear(hidden)
+
+
+def token_rewards(batch: RolloutBatch) -> torch.Tensor:
+    """(B, T) rewards per completion token: the hindsight vectors where the env gave them, else step rewards."""
+    rewards = batch.rewards.clone().float() if batch.rewards is not None else torch.zeros_like(batch.logprobs)
+    for row, info in enumerate(batch.infos or []):
+        vector = info.get("token_rewards")
+        if vector is not None:
+            rewards[row] = 0.0
+            rewards[row, : len(vector)] = torch.as_tensor(np.asarray(vector, dtype=np.float32))
+    return rewards * batch.completion_mask
+
+
+def mean_info(batch: RolloutBatch, key: str) -> float:
+    """Mean of a per-episode info value (e.g. ``extrinsic_reward``) over the rows that report it (nan if none)."""
+    values = [float(info[key]) for info in batch.infos or [] if key in info]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over the masked entries."""
+    n = mask.sum().clamp(min=1)
+    mean = (x * mask).sum() / n
+    var = (((x - mean) * mask) ** 2).sum() / n
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the masked entries."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def forward_logprobs_values(model, value_head, batch: RolloutBatch, temperature: float, top_p: float = 1.0):
+    """Log-probs and values of the completion tokens in one forward pass over whole sequences, (B, T) each.
+
+    The log-probs are those of the distribution the rollout sampled from (tempered, top-p filtered), so that
+    they compare with the batch's stored ``logprobs``.
+    """
+    logprobs, hidden = score_completions(
+        model,
+        batch.prompt_ids,
+        batch.prompt_mask,
+        batch.completion_ids,
+        batch.completion_mask,
+        temperature,
+        return_hidden=True,
+        top_p=top_p,
+    )
+    values = value_head(hidden.to(value_head.linear.weight.dtype)).squeeze(-1).float()
+    return logprobs, values
+
+
+@dataclass
+class Collected:
+    """One iteration's experience, ready for an algorithm's advantages: every tensor (B, T)."""
+
+    batch: RolloutBatch
+    mask: torch.Tensor  # float, 1 on completion tokens
+    scores: torch.Tensor  # the env's reward of each token (hindsight vectors written back)
+    kl: torch.Tensor | None  # per-token KL estimate to the reference, logp - logp_ref (None without one)
+    rewards: torch.Tensor  # scores - kl_coef * kl
+    rollout_s: float  # wall time of the rollout
+
+
+class LMAgent:
+    """The state an agent trains and checkpoints.
+
+    Args:
+        model: the policy (a transformers causal LM); trained in place.
+        tokenizer: its tokenizer.
+        envs: where batches are played: a criticgym vector env made with ``autoreset_mode="disabled"``, or a
+            :class:`~criticgym.envs.RolloutSource` (a shard of rows, Ray workers).
+        lr: Adam learning rate.
+        kl_coef: initial weight of the per-token KL penalty to the reference model.
+        seed: the run's seed; every random draw comes from ``(seed, iteration)``.
+        freeze_layers: freeze the embeddings and this many lower transformer layers.
+        value_head: build a value head (PPO, REINFORCE with a value baseline); RLOO needs none.
+        precision: ``"auto"`` (bfloat16 autocast on a CUDA device that supports it, float32 elsewhere), ``"bf16"``
+            (bfloat16 autocast on any device) or ``"fp32"``. Autocast computes the forward passes of the rollout
+            and the update in bfloat16 while the weights, their gradients and Adam's state stay float32.
+
+    The reference model (a frozen copy of the initial policy) exists only when ``kl_coef > 0``; without it the
+    KL is not measured (``charts/kl`` is nan). A LoRA policy (:func:`~criticgym.algos.lora.add_lora`) trains its
+    adapter only; its reference model is the same weights with the adapter off, and checkpoints hold the adapter.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        envs,
+        lr: float,
+        kl_coef: float,
+        seed: int = 0,
+        freeze_layers: int = 0,
+        value_head: bool = True,
+        precision: str = "auto",
+    ):
+        from criticgym.algos.lora import BaseModel, is_lora
+
+        self.model, self.tokenizer, self.seed = model, tokenizer, seed
+        self.rollouts = as_rollout_source(envs)
+        self.lora = is_lora(model)
+        flops.track(model.get_base_model() if self.lora else model)  # peft calls its base model: count it once
+        device = next(model.parameters()).device
+        self.precision, self.mixed_precision = precision, mixed_precision(precision, device)
+        if self.lora and freeze_layers:
+            raise ConfigError("freeze_layers does nothing with LoRA (the base weights are frozen); set it to 0.")
+        if kl_coef <= 0:
+            self.ref_model = None
+        elif self.lora:
+            self.ref_model = BaseModel(model)  # the same weights with the adapter off: no copy
+        else:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.value_head = ValueHead(model.config.hidden_size).to(device) if value_head else None
+        freeze_lower_layers(model, freeze_layers)
+        params = [p for p in model.parameters() if p.requires_grad]
+        warn_half_precision(params)
+        params += list(self.value_head.parameters()) if self.value_head is not None else []
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.engine = RolloutEngine(model, tokenizer, ref_model=self.ref_model, value_head=self.value_head)
+        self.kl_coef = kl_coef
+        self.iteration = 0
+
+    def rollout(self) -> RolloutBatch:
+        """Sample this iteration's batch (each algorithm sets its sampling and grouping, then calls :meth:`play`)."""
+        raise NotImplementedError
+
+    def play(self, **sampling: Any) -> RolloutBatch:
+        """Sample the iteration's batch from the rollout source (sampling options of :func:`~criticgym.envs.play`).
+
+        The agent does not know how its batch is played: in this process (:class:`~criticgym.envs.EnvRollouts`) or
+        by Ray workers (:class:`~criticgym.distributed.workers.RolloutWorkers`); it hands over its engine and seed.
+        """
+        with self.autocast():
+            return self.rollouts.play(self.engine, seed=self.iteration_seed, **sampling)
+
+    def autocast(self) -> torch.autocast:
+        """The context of every forward pass: bfloat16 autocast under mixed precision, else a no-op.
+
+        Backward passes run outside it (as torch recommends); they follow the forward's dtypes.
+        """
+        return autocast(self.precision, next(self.model.parameters()).device)
+
+    def collect(self) -> Collected:
+        """Roll out with the current policy, then per-token rewards: hindsight vectors first, minus the KL penalty."""
+        start = time.perf_counter()
+        batch = self.rollout()
+        rollout_s = time.perf_counter() - start
+        mask = batch.completion_mask.float()
+        scores = token_rewards(batch)
+        if batch.ref_logprobs is None:  # no reference model: no penalty
+            return Collected(batch, mask, scores, None, scores, rollout_s)
+        kl = (batch.logprobs - batch.ref_logprobs) * mask
+        return Collected(batch, mask, scores, kl, scores - self.kl_coef * kl, rollout_s)
+
+    def charts(self, collected: Collected) -> dict[str, float]:
+        """The metrics every algorithm reports about its batch and its speed."""
+        batch, mask = collected.batch, collected.mask
+        return {
+            "charts/episodic_return": float(collected.scores.sum(1).mean()),
+            "charts/extrinsic": mean_info(batch, "extrinsic_reward"),
+            "charts/kl": float(collected.kl.sum(1).mean()) if collected.kl is not None else float("nan"),
+            "charts/kl_coef": self.kl_coef,
+            "charts/completion_tokens": float(mask.sum(1).mean()),
+            "perf/rollout_tokens_per_s": float(mask.sum()) / collected.rollout_s,
+            "perf/rollout_s": collected.rollout_s,
+            "perf/env_s": batch.env_seconds,
+        }
+
+    @property
+    def iteration_seed(self) -> int:
+        """The seed of this iteration's random draws (rollout sampling, prompt choice, minibatch order)."""
+        return self.seed * 1_000_003 + self.iteration
+
+    def clip_gradients(self, max_norm: float) -> None:
+        """Clip the gradient norm of everything the optimizer updates."""
+        nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], max_norm)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: weights, optimizer, KL coefficient, iteration."""
+        from criticgym.algos.lora import adapter_state
+
+        return {
+            "model": adapter_state(self.model) if self.lora else self.model.state_dict(),
+            "value_head": self.value_head.state_dict() if self.value_head is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "kl_coef": self.kl_coef,
+            "iteration": self.iteration,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the reference model stays the initial policy)."""
+        if self.lora:
+            from criticgym.algos.lora import load_adapter_state
+
+            load_adapter_state(self.model, state["model"])
+        else:
+            self.model.load_state_dict(state["model"])
+        if self.value_head is not None:
+            self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_coef, self.iteration, self.seed = state["kl_coef"], state["iteration"], state["seed"]
+
+
+def as_rollout_source(envs: Any) -> RolloutSource:
+    """A vector env as an :class:`~criticgym.envs.EnvRollouts`; a rollout source as it is."""
+    if isinstance(envs, VectorEnv):
+        return EnvRollouts(envs)
+    if isinstance(envs, RolloutSource):
+        return envs
+    raise ConfigError(
+        f"An agent plays its batches on a criticgym vector env (gym.make_vec(..., autoreset_mode='disabled')) or a "
+        f"rollout source (num_envs and play(engine, seed, ...)); got {type(envs).__name__}."
+    )

@@ -1,0 +1,1 @@
+"""Research benchmarks behind ``criticgym bench``: reward ablations at equal compute."""

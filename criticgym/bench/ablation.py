@@ -1,0 +1,344 @@
+"""Reward ablations: which feedback learns faster at equal compute.
+
+``criticgym bench ablation`` trains the same agent, with the same budget and seeds, once per reward *arm*, then
+writes a CSV of learning curves, a table (final held-out score with a 95% interval, iterations to reach a
+fraction of the best arm's gain, compute spent on rewards and on the policy), a PNG with shaded intervals and a
+markdown summary.
+
+Arms:
+
+- ``sparse``: the task's scorer at the last token.
+- ``relc-<critic>`` (``relc`` alone: the task's critic): RELC, the scorer plus a critic's span rewards.
+- ``random`` / ``random-<critic>``: RELC with random spans that mark as many tokens per sample as the named
+  critic (the task's by default) does, with the same values: the control for "the critic knows where".
+- ``rlaif-direct``, ``rlaif-pairwise``: an AI judge's direct score or pairwise preference.
+
+Every arm is compared on the same scale, the task's extrinsic score (``charts/extrinsic`` on training batches,
+``eval/score`` on held-out prompts), whatever reward it trains on. Each run lives in ``out/runs/<arm>/seed-<s>``
+and checkpoints as ``criticgym train`` does, so a killed ablation resumes: finished runs are kept
+(``result.json``; their checkpoint is deleted to save disk) and an unfinished one continues from its checkpoint.
+
+    criticgym bench ablation --arms sparse,relc-lexicon,random,relc-llm --seeds 3 --out benchmarks/results/ablation-cpu
+
+Defaults (a small CPU set-up, about 40 minutes on two cores with the four arms above): PPO on smollm2-135m,
+12 iterations of 16 completions, 2 epochs of minibatches of 8, 20 of 30 layers frozen, lr 1e-4, KL 0.05.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import tyro
+
+from criticgym.algos.ppo import PPOConfig
+from criticgym.errors import ConfigError
+from criticgym.train import TrainConfig, build_evaluator, config_changes, relevant, train
+from criticgym.utils.plots import pyplot
+from criticgym.utils.stats import mean_ci
+
+CURVE_KEYS = ("charts/extrinsic", "charts/episodic_return", "charts/kl")
+
+
+def arm_config(arm: str) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields an arm name sets."""
+    if arm == "sparse":
+        return {"reward": "sparse"}
+    if arm in ("rlaif-direct", "rlaif-pairwise"):
+        return {"reward": arm}
+    kind, _, critic = arm.partition("-")
+    if kind == "relc":
+        return {"reward": "relc", "critic": critic or None}
+    if kind == "random":
+        return {"reward": "relc", "critic": arm}
+    raise ConfigError(
+        f"Unknown arm {arm!r}; use sparse, relc, relc-<critic>, random, random-<critic>, rlaif-direct or "
+        "rlaif-pairwise."
+    )
+
+
+def smooth(curve: np.ndarray, window: int = 3) -> np.ndarray:
+    """Trailing moving average (the first points average what exists so far)."""
+    cumulative = np.cumsum(np.insert(np.asarray(curve, dtype=np.float64), 0, 0.0))
+    index = np.arange(1, len(curve) + 1)
+    low = np.maximum(index - window, 0)
+    return (cumulative[index] - cumulative[low]) / (index - low)
+
+
+def iterations_to(curves: dict[str, np.ndarray], fraction: float, window: int = 3) -> dict[str, int | None]:
+    """First iteration at which each arm's smoothed mean curve gains ``fraction`` of the best arm's final gain.
+
+    The gain is measured from the common start (the mean of every arm's first point); ``None`` if never.
+    """
+    smoothed = {arm: smooth(curve, window) for arm, curve in curves.items()}
+    start = float(np.mean([curve[0] for curve in curves.values()]))
+    best = max(curve[-1] for curve in smoothed.values())
+    threshold = start + fraction * (best - start)
+    out: dict[str, int | None] = {}
+    for arm, curve in smoothed.items():
+        reached = np.flatnonzero(curve >= threshold)
+        out[arm] = int(reached[0]) + 1 if len(reached) and best > start else None
+    return out
+
+
+def run_arm(base: TrainConfig, arm: str, seed: int, out: Path, log=print) -> dict[str, Any]:
+    """Train one (arm, seed) run, or load it if it already finished; returns its history and final evaluation."""
+    folder = out / "runs" / arm / f"seed-{seed}"
+    done = folder / "result.json"
+    cfg = replace(base, **arm_config(arm), seed=seed, out=str(folder), resume=False, resume_if_any=True, eval_every=0)
+    if done.exists():
+        record = json.loads(done.read_text())
+        changed = config_changes(relevant(record["config"]), asdict(cfg))
+        if changed:
+            raise ConfigError(
+                f"{folder} holds a finished run with other settings ({', '.join(changed)}). Give the ablation "
+                "another --out, or delete that folder to run it again."
+            )
+        return record
+    log(f"[ablation] {arm}, seed {seed}: {cfg.iterations} iterations of {cfg.num_envs} ({cfg.agent}, {cfg.model})")
+    result = train(cfg, log=log)
+    final = {k: v for k, v in result["evals"][-1].items() if k != "samples"}
+    record = {"arm": arm, "seed": seed, "history": result["history"], "final": final, "config": asdict(cfg)}
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(done)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)  # the run is complete; the weights are not needed
+    return record
+
+
+def initial_evaluation(base: TrainConfig, out: Path) -> dict[str, Any]:
+    """The held-out evaluation of the untrained policy, shared by every arm (cached in ``out/initial.json``)."""
+    path = out / "initial.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from criticgym.rollout import load_policy
+
+    model, tokenizer = load_policy(base.model, device=base.device)
+    result = build_evaluator(replace(base, reward="sparse"), tokenizer, model)(model, 0)
+    initial = {k: v for k, v in result.items() if k != "samples"}
+    path.write_text(json.dumps(initial, indent=2) + "\n")
+    return initial
+
+
+def summarize(records: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
+    """Per-arm curves and table rows from finished runs."""
+    arms = list(dict.fromkeys(r["arm"] for r in records))
+    table, curves, compute_curves, flop_curves = [], {}, {}, {}
+    for arm in arms:
+        runs = [r for r in records if r["arm"] == arm]
+        extrinsic = np.array([[h["charts/extrinsic"] for h in r["history"]] for r in runs])
+        reward_s = np.array([[h["perf/env_s"] for h in r["history"]] for r in runs])
+        policy_s = np.array(
+            [[h["perf/rollout_s"] - h["perf/env_s"] + h["perf/update_s"] for h in r["history"]] for r in runs]
+        )
+        reward_flops = np.array([[h.get("perf/reward_flops", np.nan) for h in r["history"]] for r in runs])
+        policy_flops = np.array([[h.get("perf/policy_flops", np.nan) for h in r["history"]] for r in runs])
+        curves[arm] = extrinsic
+        compute_curves[arm] = np.cumsum(reward_s + policy_s, axis=1).mean(axis=0)
+        flop_curves[arm] = np.cumsum(reward_flops + policy_flops, axis=1).mean(axis=0)
+        score_mean, score_ci = mean_ci(np.array([r["final"]["eval/score"] for r in runs]))
+        train_mean, train_ci = mean_ci(extrinsic[:, -3:].mean(axis=1))
+        row = {
+            "arm": arm,
+            "seeds": len(runs),
+            "heldout_score": float(score_mean),
+            "heldout_ci": float(score_ci),
+            "train_score_last3": float(train_mean),
+            "train_ci": float(train_ci),
+            "reward_s_per_run": float(reward_s.sum(1).mean()),
+            "policy_s_per_run": float(policy_s.sum(1).mean()),
+            "reward_tflop_per_run": float(reward_flops.sum(1).mean()) / 1e12,
+            "policy_tflop_per_run": float(policy_flops.sum(1).mean()) / 1e12,
+        }
+        for key in sorted(runs[0]["final"]):
+            if key.startswith("eval/percent") or key == "eval/perplexity":
+                row[key.removeprefix("eval/")] = float(np.mean([r["final"][key] for r in runs]))
+        table.append(row)
+    reached = iterations_to({arm: c.mean(axis=0) for arm, c in curves.items()}, fraction)
+    # the budget every arm reached: the smallest total; each arm's smoothed mean curve read off at it
+    budget = min(float(c[-1]) for c in flop_curves.values())
+    for row in table:
+        arm = row["arm"]
+        at = np.interp(budget, flop_curves[arm], smooth(curves[arm].mean(axis=0))) if np.isfinite(budget) else np.nan
+        row["score_at_equal_flops"] = float(at)
+    final = {(r["arm"], r["seed"]): r["final"]["eval/score"] for r in records}
+    for row in table:
+        row["iterations_to_fraction"] = reached[row["arm"]]
+        # the held-out score minus the first arm's, paired by seed (same seeds, same evaluation prompts)
+        seeds = [s for (a, s) in final if a == row["arm"] and (arms[0], s) in final]
+        diffs = np.array([final[(row["arm"], s)] - final[(arms[0], s)] for s in seeds])
+        row["vs_first_arm"], row["vs_first_arm_ci"] = (float(x) for x in mean_ci(diffs))
+    return {
+        "table": table,
+        "curves": curves,
+        "compute": compute_curves,
+        "flops": flop_curves,
+        "equal_tflop": budget / 1e12,
+        "fraction": fraction,
+    }
+
+
+def write_curves_csv(records: list[dict[str, Any]], path: Path) -> None:
+    """One row per (arm, seed, iteration)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            [
+                "arm",
+                "seed",
+                "iteration",
+                "extrinsic",
+                "return",
+                "kl",
+                "reward_s",
+                "policy_s",
+                "reward_flops",
+                "policy_flops",
+            ]
+        )
+        for r in records:
+            for h in r["history"]:
+                policy_s = h["perf/rollout_s"] - h["perf/env_s"] + h["perf/update_s"]
+                writer.writerow(
+                    [r["arm"], r["seed"], h["iteration"]]
+                    + [f"{h[k]:.6g}" for k in CURVE_KEYS]
+                    + [f"{h['perf/env_s']:.4g}", f"{policy_s:.4g}"]
+                    + [f"{h.get(k, float('nan')):.4g}" for k in ("perf/reward_flops", "perf/policy_flops")]
+                )
+
+
+def plot(summary: dict[str, Any], path: Path, title: str) -> None:
+    """Mean training score per arm with shaded 95% intervals, against iterations, seconds and estimated FLOPs."""
+    import matplotlib.ticker
+
+    plt = pyplot()
+
+    fig, (by_iteration, by_seconds, by_flops) = plt.subplots(1, 3, figsize=(15, 4))
+    for arm, curve in summary["curves"].items():
+        mean, half = mean_ci(curve)
+        low, high = smooth(mean - np.nan_to_num(half)), smooth(mean + np.nan_to_num(half))
+        steps = np.arange(1, len(mean) + 1)
+        color = by_iteration.plot(steps, smooth(mean), label=arm)[0].get_color()
+        by_iteration.fill_between(steps, low, high, color=color, alpha=0.2)
+        for ax, x in ((by_seconds, summary["compute"][arm]), (by_flops, summary["flops"].get(arm))):
+            if x is not None and np.isfinite(x).all():
+                ax.plot(x, smooth(mean), color=color, label=arm)
+                ax.fill_between(x, low, high, color=color, alpha=0.2)
+    by_iteration.set(xlabel="iteration", ylabel="task score of training batches", title=title)
+    by_seconds.set(xlabel="training compute, seconds (reward + policy, log)", title="At equal compute (time)")
+    by_flops.set(xlabel="training compute, estimated FLOPs (reward + policy, log)", title="At equal compute (FLOPs)")
+    for axis in (by_seconds, by_flops):
+        axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
+    by_iteration.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(mean: float, half: float) -> str:
+    return f"{mean:+.3f} ± {half:.3f}" if np.isfinite(half) else f"{mean:+.3f}"
+
+
+def markdown(summary: dict[str, Any], base: TrainConfig, command: str) -> str:
+    """The summary table and set-up, as markdown."""
+    fraction = summary["fraction"]
+    lines = [
+        f"# Reward ablation on {base.env}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Agent {base.agent}, model {base.model}, {base.iterations} iterations of {base.num_envs} completions per "
+        f"run, evaluation on {base.eval_prompts} held-out prompts. Scores are the task's extrinsic scorer whatever "
+        "the arm trains on; intervals are 95% Student-t over seeds.",
+        "",
+    ]
+    initial = summary.get("initial")
+    if initial:
+        extra = ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in initial.items() if k.startswith("eval/"))
+        lines += [f"Before training (the same policy for every arm), held-out: {extra}.", ""]
+    lines += [
+        f"| arm | seeds | held-out score | vs {summary['table'][0]['arm']} (paired) | training score (last 3 it.) "
+        f"| training score at {summary['equal_tflop']:.3g} TFLOP | it. to {fraction:.0%} of best gain "
+        "| reward s/run | policy s/run | reward TFLOP/run | policy TFLOP/run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in summary["table"]:
+        reached = row["iterations_to_fraction"]
+        lines.append(
+            f"| {row['arm']} | {row['seeds']} | {_fmt(row['heldout_score'], row['heldout_ci'])} "
+            f"| {_fmt(row['vs_first_arm'], row['vs_first_arm_ci'])} "
+            f"| {_fmt(row['train_score_last3'], row['train_ci'])} | {row['score_at_equal_flops']:+.3f} "
+            f"| {reached if reached else 'not reached'} "
+            f"| {row['reward_s_per_run']:.1f} | {row['policy_s_per_run']:.1f} "
+            f"| {row['reward_tflop_per_run']:.2f} | {row['policy_tflop_per_run']:.2f} |"
+        )
+    extra = [k for k in summary["table"][0] if k.startswith("percent") or k == "perplexity"]
+    if extra:
+        lines += ["", "| arm | " + " | ".join(extra) + " |", "| --- |" + " ---: |" * len(extra)]
+        for row in summary["table"]:
+            lines.append(f"| {row['arm']} | " + " | ".join(f"{row[k]:.1f}" for k in extra) + " |")
+    lines += ["", "![curves](ablation.png)", ""]
+    return "\n".join(lines)
+
+
+def _ablation_defaults() -> TrainConfig:
+    return TrainConfig(
+        iterations=12,
+        num_envs=16,
+        ppo=PPOConfig(epochs=2, minibatch_size=8, freeze_layers=20, lr=1e-4, kl_coef=0.05),
+        progress=False,
+        out="runs/ablation",
+    )
+
+
+@dataclass
+class AblationConfig:
+    """Train the same agent once per reward arm and seed; report which feedback learns faster at equal compute.
+
+    Every ``criticgym train`` option applies to every run (``--out`` is the ablation's folder; ``--seed``,
+    ``--resume`` and ``--eval-every`` are set per run).
+    """
+
+    arms: str = "sparse,relc-lexicon,random"
+    """Comma-separated arms: sparse, relc, relc-<critic>, random, random-<critic>, rlaif-direct, rlaif-pairwise."""
+    seeds: int = 3
+    """Seeds per arm (0..seeds-1)."""
+    fraction: float = 0.9
+    """Fraction of the best arm's gain an arm must reach (iterations-to-fraction column)."""
+    train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=_ablation_defaults)
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ConfigError("--seeds must be at least 1.")
+
+
+def parse_args(argv: list[str]) -> tuple[AblationConfig, TrainConfig]:
+    """Ablation options and the base training config every run starts from."""
+    cfg = tyro.cli(AblationConfig, args=argv, prog="criticgym bench ablation")
+    return cfg, cfg.train
+
+
+def ablation(argv: list[str], log=print) -> dict[str, Any]:
+    """Run (or resume) an ablation from command-line options; writes the report into ``--out``."""
+    args, base = parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    for arm in arms:
+        arm_config(arm)  # fail on a bad arm name before any training
+    out = Path(base.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [run_arm(base, arm, seed, out, log) for arm in arms for seed in range(args.seeds)]
+    summary = summarize(records, args.fraction)
+    summary["initial"] = initial_evaluation(base, out)
+    command = "criticgym bench ablation " + shlex.join(argv)
+    write_curves_csv(records, out / "curves.csv")
+    plot(summary, out / "ablation.png", base.env.split("/")[-1])
+    (out / "summary.md").write_text(markdown(summary, base, command))
+    (out / "table.json").write_text(json.dumps(summary["table"], indent=2) + "\n")
+    log((out / "summary.md").read_text())
+    return summary

@@ -1,0 +1,168 @@
+"""A training run's settings (:class:`TrainConfig`, the options of ``criticgym train``) and how two runs differ."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from criticgym.algos.ppo import PPOConfig
+from criticgym.algos.reinforce import ReinforceConfig
+from criticgym.errors import ConfigError
+
+AGENTS = ("ppo", "reinforce", "rloo")
+
+
+@dataclass
+class TrainConfig:
+    """A training run.
+
+    Every field is a ``criticgym train`` option (``--num-envs`` for ``num_envs``, ``--ppo.lr`` for the PPO learning
+    rate).
+    """
+
+    env: str = "criticgym/SentimentControl-v0"
+    """A registered criticgym id."""
+    reward: Literal["sparse", "relc", "rlaif-direct", "rlaif-pairwise"] = "relc"
+    """The reward set-up."""
+    critic: str | None = None
+    """RELC's span critic: lexicon, toxicity, llm, random, random-<critic> (None: the task's)."""
+    critic_model: str = "smollm2-135m"
+    """The LLM critic's model (critic=llm)."""
+    judge_model: str = "smollm2-135m"
+    """The AI judge (reward=rlaif-*): a model, label:<model> (its label-word gap), or label:self (self-rewarding)."""
+    scorer: str | None = None
+    """Extrinsic scorer name or reward-model folder (None: the task's)."""
+    agent: Literal["ppo", "reinforce", "rloo"] = "ppo"
+    """The algorithm: PPO (options --ppo.*), REINFORCE with a value baseline or RLOO (options --reinforce.*)."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    model: str = "smollm2-135m"
+    """Built-in name, local folder or hub id."""
+    lora_r: int = 0
+    """LoRA rank (0: train every weight). With LoRA the reference model is the base with the adapter off."""
+    lora_alpha: float = 16.0
+    """LoRA's alpha (the adapter's update is scaled by alpha / r)."""
+    lora_targets: str = "all-linear"
+    """Modules that get an adapter: all-linear, or comma-separated names such as q_proj,v_proj."""
+    device: str = "cpu"
+    """cpu, cuda or auto."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Forward passes under bfloat16 autocast (auto: on a CUDA device with bfloat16); weights stay float32."""
+    iterations: int = 20
+    """Agent iterations (one batch each)."""
+    num_envs: int = 16
+    """Completions per iteration."""
+    alpha1: float = 1.0
+    """RELC's weight of the extrinsic score."""
+    alpha2: float = 1.0
+    """RELC's weight of the span rewards."""
+    max_new_tokens: int | None = None
+    """Completion budget (None: the task's)."""
+    seed: int = 0
+    """The run's seed."""
+    eval_every: int = 5
+    """Evaluate every N iterations (0: only first and last)."""
+    eval_prompts: int = 32
+    """Held-out prompts per evaluation."""
+    checkpoint_every: int = 5
+    """Checkpoint every N iterations."""
+    out: str = "runs/criticgym"
+    """Output folder."""
+    resume: bool = False
+    """Continue the run in out/ from its checkpoint; an error when there is none, or when the run's settings differ."""
+    resume_if_any: bool = False
+    """Continue from out/checkpoint.pt when there is one (with the same settings), else start a new run there."""
+    progress: bool = True
+    """Show a progress bar."""
+    workers: int = 0
+    """Rollout workers as Ray actors, each playing num_envs / workers rows (0: this process plays; criticgym[ray])."""
+    ray_address: str | None = None
+    """The Ray cluster to join (None: start a local one) when workers or critic_actors are set."""
+    worker_gpus: float | None = None
+    """GPUs per rollout worker: 1 on a cluster with a GPU each (None: on CUDA the workers share one GPU)."""
+    critic_actors: int = 0
+    """Serve RELC's span critic from this many Ray actors, shared by every env (0: in each env's process)."""
+    overlap_feedback: bool = False
+    """Run the reward's expensive call (RELC's critic, the scorer, a direct judge) in a thread while the other
+    episodes of the batch generate: the same rewards, less waiting."""
+
+    def __post_init__(self) -> None:
+        if self.agent not in AGENTS:
+            raise ConfigError(f"Unknown agent {self.agent!r}; use one of {AGENTS}.")
+        if self.iterations < 1 or self.num_envs < 1:
+            raise ConfigError("iterations and num_envs must be at least 1.")
+        if self.worker_gpus is not None and self.worker_gpus < 0:
+            raise ConfigError(f"worker_gpus must be 0 or more, got {self.worker_gpus}.")
+        if self.workers < 0 or self.critic_actors < 0:
+            raise ConfigError("workers and critic_actors must be 0 (off) or more.")
+        if self.reward == "rlaif-pairwise" and self.num_envs % 2:
+            raise ConfigError(
+                f"rlaif-pairwise pairs sub-envs 2i and 2i+1, so num_envs must be even; got {self.num_envs}."
+            )
+        if self.critic_actors and self.reward != "relc":
+            raise ConfigError(f"critic_actors serves RELC's span critic; reward={self.reward!r} has none.")
+        if isinstance(self.ppo, dict):  # read back from config.json
+            self.ppo = PPOConfig(**self.ppo)
+        if isinstance(self.reinforce, dict):
+            self.reinforce = ReinforceConfig(**self.reinforce)
+
+    @property
+    def agent_config(self) -> PPOConfig | ReinforceConfig:
+        """The config of the chosen agent (``agent="rloo"`` sets the REINFORCE baseline to ``"rloo"``)."""
+        if self.agent == "ppo":
+            return self.ppo
+        return replace(self.reinforce, baseline="rloo") if self.agent == "rloo" else self.reinforce
+
+
+def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The options of the env a config trains on (reward set-up, model, budget)."""
+    kwargs: dict[str, Any] = {"reward": cfg.reward, "model": cfg.model, "autoreset_mode": "disabled"}
+    if cfg.reward == "relc":
+        kwargs.update(alpha1=cfg.alpha1, alpha2=cfg.alpha2, seed=cfg.seed, critic_model=cfg.critic_model)
+        if cfg.critic is not None:
+            kwargs["critic"] = cfg.critic
+    if cfg.reward.startswith("rlaif"):
+        kwargs["judge_model"] = cfg.judge_model
+    if cfg.overlap_feedback:
+        kwargs["overlap_feedback"] = True
+    for key in ("scorer", "max_new_tokens"):
+        if getattr(cfg, key) is not None:
+            kwargs[key] = getattr(cfg, key)
+    return kwargs
+
+
+# How and where a run runs, not what it computes: never a reason to refuse a finished or resumed run.
+HOW = ("out", "resume", "resume_if_any", "progress", "ray_address", "overlap_feedback", "worker_gpus")
+# What a resumed run may change besides: its length and bookkeeping, and how its batches are played or critiqued
+# (workers and critic actors give the same batch).
+RESUMABLE = ("iterations", "eval_every", "checkpoint_every", "workers", "critic_actors")
+
+
+def relevant(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config without the options its reward set-up does not read (a sparse run has no judge)."""
+    unused = []
+    if not str(config.get("reward", "")).startswith("rlaif"):
+        unused.append("judge_model")
+    if config.get("reward") != "relc":
+        unused += ["critic", "critic_model", "alpha1", "alpha2", "critic_actors"]
+    return {k: v for k, v in config.items() if k not in unused}
+
+
+def config_changes(
+    old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None, ignored: tuple[str, ...] = HOW
+) -> list[str]:
+    """The settings in which two run configs differ, as ``key (old -> new)`` (a key missing from ``old``: its default).
+
+    Keys in ``ignored`` are skipped, and so are the options that neither run's reward set-up reads.
+    """
+    defaults = asdict(TrainConfig()) if defaults is None else defaults
+    changed = []
+    for key, value in relevant(new).items():
+        if key in ignored:
+            continue
+        before = old.get(key, defaults.get(key))
+        if isinstance(value, dict) and isinstance(before, dict):
+            changed += [f"{key}.{c}" for c in config_changes(before, value, defaults.get(key, {}), ())]
+        elif before != value:
+            changed.append(f"{key} ({before!r} -> {value!r})")
+    return changed

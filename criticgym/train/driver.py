@@ -1,0 +1,137 @@
+"""The training driver behind ``criticgym train`` and ``criticgym demo``.
+
+It builds the env, the policy and the agent from a :class:`TrainConfig`, then loops: one agent iteration, a CSV
+row of metrics, a progress bar with live reward and KL, an evaluation on held-out prompts every ``eval_every``
+iterations, and an atomic checkpoint every ``checkpoint_every``; metrics also go to TensorBoard
+(``out/tensorboard``) when the ``tensorboard`` package is installed. ``resume=True`` continues from the last
+checkpoint exactly as an uninterrupted run would (agents draw every random number from the seed and the
+iteration). At the end it writes ``curves.png`` (reward and KL) and ``samples.md``.
+
+    criticgym train --env criticgym/SentimentControl-v0 --reward relc --critic lexicon --agent ppo \
+        --model smollm2-135m --iterations 30 --out runs/sentiment
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from criticgym import flops
+from criticgym.errors import ConfigError
+from criticgym.train.build import (
+    build_agent,
+    build_evaluator,
+    build_policy,
+    critic_pool,
+    frozen_copy,
+    rollout_source,
+    self_judge,
+)
+from criticgym.train.config import HOW, RESUMABLE, TrainConfig, config_changes
+from criticgym.train.evaluate import Evaluator  # noqa: F401  (the tests stop a run inside its evaluation)
+from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
+from criticgym.utils.files import save_atomically
+
+
+def resume_state(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint a run continues from (None: a new run), checked against the run's settings.
+
+    ``resume`` needs a checkpoint in ``out``; ``resume_if_any`` takes one when it is there. Either way the checkpoint's
+    run must have the same settings as ``cfg`` in everything that changes its numbers (it may run longer).
+    """
+    checkpoint = Path(cfg.out) / "checkpoint.pt"
+    if not (cfg.resume or cfg.resume_if_any):
+        return None
+    if not checkpoint.exists():
+        if cfg.resume_if_any:
+            return None
+        raise ConfigError(
+            f"--resume: there is no run to resume in {cfg.out} (no checkpoint.pt). Drop --resume to start one there, "
+            "or use --resume-if-any to continue a run when there is one and start it otherwise."
+        )
+    state = torch.load(checkpoint, weights_only=False)
+    saved = state.get("config")
+    if saved is None and (checkpoint.parent / "config.json").exists():  # written before checkpoints held it
+        saved = json.loads((checkpoint.parent / "config.json").read_text())
+    changed = config_changes(saved or {}, asdict(cfg), ignored=HOW + RESUMABLE)
+    if changed:
+        raise ConfigError(
+            f"{cfg.out} holds a run with other settings: {'; '.join(changed)}. Resuming would continue it under "
+            "settings it did not start with. Give this run another --out, or drop --resume to start it over in "
+            f"{cfg.out}."
+        )
+    return state
+
+
+def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Run (or resume) a training run; returns ``{"history", "evals", "out"}``."""
+    from tqdm.auto import tqdm
+
+    out, checkpoint = Path(cfg.out), Path(cfg.out) / "checkpoint.pt"
+    state = resume_state(cfg)  # before anything is built: a run that cannot resume fails at once
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = build_policy(cfg)
+    judge = self_judge(cfg, model, tokenizer)
+    pool = critic_pool(cfg)
+    shared = {"critic": pool} if pool is not None else {}  # what every env gets besides env_kwargs(cfg)
+    source = rollout_source(cfg, {**shared, **({"judge": judge} if judge is not None else {})})
+    agent = build_agent(cfg, model, tokenizer, source)
+    reference = agent.ref_model if agent.ref_model is not None else frozen_copy(model)  # perplexity's model
+    evaluate = build_evaluator(cfg, tokenizer, reference, judge, pool)
+    history, evals = ([], []) if state is None else (state["history"], state["evals"])
+    if state is not None:
+        agent.load_state_dict(state["agent"])
+        log(f"Resumed from {checkpoint} at iteration {agent.iteration}.")
+    else:
+        log(f"Evaluating the initial policy on {cfg.eval_prompts} held-out prompts ...")
+        with agent.autocast():
+            evals.append(evaluate(model, 0))
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    write_csv(out / "metrics.csv", history)
+
+    board = tensorboard(out)
+    bar = tqdm(range(agent.iteration, cfg.iterations), disable=not cfg.progress, desc="train", unit="it")
+    for _ in bar:
+        metrics = iterate(agent)
+        history.append(metrics)
+        append_csv(out / "metrics.csv", metrics)
+        if board is not None:
+            for key, value in metrics.items():
+                board.add_scalar(key, value, metrics["iteration"])
+        bar.set_postfix(reward=f"{metrics['charts/episodic_return']:+.3f}", kl=f"{metrics['charts/kl']:.2f}")
+        done = agent.iteration == cfg.iterations
+        if done or (cfg.eval_every and agent.iteration % cfg.eval_every == 0):
+            with agent.autocast():
+                evals.append(evaluate(model, agent.iteration))
+        if done or agent.iteration % cfg.checkpoint_every == 0:
+            saved = {"agent": agent.state_dict(), "history": history, "evals": evals, "config": asdict(cfg)}
+            save_atomically(saved, checkpoint)
+    for closes in (board, source if cfg.workers else None, pool):
+        if closes is not None:
+            closes.close()
+    write_samples(out / "samples.md", evals)
+    adaptive = getattr(agent.config, "adaptive_kl", False)
+    plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)
+    return {"history": history, "evals": evals, "out": out}
+
+
+def iterate(agent) -> dict[str, float]:
+    """One agent iteration and its metrics, with the FLOPs it spent on the policy and on the reward."""
+    flops.take()  # what set-up and evaluation spent is not training compute
+    with flops.phase("policy"):
+        metrics = {"iteration": agent.iteration + 1, **agent.iterate()}
+    spent = flops.take()
+    return metrics | {"perf/policy_flops": spent.get("policy", 0.0), "perf/reward_flops": spent.get("reward", 0.0)}
+
+
+def config_from_args(argv: list[str] | None = None, default: TrainConfig | None = None, prog: str = "criticgym train"):
+    """Parse ``criticgym train`` options into a :class:`TrainConfig` (``default``: the values options start from)."""
+    import tyro
+
+    return tyro.cli(
+        TrainConfig, args=argv, default=default, prog=prog, description="Train a policy on a criticgym env."
+    )

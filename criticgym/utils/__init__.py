@@ -1,0 +1,1 @@
+"""Cross-cutting helpers, each written once: statistics, plotting, seeding, atomic files, trainer weights."""

@@ -1,0 +1,56 @@
+"""What every trainer does with its weights: mixed precision (bfloat16 autocast over float32) and frozen layers.
+
+Shared by the RL agents (:mod:`criticgym.algos`) and SELF's fine-tuning (:mod:`criticgym.selfevolve`).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from criticgym.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def mixed_precision(precision: str, device: torch.device) -> bool:
+    """Whether forward passes on ``device`` run under bfloat16 autocast (see :class:`~criticgym.algos.base.LMAgent`)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Unknown precision {precision!r}; use one of {PRECISIONS}.")
+    if precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """bfloat16 autocast on ``device`` where ``precision`` asks for it (:func:`mixed_precision`), else a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision(precision, device))
+
+
+def warn_half_precision(params) -> None:
+    """Warn when an optimizer is about to update bfloat16 or float16 weights in place.
+
+    bfloat16 keeps about 3 significant digits, so an update of size lr (1e-5 against weights of about 0.02) rounds
+    away on most weights and training stalls without an error. ``load_policy`` gives bfloat16 on CUDA for
+    generation; ``criticgym.train.driver.build_policy`` loads the weights it trains as float32.
+    """
+    half = sum(p.numel() for p in params if p.dtype in (torch.bfloat16, torch.float16))
+    if half:
+        warnings.warn(
+            f"{half:,} trainable weights are in half precision: most small updates will round away. Load the "
+            "policy with load_policy(..., dtype=torch.float32) (criticgym train does), or train a LoRA adapter.",
+            stacklevel=3,
+        )
+
+
+def freeze_lower_layers(model, n: int) -> None:
+    """Freeze the input embeddings and the ``n`` lowest transformer layers (Llama-style ``model.layers``)."""
+    if n <= 0:
+        return
+    model.get_input_embeddings().requires_grad_(False)
+    layers = getattr(getattr(model, "model", model), "layers", None)
+    if layers is None:
+        raise ConfigError("freeze_layers needs a model with model.layers (Llama-style); set it to 0 for this model.")
+    for layer in layers[:n]:
+        layer.requires_grad_(False)  # with tied embeddings the output layer is frozen with the input one

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from criticgym.cli import main
+from criticgym.errors import ConfigError
+from criticgym.search.compare import SearchConfig, run_search, wilson
+from criticgym.search.rain import RAINConfig
+
+
+def test_wilson_interval_matches_the_textbook():
+    low, high = wilson(8, 10)
+    assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson(0, 5)[0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_search_runs_every_method_on_the_same_prompts_and_writes_the_report(tmp_path):
+    cfg = SearchConfig(
+        env="criticgym/Words-v0",
+        evaluator="word-count",
+        model="tiny",
+        prompts=3,
+        seeds=2,
+        n=3,
+        rain=RAINConfig(searches=3, min_new_searches=2),
+        out=str(tmp_path),
+        progress=False,
+    )
+    summary = run_search(cfg, log=lambda *_: None)
+    records = [json.loads(line) for line in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert len(records) == 3 * 3 * 2
+    for method in ("best-of-n", "rain"):  # the same prompts for every method
+        assert [r["prompt"] for r in records if r["method"] == method] == [
+            r["prompt"] for r in records if r["method"] == "vanilla"
+        ]
+    rows = {r["method"]: r for r in summary["table"]}
+    assert rows["vanilla"]["time_vs_vanilla"] == pytest.approx(1.0)
+    assert rows["best-of-n"]["evaluator_calls"] == 3 and rows["vanilla"]["evaluator_calls"] == 0
+    assert rows["rain"]["forward_tokens"] > rows["vanilla"]["forward_tokens"]
+    assert all(len(r["completion_ids"]) <= 8 for r in records)  # the env's budget
+    assert "| rain | 6 |" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "search.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_search_command_and_bad_methods(tmp_path, capsys):
+    argv = ["search", "--method", "vanilla", "--env", "criticgym/Words-v0", "--evaluator", "word-count"]
+    assert main([*argv, "--model", "tiny", "--prompts", "2", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "| vanilla | 2 |" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="Unknown method"):
+        SearchConfig(method="vanilla,beam")
+    with pytest.raises(ConfigError, match="held out"):
+        SearchConfig(evaluator="vader", judge="vader")

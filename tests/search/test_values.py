@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from criticgym.envs import get_task
+from criticgym.errors import ConfigError
+from criticgym.search.values import ScorerEvaluator, SelfEvaluator, make_evaluator
+
+
+def test_a_scorer_maps_from_its_range_onto_minus_one_to_one():
+    toxicity = ScorerEvaluator("toxicity")  # [-1, 0]
+    assert (toxicity.low, toxicity.high) == (-1.0, 0.0)
+    values = ScorerEvaluator(lambda prompts, completions: [0.0, 0.25, 1.0, 2.0], score_range=(0.0, 1.0))(
+        [""] * 4, ["a", "b", "c", "d"]
+    )
+    assert values == pytest.approx([-1.0, -0.5, 1.0, 1.0])  # clipped above
+    with pytest.raises(ConfigError, match="score_range"):
+        ScorerEvaluator("vader", score_range=(1.0, 1.0))
+
+
+def test_self_evaluation_reuses_its_prefix_and_equals_a_fresh_prompt(sharp):
+    model, tokenizer = sharp
+    question = get_task("sentiment").self_evaluation
+    hard, soft = SelfEvaluator(model, tokenizer, question), SelfEvaluator(model, tokenizer, question, soft=True)
+    text = "The movie was a delight."
+    p_first, p_second = soft.probabilities(text)
+    prefix = tokenizer(soft.prefix(), add_special_tokens=False)["input_ids"]
+    for good_first, expected in ((True, p_first), (False, p_second)):  # the same tokens run from scratch
+        suffix = tokenizer(soft._block(text, good_first) + "\nAnswer:", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prefix + suffix])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1, hard.option_ids].float()
+        p_good = torch.softmax(logits, -1)[0 if good_first else 1]
+        assert float(p_good) == pytest.approx(expected, abs=1e-4)
+    assert soft.probabilities(text) == pytest.approx((p_first, p_second))  # the prefix cache was rewound
+    assert soft([""], [text]) == pytest.approx([p_first + p_second - 1])
+    assert hard([""], [text]) == [float((p_first > 0.5) + (p_second > 0.5) - 1)]
+    assert "Answer: A" in hard.prefix() and "Answer: B" in hard.prefix()  # the examples' answers alternate
+
+
+def test_make_evaluator():
+    assert isinstance(make_evaluator("vader"), ScorerEvaluator)
+    function = lambda prompts, texts: [0.0] * len(texts)  # noqa: E731
+    assert make_evaluator(function) is function
+    with pytest.raises(ConfigError, match="question"):
+        make_evaluator("self")

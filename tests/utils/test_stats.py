@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from criticgym.utils.stats import mean_ci, wilson
+
+
+@pytest.mark.parametrize("k, n", [(0, 5), (3, 10), (8, 10), (10, 10), (57, 200)])
+def test_wilson_equals_scipy_for_whole_counts_and_holds_the_proportion(k, n):
+    ci = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    low, high = wilson(k, n)
+    assert low == pytest.approx(ci.low, abs=1e-12) and high == pytest.approx(ci.high, abs=1e-12)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+
+
+def test_mean_ci_is_the_student_t_interval_per_column():
+    values = np.array([[1.0, 5.0], [3.0, 5.0], [2.0, 8.0]])
+    mean, half = mean_ci(values)
+    low, high = stats.t.interval(0.95, 2, loc=values.mean(0), scale=stats.sem(values, axis=0))
+    np.testing.assert_allclose(mean, values.mean(0))
+    np.testing.assert_allclose(half, (high - low) / 2)
+    assert np.isnan(mean_ci([4.0])[1])
