@@ -122,7 +122,7 @@ def train_command(argv: list[str]) -> int:
 
 
 def demo_command(argv: list[str]) -> int:
-    """``criticgym demo``: ``train`` with the :data:`DEMO` settings."""
+    """``criticgym demo``: ``train`` with the settings of :func:`demo_config`."""
     from criticgym.critics.scorers import CLASSIFIER_CACHE
     from criticgym.rollout.models import is_built
     from criticgym.train.driver import config_from_args, train

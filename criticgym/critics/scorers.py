@@ -163,16 +163,12 @@ def checked_scores(scores: Any, expected: int, who: object) -> np.ndarray:
     wrong length. Every message names the scorer (the user's function, for a wrapped one).
     """
     who = name_of(who)
-    if (
-        isinstance(scores, (str, bytes))
-        or not isinstance(scores, (Sequence, np.ndarray))
-        and not hasattr(scores, "__iter__")
-    ):
+    if isinstance(scores, (str, bytes, dict)) or not hasattr(scores, "__iter__"):
         raise CriticGymError(
             f"Scorer {who} returned {type(scores).__name__} {scores!r:.60}; a scorer returns a list of {expected} "
             "numbers, one per completion."
         )
-    values = list(np.asarray(scores).tolist()) if isinstance(scores, np.ndarray) else list(scores)
+    values = scores.tolist() if isinstance(scores, np.ndarray) else list(scores)
     if len(values) != expected:
         raise CriticGymError(f"Scorer {who} returned {len(values)} scores for {expected} completions.")
     bad = [v for v in values if not _is_real(v)]

@@ -104,6 +104,7 @@ def rollout_source(cfg: TrainConfig, env_options: dict[str, Any]):
     """Where the run's batches are played: a vector env in this process, or ``cfg.workers`` Ray workers."""
     if not cfg.workers:
         return criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **env_kwargs(cfg), **env_options)
+    # a self-rewarding judge is a frozen copy of the policy: each worker builds its own (worker_setup); none travels
     return rollout_workers(cfg, {k: v for k, v in env_options.items() if k != "judge"})
 
 

@@ -32,7 +32,6 @@ from criticgym.train.build import (
     self_judge,
 )
 from criticgym.train.config import HOW, RESUMABLE, TrainConfig, config_changes
-from criticgym.train.evaluate import Evaluator  # noqa: F401  (the tests stop a run inside its evaluation)
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
 from criticgym.utils.files import save_atomically
 
@@ -110,7 +109,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         if done or agent.iteration % cfg.checkpoint_every == 0:
             saved = {"agent": agent.state_dict(), "history": history, "evals": evals, "config": asdict(cfg)}
             save_atomically(saved, checkpoint)
-    for closes in (board, source if cfg.workers else None, pool):
+    for closes in (board, source, pool):  # the env stops its feedback thread; workers stop
         if closes is not None:
             closes.close()
     write_samples(out / "samples.md", evals)

@@ -6,14 +6,8 @@ import pytest
 
 from criticgym.cli import main
 from criticgym.errors import ConfigError
-from criticgym.search.compare import SearchConfig, run_search, wilson
+from criticgym.search.compare import SearchConfig, run_search
 from criticgym.search.rain import RAINConfig
-
-
-def test_wilson_interval_matches_the_textbook():
-    low, high = wilson(8, 10)
-    assert (low, high) == pytest.approx((0.4902, 0.9433), abs=1e-4)
-    assert wilson(0, 5)[0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_search_runs_every_method_on_the_same_prompts_and_writes_the_report(tmp_path):

@@ -10,7 +10,7 @@ from criticgym.algos.reinforce import ReinforceConfig
 from criticgym.cli import main
 from criticgym.errors import ConfigError
 from criticgym.train import TrainConfig, config_from_args, train
-from criticgym.train.evaluate import distinct_n
+from criticgym.train.evaluate import Evaluator, distinct_n
 
 
 def tiny_config(out, **overrides):
@@ -61,26 +61,24 @@ RESUMED_ARMS = {
 
 @pytest.mark.parametrize("arm", sorted(RESUMED_ARMS))
 def test_a_killed_run_resumes_without_losing_completed_iterations(tmp_path, monkeypatch, arm):
-    from criticgym.train import driver as train_module
-
     def config(out, **overrides):
         return tiny_config(out, eval_every=1, **RESUMED_ARMS[arm], **overrides)
 
     straight = train(config(tmp_path / "straight"), log=lambda *a: None)
 
     # Kill the run during iteration 3's evaluation: its CSV row is written, its checkpoint (every 2) is not.
-    real_call = train_module.Evaluator.__call__
+    real_call = Evaluator.__call__
 
     def dies_at_3(self, model, iteration):
         if iteration == 3:
             raise KeyboardInterrupt
         return real_call(self, model, iteration)
 
-    monkeypatch.setattr(train_module.Evaluator, "__call__", dies_at_3)
+    monkeypatch.setattr(Evaluator, "__call__", dies_at_3)
     with pytest.raises(KeyboardInterrupt):
         train(config(tmp_path / "killed"), log=lambda *a: None)
     assert [int(r["iteration"]) for r in read_csv(tmp_path / "killed" / "metrics.csv")] == [1, 2, 3]
-    monkeypatch.setattr(train_module.Evaluator, "__call__", real_call)
+    monkeypatch.setattr(Evaluator, "__call__", real_call)
 
     resumed = train(config(tmp_path / "killed", resume=True), log=lambda *a: None)
     assert [h["charts/episodic_return"] for h in resumed["history"]] == [

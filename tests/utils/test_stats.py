@@ -15,6 +15,13 @@ def test_wilson_equals_scipy_for_whole_counts_and_holds_the_proportion(k, n):
     assert 0.0 <= low <= k / n <= high <= 1.0
 
 
+def test_wilson_matches_the_textbook_and_takes_ties_as_halves():
+    assert wilson(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    low, high = wilson(7.5, 10)  # a tie counted as half a success
+    assert wilson(7, 10)[0] < low < wilson(8, 10)[0] and wilson(7, 10)[1] < high < wilson(8, 10)[1]
+    assert np.isnan(wilson(0, 0)[0])
+
+
 def test_mean_ci_is_the_student_t_interval_per_column():
     values = np.array([[1.0, 5.0], [3.0, 5.0], [2.0, 8.0]])
     mean, half = mean_ci(values)
