@@ -4,7 +4,7 @@ Every subcommand's options come from a typed dataclass or function (tyro); ``cri
 them with their doc lines.
 
 criticgym demo                      # sentiment control with smollm2-135m and critic span rewards, on a CPU
-criticgym train --env criticgym/SentimentControl-v0 --reward relc --agent ppo --iterations 30 --out runs/x
+criticgym train --env criticgym/SentimentControl-v0 --agent ppo --iterations 30 --out runs/x relc --critic lexicon
 criticgym train --agent rloo --reinforce.k 4 --reinforce.lr 2e-5        # nested agent options
 criticgym eval --model smollm2-135m --env criticgym/SentimentControl-v0  # held-out table of a model
 criticgym eval --checkpoint runs/x                                       # a trained run against its base model
@@ -26,11 +26,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import tyro
 
 from criticgym.errors import ConfigError, CriticGymError
+from criticgym.rewards import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from criticgym.train.config import TrainConfig
@@ -39,14 +40,14 @@ if TYPE_CHECKING:
 def demo_config() -> TrainConfig:
     """The settings of ``criticgym demo`` (and ``make demo``); any option overrides them."""
     from criticgym.algos.ppo import PPOConfig
+    from criticgym.rewards import DEFAULT_MODEL, Relc
     from criticgym.train.config import TrainConfig
 
     return TrainConfig(
         env="criticgym/SentimentControl-v0",
-        reward="relc",
-        critic="lexicon",
+        reward=Relc(critic="lexicon"),
         agent="ppo",
-        model="smollm2-135m",
+        model=DEFAULT_MODEL,
         iterations=40,
         num_envs=16,
         # RELC's KL target; the controller starts once the KL reaches it, then moves kl_coef by up to 20% per
@@ -124,17 +125,18 @@ def train_command(argv: list[str]) -> int:
 def demo_command(argv: list[str]) -> int:
     """``criticgym demo``: ``train`` with the settings of :func:`demo_config`."""
     from criticgym.critics.scorers import CLASSIFIER_CACHE
+    from criticgym.rewards import DEFAULT_MODEL, Relc
     from criticgym.rollout.models import is_built
     from criticgym.train.driver import config_from_args, train
 
     cfg = config_from_args(argv, default=demo_config(), prog="criticgym demo")
     print(
-        f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward}"
-        f"{f' (critic={cfg.critic})' if cfg.reward == 'relc' else ''}, "
+        f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward.kind}"
+        f"{f' (critic={cfg.reward.critic})' if isinstance(cfg.reward, Relc) else ''}, "
         f"model {cfg.model}, {cfg.iterations} iterations of {cfg.num_envs} completions.",
         flush=True,
     )
-    once = [("converts the model", "smollm2-135m")] if cfg.model == "smollm2-135m" else []
+    once = [("converts the model", DEFAULT_MODEL)] if cfg.model == DEFAULT_MODEL else []
     once += [("trains the evaluation classifier", CLASSIFIER_CACHE)]
     cold = [what for what, folder in once if not is_built(folder)]
     if cold:
@@ -147,14 +149,15 @@ def demo_command(argv: list[str]) -> int:
 class EvalConfig:
     """Evaluate a model, or a trained run against its base model, on a task's held-out test prompts."""
 
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     """Built-in name, local folder or hub id (ignored with --checkpoint: the run's own)."""
     env: str = "criticgym/SentimentControl-v0"
     """A registered criticgym id (ignored with --checkpoint: the run's own)."""
     checkpoint: str | None = None
     """A run folder (or its checkpoint.pt) written by criticgym train: its policy is evaluated beside its base."""
-    reward: Literal["sparse", "relc", "rlaif-direct", "rlaif-pairwise"] = "sparse"
-    """The reward set-up behind eval/reward (ignored with --checkpoint: the run's own)."""
+    reward: str = "sparse"
+    """The reward set-up behind eval/reward: sparse, relc, relc-<critic>, rlaif-direct, rlaif-pairwise (ignored with
+    --checkpoint: the run's own)."""
     prompts: int = 32
     """Held-out prompts."""
     max_new_tokens: int | None = None
@@ -193,7 +196,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
             f"--checkpoint {cfg.checkpoint}: no run there (a run folder holds checkpoint.pt and config.json, written "
             "by criticgym train). Point it at a run folder or its checkpoint.pt."
         )
-    train_cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+    train_cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     train_cfg = replace(train_cfg, device=cfg.device, eval_prompts=cfg.prompts)
     base, tokenizer = load_policy(train_cfg.model, device=cfg.device)
     state = torch.load(checkpoint, weights_only=False, map_location=cfg.device)
@@ -248,8 +251,8 @@ def bench_command(argv: list[str]) -> int:
 
 def label(
     env: str = "criticgym/SentimentControl-v0",
-    policy: str = "smollm2-135m",
-    judge: str = "smollm2-135m",
+    policy: str = DEFAULT_MODEL,
+    judge: str = DEFAULT_MODEL,
     prompts: int = 256,
     batch_pairs: int = 16,
     temperature: float = 1.0,
@@ -322,7 +325,7 @@ def train_rm(
     )
     folder = model.save(out)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"Saved the reward model to {folder}; use it with --reward sparse --scorer {folder}")
+    print(f"Saved the reward model to {folder}; train on it with: criticgym train ... sparse --scorer {folder}")
     return 0
 
 
@@ -349,7 +352,7 @@ def eval_judge_command(argv: list[str]) -> int:
     task = get_task("sentiment")
     results = [
         evaluate_judge(make_judge(name, task.preamble, task.label_words), cfg.pairs, cfg.seed)
-        for name in cfg.judge or ("smollm2-135m",)
+        for name in cfg.judge or (DEFAULT_MODEL,)
     ]
     table = judge_table(results)
     print(table)

@@ -1,23 +1,20 @@
-"""The Gymnasium ids criticgym registers, and the factories behind them.
+"""The Gymnasium ids criticgym registers, and the one place where a reward spec becomes objects.
 
-``gym.make(id, reward=..., ...)`` chooses the reward set-up:
+``gym.make(id, reward=...)`` takes a reward set-up (:mod:`criticgym.rewards`): a spec such as
+``Relc(critic="lexicon", alpha2=0.5)``, or its string form with the spec's options as keywords
+(``reward="relc", critic="lexicon", alpha2=0.5``; an option the set-up does not have is an error that names its
+owner). ``reward=None`` pays nothing, for users who add their own wrappers.
 
-- ``reward="sparse"`` (default): the task's scorer (or ``scorer=``) paid at the last token.
-- ``reward="relc"``: RELC, ``alpha1 * score`` at the last token plus ``alpha2 *`` per-token span rewards from a
-  critic (``critic=``: ``"lexicon"``, ``"toxicity"``, ``"llm"``, ``"label"`` (the task's label-word question asked
-  of each clause by ``critic_model``), ``"random"`` for random spans with the task
-  critic's budget, ``"random-<name>"``, or your own critic), paid in hindsight. Also ``gate=``,
-  ``positive_value=``, ``negative_value=`` (task defaults), ``critic_model=`` (the LLM critic's model),
-  ``seed=`` (the random critic's).
-- ``reward="rlaif-direct"``: an AI judge's direct score (0-9, expectation over the digit tokens, mapped to
-  [-1, 1]) paid at the last token; ``judge=`` a :class:`~criticgym.critics.judge.ScoreJudge` or ``judge_model=``
-  (default ``"smollm2-135m"``). ``judge_model="label:<model>"`` (or ``"label-content-free:<model>"``) asks the
-  task's label-word question instead (:mod:`criticgym.critics.verbalizer`), for both RLAIF set-ups.
-- ``reward="rlaif-pairwise"`` (vector env only, ``autoreset_mode="disabled"``, even ``num_envs``): sub-envs 2i
-  and 2i+1 complete the same prompt and each gets its centered soft preference over the other, ``2p - 1``, from
-  a :class:`~criticgym.critics.judge.PairwiseJudge` (``judge=`` or ``judge_model=``); see
-  :mod:`criticgym.wrappers.preference`.
-- ``reward=None``: no reward at all (every step pays 0), for users who add their own wrappers.
+- ``Sparse``: the task's scorer (or ``scorer=``, a name, a reward-model folder or a scorer object) at the last token.
+- ``Relc``: ``alpha1 * score`` at the last token plus ``alpha2 *`` per-token span rewards of a critic
+  (``critic=``: ``"lexicon"``, ``"toxicity"``, ``"llm"``, ``"label"`` (the task's label-word question asked of each
+  clause by ``critic_model``), ``"random"`` / ``"random-<name>"`` for random spans with that critic's budget, or
+  your own critic object), paid in hindsight.
+- ``RlaifDirect``: an AI judge's direct score (``judge_model``, or ``judge=`` a direct judge object) at the last
+  token. ``judge_model="label:<model>"`` asks the task's label-word question instead, for both RLAIF set-ups.
+- ``RlaifPairwise`` (vector env only, ``autoreset_mode="disabled"``, even ``num_envs``): sub-envs 2i and 2i+1
+  complete the same prompt and each gets its centered soft preference over the other, ``2p - 1``
+  (:mod:`criticgym.wrappers.preference`).
 
 ``overlap_feedback=True`` (vector env, ``autoreset_mode="disabled"``): the reward's expensive call (RELC's critic,
 the sparse scorer, the direct judge) runs in a background thread while the other episodes generate; the rewards
@@ -25,7 +22,7 @@ are the same, paid on a later idle step of the finished row (:mod:`criticgym.wra
 
 ``feedback=`` (single env): episodes of two turns, answer then refinement after feedback in words
 (:class:`~criticgym.wrappers.feedback.LanguageFeedback`): ``"program"`` (the task's annotator), ``"model:<name>"``
-or a feedback source; ``feedback_tokens=`` (96) sizes the observation for it. The reward scores the refinement.
+or a feedback writer; ``feedback_tokens=`` (96) sizes the observation for it. The reward scores the refinement.
 
 Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``split``, ``max_new_tokens``, ...).
 """
@@ -33,11 +30,23 @@ Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``spli
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 
 from criticgym.errors import ConfigError, UnknownEnvError
+from criticgym.rewards import (
+    DEFAULT_MODEL,
+    OPTIONS,
+    Relc,
+    RewardSpec,
+    RlaifDirect,
+    RlaifPairwise,
+    Sparse,
+    reward_spec,
+    spec_name,
+)
 
 ENV_IDS = {
     "criticgym/SentimentControl-v0": "sentiment",
@@ -46,18 +55,12 @@ ENV_IDS = {
     "criticgym/Words-v0": "words",
     "criticgym/Arithmetic-v0": "arithmetic",
 }
-REWARDS = ("sparse", "relc", "rlaif-direct", "rlaif-pairwise", None)
 CRITICS = ("lexicon", "toxicity", "llm", "label", "random")
 
 ScorerLike = str | Callable[..., Sequence[float]] | Any
 
 
-def _check_reward(reward: str | None) -> None:
-    if reward not in REWARDS:
-        raise ConfigError(f"Unknown reward set-up {reward!r}; use one of {list(REWARDS)}.")
-
-
-def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = "smollm2-135m", seed: int = 0) -> Any:
+def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = DEFAULT_MODEL, seed: int = 0) -> Any:
     """A critic by name for a task (``"random"`` copies the budget of the task's default critic)."""
     from criticgym.critics import LexiconCritic, LLMCritic, RandomCritic, ToxicityCritic
     from criticgym.envs import get_task
@@ -86,105 +89,119 @@ def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = 
     raise ConfigError(f"Unknown critic {name!r}; use one of {list(CRITICS)}, 'random-<critic>', or your own critic.")
 
 
-def _reward_kwargs(task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Split the reward keywords off ``kwargs`` (what is left goes to the env)."""
-    from criticgym.envs import get_task
+@dataclass
+class Built:
+    """What a reward spec's objects are, given as objects rather than names (None: built from the spec)."""
 
-    spec = get_task(task)
-    keys = ("critic", "alpha1", "alpha2", "gate", "positive_value", "negative_value", "critic_model", "seed")
-    keys += ("judge", "judge_model", "overlap_feedback")
-    out = {k: kwargs.pop(k) for k in keys if k in kwargs}
-    out.setdefault("critic", spec.critic)
-    out.setdefault("positive_value", spec.span_values[0])
-    out.setdefault("negative_value", spec.span_values[1])
-    return out
+    scorer: Any = None
+    critic: Any = None
+    judge: Any = None
 
 
-def make_env(task: str, reward: str | None = "sparse", scorer: ScorerLike = None, **kwargs: Any) -> gym.Env:
+def split_reward(reward: RewardSpec | str | None, options: dict[str, Any]) -> tuple[RewardSpec | None, Built]:
+    """The reward spec of ``gym.make``'s keywords, and the objects given in place of names.
+
+    Reward options are taken out of ``options`` (what is left goes to the env). ``scorer`` and ``critic`` may be
+    names (spec fields) or objects; ``judge`` is an object (``judge_model`` names one).
+    """
+    named = {k: options.pop(k) for k in list(options) if k in OPTIONS}
+    built = Built(judge=options.pop("judge", None))
+    for role in ("scorer", "critic"):
+        if named.get(role) is not None and not isinstance(named[role], str):
+            setattr(built, role, named.pop(role))
+    spec = reward_spec(reward, **named)
+    roles = {"scorer": (Sparse, Relc), "critic": (Relc,), "judge": (RlaifDirect, RlaifPairwise)}
+    for role, kinds in roles.items():
+        if getattr(built, role) is not None and not isinstance(spec, kinds):
+            owners = " and ".join(k.kind for k in kinds)
+            raise ConfigError(
+                f"{role}= is given, but the {spec_name(spec)} reward has no {role}; it belongs to {owners}."
+            )
+    return spec, built
+
+
+def make_env(task: str, reward: RewardSpec | str | None = "sparse", **kwargs: Any) -> gym.Env:
     """Build a single env with its reward wrappers (the entry point of every registered id)."""
-    from criticgym.envs import TextGenEnv
-    from criticgym.wrappers import AIPreferenceReward, RewardMix, SparseExtrinsicReward
+    from criticgym.envs import TextGenEnv, get_task
 
-    _check_reward(reward)
-    options = _reward_kwargs(task, kwargs)
-    wrappers = (SparseExtrinsicReward, RewardMix, AIPreferenceReward)
-    feedback, feedback_tokens = kwargs.pop("feedback", None), kwargs.pop("feedback_tokens", 96)
-    if feedback is None:
-        return _with_reward(TextGenEnv(task, **kwargs), task, reward, scorer, options, *wrappers)
-    from criticgym.critics.feedback import make_feedback
-    from criticgym.envs import get_task
-    from criticgym.wrappers.feedback import LanguageFeedback
-
-    spec = get_task(task)
-    answer = kwargs.get("max_new_tokens") or spec.max_new_tokens
-    # room for the refinement context: prompt, answer, feedback and the glue between them
-    kwargs.setdefault("max_prompt_tokens", spec.max_prompt_tokens + answer + feedback_tokens + 16)
-    env = LanguageFeedback(TextGenEnv(task, **kwargs), make_feedback(feedback, spec.feedback))
-    return _with_reward(env, task, reward, scorer, options, *wrappers)
-
-
-def make_vector_env(
-    task: str, num_envs: int = 1, reward: str | None = "sparse", scorer: ScorerLike = None, **kwargs: Any
-) -> gym.vector.VectorEnv:
-    """Build the native vector env with its reward wrappers (the vector entry point of every registered id)."""
-    from criticgym.envs import TextGenVectorEnv
-    from criticgym.wrappers import AIPreferenceRewardVector, RewardMixVector, SparseExtrinsicRewardVector
-
-    _check_reward(reward)
-    options = _reward_kwargs(task, kwargs)
-    if "feedback" in kwargs:
-        raise ConfigError("Language feedback episodes run on a single env: use gym.make(..., feedback=...).")
-    envs = TextGenVectorEnv(num_envs, task, **kwargs)
-    wrappers = (SparseExtrinsicRewardVector, RewardMixVector, AIPreferenceRewardVector)
-    return _with_reward(envs, task, reward, scorer, options, *wrappers)
-
-
-def _with_reward(
-    env: Any, task: str, reward: str | None, scorer: ScorerLike, options: dict[str, Any], sparse, mix, preference
-):
-    """Wrap a single or vector env (given its sparse, RELC and preference wrapper classes) in a reward set-up."""
-    from criticgym.envs import get_task
-
-    scorer = scorer if scorer is not None else get_task(task).scorer
-    overlap = {"overlap": True} if options.pop("overlap_feedback", False) else {}
-    if overlap and (not isinstance(env, gym.vector.VectorEnv) or reward is None):
+    spec, built = split_reward(reward, kwargs)
+    overlap = kwargs.pop("overlap_feedback", False)
+    if overlap:
         raise ConfigError(
             "overlap_feedback runs the reward's scorer, critic or judge while other episodes generate: use the "
             "vector env (make_vec) with a reward."
         )
-    if reward == "sparse":
-        return sparse(env, scorer, **overlap)
-    if reward in ("rlaif-direct", "rlaif-pairwise"):
-        mode = reward.partition("-")[2]
-        return preference(env, _judge(task, options, mode), mode, **overlap)
-    if reward == "relc":
-        return _relc(mix, env, scorer, task, {**options, **overlap})
-    return env
+    feedback, feedback_tokens = kwargs.pop("feedback", None), kwargs.pop("feedback_tokens", 96)
+    if feedback is None:
+        return with_reward(TextGenEnv(task, **kwargs), task, spec, built)
+    from criticgym.critics.feedback import make_feedback
+    from criticgym.wrappers.feedback import LanguageFeedback
+
+    task_spec = get_task(task)
+    answer = kwargs.get("max_new_tokens") or task_spec.max_new_tokens
+    # room for the refinement context: prompt, answer, feedback and the glue between them
+    kwargs.setdefault("max_prompt_tokens", task_spec.max_prompt_tokens + answer + feedback_tokens + 16)
+    env = LanguageFeedback(TextGenEnv(task, **kwargs), make_feedback(feedback, task_spec.feedback))
+    return with_reward(env, task, spec, built)
 
 
-def _judge(task: str, options: dict[str, Any], mode: str) -> Any:
-    from criticgym.critics.judge import PairwiseJudge, ScoreJudge
+def make_vector_env(
+    task: str, num_envs: int = 1, reward: RewardSpec | str | None = "sparse", **kwargs: Any
+) -> gym.vector.VectorEnv:
+    """Build the native vector env with its reward wrappers (the vector entry point of every registered id)."""
+    from criticgym.envs import TextGenVectorEnv
+
+    spec, built = split_reward(reward, kwargs)
+    overlap = kwargs.pop("overlap_feedback", False)
+    if overlap and spec is None:
+        raise ConfigError("overlap_feedback runs the reward's scorer, critic or judge: give the env a reward.")
+    if "feedback" in kwargs:
+        raise ConfigError("Language feedback episodes run on a single env: use gym.make(..., feedback=...).")
+    return with_reward(TextGenVectorEnv(num_envs, task, **kwargs), task, spec, built, overlap)
+
+
+def with_reward(env: Any, task: str, spec: RewardSpec | None, built: Built | None = None, overlap: bool = False):
+    """Wrap a single or vector env in the reward a spec describes: where a spec becomes objects."""
+    from criticgym import wrappers
+    from criticgym.critics.judge import make_judge
     from criticgym.envs import get_task
 
-    if options.get("judge") is not None:
-        return options["judge"]
-    from criticgym.critics.judge import label_word_judge, parse_label_judge
-
-    spec, model = get_task(task), options.get("judge_model", "smollm2-135m")
-    if parse_label_judge(model) is not None:
-        return label_word_judge(model, spec.label_words, pairwise=mode == "pairwise")
-    judge = PairwiseJudge if mode == "pairwise" else ScoreJudge
-    return judge(model, preamble=spec.preamble)
-
-
-def _relc(wrapper: Any, env: Any, scorer: ScorerLike, task: str, relc: dict[str, Any]) -> Any:
-    relc.pop("judge", None)
-    relc.pop("judge_model", None)
-    tokenizer = env.unwrapped.tokenizer
-    critic = make_critic(
-        relc.pop("critic"), task, tokenizer, relc.pop("critic_model", "smollm2-135m"), relc.pop("seed", 0)
-    )
-    return wrapper(env, scorer, critic, **relc)
+    built = built or Built()
+    vector = isinstance(env, gym.vector.VectorEnv)
+    extra = {"overlap": True} if overlap else {}
+    task_spec = get_task(task)
+    if spec is None:
+        return env
+    if isinstance(spec, RlaifDirect | RlaifPairwise):
+        pairwise = isinstance(spec, RlaifPairwise)
+        if pairwise and not vector:
+            raise ConfigError(
+                "Pairwise preferences compare two completions of the same prompt, so they need the vector env: "
+                "gym.make_vec(env_id, num_envs=2 * n, reward='rlaif-pairwise', autoreset_mode='disabled')."
+            )
+        judge = built.judge
+        if judge is None:
+            judge = make_judge(spec.judge_model, task_spec.preamble, task_spec.label_words, pairwise=pairwise)
+        if pairwise:
+            if overlap:
+                raise ConfigError("overlap runs direct judges only; a pairwise judge already waits for both siblings.")
+            return wrappers.PairwisePreferenceReward(env, judge)
+        wrapper = wrappers.AIPreferenceRewardVector if vector else wrappers.AIPreferenceReward
+        return wrapper(env, judge, **extra)
+    scorer = built.scorer if built.scorer is not None else (spec.scorer or task_spec.scorer)
+    if isinstance(spec, Sparse):
+        wrapper = wrappers.SparseExtrinsicRewardVector if vector else wrappers.SparseExtrinsicReward
+        return wrapper(env, scorer, **extra)
+    critic = built.critic
+    if critic is None:
+        seed = spec.critic_seed or 0
+        critic = make_critic(spec.critic or task_spec.critic, task, env.unwrapped.tokenizer, spec.critic_model, seed)
+    values = {
+        "positive_value": task_spec.span_values[0] if spec.positive_value is None else spec.positive_value,
+        "negative_value": task_spec.span_values[1] if spec.negative_value is None else spec.negative_value,
+    }
+    wrapper = wrappers.RewardMixVector if vector else wrappers.RewardMix
+    return wrapper(env, scorer, critic, spec.alpha1, spec.alpha2, gate=spec.gate, **values, **extra)
 
 
 def register_task(spec: Any, env_id: str | None = None) -> str:

@@ -28,13 +28,14 @@ from criticgym.critics.judge import make_judge
 from criticgym.distill.fit import train_reward_model
 from criticgym.distill.pairs import label_pairs, write_jsonl
 from criticgym.envs import get_task
+from criticgym.rewards import DEFAULT_MODEL, RewardSpec, RlaifDirect, Sparse
 from criticgym.train import TrainConfig, train
 
 ENV = "criticgym/SentimentControl-v0"
 
 
-def reinforce(args, out: Path, **reward) -> dict:
-    """Train REINFORCE (value baseline) with the given reward options; held-out task score before and after."""
+def reinforce(args, out: Path, reward: RewardSpec) -> dict:
+    """Train REINFORCE (value baseline) on a reward set-up; held-out task score before and after."""
     cfg = TrainConfig(
         env=ENV,
         agent="reinforce",
@@ -46,7 +47,7 @@ def reinforce(args, out: Path, **reward) -> dict:
         eval_prompts=args.eval_prompts,
         out=str(out),
         progress=not args.quiet,
-        **reward,
+        reward=reward,
     )
     result = train(cfg)
     first, last = result["evals"][0], result["evals"][-1]
@@ -56,8 +57,8 @@ def reinforce(args, out: Path, **reward) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     """Run direct RLAIF, then label, distil and train on the reward model; returns the summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", default="smollm2-135m")
-    parser.add_argument("--judge", default="label:smollm2-135m", help="the judge (direct and pairwise)")
+    parser.add_argument("--policy", default=DEFAULT_MODEL)
+    parser.add_argument("--judge", default=f"label:{DEFAULT_MODEL}", help="the judge (direct and pairwise)")
     parser.add_argument("--label-judge", default=None, help="the pairwise judge for distillation (--judge)")
     parser.add_argument("--pairs", type=int, default=128, help="preference pairs to label")
     parser.add_argument("--iterations", type=int, default=10)
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     out = Path(args.out)
 
-    direct = reinforce(args, out / "direct", reward="rlaif-direct", judge_model=args.judge)
+    direct = reinforce(args, out / "direct", RlaifDirect(judge_model=args.judge))
 
     task = get_task("sentiment")
     judge = make_judge(args.label_judge or args.judge, task.preamble, label_words=task.label_words)
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_jsonl(out / "prefs.jsonl", records)
     model, metrics = train_reward_model(records, "minilm")
     model.save(out / "reward-model")
-    distilled = reinforce(args, out / "distilled", reward="sparse", scorer=str(out / "reward-model"))
+    distilled = reinforce(args, out / "distilled", Sparse(scorer=str(out / "reward-model")))
 
     summary = {"direct": direct, "distilled": distilled, "reward_model": metrics}
     summary["reward_model"].pop("loss_curve")

@@ -39,8 +39,9 @@ def test_eval_prints_the_held_out_table_of_a_model_and_of_a_run(tmp_path, capsys
     assert set(json.loads((tmp_path / "eval.json").read_text())) == {"tiny"}
 
     run = tmp_path / "run"
-    train = ["train", *env, "--reward", "sparse", "--model", "tiny", "--iterations", "2", "--num-envs", "4"]
+    train = ["train", *env, "--model", "tiny", "--iterations", "2", "--num-envs", "4"]
     train += ["--eval-prompts", "4", "--out", str(run), "--no-progress", "--ppo.epochs", "1", "--ppo.lr", "1e-3"]
+    train += ["sparse"]
     assert main(train) == 0
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run), "--prompts", "4", "--out", str(tmp_path / "run.json")]) == 0
@@ -62,21 +63,19 @@ TINY_TRAIN = ["train", "--model", "tiny", "--iterations", "1", "--num-envs", "2"
     "argv, message",
     [
         (TINY_TRAIN + ["--env", "criticgym/Nope-v0"], "Unknown environment id 'criticgym/Nope-v0'"),
-        (TINY_TRAIN + ["--reward", "relc", "--critic", "nope"], "Unknown critic 'nope'"),
-        (
-            TINY_TRAIN + ["--reward", "rlaif-pairwise", "--judge-model", "tiny", "--num-envs", "3"],
-            "num_envs must be even",
-        ),
+        (TINY_TRAIN + ["relc", "--critic", "nope"], "Unknown critic 'nope'"),
+        (TINY_TRAIN + ["--num-envs", "3", "rlaif-pairwise", "--judge-model", "tiny"], "num_envs must be even"),
+        (TINY_TRAIN + ["--reward", "sparse"], "The reward set-up is a subcommand after the other options"),
         (["train", "--model", "nope-model", "--no-progress"], "Cannot load the model 'nope-model'"),
         (TINY_TRAIN + ["--device", "cuda"], "asks for CUDA"),
-        (["bench", "ablation", "--arms", "sparse,foo"], "Unknown arm 'foo'"),
+        (["bench", "ablation", "--arms", "sparse,foo"], "Unknown reward set-up 'foo'"),
         (["eval", "--checkpoint", "/does-not-exist"], "--checkpoint /does-not-exist: no run there"),
         (["train-rm", "--data", "missing.jsonl"], "--data missing.jsonl: no such file"),
     ],
 )
 def test_the_command_line_reports_its_own_errors_in_one_paragraph_with_exit_code_2(argv, message, tmp_path, capsys):
     if argv[0] == "train":
-        argv = argv + ["--out", str(tmp_path / "run")]
+        argv = argv[:1] + ["--out", str(tmp_path / "run")] + argv[1:]  # before a reward subcommand
     try:
         code = main(argv)
     except SystemExit as exit_:  # an option's own check fails while tyro parses: tyro reports it the same way

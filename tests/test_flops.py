@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from criticgym import flops
+from criticgym.rewards import RlaifDirect
 from criticgym.rollout import load_policy
 
 
@@ -77,9 +78,9 @@ def test_training_charges_the_policy_and_the_judge_separately(tmp_path):
     )
     runs = [
         train(TrainConfig(reward="sparse", out=str(tmp_path / "a"), **common), log=print)["history"][0],
-        train(TrainConfig(reward="rlaif-direct", judge_model="label:self", out=str(tmp_path / "b"), **common))[
-            "history"
-        ][0],
+        train(TrainConfig(reward=RlaifDirect(judge_model="label:self"), out=str(tmp_path / "b"), **common))["history"][
+            0
+        ],
     ]
     model, _ = load_policy("tiny")
     at_least = 2 * parameters(model) * 4 * 8  # 4 rows, at least 8 tokens of prompt and completion each

@@ -8,7 +8,7 @@
 Both take one gradient step per batch (on-policy), with the same hindsight token rewards and per-token KL to the
 frozen reference model as :mod:`criticgym.algos.ppo`.
 
-    criticgym train --agent rloo --env criticgym/SentimentControl-v0 --reward sparse
+    criticgym train --agent rloo --env criticgym/SentimentControl-v0 sparse
 """
 
 from __future__ import annotations

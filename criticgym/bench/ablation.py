@@ -11,7 +11,9 @@ Arms:
 - ``relc-<critic>`` (``relc`` alone: the task's critic): RELC, the scorer plus a critic's span rewards.
 - ``random`` / ``random-<critic>``: RELC with random spans that mark as many tokens per sample as the named
   critic (the task's by default) does, with the same values: the control for "the critic knows where".
-- ``rlaif-direct``, ``rlaif-pairwise``: an AI judge's direct score or pairwise preference.
+- ``rlaif-direct``, ``rlaif-pairwise``: an AI judge's direct score or pairwise preference (``--judge-model``).
+
+An arm name is a reward set-up's string form (:mod:`criticgym.rewards`); :func:`run_arm` also takes a spec.
 
 Every arm is compared on the same scale, the task's extrinsic score (``charts/extrinsic`` on training batches,
 ``eval/score`` on held-out prompts), whatever reward it trains on. Each run lives in ``out/runs/<arm>/seed-<s>``
@@ -38,6 +40,7 @@ import tyro
 
 from criticgym.algos.ppo import PPOConfig
 from criticgym.errors import ConfigError
+from criticgym.rewards import DEFAULT_MODEL, RewardSpec, Sparse, options_of, reward_spec, spec_name
 from criticgym.train import TrainConfig, build_evaluator, config_changes, relevant, train
 from criticgym.utils.plots import pyplot
 from criticgym.utils.stats import mean_ci
@@ -45,21 +48,15 @@ from criticgym.utils.stats import mean_ci
 CURVE_KEYS = ("charts/extrinsic", "charts/episodic_return", "charts/kl")
 
 
-def arm_config(arm: str) -> dict[str, Any]:
-    """The :class:`TrainConfig` fields an arm name sets."""
-    if arm == "sparse":
-        return {"reward": "sparse"}
-    if arm in ("rlaif-direct", "rlaif-pairwise"):
-        return {"reward": arm}
-    kind, _, critic = arm.partition("-")
-    if kind == "relc":
-        return {"reward": "relc", "critic": critic or None}
-    if kind == "random":
-        return {"reward": "relc", "critic": arm}
-    raise ConfigError(
-        f"Unknown arm {arm!r}; use sparse, relc, relc-<critic>, random, random-<critic>, rlaif-direct or "
-        "rlaif-pairwise."
-    )
+def arm_reward(arm: str, critic_model: str = DEFAULT_MODEL, judge_model: str = DEFAULT_MODEL) -> RewardSpec:
+    """The reward spec an arm name sets (its string form, :func:`~criticgym.rewards.reward_spec`).
+
+    Every arm shares the models: RELC's llm and label critics ask ``critic_model``, the RLAIF arms' judge is
+    ``judge_model``.
+    """
+    spec = reward_spec(arm)
+    models = {"critic_model": critic_model, "judge_model": judge_model}
+    return replace(spec, **{k: v for k, v in models.items() if k in options_of(spec)})
 
 
 def smooth(curve: np.ndarray, window: int = 3) -> np.ndarray:
@@ -86,11 +83,18 @@ def iterations_to(curves: dict[str, np.ndarray], fraction: float, window: int = 
     return out
 
 
-def run_arm(base: TrainConfig, arm: str, seed: int, out: Path, log=print) -> dict[str, Any]:
-    """Train one (arm, seed) run, or load it if it already finished; returns its history and final evaluation."""
+def run_arm(
+    base: TrainConfig, arm: str | RewardSpec, seed: int, out: Path, log=print, name: str | None = None
+) -> dict[str, Any]:
+    """Train one (arm, seed) run, or load it if it already finished; returns its history and final evaluation.
+
+    ``arm`` is an arm name or a reward spec (``name``: its folder and label; the arm name by default).
+    """
+    spec = reward_spec(arm)
+    arm = name or (arm if isinstance(arm, str) else spec_name(spec))
     folder = out / "runs" / arm / f"seed-{seed}"
     done = folder / "result.json"
-    cfg = replace(base, **arm_config(arm), seed=seed, out=str(folder), resume=False, resume_if_any=True, eval_every=0)
+    cfg = replace(base, reward=spec, seed=seed, out=str(folder), resume=False, resume_if_any=True, eval_every=0)
     if done.exists():
         record = json.loads(done.read_text())
         changed = config_changes(relevant(record["config"]), asdict(cfg))
@@ -119,7 +123,7 @@ def initial_evaluation(base: TrainConfig, out: Path) -> dict[str, Any]:
     from criticgym.rollout import load_policy
 
     model, tokenizer = load_policy(base.model, device=base.device)
-    result = build_evaluator(replace(base, reward="sparse"), tokenizer, model)(model, 0)
+    result = build_evaluator(replace(base, reward=Sparse()), tokenizer, model)(model, 0)
     initial = {k: v for k, v in result.items() if k != "samples"}
     path.write_text(json.dumps(initial, indent=2) + "\n")
     return initial
@@ -311,7 +315,12 @@ class AblationConfig:
     """Seeds per arm (0..seeds-1)."""
     fraction: float = 0.9
     """Fraction of the best arm's gain an arm must reach (iterations-to-fraction column)."""
+    critic_model: str = DEFAULT_MODEL
+    """The model of the RELC arms' llm and label critics."""
+    judge_model: str = DEFAULT_MODEL
+    """The RLAIF arms' judge: a model, label:<model>, or label:self."""
     train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=_ablation_defaults)
+    """Every run's settings; the arms set the reward (a reward subcommand here is an error)."""
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -321,6 +330,11 @@ class AblationConfig:
 def parse_args(argv: list[str]) -> tuple[AblationConfig, TrainConfig]:
     """Ablation options and the base training config every run starts from."""
     cfg = tyro.cli(AblationConfig, args=argv, prog="criticgym bench ablation")
+    if cfg.train.reward != _ablation_defaults().reward:
+        raise ConfigError(
+            "The arms set each run's reward: drop the reward subcommand, and give the arms' models with "
+            "--critic-model and --judge-model."
+        )
     return cfg, cfg.train
 
 
@@ -328,11 +342,10 @@ def ablation(argv: list[str], log=print) -> dict[str, Any]:
     """Run (or resume) an ablation from command-line options; writes the report into ``--out``."""
     args, base = parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    for arm in arms:
-        arm_config(arm)  # fail on a bad arm name before any training
+    specs = {arm: arm_reward(arm, args.critic_model, args.judge_model) for arm in arms}  # bad names fail here
     out = Path(base.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = [run_arm(base, arm, seed, out, log) for arm in arms for seed in range(args.seeds)]
+    records = [run_arm(base, specs[arm], seed, out, log, arm) for arm in arms for seed in range(args.seeds)]
     summary = summarize(records, args.fraction)
     summary["initial"] = initial_evaluation(base, out)
     command = "criticgym bench ablation " + shlex.join(argv)

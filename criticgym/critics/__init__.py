@@ -1,16 +1,27 @@
-"""Everything that judges text: scorers (one number per text), span critics, AI judges, LLM backends."""
+"""Everything that judges text: scorers (one number per text), span critics, AI judges, LLM backends.
 
-from criticgym.critics.backends import BackendError, LLMBackend, LocalBackend, OpenAIBackend, make_backend
-from criticgym.critics.base import Critic, Critique, FunctionCritic, Span, as_critic
+The role each plays is a protocol in :mod:`criticgym.critics.protocols`.
+"""
+
+from criticgym.critics.backends import BackendError, LocalBackend, OpenAIBackend, make_backend
+from criticgym.critics.base import Critique, FunctionCritic, Span, as_critic
 from criticgym.critics.judge import PairwiseJudge, ScoreJudge, ScorerJudge, evaluate_judge, make_judge
 from criticgym.critics.lexicon import LexiconCritic, ToxicityCritic
 from criticgym.critics.llm import LLMCritic, load_template
+from criticgym.critics.protocols import (
+    Critic,
+    DirectJudge,
+    FeedbackWriter,
+    LLMBackend,
+    PreferenceJudge,
+    Scorer,
+    ValueFunction,
+)
 from criticgym.critics.random import RandomCritic
 from criticgym.critics.reward_model import RewardModel, RewardModelScorer, soft_label_loss
 from criticgym.critics.scorers import (
     FunctionScorer,
     RougeScorer,
-    Scorer,
     SentimentClassifier,
     ToxicityScorer,
     VaderSentiment,
@@ -22,6 +33,8 @@ __all__ = [
     "BackendError",
     "Critic",
     "Critique",
+    "DirectJudge",
+    "FeedbackWriter",
     "FunctionCritic",
     "FunctionScorer",
     "LLMBackend",
@@ -30,6 +43,7 @@ __all__ = [
     "LocalBackend",
     "OpenAIBackend",
     "PairwiseJudge",
+    "PreferenceJudge",
     "RandomCritic",
     "RewardModel",
     "RewardModelScorer",
@@ -41,6 +55,7 @@ __all__ = [
     "Span",
     "ToxicityCritic",
     "ToxicityScorer",
+    "ValueFunction",
     "VaderSentiment",
     "as_critic",
     "as_scorer",

@@ -15,12 +15,13 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from criticgym import flops
 from criticgym.errors import ConfigError, CriticGymError, require
+from criticgym.rewards import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -28,19 +29,6 @@ if TYPE_CHECKING:
 
 class BackendError(CriticGymError):
     """A backend failed after its retries, or answered something that cannot be used."""
-
-
-@runtime_checkable
-class LLMBackend(Protocol):
-    """What critics and judges need from a language model."""
-
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 128) -> list[str]:
-        """Greedy completion of each prompt."""
-        ...
-
-    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
-        """(N, C) log-probabilities of each candidate as the next token (-inf when unavailable)."""
-        ...
 
 
 class LocalBackend:
@@ -55,7 +43,7 @@ class LocalBackend:
 
     def __init__(
         self,
-        model: str | tuple[PreTrainedModel, PreTrainedTokenizerBase] = "smollm2-135m",
+        model: str | tuple[PreTrainedModel, PreTrainedTokenizerBase] = DEFAULT_MODEL,
         device: str = "cpu",
         chat: bool = True,
         batch_size: int = 16,

@@ -12,8 +12,8 @@ import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
+from criticgym.critics.protocols import Critic
 from criticgym.errors import ConfigError, CriticGymError, name_of
 
 
@@ -50,17 +50,6 @@ class Critique:
     def text_of(self, completion: str) -> list[str]:
         """The text of each span (for display)."""
         return [completion[s.start : s.end] for s in self.spans]
-
-
-@runtime_checkable
-class Critic(Protocol):
-    """A batched span critic."""
-
-    def critique(
-        self, prompts: Sequence[str], completions: Sequence[str], extrinsic: Sequence[float] | None = None
-    ) -> list[Critique]:
-        """One :class:`Critique` per completion."""
-        ...
 
 
 class FunctionCritic:

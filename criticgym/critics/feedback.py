@@ -16,10 +16,10 @@ behind :class:`~criticgym.critics.backends.OpenAIBackend`), with the task's prom
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from string import Template
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
+from criticgym.critics.protocols import FeedbackWriter
 from criticgym.data.arithmetic import Step, parse_answer, parse_steps
 from criticgym.errors import ConfigError
 
@@ -36,27 +36,6 @@ def judgement(feedback: str) -> bool | None:
     """
     found = _JUDGEMENT.findall(feedback)
     return found[-1].lower() in ("correct", "right") if found else None
-
-
-@runtime_checkable
-class FeedbackSource(Protocol):
-    """Writes feedback on answers and refines them."""
-
-    def critique(
-        self, prompts: Sequence[str], answers: Sequence[str], references: Sequence[str | None] | None = None
-    ) -> list[str]:
-        """Feedback on each answer, ending in a judgement line."""
-        ...
-
-    def refine(
-        self,
-        prompts: Sequence[str],
-        answers: Sequence[str],
-        feedbacks: Sequence[str],
-        references: Sequence[str | None] | None = None,
-    ) -> list[str]:
-        """An improved answer for each (answer, feedback)."""
-        ...
 
 
 def _need_references(references, n: int, who: str) -> list[str]:
@@ -188,7 +167,7 @@ __all__ = [
     "INCORRECT",
     "ANNOTATORS",
     "ArithmeticAnnotator",
-    "FeedbackSource",
+    "FeedbackWriter",
     "ModelFeedback",
     "cut_at_judgement",
     "judgement",

@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from criticgym.critics.backends import LLMBackend, make_backend
+from criticgym.critics.backends import make_backend
+from criticgym.critics.protocols import LLMBackend
 from criticgym.critics.verbalizer import JUDGE_PREFIXES, LabelWordScorer
 from criticgym.errors import ConfigError, CriticGymError
+from criticgym.rewards import DEFAULT_MODEL
 
 GENERIC_PREAMBLE = "A good continuation of a text is fluent, relevant and well written."
 """The judges' default; a task's own preamble lives in its TaskSpec (``judge_preamble``)."""
@@ -77,7 +79,7 @@ class PairwiseJudge:
 
     def __init__(
         self,
-        backend: LLMBackend | str = "smollm2-135m",
+        backend: LLMBackend | str = DEFAULT_MODEL,
         preamble: str = GENERIC_PREAMBLE,
         examples: Sequence[Example] = (),
         chain_of_thought: bool = False,
@@ -143,7 +145,7 @@ class ScoreJudge:
 
     levels = tuple(range(10))
 
-    def __init__(self, backend: LLMBackend | str = "smollm2-135m", preamble: str = GENERIC_PREAMBLE) -> None:
+    def __init__(self, backend: LLMBackend | str = DEFAULT_MODEL, preamble: str = GENERIC_PREAMBLE) -> None:
         self.backend = make_backend(backend)
         self.preamble = preamble
 
@@ -198,24 +200,31 @@ class ScorerJudge:
         return swap_average(*self.prefer_both_orders(prompts, completions_a, completions_b)).tolist()
 
 
-def make_judge(name: str | Any, preamble: str = GENERIC_PREAMBLE, label_words: Any = None) -> Any:
-    """A pairwise judge by name.
+def make_judge(
+    name: str | Any, preamble: str = GENERIC_PREAMBLE, label_words: Any = None, pairwise: bool = True
+) -> Any:
+    """A judge by name: pairwise (:class:`~criticgym.critics.protocols.PreferenceJudge`) or direct.
 
-    A scorer name (``"lexicon"`` is VADER) gives a :class:`ScorerJudge`; ``"label:<model>"`` (or
-    ``"label-content-free:<model>"``) a :class:`ScorerJudge` on that model's label-word gap (a task's
-    ``label_words``, temperature 1); any other name is a model for a :class:`PairwiseJudge` with ``preamble`` (a
-    task's ``TaskSpec.judge_preamble``).
+    A scorer name (``"lexicon"`` is VADER) gives a pairwise :class:`ScorerJudge`; ``"label:<model>"`` (or
+    ``"label-content-free:<model>"``) a judge on that model's label-word gap (a task's ``label_words``,
+    temperature 1); any other name is a model for a :class:`PairwiseJudge` (or, direct, a :class:`ScoreJudge`)
+    with ``preamble`` (a task's ``TaskSpec.judge_preamble``). A judge object is returned as it is.
     """
     from criticgym.critics.scorers import SCORERS, make_scorer
 
     if not isinstance(name, str):
         return name
     if parse_label_judge(name) is not None:
-        return label_word_judge(name, label_words, pairwise=True)
+        return label_word_judge(name, label_words, pairwise=pairwise)
     if name in ("lexicon", *SCORERS):
+        if not pairwise:
+            raise ConfigError(
+                f"{name!r} is a scorer, and a scorer's score is already a direct reward: use the sparse reward with "
+                f"scorer={name!r} (or a model, label:<model> or label:self as the direct judge)."
+            )
         scorer = make_scorer("vader" if name == "lexicon" else name)
         return ScorerJudge(scorer, name=name)
-    return PairwiseJudge(name, preamble=preamble)
+    return (PairwiseJudge if pairwise else ScoreJudge)(name, preamble=preamble)
 
 
 def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "A short review of a film") -> dict:

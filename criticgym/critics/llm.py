@@ -6,10 +6,12 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from criticgym.critics.backends import LLMBackend, make_backend
+from criticgym.critics.backends import make_backend
 from criticgym.critics.base import Critique, Span
+from criticgym.critics.protocols import LLMBackend
 from criticgym.critics.spans import header_sign, locate, parse_answer
 from criticgym.errors import ConfigError
+from criticgym.rewards import DEFAULT_MODEL
 
 TEMPLATES = ("sentiment", "detoxify", "summarize")
 
@@ -58,7 +60,7 @@ class LLMCritic:
 
     def __init__(
         self,
-        backend: LLMBackend | str = "smollm2-135m",
+        backend: LLMBackend | str = DEFAULT_MODEL,
         template: str | Path = "sentiment",
         max_new_tokens: int = 96,
         include_score: bool = False,

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from criticgym.critics.base import Critic, Critique, Span, as_critic
+from criticgym.critics.base import Critique, Span, as_critic
 from criticgym.critics.offsets import tokens_in_span
+from criticgym.critics.protocols import Critic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -28,11 +28,12 @@ import inspect
 import json
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from criticgym.critics.embeddings import embed
+from criticgym.critics.protocols import Scorer
 from criticgym.errors import ConfigError, CriticGymError, name_of, require
 
 SCORE_RANGES: dict[str, tuple[float, float]] = {
@@ -45,17 +46,6 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
     "exact-answer": (0.0, 1.0),
 }
 """The range of each built-in scorer (the table above), for mapping scores onto a common scale."""
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """A batched sequence-level reward."""
-
-    def score(
-        self, prompts: Sequence[str], completions: Sequence[str], references: Sequence[str | None] | None = None
-    ) -> list[float]:
-        """One float per (prompt, completion) pair; higher is better."""
-        ...
 
 
 class FunctionScorer:

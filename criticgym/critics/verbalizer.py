@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from criticgym.errors import ConfigError
+from criticgym.rewards import DEFAULT_MODEL
 
 CALIBRATIONS = ("none", "content-free", "centre")
 JUDGE_PREFIXES = {"label": "none", "label-content-free": "content-free"}
@@ -50,7 +51,7 @@ class LabelWordScorer:
 
     def __init__(
         self,
-        backend: Any = "smollm2-135m",
+        backend: Any = DEFAULT_MODEL,
         words: Any = None,
         calibration: str = "none",
         unlabeled: Sequence[str] = (),

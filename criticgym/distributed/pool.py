@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from criticgym.critics.base import Critic, Critique, as_critic, checked_critiques
+from criticgym.critics.base import Critique, as_critic, checked_critiques
+from criticgym.critics.protocols import Critic
 from criticgym.distributed.actors import Actors, init_ray
 
 

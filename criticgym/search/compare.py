@@ -26,6 +26,7 @@ import numpy as np
 
 import criticgym
 from criticgym.errors import ConfigError
+from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAIN, RAINConfig
 from criticgym.utils.plots import pyplot
 from criticgym.utils.stats import mean_ci, wilson
@@ -46,7 +47,7 @@ class SearchConfig:
     task's two-option question), 'self-label' (the task's label-word gap)."""
     judge: str | None = None
     """The held-out judge, a scorer name other than the evaluator (None: the task's first such judge)."""
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     """The frozen policy: built-in name, folder or hub id."""
     prompts: int = 16
     """Held-out prompts per seed."""

@@ -34,11 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from criticgym.critics.protocols import ValueFunction
 from criticgym.errors import ConfigError
 from criticgym.rollout import Decoder, DecodeState, eos_token_ids
 
-Evaluator = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
-"""``evaluator(prompts, completions) -> values in [-1, 1]``: how good each (partial) completion is."""
+Evaluator = ValueFunction
+"""``evaluator(prompts, completions) -> values in [-1, 1]``: how good each (partial) completion is
+(:class:`~criticgym.critics.protocols.ValueFunction`)."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from criticgym.critics.protocols import Scorer
 from criticgym.errors import ConfigError
 
 
@@ -135,7 +136,7 @@ def make_evaluator(
     wrapped.
     """
     if not isinstance(name, str):
-        return name if callable(name) and not hasattr(name, "score") else ScorerEvaluator(name)
+        return ScorerEvaluator(name) if isinstance(name, Scorer) or not callable(name) else name
     if name in ("self", "self-soft"):
         if model is None or tokenizer is None or question is None:
             raise ConfigError("The 'self' evaluator needs the model, its tokenizer and the task's question.")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from criticgym.errors import ConfigError
+from criticgym.rewards import DEFAULT_MODEL
 
 
 @dataclass
@@ -14,7 +15,7 @@ class SelfConfig:
 
     env: str = "criticgym/Arithmetic-v0"
     """A task whose spec has feedback prompts and a program annotator."""
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     """Policy: a built-in name, a local folder or a Hugging Face id."""
     out: str = "runs/self"
     """Output folder: checkpoint, metrics.csv, samples per round, curves.png."""

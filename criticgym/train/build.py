@@ -15,6 +15,7 @@ import torch
 
 import criticgym
 from criticgym.algos.lora import BaseModel, add_lora, is_lora
+from criticgym.rewards import RlaifDirect, RlaifPairwise
 from criticgym.train.config import TrainConfig, env_kwargs
 from criticgym.train.evaluate import Evaluator
 
@@ -51,10 +52,10 @@ def _critic_of(config: dict[str, Any]):
     from criticgym.envs.core import resolve_tokenizer
     from criticgym.registration import ENV_IDS, make_critic
 
-    cfg = TrainConfig(**config)
-    task = ENV_IDS.get(cfg.env, cfg.env)
-    name = cfg.critic or get_task(task).critic
-    return make_critic(name, task, resolve_tokenizer(cfg.model), cfg.critic_model, cfg.seed)
+    cfg = TrainConfig.from_dict(config)
+    task, spec = ENV_IDS.get(cfg.env, cfg.env), env_kwargs(cfg)["reward"]
+    name = spec.critic or get_task(task).critic
+    return make_critic(name, task, resolve_tokenizer(cfg.model), spec.critic_model, spec.critic_seed)
 
 
 def build_agent(cfg: TrainConfig, model, tokenizer, envs):
@@ -83,12 +84,15 @@ def self_judge(cfg: TrainConfig, model, tokenizer):
     from criticgym.envs import get_task
     from criticgym.registration import ENV_IDS
 
-    parsed = parse_label_judge(cfg.judge_model)
-    if not cfg.reward.startswith("rlaif") or parsed is None or parsed[1] != "self":
+    if not isinstance(cfg.reward, RlaifDirect | RlaifPairwise):
+        return None
+    parsed = parse_label_judge(cfg.reward.judge_model)
+    if parsed is None or parsed[1] != "self":
         return None
     words = get_task(ENV_IDS.get(cfg.env, cfg.env)).label_words
     backend = (frozen_copy(model), tokenizer)
-    return label_word_judge(cfg.judge_model, words, pairwise=cfg.reward == "rlaif-pairwise", backend=backend)
+    pairwise = isinstance(cfg.reward, RlaifPairwise)
+    return label_word_judge(cfg.reward.judge_model, words, pairwise=pairwise, backend=backend)
 
 
 def frozen_copy(model):
@@ -128,7 +132,7 @@ def worker_setup(config: dict[str, Any], env_options: dict[str, Any], rows: rang
     """
     from criticgym.envs import EnvRollouts
 
-    cfg = TrainConfig(**config)
+    cfg = TrainConfig.from_dict(config)
     model, tokenizer = build_policy(cfg)
     judge = self_judge(cfg, model, tokenizer)
     options = {**env_kwargs(cfg), **env_options, **({"judge": judge} if judge is not None else {})}

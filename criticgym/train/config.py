@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import tyro
 
 from criticgym.algos.ppo import PPOConfig
 from criticgym.algos.reinforce import ReinforceConfig
 from criticgym.errors import ConfigError
+from criticgym.rewards import (
+    DEFAULT_MODEL,
+    OPTIONS,
+    SPECS,
+    Relc,
+    RlaifDirect,
+    RlaifPairwise,
+    Sparse,
+    as_dict,
+    from_dict,
+    options_of,
+    reward_spec,
+    spec_name,
+)
 
 AGENTS = ("ppo", "reinforce", "rloo")
+
+# The reward set-up on the command line: one subcommand per spec, each showing only its own options.
+RewardOption = Annotated[
+    Annotated[Sparse, tyro.conf.subcommand("sparse")]
+    | Annotated[Relc, tyro.conf.subcommand("relc")]
+    | Annotated[RlaifDirect, tyro.conf.subcommand("rlaif-direct")]
+    | Annotated[RlaifPairwise, tyro.conf.subcommand("rlaif-pairwise")],
+    tyro.conf.OmitSubcommandPrefixes,
+]
 
 
 @dataclass
@@ -22,21 +47,14 @@ class TrainConfig:
 
     env: str = "criticgym/SentimentControl-v0"
     """A registered criticgym id."""
-    reward: Literal["sparse", "relc", "rlaif-direct", "rlaif-pairwise"] = "relc"
-    """The reward set-up."""
-    critic: str | None = None
-    """RELC's span critic: lexicon, toxicity, llm, random, random-<critic> (None: the task's)."""
-    critic_model: str = "smollm2-135m"
-    """The LLM critic's model (critic=llm)."""
-    judge_model: str = "smollm2-135m"
-    """The AI judge (reward=rlaif-*): a model, label:<model> (its label-word gap), or label:self (self-rewarding)."""
-    scorer: str | None = None
-    """Extrinsic scorer name or reward-model folder (None: the task's)."""
+    reward: RewardOption = field(default_factory=Relc)
+    """The reward set-up, a subcommand after the other options: sparse, relc, rlaif-direct or rlaif-pairwise, each
+    with its own options (criticgym train relc --help)."""
     agent: Literal["ppo", "reinforce", "rloo"] = "ppo"
     """The algorithm: PPO (options --ppo.*), REINFORCE with a value baseline or RLOO (options --reinforce.*)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     """Built-in name, local folder or hub id."""
     lora_r: int = 0
     """LoRA rank (0: train every weight). With LoRA the reference model is the base with the adapter off."""
@@ -52,10 +70,6 @@ class TrainConfig:
     """Agent iterations (one batch each)."""
     num_envs: int = 16
     """Completions per iteration."""
-    alpha1: float = 1.0
-    """RELC's weight of the extrinsic score."""
-    alpha2: float = 1.0
-    """RELC's weight of the span rewards."""
     max_new_tokens: int | None = None
     """Completion budget (None: the task's)."""
     seed: int = 0
@@ -87,6 +101,11 @@ class TrainConfig:
     episodes of the batch generate: the same rewards, less waiting."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.reward, dict):  # read back from config.json
+            self.reward = from_dict(self.reward)
+        self.reward = reward_spec(self.reward)
+        if self.reward is None:
+            raise ConfigError("A training run needs a reward: sparse, relc, rlaif-direct or rlaif-pairwise.")
         if self.agent not in AGENTS:
             raise ConfigError(f"Unknown agent {self.agent!r}; use one of {AGENTS}.")
         if self.iterations < 1 or self.num_envs < 1:
@@ -95,16 +114,26 @@ class TrainConfig:
             raise ConfigError(f"worker_gpus must be 0 or more, got {self.worker_gpus}.")
         if self.workers < 0 or self.critic_actors < 0:
             raise ConfigError("workers and critic_actors must be 0 (off) or more.")
-        if self.reward == "rlaif-pairwise" and self.num_envs % 2:
+        if isinstance(self.reward, RlaifPairwise) and self.num_envs % 2:
             raise ConfigError(
                 f"rlaif-pairwise pairs sub-envs 2i and 2i+1, so num_envs must be even; got {self.num_envs}."
             )
-        if self.critic_actors and self.reward != "relc":
-            raise ConfigError(f"critic_actors serves RELC's span critic; reward={self.reward!r} has none.")
+        if self.critic_actors and not isinstance(self.reward, Relc):
+            raise ConfigError(f"critic_actors serves RELC's span critic; the {self.reward.kind} reward has none.")
         if isinstance(self.ppo, dict):  # read back from config.json
             self.ppo = PPOConfig(**self.ppo)
         if isinstance(self.reinforce, dict):
             self.reinforce = ReinforceConfig(**self.reinforce)
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> TrainConfig:
+        """The config a run's ``config.json`` (or checkpoint) holds, written by this or an older version."""
+        return cls(**upgraded(config))
+
+    @property
+    def scorer(self) -> str | None:
+        """The task score's scorer (None: the task's), also what held-out evaluation reports."""
+        return getattr(self.reward, "scorer", None)
 
     @property
     def agent_config(self) -> PPOConfig | ReinforceConfig:
@@ -116,19 +145,25 @@ class TrainConfig:
 
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The options of the env a config trains on (reward set-up, model, budget)."""
-    kwargs: dict[str, Any] = {"reward": cfg.reward, "model": cfg.model, "autoreset_mode": "disabled"}
-    if cfg.reward == "relc":
-        kwargs.update(alpha1=cfg.alpha1, alpha2=cfg.alpha2, seed=cfg.seed, critic_model=cfg.critic_model)
-        if cfg.critic is not None:
-            kwargs["critic"] = cfg.critic
-    if cfg.reward.startswith("rlaif"):
-        kwargs["judge_model"] = cfg.judge_model
+    reward = cfg.reward
+    if isinstance(reward, Relc) and reward.critic_seed is None:  # the random critic draws from the run's seed
+        reward = replace(reward, critic_seed=cfg.seed)
+    kwargs: dict[str, Any] = {"reward": reward, "model": cfg.model, "autoreset_mode": "disabled"}
     if cfg.overlap_feedback:
         kwargs["overlap_feedback"] = True
-    for key in ("scorer", "max_new_tokens"):
-        if getattr(cfg, key) is not None:
-            kwargs[key] = getattr(cfg, key)
+    if cfg.max_new_tokens is not None:
+        kwargs["max_new_tokens"] = cfg.max_new_tokens
     return kwargs
+
+
+def upgraded(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config in today's form: older versions kept the reward's options beside it, flat."""
+    if not isinstance(config.get("reward"), str):
+        return config
+    rest = {k: v for k, v in config.items() if k not in OPTIONS}
+    kind = config["reward"]
+    options = {k: v for k, v in config.items() if k in OPTIONS and k in options_of(SPECS[kind])}
+    return {**rest, "reward": as_dict(reward_spec(kind, **options))}
 
 
 # How and where a run runs, not what it computes: never a reason to refuse a finished or resumed run.
@@ -139,13 +174,10 @@ RESUMABLE = ("iterations", "eval_every", "checkpoint_every", "workers", "critic_
 
 
 def relevant(config: dict[str, Any]) -> dict[str, Any]:
-    """A run config without the options its reward set-up does not read (a sparse run has no judge)."""
-    unused = []
-    if not str(config.get("reward", "")).startswith("rlaif"):
-        unused.append("judge_model")
-    if config.get("reward") != "relc":
-        unused += ["critic", "critic_model", "alpha1", "alpha2", "critic_actors"]
-    return {k: v for k, v in config.items() if k not in unused}
+    """A run config without what its reward set-up does not use (critic actors serve RELC's critic only)."""
+    if upgraded(config).get("reward", {}).get("kind") == "relc":
+        return config
+    return {k: v for k, v in config.items() if k != "critic_actors"}
 
 
 def config_changes(
@@ -153,15 +185,19 @@ def config_changes(
 ) -> list[str]:
     """The settings in which two run configs differ, as ``key (old -> new)`` (a key missing from ``old``: its default).
 
-    Keys in ``ignored`` are skipped, and so are the options that neither run's reward set-up reads.
+    Keys in ``ignored`` are skipped; two reward set-ups of different kinds differ in one line,
+    ``reward ('sparse' -> 'relc-lexicon')``, and two of one kind in their options (``reward.alpha2 (1.0 -> 0.5)``).
     """
+    old, new = upgraded(old), upgraded(new)
     defaults = asdict(TrainConfig()) if defaults is None else defaults
     changed = []
     for key, value in relevant(new).items():
         if key in ignored:
             continue
         before = old.get(key, defaults.get(key))
-        if isinstance(value, dict) and isinstance(before, dict):
+        if key == "reward" and before.get("kind") != value.get("kind"):
+            changed.append(f"reward ({spec_name(from_dict(before))!r} -> {spec_name(from_dict(value))!r})")
+        elif isinstance(value, dict) and isinstance(before, dict):
             changed += [f"{key}.{c}" for c in config_changes(before, value, defaults.get(key, {}), ())]
         elif before != value:
             changed.append(f"{key} ({before!r} -> {value!r})")

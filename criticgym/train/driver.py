@@ -7,13 +7,14 @@ iterations, and an atomic checkpoint every ``checkpoint_every``; metrics also go
 checkpoint exactly as an uninterrupted run would (agents draw every random number from the seed and the
 iteration). At the end it writes ``curves.png`` (reward and KL) and ``samples.md``.
 
-    criticgym train --env criticgym/SentimentControl-v0 --reward relc --critic lexicon --agent ppo \
-        --model smollm2-135m --iterations 30 --out runs/sentiment
+    criticgym train --env criticgym/SentimentControl-v0 --agent ppo --model smollm2-135m --iterations 30 \
+        --out runs/sentiment relc --critic lexicon
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,13 @@ def config_from_args(argv: list[str] | None = None, default: TrainConfig | None 
     """Parse ``criticgym train`` options into a :class:`TrainConfig` (``default``: the values options start from)."""
     import tyro
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--reward" or a.startswith("--reward=") for a in argv):
+        raise ConfigError(
+            "The reward set-up is a subcommand after the other options, with its own options: "
+            f"{prog} --iterations 30 relc --critic lexicon (or sparse, rlaif-direct, rlaif-pairwise; "
+            f"{prog} relc --help lists RELC's options)."
+        )
     return tyro.cli(
         TrainConfig, args=argv, default=default, prog=prog, description="Train a policy on a criticgym env."
     )

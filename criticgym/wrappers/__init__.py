@@ -7,7 +7,7 @@ from criticgym.wrappers.critic_span import (
     RewardMixVector,
     SpanRewarder,
 )
-from criticgym.wrappers.preference import AIPreferenceReward, AIPreferenceRewardVector
+from criticgym.wrappers.preference import AIPreferenceReward, AIPreferenceRewardVector, PairwisePreferenceReward
 from criticgym.wrappers.sparse import SparseExtrinsicReward, SparseExtrinsicRewardVector
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "CriticSpanRewardVector",
     "RewardMix",
     "RewardMixVector",
+    "PairwisePreferenceReward",
     "SpanRewarder",
     "SparseExtrinsicReward",
     "SparseExtrinsicRewardVector",

@@ -21,9 +21,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import VectorEnv
 
-from criticgym.critics.base import Critic, Critique, as_critic, checked_critiques
+from criticgym.critics.base import Critique, as_critic, checked_critiques
 from criticgym.critics.offsets import span_token_rewards, token_char_offsets
-from criticgym.critics.scorers import Scorer
+from criticgym.critics.protocols import Critic, Scorer
 from criticgym.errors import ConfigError
 from criticgym.wrappers.overlap import Ended, Feedback, put_row
 from criticgym.wrappers.sparse import RewindableVectorWrapper, SparseExtrinsicReward, SparseExtrinsicRewardVector

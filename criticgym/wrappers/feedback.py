@@ -22,6 +22,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from criticgym.critics.protocols import FeedbackWriter, check_role
 from criticgym.errors import ConfigError, PromptTooLongError
 
 
@@ -47,10 +48,9 @@ class LanguageFeedback(gym.Wrapper):
         layout: the task's feedback prompts (the task's when not given).
     """
 
-    def __init__(self, env: gym.Env, source: Any, layout: Any = None) -> None:
+    def __init__(self, env: gym.Env, source: FeedbackWriter, layout: Any = None) -> None:
         super().__init__(env)
-        if not callable(getattr(source, "critique", None)):
-            raise ConfigError(f"feedback must be a feedback source with critique(), got {type(source).__name__}.")
+        check_role(source, FeedbackWriter, "Language feedback")
         self.source = source
         self.layout = layout or env.unwrapped.task.feedback
         if self.layout is None:

@@ -1,9 +1,10 @@
 """AI-preference rewards (RLAIF): a judge's direct score, or its soft preference between sibling completions.
 
-- ``mode="direct"``: the judge rates each finished completion (:class:`~criticgym.critics.judge.ScoreJudge`,
-  a score in [-1, 1]) and the rating is paid at its last token, exactly like a sparse extrinsic score.
-- ``mode="pairwise"`` (vector env only): sub-envs ``2i`` and ``2i + 1`` are siblings that complete the same
-  prompt. When both have ended, the judge (:class:`~criticgym.critics.judge.PairwiseJudge`) gives
+- direct (:class:`AIPreferenceReward`, :class:`AIPreferenceRewardVector`): the judge rates each finished
+  completion (:class:`~criticgym.critics.judge.ScoreJudge`, a score in [-1, 1]) and the rating is paid at its last
+  token, exactly like a sparse extrinsic score.
+- pairwise (:class:`PairwisePreferenceReward`, vector env only): sub-envs ``2i`` and ``2i + 1`` are siblings that
+  complete the same prompt. When both have ended, the judge (:class:`~criticgym.critics.judge.PairwiseJudge`) gives
   ``p = P(2i better than 2i + 1)`` (``prefer``, both orders averaged), and each sibling gets its centered
   preference over the other, ``scale * (2p - 1)`` and ``scale * (1 - 2p)``. The sibling that ends first cannot
   be paid on its own last step (its sibling is still writing), so on the step the pair is judged:
@@ -24,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from criticgym.critics.protocols import DirectJudge, PreferenceJudge, check_role
 from criticgym.critics.scorers import checked_scores
 from criticgym.errors import ConfigError
 from criticgym.wrappers.sparse import (
@@ -33,83 +35,76 @@ from criticgym.wrappers.sparse import (
     _set_rows,
 )
 
-MODES = ("direct", "pairwise")
 
+class JudgeRating:
+    """A direct judge's ``rate`` as a scorer."""
 
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ConfigError(f"Unknown AI-preference mode {mode!r}; use one of {list(MODES)}.")
+    def __init__(self, judge: DirectJudge) -> None:
+        check_role(judge, DirectJudge, "Direct RLAIF")
+        self.judge = judge
+
+    def score(self, prompts, completions, references=None):
+        """The judge's ratings (references unused)."""
+        return self.judge.rate(prompts, completions)
 
 
 class AIPreferenceReward(SparseExtrinsicReward):
     """Direct RLAIF on a single env: the judge's rating of the completion, paid at its last token.
 
+    Pairwise preferences compare sibling episodes, so they exist on the vector env only
+    (:class:`PairwisePreferenceReward`).
+
     Args:
         env: a criticgym text-generation env.
-        judge: anything with ``rate(prompts, completions)`` (a :class:`~criticgym.critics.judge.ScoreJudge`).
-        mode: ``"direct"``; ``"pairwise"`` needs sibling episodes, so it exists only on the vector env.
+        judge: a :class:`~criticgym.critics.protocols.DirectJudge` (e.g. :class:`~criticgym.critics.judge.ScoreJudge`).
         scale: multiplies the rating.
     """
 
-    def __init__(self, env: gym.Env, judge: Any, mode: str = "direct", scale: float = 1.0) -> None:
-        _check_mode(mode)
-        if mode == "pairwise":
-            raise ConfigError(
-                "Pairwise preferences compare two completions of the same prompt, so they need the vector env: "
-                "gym.make_vec(env_id, num_envs=2 * n, reward='rlaif-pairwise', autoreset_mode='disabled')."
-            )
-        super().__init__(env, _Rating(judge), scale)
+    def __init__(self, env: gym.Env, judge: DirectJudge, scale: float = 1.0) -> None:
+        super().__init__(env, JudgeRating(judge), scale)
         self.judge = judge
 
 
-class _Rating:
-    """A judge's ``rate`` as a scorer."""
-
-    def __init__(self, judge: Any) -> None:
-        if not callable(getattr(judge, "rate", None)):
-            raise ConfigError(f"A direct AI-preference judge needs a rate() method; got {type(judge).__name__}.")
-        self.judge = judge
-
-    def score(self, prompts, completions, references=None):
-        return self.judge.rate(prompts, completions)
-
-
-class AIPreferenceRewardVector(RewindableVectorWrapper):
-    """RLAIF on the vector env, direct or pairwise (see the module docstring).
-
-    In pairwise mode the env must not autoreset (``autoreset_mode="disabled"``), ``num_envs`` must be even, and
-    every reset gives siblings the same prompt: without ``options["prompt"]`` it draws one prompt per pair
-    (``group_size=2``, or any even group size you pass); with given prompts, siblings' prompts must match.
-    ``info`` gains ``preference`` (the probability that this sub-env's completion beats its sibling's) and
-    ``token_rewards`` for both siblings on the step the pair is judged.
+class AIPreferenceRewardVector(SparseExtrinsicRewardVector):
+    """Direct RLAIF on the vector env: each finished row's rating, paid at its last token.
 
     Args:
         env: a criticgym vector env.
-        judge: a :class:`~criticgym.critics.judge.ScoreJudge` (direct) or
-            :class:`~criticgym.critics.judge.PairwiseJudge` (pairwise), or anything with the same method.
-        mode: ``"direct"`` or ``"pairwise"``.
-        scale: multiplies the reward.
-        overlap: direct mode: rate in a background thread while the other episodes generate
-            (:mod:`criticgym.wrappers.overlap`).
+        judge: a :class:`~criticgym.critics.protocols.DirectJudge`.
+        scale: multiplies the rating.
+        overlap: rate in a background thread while the other episodes generate (:mod:`criticgym.wrappers.overlap`).
     """
 
-    def __init__(self, env: VectorEnv, judge: Any, mode: str = "direct", scale: float = 1.0, overlap: bool = False):
-        _check_mode(mode)
-        self.mode, self.judge, self.scale = mode, judge, float(scale)
-        if overlap and mode == "pairwise":
-            raise ConfigError("overlap runs direct judges only; a pairwise judge already waits for both siblings.")
-        if mode == "direct":
-            env = SparseExtrinsicRewardVector(env, _Rating(judge), scale, overlap=overlap)
+    def __init__(self, env: VectorEnv, judge: DirectJudge, scale: float = 1.0, overlap: bool = False) -> None:
+        super().__init__(env, JudgeRating(judge), scale, overlap=overlap)
+        self.judge = judge
+
+
+class PairwisePreferenceReward(RewindableVectorWrapper):
+    """Pairwise RLAIF on the vector env (see the module docstring).
+
+    The env must not autoreset (``autoreset_mode="disabled"``), ``num_envs`` must be even, and every reset gives
+    siblings the same prompt: without ``options["prompt"]`` it draws one prompt per pair (``group_size=2``, or any
+    even group size you pass); with given prompts, siblings' prompts must match. ``info`` gains ``preference`` (the
+    probability that this sub-env's completion beats its sibling's) and ``token_rewards`` for both siblings on the
+    step the pair is judged.
+
+    Args:
+        env: a criticgym vector env.
+        judge: a :class:`~criticgym.critics.protocols.PreferenceJudge` (e.g.
+            :class:`~criticgym.critics.judge.PairwiseJudge`).
+        scale: multiplies the reward.
+    """
+
+    def __init__(self, env: VectorEnv, judge: PreferenceJudge, scale: float = 1.0) -> None:
+        check_role(judge, PreferenceJudge, "Pairwise RLAIF")
         super().__init__(env)
-        if mode == "direct":
-            return
-        if not callable(getattr(judge, "prefer", None)):
-            raise ConfigError(f"Pairwise mode needs a pairwise judge (a prefer() method); got {type(judge).__name__}.")
+        self.judge, self.scale = judge, float(scale)
         if self.num_envs % 2:
-            raise ConfigError(f"Pairwise mode pairs sub-envs 2i and 2i+1: num_envs must be even, got {self.num_envs}.")
+            raise ConfigError(f"Pairwise RLAIF pairs sub-envs 2i and 2i+1: num_envs must be even, got {self.num_envs}.")
         if env.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
             raise ConfigError(
-                "Pairwise mode keeps a finished sub-env waiting for its sibling; make the env with "
+                "Pairwise RLAIF keeps a finished sub-env waiting for its sibling; make the env with "
                 "autoreset_mode='disabled'."
             )
         self._final: list[dict[str, Any] | None] = [None] * self.num_envs
@@ -117,34 +112,29 @@ class AIPreferenceRewardVector(RewindableVectorWrapper):
         self._judged = np.zeros(self.num_envs, dtype=bool)
 
     def _own_state(self, row: int) -> Any:
-        if self.mode == "direct":
-            return None
         final = None if self._final[row] is None else dict(self._final[row])
         return final, tuple(self._paid[row]), bool(self._judged[row])
 
     def _set_own_state(self, row: int, state: Any) -> None:
-        if self.mode == "pairwise":
-            final, paid, judged = state
-            self._final[row] = None if final is None else dict(final)
-            self._paid[row], self._judged[row] = list(paid), judged
+        final, paid, judged = state
+        self._final[row] = None if final is None else dict(final)
+        self._paid[row], self._judged[row] = list(paid), judged
 
     def reset(self, *, seed=None, options=None):
         """Reset; siblings always share a prompt."""
-        if self.mode == "direct":
-            return self.env.reset(seed=seed, options=options)
         options = dict(options or {})
         mask = np.ones(self.num_envs, dtype=bool)
         if "reset_mask" in options:
             mask = np.asarray(options["reset_mask"], dtype=bool)
             if mask.shape != (self.num_envs,) or (mask[0::2] != mask[1::2]).any():
-                raise ConfigError("In pairwise mode a reset_mask must reset both siblings (2i and 2i+1) together.")
+                raise ConfigError("In pairwise RLAIF a reset_mask must reset both siblings (2i and 2i+1) together.")
         prompts = options.get("prompt")
         if prompts is None:
             options["group_size"] = options.get("group_size", 2)
             if options["group_size"] % 2:
-                raise ConfigError(f"In pairwise mode group_size must be even, got {options['group_size']}.")
+                raise ConfigError(f"In pairwise RLAIF group_size must be even, got {options['group_size']}.")
         elif not isinstance(prompts, str) and list(prompts[0::2]) != list(prompts[1::2]):
-            raise ConfigError("In pairwise mode siblings (2i and 2i+1) must get the same prompt.")
+            raise ConfigError("In pairwise RLAIF siblings (2i and 2i+1) must get the same prompt.")
         for row in np.flatnonzero(mask):
             self._final[row], self._paid[row], self._judged[row] = None, [], False
         return self.env.reset(seed=seed, options=options)
@@ -152,8 +142,6 @@ class AIPreferenceRewardVector(RewindableVectorWrapper):
     def step(self, actions):
         """Step; judge every pair whose second sibling just ended, in one batched call (both orders)."""
         obs, rewards, terminated, truncated, info = self.env.step(actions)
-        if self.mode == "direct":
-            return obs, rewards, terminated, truncated, info
         ended = np.logical_or(terminated, truncated)
         for row in range(self.num_envs):
             if self._final[row] is None:

@@ -9,7 +9,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import VectorEnv, VectorWrapper
 
-from criticgym.critics.scorers import Scorer, as_scorer, score_texts
+from criticgym.critics.protocols import Scorer
+from criticgym.critics.scorers import as_scorer, score_texts
 from criticgym.wrappers.overlap import Ended, Feedback, put_row
 
 

@@ -8,17 +8,25 @@ import pytest
 
 from criticgym.bench import ablation as ab
 from criticgym.errors import ConfigError
+from criticgym.rewards import Relc, RlaifPairwise, Sparse
 
 
 def test_arm_names_map_to_reward_set_ups():
-    assert ab.arm_config("sparse") == {"reward": "sparse"}
-    assert ab.arm_config("relc") == {"reward": "relc", "critic": None}
-    assert ab.arm_config("relc-llm") == {"reward": "relc", "critic": "llm"}
-    assert ab.arm_config("random") == {"reward": "relc", "critic": "random"}
-    assert ab.arm_config("random-toxicity") == {"reward": "relc", "critic": "random-toxicity"}
-    assert ab.arm_config("rlaif-pairwise") == {"reward": "rlaif-pairwise"}
-    with pytest.raises(ConfigError, match="Unknown arm"):
-        ab.arm_config("dense")
+    assert ab.arm_reward("sparse") == Sparse()
+    assert ab.arm_reward("relc") == Relc()
+    assert ab.arm_reward("relc-llm", critic_model="tiny") == Relc(critic="llm", critic_model="tiny")
+    assert ab.arm_reward("random") == Relc(critic="random")
+    assert ab.arm_reward("random-toxicity") == Relc(critic="random-toxicity")
+    assert ab.arm_reward("rlaif-pairwise", judge_model="label:self") == RlaifPairwise(judge_model="label:self")
+    with pytest.raises(ConfigError, match="Unknown reward set-up 'dense'.*relc-<critic>"):
+        ab.arm_reward("dense")
+
+
+def test_the_arms_set_the_reward_and_share_the_models():
+    cfg, base = ab.parse_args(["--arms", "sparse,rlaif-direct", "--judge-model", "label:self"])
+    assert cfg.judge_model == "label:self" and base.reward == ab._ablation_defaults().reward
+    with pytest.raises(ConfigError, match="The arms set each run's reward"):
+        ab.parse_args(["--arms", "sparse", "sparse"])
 
 
 def test_interval_is_a_student_t_interval():
@@ -132,7 +140,7 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     cfg = replace(base, reward="sparse", seed=0, out=str(folder), resume=True, eval_every=0)
     record = {"arm": "sparse", "seed": 0, "history": [], "final": {}, "config": asdict(cfg)}
     (folder / "result.json").write_text(json.dumps(record))
-    assert ab.run_arm(replace(base, judge_model="label:self"), "sparse", 0, tmp_path) == record  # no judge read
+    assert ab.run_arm(base, "sparse", 0, tmp_path) == record
     changed = r"other settings \(ppo.lr \(0.0001 -> 1.0\), iterations \(12 -> 3\)\).*another --out"
     with pytest.raises(ConfigError, match=changed):
         ab.run_arm(replace(base, iterations=3, ppo=replace(base.ppo, lr=1.0)), "sparse", 0, tmp_path)

@@ -7,6 +7,7 @@ from criticgym.critics.judge import ScorerJudge, make_judge
 from criticgym.critics.verbalizer import GapEvaluator, LabelWordScorer
 from criticgym.envs import LabelWords, get_task
 from criticgym.errors import ConfigError
+from criticgym.rewards import RlaifDirect
 from criticgym.search.values import make_evaluator
 
 WORDS = LabelWords("Review: $text\nSentiment:", good=(" positive", " great"), bad=(" negative",), content_free="N/A")
@@ -105,8 +106,7 @@ def test_self_rewarding_training_judges_with_a_frozen_copy_of_the_policy(tmp_pat
 
     cfg = TrainConfig(
         env="criticgym/SentimentControl-v0",
-        reward="rlaif-direct",
-        judge_model="label:self",
+        reward=RlaifDirect(judge_model="label:self"),
         agent="rloo",
         model="tiny",
         iterations=2,
@@ -130,14 +130,14 @@ def test_the_self_judge_does_not_move_with_the_policy():
     from criticgym.train.config import TrainConfig
 
     model, tokenizer = load_policy("tiny")
-    cfg = TrainConfig(reward="rlaif-direct", judge_model="label:self", model="tiny")
+    cfg = TrainConfig(reward=RlaifDirect(judge_model="label:self"), model="tiny")
     judge = self_judge(cfg, model, tokenizer)
     before = judge.score(["The film"], [" was great"])
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05)
     assert judge.score(["The film"], [" was great"]) == pytest.approx(before)
-    assert self_judge(TrainConfig(reward="rlaif-direct", judge_model="tiny"), model, tokenizer) is None
+    assert self_judge(TrainConfig(reward=RlaifDirect(judge_model="tiny")), model, tokenizer) is None
 
 
 def test_the_label_word_critic_judges_each_clause_in_one_call():

@@ -16,6 +16,7 @@ from criticgym.critics import Critique, FunctionCritic, Span
 from criticgym.distributed.workers import RolloutWorker, trainable_state
 from criticgym.envs import EnvRollouts, play
 from criticgym.errors import ConfigError
+from criticgym.rewards import Relc
 from criticgym.rollout import RolloutEngine, join_batches, load_policy
 from criticgym.train import TrainConfig, build_agent, build_policy, env_kwargs, train
 from criticgym.train.build import rollout_workers, worker_setup
@@ -123,7 +124,7 @@ def test_workers_split_the_batch_evenly_and_fit_the_cluster(cluster):
 
 
 def test_train_with_workers_and_a_critic_pool_writes_its_run(cluster, tmp_path):
-    cfg = config(reward="relc", critic="lexicon", workers=2, critic_actors=1, out=str(tmp_path), eval_prompts=2)
+    cfg = config(reward=Relc(critic="lexicon"), workers=2, critic_actors=1, out=str(tmp_path), eval_prompts=2)
     result = train(cfg, log=lambda *_: None)
     assert [h["iteration"] for h in result["history"]] == [1, 2]
     assert all(h["perf/policy_flops"] > 0 for h in result["history"])  # the workers' FLOPs reach the learner

@@ -9,6 +9,7 @@ from criticgym.algos.ppo import PPOConfig
 from criticgym.algos.reinforce import ReinforceConfig
 from criticgym.cli import main
 from criticgym.errors import ConfigError
+from criticgym.rewards import Relc, RlaifPairwise
 from criticgym.train import TrainConfig, config_from_args, train
 from criticgym.train.evaluate import Evaluator, distinct_n
 
@@ -55,7 +56,7 @@ def test_train_writes_metrics_evaluations_checkpoint_and_plot(tmp_path):
 # on what it critiqued before the kill)
 RESUMED_ARMS = {
     "sparse": {},
-    "random-spans": dict(env="criticgym/SentimentControl-v0", reward="relc", critic="random", scorer="vader"),
+    "random-spans": dict(env="criticgym/SentimentControl-v0", reward=Relc(critic="random", scorer="vader")),
 }
 
 
@@ -118,8 +119,9 @@ def test_every_command_documents_every_option(capsys):
 
 
 def test_cli_train_runs(tmp_path, capsys):
-    args = ["train", "--env", "criticgym/Words-v0", "--reward", "sparse", "--model", "tiny", "--iterations", "2"]
+    args = ["train", "--env", "criticgym/Words-v0", "--model", "tiny", "--iterations", "2"]
     args += ["--num-envs", "4", "--eval-prompts", "4", "--out", str(tmp_path), "--no-progress", "--ppo.epochs", "1"]
+    args += ["sparse"]
     assert main(args) == 0
     assert "mean reward (the training reward)" in capsys.readouterr().out
     assert main(["frobnicate"]) == 2
@@ -153,7 +155,7 @@ def test_metrics_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):
 
 def test_train_on_pairwise_ai_preferences(tmp_path):
     """RLOO on rlaif-pairwise: every completion is paid its centered preference over its sibling."""
-    cfg = tiny_config(tmp_path, reward="rlaif-pairwise", judge_model="tiny", agent="rloo", iterations=1, num_envs=4)
+    cfg = tiny_config(tmp_path, reward=RlaifPairwise(judge_model="tiny"), agent="rloo", iterations=1, num_envs=4)
     result = train(cfg, log=lambda *a: None)
     row = result["history"][0]
     assert abs(row["charts/episodic_return"]) < 1e-6  # centered in each pair, so the batch mean is 0
@@ -167,8 +169,10 @@ def test_resume_checks_what_it_resumes(tmp_path):
     train(tiny_config(run, iterations=2, eval_every=0), log=lambda *a: None)
     # the same run continues, also for longer and with other bookkeeping
     assert resume_state(tiny_config(run, iterations=6, eval_every=1, resume=True))["agent"]["iteration"] == 2
-    with pytest.raises(ConfigError, match=r"other settings: reward \('sparse' -> 'relc'\).*another --out.*drop"):
-        train(tiny_config(run, reward="relc", critic="random-lexicon", resume=True), log=lambda *a: None)
+    with pytest.raises(
+        ConfigError, match=r"other settings: reward \('sparse' -> 'random-lexicon'\).*another --out.*drop"
+    ):
+        train(tiny_config(run, reward=Relc(critic="random-lexicon"), resume=True), log=lambda *a: None)
     with pytest.raises(ConfigError, match=r"agent \('ppo' -> 'rloo'\)"):
         train(tiny_config(run, agent="rloo", resume=True), log=lambda *a: None)
     with pytest.raises(ConfigError, match=r"ppo.lr \(0.001 -> 0.5\)"):

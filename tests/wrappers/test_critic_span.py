@@ -9,6 +9,7 @@ import pytest
 from criticgym.critics import Critique, LexiconCritic, Span
 from criticgym.envs import TextGenEnv, TextGenVectorEnv
 from criticgym.errors import ConfigError, CriticGymError
+from criticgym.rewards import Relc
 from criticgym.wrappers import (
     CriticSpanReward,
     CriticSpanRewardVector,
@@ -191,7 +192,7 @@ def test_gym_make_relc_defaults_per_task():
         wrapper = wrapper.env
     assert isinstance(wrapper.rewarder.critic, LexiconCritic)
     assert (wrapper.rewarder.positive_value, wrapper.rewarder.negative_value) == (0.5, -0.5)
-    env = gym.make("criticgym/Detoxify-v0", reward="relc", critic="random", seed=3)
+    env = gym.make("criticgym/Detoxify-v0", reward="relc", critic="random", critic_seed=3)
     wrapper = env
     while not hasattr(wrapper, "rewarder"):
         wrapper = wrapper.env
@@ -344,9 +345,7 @@ def test_training_with_an_overlapped_critic_equals_the_inline_critic_and_charges
 
     common = dict(
         env="criticgym/SentimentControl-v0",
-        reward="relc",
-        critic="llm",
-        critic_model="tiny",  # a network, so that its FLOPs count
+        reward=Relc(critic="llm", critic_model="tiny"),  # a network, so that its FLOPs count
         model="tiny",
         num_envs=4,
         iterations=2,

@@ -8,7 +8,7 @@ from criticgym.algos.base import token_rewards
 from criticgym.envs import TextGenVectorEnv, play
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutEngine
-from criticgym.wrappers import AIPreferenceReward, AIPreferenceRewardVector
+from criticgym.wrappers import AIPreferenceReward, PairwisePreferenceReward
 
 ENV = "criticgym/SentimentControl-v0"
 
@@ -96,8 +96,8 @@ def test_pairwise_errors_name_the_fix():
     with pytest.raises(ConfigError, match="same prompt"):
         envs.reset(options={"prompt": ["a", "b", "c", "c"]})
     envs.reset(options={"prompt": ["a", "a", "c", "c"]})  # siblings match: fine
-    with pytest.raises(ConfigError, match="mode"):
-        AIPreferenceRewardVector(envs.unwrapped, LongerWins(), mode="ranked")
+    with pytest.raises(ConfigError, match="Pairwise RLAIF needs a PreferenceJudge"):
+        PairwisePreferenceReward(envs.unwrapped, object())
 
 
 def test_a_faulty_judge_raises_instead_of_paying():

@@ -1,0 +1,127 @@
+"""One protocol per role a model or a program plays in judging text. Every wrapper, search and pipeline takes these.
+
+- :class:`Scorer`: text -> one number (sparse rewards, held-out judges). VADER, the classifier, reward models.
+- :class:`Critic`: text -> good and bad spans (RELC). Lexicon, toxicity, LLM, label-word, random.
+- :class:`DirectJudge`: text -> a rating in [-1, 1] (direct RLAIF). ``ScoreJudge``, label-word and scorer judges.
+- :class:`PreferenceJudge`: two texts -> P(the first is better) (pairwise RLAIF). ``PairwiseJudge``, label-word
+  and scorer judges.
+- :class:`ValueFunction`: a partial text -> a value in [-1, 1] (inference-time search, RAIN). ``ScorerEvaluator``,
+  ``SelfEvaluator``, ``GapEvaluator``.
+- :class:`FeedbackWriter`: an answer -> feedback in words, and a refined answer (SELF). ``ProgramFeedback``,
+  ``ModelFeedback``.
+- :class:`LLMBackend`: prompts -> text, or next-token log-probabilities. ``LocalBackend``, ``OpenAIBackend``.
+
+The label-word mechanism (:class:`~criticgym.critics.verbalizer.LabelWordScorer`: the log-probability gap of a
+task's two label words) is one scorer; the label-word judge, the span critic and the search value function are
+built on it.
+
+Each protocol is ``runtime_checkable``: a wrapper checks what it is given with ``isinstance`` and says which
+method is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from criticgym.errors import ConfigError, name_of
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from criticgym.critics.base import Critique
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A batched sequence-level reward."""
+
+    def score(
+        self, prompts: Sequence[str], completions: Sequence[str], references: Sequence[str | None] | None = None
+    ) -> list[float]:
+        """One float per (prompt, completion) pair; higher is better."""
+        ...
+
+
+@runtime_checkable
+class Critic(Protocol):
+    """A batched span critic."""
+
+    def critique(
+        self, prompts: Sequence[str], completions: Sequence[str], extrinsic: Sequence[float] | None = None
+    ) -> list[Critique]:
+        """One :class:`~criticgym.critics.base.Critique` per completion."""
+        ...
+
+
+@runtime_checkable
+class DirectJudge(Protocol):
+    """Rates each completion on its own."""
+
+    def rate(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        """One rating in [-1, 1] per completion; higher is better."""
+        ...
+
+
+@runtime_checkable
+class PreferenceJudge(Protocol):
+    """Compares two completions of one prompt."""
+
+    def prefer(self, prompts: Sequence[str], completions_a: Sequence[str], completions_b: Sequence[str]) -> list[float]:
+        """P(a is better than b) per pair, in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class ValueFunction(Protocol):
+    """A value of a (partial) completion, for inference-time search."""
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> Sequence[float]:
+        """One value in [-1, 1] per (prompt, partial completion)."""
+        ...
+
+
+@runtime_checkable
+class FeedbackWriter(Protocol):
+    """Writes feedback in words on answers, and refines answers after feedback."""
+
+    def critique(
+        self, prompts: Sequence[str], answers: Sequence[str], references: Sequence[str | None] | None = None
+    ) -> list[str]:
+        """Feedback on each answer, ending in a judgement line."""
+        ...
+
+    def refine(
+        self,
+        prompts: Sequence[str],
+        answers: Sequence[str],
+        feedbacks: Sequence[str],
+        references: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """An improved answer for each (answer, feedback)."""
+        ...
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """What critics and judges need from a language model."""
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 128) -> list[str]:
+        """Greedy completion of each prompt."""
+        ...
+
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        """(N, C) log-probabilities of each candidate as the next token (-inf when unavailable)."""
+        ...
+
+
+def check_role(obj: object, role: type, purpose: str) -> None:
+    """Raise a :class:`~criticgym.errors.ConfigError` naming the missing methods when ``obj`` cannot play ``role``."""
+    if isinstance(obj, role):
+        return
+    wanted = [name for name in ("score", "critique", "rate", "prefer", "refine", "generate") if hasattr(role, name)]
+    if role is ValueFunction:
+        wanted = ["__call__(prompts, completions)"]
+    raise ConfigError(
+        f"{purpose} needs a {role.__name__} (with {', '.join(wanted)}); {name_of(obj)} has no such method."
+    )

@@ -1,0 +1,180 @@
+"""The reward set-ups, as data: one typed specification each, and the one parser of their string forms.
+
+A reward set-up is one of four frozen dataclasses, each with exactly its own options:
+
+- :class:`Sparse`: the task's score of the finished text (or ``scorer``), paid at its last token.
+- :class:`Relc`: RELC, ``alpha1 *`` that score plus ``alpha2 *`` per-token span rewards from a critic.
+- :class:`RlaifDirect`: an AI judge's direct score of each completion.
+- :class:`RlaifPairwise`: an AI judge's soft preference between two completions of the same prompt.
+
+``gym.make``, ``criticgym train``, the ablation and the frontier take a spec; registration
+(:mod:`criticgym.registration`) is the one place where a spec becomes a critic, a judge and wrappers. Strings are a
+convenience that :func:`reward_spec` parses into a spec: ``"sparse"``, ``"relc"``, ``"relc-<critic>"``,
+``"random"``, ``"random-<critic>"`` (RELC with random spans), ``"rlaif-direct"``, ``"rlaif-pairwise"``.
+
+    >>> reward_spec("relc-lexicon", alpha2=0.5)
+    Relc(critic='lexicon', critic_model='smollm2-135m', alpha1=1.0, alpha2=0.5, gate=None, positive_value=None, \
+negative_value=None, critic_seed=None, scorer=None)
+    >>> reward_spec("sparse", critic="lexicon")
+    Traceback (most recent call last):
+    ...
+    criticgym.errors.ConfigError: 'critic' is not an option of the sparse reward (its options: scorer); it belongs \
+to relc.
+
+This module is data only (tyro's markers keep ``kind`` off the command line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Annotated, Any, Literal
+
+import tyro
+
+from criticgym.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m"
+"""The model every default names: the policy, the LLM critic, the AI judge, SELF's annotator."""
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """The task's score of the finished completion, paid at its last token."""
+
+    kind: Annotated[Literal["sparse"], tyro.conf.Suppress] = field(default="sparse", init=False, repr=False)
+    scorer: str | None = None
+    """A scorer name or a reward-model folder (None: the task's scorer)."""
+
+
+@dataclass(frozen=True)
+class Relc:
+    """RELC: alpha1 times the task's score at the last token plus alpha2 times a critic's span rewards."""
+
+    kind: Annotated[Literal["relc"], tyro.conf.Suppress] = field(default="relc", init=False, repr=False)
+    critic: str | None = None
+    """The span critic: lexicon, toxicity, llm, label, random, random-<critic> (None: the task's)."""
+    critic_model: str = DEFAULT_MODEL
+    """The model the llm and label critics ask: a built-in name, a folder, a hub id or openai:<model>@<url>."""
+    alpha1: float = 1.0
+    """Weight of the task's score."""
+    alpha2: float = 1.0
+    """Weight of the span rewards."""
+    gate: float | None = None
+    """Pay spans only when the score is below this (None: always)."""
+    positive_value: float | None = None
+    """A good span's reward, spread over its tokens (None: the task's)."""
+    negative_value: float | None = None
+    """A bad span's reward (None: the task's)."""
+    critic_seed: int | None = None
+    """The random critic's seed (None: the run's seed; 0 for gym.make)."""
+    scorer: str | None = None
+    """A scorer name or a reward-model folder (None: the task's scorer)."""
+
+
+@dataclass(frozen=True)
+class RlaifDirect:
+    """Direct RLAIF: an AI judge's score of each completion (0-9 in expectation, mapped to [-1, 1])."""
+
+    kind: Annotated[Literal["rlaif-direct"], tyro.conf.Suppress] = field(default="rlaif-direct", init=False, repr=False)
+    judge_model: str = DEFAULT_MODEL
+    """The judge: a model, label:<model> (the task's label-word question), or label:self (a frozen copy of the
+    initial policy)."""
+
+
+@dataclass(frozen=True)
+class RlaifPairwise:
+    """Pairwise RLAIF: sub-envs 2i and 2i+1 complete one prompt; each gets its soft preference over the other."""
+
+    kind: Annotated[Literal["rlaif-pairwise"], tyro.conf.Suppress] = field(
+        default="rlaif-pairwise", init=False, repr=False
+    )
+    judge_model: str = DEFAULT_MODEL
+    """The judge: a model, label:<model> (the task's label-word question), or label:self."""
+
+
+RewardSpec = Sparse | Relc | RlaifDirect | RlaifPairwise
+SPECS: dict[str, type[RewardSpec]] = {cls.kind: cls for cls in (Sparse, Relc, RlaifDirect, RlaifPairwise)}
+FORMS = ("sparse", "relc", "relc-<critic>", "random", "random-<critic>", "rlaif-direct", "rlaif-pairwise")
+
+
+def options_of(spec: type[RewardSpec] | RewardSpec) -> tuple[str, ...]:
+    """The option names of a reward set-up (its fields besides ``kind``)."""
+    return tuple(f.name for f in fields(spec) if f.name != "kind")
+
+
+OPTIONS = frozenset(name for cls in SPECS.values() for name in options_of(cls))
+"""Every option any reward set-up has: what ``gym.make`` reads as reward options rather than env options."""
+
+
+def _check_options(kind: str, options: dict[str, Any]) -> None:
+    own = options_of(SPECS[kind])
+    for name in options:
+        if name in own:
+            continue
+        owners = [k for k, cls in SPECS.items() if name in options_of(cls)]
+        where = f"; it belongs to {' and '.join(owners)}" if owners else ""
+        raise ConfigError(
+            f"{name!r} is not an option of the {kind} reward (its options: {', '.join(own) or 'none'}){where}."
+        )
+
+
+def reward_spec(reward: RewardSpec | str | None = "sparse", **options: Any) -> RewardSpec | None:
+    """A reward spec from a spec, a string form or None (no reward), with ``options`` setting its fields.
+
+    The string forms are ``sparse``, ``relc``, ``relc-<critic>``, ``random``, ``random-<critic>``,
+    ``rlaif-direct`` and ``rlaif-pairwise``; an option the set-up does not have is an error that says which set-up
+    it belongs to.
+    """
+    if reward is None:
+        if options:
+            raise ConfigError(f"reward=None pays nothing, so it takes no reward options; got {sorted(options)}.")
+        return None
+    if isinstance(reward, tuple(SPECS.values())):
+        _check_options(reward.kind, options)
+        return replace(reward, **options)
+    if not isinstance(reward, str):
+        raise ConfigError(
+            f"reward must be a reward spec (Sparse, Relc, RlaifDirect, RlaifPairwise), one of {list(FORMS)} or None; "
+            f"got {type(reward).__name__}."
+        )
+    kind, critic = _parse_form(reward)
+    if critic is not None:
+        if options.get("critic") not in (None, critic):
+            raise ConfigError(f"reward={reward!r} names the critic {critic!r}; drop critic={options['critic']!r}.")
+        options = {**options, "critic": critic}
+    _check_options(kind, options)
+    return SPECS[kind](**options)
+
+
+def _parse_form(reward: str) -> tuple[str, str | None]:
+    """A string form's reward kind and the critic it names (None: none named)."""
+    if reward in SPECS:
+        return reward, None
+    head, _, tail = reward.partition("-")
+    if head == "relc" and tail:
+        return "relc", tail
+    if head == "random":
+        return "relc", reward
+    raise ConfigError(f"Unknown reward set-up {reward!r}; use one of {list(FORMS)}, a reward spec, or None.")
+
+
+def spec_name(spec: RewardSpec | None) -> str:
+    """A short name for people and folders: ``sparse``, ``relc-lexicon``, ``random-lexicon``, ``rlaif-direct``."""
+    if spec is None:
+        return "none"
+    if isinstance(spec, Relc) and spec.critic is not None:
+        return spec.critic if spec.critic.startswith("random") else f"relc-{spec.critic}"
+    return spec.kind
+
+
+def as_dict(spec: RewardSpec) -> dict[str, Any]:
+    """A spec as plain data, ``kind`` included (what a run's ``config.json`` holds)."""
+    return asdict(spec)
+
+
+def from_dict(data: dict[str, Any]) -> RewardSpec:
+    """The spec :func:`as_dict` wrote."""
+    options = {k: v for k, v in data.items() if k != "kind"}
+    if data.get("kind") not in SPECS:
+        raise ConfigError(f"A reward spec needs a kind, one of {list(SPECS)}; got {data.get('kind')!r}.")
+    return reward_spec(data["kind"], **options)
