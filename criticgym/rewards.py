@@ -36,6 +36,14 @@ from criticgym.errors import ConfigError
 DEFAULT_MODEL = "smollm2-135m"
 """The model every default names: the policy, the LLM critic, the AI judge, SELF's annotator."""
 
+# The info keys through which rewards reach the learner (wrappers write them, algos and the SB3 adapter read them).
+EXTRINSIC_REWARD = "extrinsic_reward"
+"""``info[EXTRINSIC_REWARD]``: a finished episode's task score (the sparse part of any reward)."""
+TOKEN_REWARDS = "token_rewards"
+"""``info[TOKEN_REWARDS]``: a finished episode's per-token rewards, paid in hindsight by the dense rewards (RELC's
+spans, pairwise preferences); the learner writes them onto the steps. A vector env's rows carry the mask
+``info["_" + TOKEN_REWARDS]``."""
+
 
 @dataclass(frozen=True)
 class Sparse:

@@ -22,6 +22,7 @@ from torch import nn
 from criticgym import flops
 from criticgym.envs import EnvRollouts, RolloutSource
 from criticgym.errors import ConfigError
+from criticgym.rewards import EXTRINSIC_REWARD, TOKEN_REWARDS
 from criticgym.rollout import RolloutBatch, RolloutEngine, score_completions
 from criticgym.utils.training import autocast, freeze_lower_layers, mixed_precision, warn_half_precision
 
@@ -44,7 +45,7 @@ def token_rewards(batch: RolloutBatch) -> torch.Tensor:
     """(B, T) rewards per completion token: the hindsight vectors where the env gave them, else step rewards."""
     rewards = batch.rewards.clone().float() if batch.rewards is not None else torch.zeros_like(batch.logprobs)
     for row, info in enumerate(batch.infos or []):
-        vector = info.get("token_rewards")
+        vector = info.get(TOKEN_REWARDS)
         if vector is not None:
             rewards[row] = 0.0
             rewards[row, : len(vector)] = torch.as_tensor(np.asarray(vector, dtype=np.float32))
@@ -199,7 +200,7 @@ class LMAgent:
         batch, mask = collected.batch, collected.mask
         return {
             "charts/episodic_return": float(collected.scores.sum(1).mean()),
-            "charts/extrinsic": mean_info(batch, "extrinsic_reward"),
+            "charts/extrinsic": mean_info(batch, EXTRINSIC_REWARD),
             "charts/kl": float(collected.kl.sum(1).mean()) if collected.kl is not None else float("nan"),
             "charts/kl_coef": self.kl_coef,
             "charts/completion_tokens": float(mask.sum(1).mean()),

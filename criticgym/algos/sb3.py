@@ -34,6 +34,7 @@ from torch.distributions import Categorical
 
 from criticgym.algos.base import ValueHead
 from criticgym.errors import ConfigError
+from criticgym.rewards import TOKEN_REWARDS
 
 
 class LMPolicy(BasePolicy):
@@ -140,7 +141,7 @@ class HindsightRewards(BaseCallback):
             if not done:
                 continue
             info["TimeLimit.truncated"] = False  # the token budget ends a completion: no bootstrap past it
-            vector = info.get("token_rewards")
+            vector = info.get(TOKEN_REWARDS)
             if vector is not None:
                 vector = np.asarray(vector, dtype=np.float32)
                 here = self._positions[env][-len(vector) :]

@@ -241,18 +241,9 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
     """
     import time
 
-    from criticgym.data import load_rotten_tomatoes
     from criticgym.utils.stats import wilson
 
-    test = load_rotten_tomatoes("test")
-    fresh = [e.text for e in test if e.label == 1]
-    rotten = [e.text for e in test if e.label == 0]
-    if pairs < 1 or pairs > min(len(fresh), len(rotten)):
-        raise ConfigError(f"pairs must be between 1 and {min(len(fresh), len(rotten))}, got {pairs}.")
-    rng = np.random.default_rng(seed)
-    good = [fresh[i] for i in rng.choice(len(fresh), pairs, replace=False)]
-    bad = [rotten[i] for i in rng.choice(len(rotten), pairs, replace=False)]
-    fresh_first = rng.random(pairs) < 0.5
+    good, bad, fresh_first = _known_pairs(pairs, seed)
     a = [g if f else b for g, b, f in zip(good, bad, fresh_first, strict=True)]
     b = [b if f else g for g, b, f in zip(good, bad, fresh_first, strict=True)]
     start = time.perf_counter()
@@ -267,11 +258,7 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
 
     agreement = correct(p_fresh)
     low, high = wilson(agreement * pairs, pairs)
-    auc = None
-    if hasattr(judge, "scorer"):  # a scorer judge also ranks single reviews: the AUC of fresh over rotten
-        s_good = np.asarray(judge.scorer.score([context] * pairs, good), dtype=np.float64)
-        s_bad = np.asarray(judge.scorer.score([context] * pairs, bad), dtype=np.float64)
-        auc = float(np.mean((s_good[:, None] > s_bad[None, :]) + 0.5 * (s_good[:, None] == s_bad[None, :])))
+    auc = _auc(judge.scorer, context, good, bad) if isinstance(judge, ScorerJudge) else None
     first_wins = (p_ab > 0.5) & (p_ba > 0.5)
     second_wins = (p_ab < 0.5) & (p_ba < 0.5)
     same_review = ((p_ab > 0.5) & (p_ba < 0.5)) | ((p_ab < 0.5) & (p_ba > 0.5))
@@ -289,6 +276,28 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
         "auc": auc,
         "seconds": seconds,
     }
+
+
+def _known_pairs(pairs: int, seed: int) -> tuple[list[str], list[str], np.ndarray]:
+    """``pairs`` fresh and rotten test reviews (seeded), and which pairs show the fresh one first."""
+    from criticgym.data import load_rotten_tomatoes
+
+    test = load_rotten_tomatoes("test")
+    fresh = [e.text for e in test if e.label == 1]
+    rotten = [e.text for e in test if e.label == 0]
+    if pairs < 1 or pairs > min(len(fresh), len(rotten)):
+        raise ConfigError(f"pairs must be between 1 and {min(len(fresh), len(rotten))}, got {pairs}.")
+    rng = np.random.default_rng(seed)
+    good = [fresh[i] for i in rng.choice(len(fresh), pairs, replace=False)]
+    bad = [rotten[i] for i in rng.choice(len(rotten), pairs, replace=False)]
+    return good, bad, rng.random(pairs) < 0.5
+
+
+def _auc(scorer, context: str, good: list[str], bad: list[str]) -> float:
+    """How often a scorer ranks a fresh review above a rotten one (ties half): a scorer judge's single-text skill."""
+    s_good = np.asarray(scorer.score([context] * len(good), good), dtype=np.float64)
+    s_bad = np.asarray(scorer.score([context] * len(bad), bad), dtype=np.float64)
+    return float(np.mean((s_good[:, None] > s_bad[None, :]) + 0.5 * (s_good[:, None] == s_bad[None, :])))
 
 
 def parse_label_judge(name: Any) -> tuple[str, str] | None:

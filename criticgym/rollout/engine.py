@@ -26,6 +26,7 @@ import torch
 from criticgym.errors import ConfigError, PromptTooLongError
 from criticgym.rollout.decoder import Decoder, DecodeState, left_pad
 from criticgym.rollout.models import eos_token_ids
+from criticgym.rollout.sampling import filter_logits, row_uniforms, sample_next
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -92,80 +93,6 @@ def join_batches(batches: Sequence[RolloutBatch], pad_id: int) -> RolloutBatch:
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], Any]
 """``on_step(t, tokens, active) -> ended``: column t's tokens (B,), the rows still running before it (B,) bool,
 and the rows that end with it (B,) bool (array-like)."""
-
-
-def filter_logits(
-    logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, keep: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Set to -inf the logits outside the top-k tokens and outside the top-p nucleus. Shape (..., V) kept.
-
-    ``keep`` (shape ``logits.shape[:-1]``, token ids) names one token per row that stays whatever its rank:
-    re-scoring a sampled token under an updated policy then never gives it probability 0.
-    """
-    if not (top_k and top_k < logits.size(-1)) and top_p >= 1.0:
-        return logits  # nothing to filter (the common case: no copy on the hot path)
-    drop = torch.zeros_like(logits, dtype=torch.bool)
-    if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        drop |= logits < kth
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits.masked_fill(drop, float("-inf")), dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        # drop a token when the tokens ranked above it already cover top_p; the top token always stays
-        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
-        drop |= drop_sorted.scatter(-1, order, drop_sorted)
-    if keep is not None:
-        drop.scatter_(-1, keep.unsqueeze(-1), False)
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def sample_from_logits(
-    logits: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Draw one token per row from ``softmax(logits)`` by inverting the CDF: (B, V) -> (B,).
-
-    Exact, and needs one uniform number per row (``uniform``, (B,) float64 in [0, 1), else drawn from
-    ``generator``). ``torch.multinomial`` and the Gumbel-max trick draw a random number per vocabulary entry,
-    which on a CPU costs more than a small model's forward pass. Tokens whose logit is -inf are never drawn.
-    """
-    cdf = logits.softmax(dim=-1).double().cumsum(dim=-1)  # float64: no drift over a 50k vocabulary
-    if uniform is None:
-        u = torch.rand((logits.size(0), 1), generator=generator, dtype=torch.float64, device=logits.device)
-    else:
-        u = uniform.to(torch.float64).view(-1, 1)
-    u = (1.0 - u) * cdf[:, -1:]  # in (0, total]: a zero-width interval is never hit
-    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=logits.size(-1) - 1)
-
-
-def row_uniforms(seeds: Sequence[int], batch_size: int, steps: int) -> torch.Tensor:
-    """(B, steps) float64 uniforms, row b drawn from a generator seeded with ``seeds[b]`` alone (on the CPU)."""
-    if len(seeds) != batch_size:
-        raise ConfigError(f"Got {len(seeds)} seeds for {batch_size} prompts; give one seed, or one per prompt.")
-    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64) for s in seeds]
-    return torch.stack(rows)
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
-    generator: torch.Generator | None = None,
-    uniform: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One token per row, and its log-probability under the distribution it was drawn from: (B, V) -> (B,), (B,).
-
-    Greedy takes the argmax (log-prob of the untempered distribution); otherwise the logits are tempered, cut
-    by top-k and top-p (:func:`filter_logits`) and sampled by :func:`sample_from_logits` (``uniform``: each row's
-    random number, else drawn from ``generator``).
-    """
-    if greedy:
-        tokens = logits.argmax(dim=-1)
-        return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    logits = filter_logits(logits / temperature, top_k, top_p)  # what is sampled from
-    tokens = sample_from_logits(logits, generator, uniform)
-    return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
 
 
 def score_completions(
@@ -377,32 +304,12 @@ class RolloutEngine:
         anything beyond the model reaches this loop. Every row ends after ``max_new_tokens`` tokens.
         """
         eos = self.eos_ids if eos_ids is None else torch.as_tensor(list(eos_ids), device=self.device)
-        if max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
-        if not greedy and temperature <= 0:
-            raise ConfigError(f"temperature must be > 0 (or pass greedy=True), got {temperature}.")
         batch_size, width = prompt_ids.shape
-        if self.context is not None and width + max_new_tokens > self.context:
-            raise PromptTooLongError(
-                f"A prompt of {width} tokens plus {max_new_tokens} new tokens exceeds the model's context of "
-                f"{self.context} tokens. Shorten the prompt or lower max_new_tokens."
-            )
-        generator = uniforms = None
-        if seed is not None and not greedy:
-            if isinstance(seed, int | np.integer):
-                generator = torch.Generator(device=self.device).manual_seed(int(seed))
-            else:
-                uniforms = row_uniforms(seed, batch_size, max_new_tokens).to(self.device)
+        self._check_run(width, max_new_tokens, temperature, greedy)
+        generator, uniforms = self._random_draws(seed, greedy, batch_size, max_new_tokens)
         want_values = self.value_head is not None
 
-        # Buffers for the whole rollout, filled one column per step.
-        completion = torch.full((batch_size, max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
-        logprobs = torch.zeros((batch_size, max_new_tokens), dtype=torch.float32, device=self.device)
-        values = (
-            torch.zeros((batch_size, max_new_tokens), dtype=torch.float32, device=self.device) if want_values else None
-        )
-        done = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
-        lengths = torch.zeros(batch_size, dtype=torch.long, device=self.device)
+        completion, logprobs, values, done, lengths = self._buffers(batch_size, max_new_tokens, want_values)
 
         state = self.prefill(prompt_ids, prompt_mask)
         steps = 0
@@ -413,8 +320,7 @@ class RolloutEngine:
             uniform = uniforms[:, t] if uniforms is not None else None
             tokens, step_logprobs = sample_next(logits, temperature, top_k, top_p, greedy, generator, uniform)
             if want_values:
-                head_dtype = next(self.value_head.parameters()).dtype
-                values[:, t] = self.value_head(state.hidden.to(head_dtype)).squeeze(-1).float()
+                values[:, t] = self._value(state.hidden)
             tokens = tokens.masked_fill(done, self.pad_id)  # finished rows emit padding
             active = ~done
             completion[:, t] = tokens
@@ -429,16 +335,54 @@ class RolloutEngine:
                 break
             state = self.decoder.step(state, tokens)  # one column with the KV cache
 
-        completion, logprobs = completion[:, :steps], logprobs[:, :steps]
+        values = values[:, :steps] if want_values else None
+        batch = self._batch(prompt_ids, prompt_mask, completion[:, :steps], logprobs[:, :steps], values, lengths)
+        if self.ref_model is not None:
+            batch = batch._replace(ref_logprobs=self.score(batch, self.ref_model, 1.0 if greedy else temperature))
+        return batch
+
+    def _buffers(self, batch_size: int, max_new_tokens: int, want_values: bool):
+        """The rollout's columns (filled one per step): tokens, log-probs, values; rows done, their lengths."""
+        shape, device = (batch_size, max_new_tokens), self.device
+        completion = torch.full(shape, self.pad_id, dtype=torch.long, device=device)
+        logprobs = torch.zeros(shape, dtype=torch.float32, device=device)
+        values = torch.zeros(shape, dtype=torch.float32, device=device) if want_values else None
+        done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        return completion, logprobs, values, done, torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def _value(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The value head's estimate of each row's state (float32, whatever the head's dtype)."""
+        head_dtype = next(self.value_head.parameters()).dtype
+        return self.value_head(hidden.to(head_dtype)).squeeze(-1).float()
+
+    def _check_run(self, width: int, max_new_tokens: int, temperature: float, greedy: bool) -> None:
+        if max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+        if not greedy and temperature <= 0:
+            raise ConfigError(f"temperature must be > 0 (or pass greedy=True), got {temperature}.")
+        if self.context is not None and width + max_new_tokens > self.context:
+            raise PromptTooLongError(
+                f"A prompt of {width} tokens plus {max_new_tokens} new tokens exceeds the model's context of "
+                f"{self.context} tokens. Shorten the prompt or lower max_new_tokens."
+            )
+
+    def _random_draws(self, seed, greedy: bool, batch_size: int, max_new_tokens: int):
+        """The sampler's randomness: one generator for an int seed, a row's own uniforms for one seed per row."""
+        if seed is None or greedy:
+            return None, None
+        if isinstance(seed, int | np.integer):
+            return torch.Generator(device=self.device).manual_seed(int(seed)), None
+        return None, row_uniforms(seed, batch_size, max_new_tokens).to(self.device)
+
+    def _batch(self, prompt_ids, prompt_mask, completion, logprobs, values, lengths) -> RolloutBatch:
+        """The loop's columns as a batch: completions right-padded, their mask from each row's length."""
+        steps = completion.shape[1]
         completion_mask = (torch.arange(steps, device=self.device)[None, :] < lengths[:, None]).long()
-        batch = RolloutBatch(
+        return RolloutBatch(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
             completion_ids=completion,
             completion_mask=completion_mask,
             logprobs=logprobs,
-            values=values[:, :steps] * completion_mask if want_values else None,
+            values=values * completion_mask if values is not None else None,
         )
-        if self.ref_model is not None:
-            batch = batch._replace(ref_logprobs=self.score(batch, self.ref_model, 1.0 if greedy else temperature))
-        return batch

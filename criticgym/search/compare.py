@@ -96,15 +96,83 @@ def held_out_prompts(cfg: SearchConfig, tokenizer, seed: int) -> tuple[list[list
     return ids, [tokenizer.decode(i) for i in ids], envs
 
 
+def _rain_rows(cfg: SearchConfig, model, tokenizer, evaluator, ids, prompts, seed: int, budget: int, eos, bar):
+    """RAIN's completion of each prompt: (text, ids, forward tokens, evaluator calls, seconds)."""
+    rain = RAIN(model, tokenizer, evaluator, replace(cfg.rain, max_new_tokens=budget))
+    rows = []
+    for index, (prompt_ids, prompt) in enumerate(zip(ids, prompts, strict=True)):
+        before = getattr(evaluator, "forward_tokens", 0)  # a model evaluator's own forward tokens
+        result = rain.search(prompt_ids, prompt, seed=seed * 1_000_003 + index, budget=budget, eos_ids=eos)
+        stats = result.stats
+        forward = stats["forward_tokens"] + getattr(evaluator, "forward_tokens", 0) - before
+        rows.append((result.completion, result.completion_ids, forward, stats["evaluations"], stats["seconds"]))
+        bar.update()
+    return rows
+
+
+def _sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar):
+    """Vanilla sampling's (one sample) or best-of-N's (the evaluator's best of ``cfg.n``) completion of each prompt."""
+    from criticgym.rollout import RolloutEngine
+
+    engine = RolloutEngine(model, tokenizer)
+    k = cfg.n if method == "best-of-n" else 1
+    rows = []
+    for index, prompt_ids in enumerate(ids):
+        start, before = time.perf_counter(), getattr(evaluator, "forward_tokens", 0)
+        batch = engine.generate(
+            [prompt_ids] * k, max_new_tokens=budget, temperature=cfg.temperature, seed=seed * 1_000_003 + index
+        )
+        texts, kept = _completions(batch, tokenizer, eos)
+        calls, best = 0, 0
+        if k > 1:
+            values = evaluator([prompts[index]] * k, texts)
+            calls, best = k, int(np.argmax(values))
+        forward = len(prompt_ids) + int(sum(len(c) for c in kept))  # one shared prefill
+        forward += getattr(evaluator, "forward_tokens", 0) - before
+        rows.append((texts[best], kept[best], forward, calls, time.perf_counter() - start))
+        bar.update()
+    return rows
+
+
+def _judged_records(method: str, seed: int, prompts, rows, evaluator, task, task_scorer, judge) -> list[dict[str, Any]]:
+    """One record per completion: the search's own value, the task's score and the held-out judge's."""
+    from criticgym.critics.scorers import score_texts
+
+    completions = [r[0] for r in rows]
+    values = evaluator(prompts, completions)
+    scores = score_texts(task_scorer, prompts, completions)
+    judged = score_texts(judge, prompts, completions) if judge is not None else [float("nan")] * len(rows)
+    records = []
+    for index, (row, value, score, judge_score) in enumerate(zip(rows, values, scores, judged, strict=True)):
+        text, completion_ids, forward, calls, seconds = row
+        records.append(
+            {
+                "method": method,
+                "seed": seed,
+                "prompt_index": index,
+                "prompt": prompts[index],
+                "completion": text,
+                "completion_ids": [int(t) for t in completion_ids],
+                "value": float(value),
+                "score": float(score),
+                "judge": float(judge_score),
+                "acceptable": bool(task.rate is not None and task.rate([judge_score]) == 100.0),
+                "forward_tokens": int(forward),
+                "evaluator_calls": int(calls),
+                "seconds": float(seconds),
+            }
+        )
+    return records
+
+
 def run_search(cfg: SearchConfig, log=print) -> dict[str, Any]:
     """Run every method on every seed's prompts; write and return the summary."""
     from tqdm.auto import tqdm
 
     from criticgym.critics import as_scorer
-    from criticgym.critics.scorers import score_texts
     from criticgym.envs import get_task
     from criticgym.registration import ENV_IDS
-    from criticgym.rollout import RolloutEngine, load_policy
+    from criticgym.rollout import load_policy
     from criticgym.search.values import make_evaluator
 
     methods = cfg.methods
@@ -123,63 +191,11 @@ def run_search(cfg: SearchConfig, log=print) -> dict[str, Any]:
         for method in methods:
             bar = tqdm(total=len(prompts), desc=f"{method} seed {seed}", disable=not cfg.progress, unit="prompt")
             if method == "rain":
-                rain = RAIN(model, tokenizer, evaluator, replace(cfg.rain, max_new_tokens=budget))
-                rows = []
-                for index, (prompt_ids, prompt) in enumerate(zip(ids, prompts, strict=True)):
-                    before = getattr(evaluator, "forward_tokens", 0)  # a model evaluator's own forward tokens
-                    result = rain.search(prompt_ids, prompt, seed=seed * 1_000_003 + index, budget=budget, eos_ids=eos)
-                    stats = result.stats
-                    forward = stats["forward_tokens"] + getattr(evaluator, "forward_tokens", 0) - before
-                    rows.append(
-                        (result.completion, result.completion_ids, forward, stats["evaluations"], stats["seconds"])
-                    )
-                    bar.update()
+                rows = _rain_rows(cfg, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar)
             else:
-                engine = RolloutEngine(model, tokenizer)
-                k = cfg.n if method == "best-of-n" else 1
-                rows = []
-                for index, prompt_ids in enumerate(ids):
-                    start, before = time.perf_counter(), getattr(evaluator, "forward_tokens", 0)
-                    batch = engine.generate(
-                        [prompt_ids] * k,
-                        max_new_tokens=budget,
-                        temperature=cfg.temperature,
-                        seed=seed * 1_000_003 + index,
-                    )
-                    texts, kept = _completions(batch, tokenizer, eos)
-                    calls = 0
-                    best = 0
-                    if k > 1:
-                        values = evaluator([prompts[index]] * k, texts)
-                        calls, best = k, int(np.argmax(values))
-                    forward = len(prompt_ids) + int(sum(len(c) for c in kept))  # one shared prefill
-                    forward += getattr(evaluator, "forward_tokens", 0) - before
-                    rows.append((texts[best], kept[best], forward, calls, time.perf_counter() - start))
-                    bar.update()
+                rows = _sampled_rows(cfg, method, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar)
             bar.close()
-            completions = [r[0] for r in rows]
-            values = evaluator(prompts, completions)
-            scores = score_texts(task_scorer, prompts, completions)
-            judged = score_texts(judge, prompts, completions) if judge is not None else [float("nan")] * len(rows)
-            for index, (row, value, score, judge_score) in enumerate(zip(rows, values, scores, judged, strict=True)):
-                text, completion_ids, forward, calls, seconds = row
-                records.append(
-                    {
-                        "method": method,
-                        "seed": seed,
-                        "prompt_index": index,
-                        "prompt": prompts[index],
-                        "completion": text,
-                        "completion_ids": [int(t) for t in completion_ids],
-                        "value": float(value),
-                        "score": float(score),
-                        "judge": float(judge_score),
-                        "acceptable": bool(task.rate is not None and task.rate([judge_score]) == 100.0),
-                        "forward_tokens": int(forward),
-                        "evaluator_calls": int(calls),
-                        "seconds": float(seconds),
-                    }
-                )
+            records += _judged_records(method, seed, prompts, rows, evaluator, task, task_scorer, judge)
     with (out / "completions.jsonl").open("w") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +61,24 @@ def _task_pieces(cfg: SelfConfig):
     return task, ANNOTATORS[task.feedback.annotator]()
 
 
-def evaluate(solver: Solver, problems: list, annotator) -> dict[str, Any]:
-    """Held-out accuracy of the greedy answer, and of the answer after one self-refinement.
+def right_answers(scorer, prompts: list[str], answers: list[str], gold: list) -> list[bool]:
+    """Which answers the task's own scorer calls right (a score of 1): the truth SELF's filter never reads."""
+    from criticgym.critics.scorers import score_texts
+
+    return [s == 1.0 for s in score_texts(scorer, prompts, answers, gold)]
+
+
+def evaluate(solver: Solver, problems: list, scorer) -> dict[str, Any]:
+    """Held-out accuracy of the greedy answer, and of the answer after one self-refinement (by the task's scorer).
 
     Also the precision and recall of the model's judgements against the program, and how refinements move answers.
     """
-    from criticgym.critics.scorers import ExactAnswer
-
     prompts, gold = [p.text for p in problems], [p.reference for p in problems]
     final, trace = solver.solve(prompts, refine=True)
-    right = ExactAnswer().score(prompts, trace["answer"], gold)
-    refined_right = ExactAnswer().score(prompts, final, gold)
+    right = right_answers(scorer, prompts, trace["answer"], gold)
+    refined_right = right_answers(scorer, prompts, final, gold)
     judged = np.array([j is True for j in trace["judged_correct"]])
-    truth = np.array(right) == 1.0
+    truth = np.array(right)
     refined_rows = [i for i, r in enumerate(trace["refinement"]) if r is not None]
     return {
         "eval/accuracy": float(np.mean(right)),
@@ -91,21 +96,24 @@ def evaluate(solver: Solver, problems: list, annotator) -> dict[str, Any]:
     }
 
 
-def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
-    """Meta-skill learning, then ``cfg.rounds`` self-evolution rounds; evaluated after each stage. Resumable."""
-    from tqdm.auto import tqdm
+@dataclass
+class _Problems:
+    """A run's problems: meta-skill, gold question-answer, every round's (a seeded order of the train split), test."""
 
-    from criticgym.critics.scorers import ExactAnswer
+    meta: list
+    qa: list
+    ordered: list
+    test: list
+
+    def of_round(self, stage: int, per_round: int) -> list:
+        """Round ``stage``'s problems: the stage-th block from the end, the same for any record counts and rounds."""
+        end = len(self.ordered) - (stage - 1) * per_round
+        return self.ordered[end - per_round : end]
+
+
+def _problems(cfg: SelfConfig, task, tokenizer) -> _Problems:
     from criticgym.envs.tasks import task_prompts
-    from criticgym.rollout import load_policy
 
-    task, annotator = _task_pieces(cfg)
-    layout = task.feedback
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    model, tokenizer = load_policy(cfg.model, device=cfg.device, dtype=torch.float32)  # trained: never bfloat16
-    freeze_lower_layers(model, cfg.freeze_layers)
     train = list(task_prompts(task, "train", tokenizer))
     test = list(task_prompts(task, "test", tokenizer))[: cfg.eval_problems]
     order = np.random.default_rng(cfg.seed).permutation(len(train))
@@ -113,17 +121,63 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     if needed > len(train):
         raise ConfigError(f"The settings need {needed} train problems but {cfg.env} has {len(train)}; use fewer.")
     pick = [train[i] for i in order]
-    meta_problems, qa_problems = pick[: cfg.meta_records], pick[cfg.meta_records : cfg.meta_records + cfg.qa_records]
-    solver = Solver(model, tokenizer, layout, cfg.max_new_tokens or task.max_new_tokens, cfg.feedback_tokens)
+    end = cfg.meta_records + cfg.qa_records
+    return _Problems(pick[: cfg.meta_records], pick[cfg.meta_records : end], pick, test)
 
-    qa = [{"prompt": p.text, "response": p.reference} for p in qa_problems]
+
+def _stage_zero_data(cfg: SelfConfig, task, annotator, problems: _Problems, out: Path) -> list[dict[str, Any]]:
+    """Meta-skill records (annotated, read from --meta-data, or none) and the gold question-answer records."""
+    qa = [{"prompt": p.text, "response": p.reference} for p in problems.qa]
     if not cfg.meta_skill:
         meta = []
     elif cfg.meta_data:
         meta = read_records(cfg.meta_data)
     else:
-        meta = annotated_records(task, annotator, meta_problems, cfg.seed)
+        meta = annotated_records(task, annotator, problems.meta, cfg.seed)
     write_records(out / "meta_skill.jsonl", meta + qa)
+    return meta + qa
+
+
+def _round(cfg: SelfConfig, stage: int, solver: Solver, scorer, problems: _Problems, earlier: list, out: Path, device):
+    """Self-evolution round ``stage``: answer, judge, keep, and the data it fine-tunes on; with the round's counts."""
+    chosen = problems.of_round(stage, cfg.prompts_per_round)
+    prompts, gold = [p.text for p in chosen], [p.reference for p in chosen]
+    with autocast(cfg.precision, device):
+        final, trace = solver.solve(
+            prompts, refine=cfg.filter == "self", temperature=cfg.temperature, seed=cfg.seed * 1000 + stage
+        )
+    program = right_answers(scorer, prompts, final, gold)  # the truth: SELF's own filter never reads it
+    kept = keep_mask(cfg.filter, trace, program)
+    if cfg.replay is not None and cfg.replay < len(earlier):
+        replayed = np.random.default_rng(cfg.seed * 1000 + stage).choice(len(earlier), cfg.replay, replace=False)
+        earlier = [earlier[i] for i in sorted(replayed)]
+    data = earlier + [{"prompt": p, "response": a} for p, a, k in zip(prompts, final, kept, strict=True) if k]
+    _write_samples(out / f"samples-round-{stage}.md", prompts, trace, final, kept, program)
+    row = {
+        "round/kept": int(sum(kept)),
+        "round/kept_correct": int(sum(k and c for k, c in zip(kept, program, strict=True))),
+        "round/correct": int(sum(program)),
+    }
+    return data, row
+
+
+def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
+    """Meta-skill learning, then ``cfg.rounds`` self-evolution rounds; evaluated after each stage. Resumable."""
+    from tqdm.auto import tqdm
+
+    from criticgym.critics import as_scorer
+    from criticgym.rollout import load_policy
+
+    task, annotator = _task_pieces(cfg)
+    scorer = as_scorer(task.scorer)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model, tokenizer = load_policy(cfg.model, device=cfg.device, dtype=torch.float32)  # trained: never bfloat16
+    freeze_lower_layers(model, cfg.freeze_layers)
+    problems = _problems(cfg, task, tokenizer)
+    solver = Solver(model, tokenizer, task.feedback, cfg.max_new_tokens or task.max_new_tokens, cfg.feedback_tokens)
+    stage_zero = _stage_zero_data(cfg, task, annotator, problems, out)
 
     checkpoint = out / "checkpoint.pt"
     history: list[dict[str, Any]] = []
@@ -135,41 +189,21 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
         log(f"Resumed from {checkpoint} after stage {done}.")
     elif cfg.base_eval:
         with autocast(cfg.precision, model.device):
-            history.append({"stage": -1, **_eval_row(solver, test, annotator, out, "base")})
+            history.append({"stage": -1, **_eval_row(solver, problems.test, scorer, out, "base")})
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     bar = tqdm(range(done + 1, cfg.rounds + 1), disable=not cfg.progress, desc="self-evolve", unit="stage")
     for stage in bar:
         start = time.perf_counter()
         row: dict[str, Any] = {"stage": stage}
-        if stage == 0:
-            data = meta + qa
-        else:
-            # the stage-th block from the end: the same problems for any record counts and any number of rounds
-            end = len(pick) - (stage - 1) * cfg.prompts_per_round
-            problems = pick[end - cfg.prompts_per_round : end]
-            prompts, gold = [p.text for p in problems], [p.reference for p in problems]
-            with autocast(cfg.precision, model.device):
-                final, trace = solver.solve(
-                    prompts, refine=cfg.filter == "self", temperature=cfg.temperature, seed=cfg.seed * 1000 + stage
-                )
-            program = [s == 1.0 for s in ExactAnswer().score(prompts, final, gold)]  # the truth: SELF never reads it
-            kept = keep_mask(cfg.filter, trace, program)
-            earlier = meta + qa
-            if cfg.replay is not None and cfg.replay < len(earlier):
-                chosen = np.random.default_rng(cfg.seed * 1000 + stage).choice(len(earlier), cfg.replay, replace=False)
-                earlier = [earlier[i] for i in sorted(chosen)]
-            data = earlier + [{"prompt": p, "response": a} for p, a, k in zip(prompts, final, kept, strict=True) if k]
-            row |= {
-                "round/kept": int(sum(kept)),
-                "round/kept_correct": int(sum(k and c for k, c in zip(kept, program, strict=True))),
-                "round/correct": int(sum(program)),
-            }
-            _write_samples(out / f"samples-round-{stage}.md", prompts, trace, final, kept, program)
-        row |= fine_tune(model, tokenizer, layout, data, cfg, seed=cfg.seed * 1000 + stage)
+        data = stage_zero
+        if stage > 0:
+            data, counts = _round(cfg, stage, solver, scorer, problems, stage_zero, out, model.device)
+            row |= counts
+        row |= fine_tune(model, tokenizer, task.feedback, data, cfg, seed=cfg.seed * 1000 + stage)
         row["seconds"] = time.perf_counter() - start
         with autocast(cfg.precision, model.device):
-            row |= _eval_row(solver, test, annotator, out, f"stage-{stage}")
+            row |= _eval_row(solver, problems.test, scorer, out, f"stage-{stage}")
         history.append(row)
         save_atomically({"model": model.state_dict(), "history": history, "stage": stage}, checkpoint)
         bar.set_postfix(accuracy=f"{row['eval/accuracy']:.3f}", refined=f"{row['eval/accuracy_refined']:.3f}")
@@ -182,8 +216,8 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     return {"history": history, "model": model, "tokenizer": tokenizer, "out": out}
 
 
-def _eval_row(solver, test, annotator, out: Path, name: str) -> dict[str, Any]:
-    result = evaluate(solver, test, annotator)
+def _eval_row(solver, test, scorer, out: Path, name: str) -> dict[str, Any]:
+    result = evaluate(solver, test, scorer)
     samples = result.pop("samples")
     (out / f"eval-{name}.json").write_text(json.dumps({**result, "samples": samples}, indent=2) + "\n")
     return result

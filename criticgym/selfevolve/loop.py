@@ -1,7 +1,9 @@
 """SELF's loop, once: answer, critique in words, refine where the critique says wrong, critique the refinement.
 
 :class:`Solver` runs it in batches on one model (the self-evolution rounds, held-out evaluation with
-self-refinement); :func:`keep_mask` is the round's filter.
+self-refinement); :func:`keep_mask` is the round's filter. A solver is also a
+:class:`~criticgym.critics.protocols.FeedbackWriter`, so the same model's critiques can drive the env's feedback
+episodes (:class:`~criticgym.wrappers.feedback.LanguageFeedback`, where the policy writes each turn token by token).
 """
 
 from __future__ import annotations
@@ -42,14 +44,14 @@ class Solver:
         texts = self._generate(prompts, self.max_new_tokens, temperature=temperature, seed=seed)
         return [t.strip() for t in texts]
 
-    def critique(self, prompts: list[str], answers: list[str]) -> list[str]:
-        """The model's own feedback, cut after its judgement."""
+    def critique(self, prompts: list[str], answers: list[str], references=None) -> list[str]:
+        """The model's own feedback, cut after its judgement (references unused: SELF never reads the answer key)."""
         contexts = [self.layout.critique_context(p, a) for p, a in zip(prompts, answers, strict=True)]
         texts = self._generate(contexts, self.feedback_tokens, greedy=True, stop_ids=self.verdict_ids)
         return [cut_at_judgement(t) for t in texts]
 
-    def refine(self, prompts: list[str], answers: list[str], feedback: list[str]) -> list[str]:
-        """The model's refined answers."""
+    def refine(self, prompts: list[str], answers: list[str], feedback: list[str], references=None) -> list[str]:
+        """The model's refined answers (references unused)."""
         contexts = [self.layout.refine_context(p, a, f) for p, a, f in zip(prompts, answers, feedback, strict=True)]
         return [t.strip() for t in self._generate(contexts, self.feedback_tokens, greedy=True)]
 

@@ -1,4 +1,10 @@
-"""Reward wrappers, one behaviour each, in single-env and vector versions."""
+"""Reward wrappers, one behaviour each, in single-env and vector versions that share one core per reward.
+
+The sparse score (and the direct judge's rating, a scorer too) is :func:`~criticgym.wrappers.sparse.score_episodes`;
+RELC's span rewards are :class:`~criticgym.wrappers.critic_span.SpanRewarder`; pairwise preferences compare sibling
+episodes, so they exist on the vector env only. Which wrapper a reward spec needs is decided in one place,
+:func:`criticgym.registration.with_reward`.
+"""
 
 from criticgym.wrappers.critic_span import (
     CriticSpanReward,

@@ -25,6 +25,7 @@ from criticgym.critics.base import Critique, as_critic, checked_critiques
 from criticgym.critics.offsets import span_token_rewards, token_char_offsets
 from criticgym.critics.protocols import Critic, Scorer
 from criticgym.errors import ConfigError
+from criticgym.rewards import EXTRINSIC_REWARD, TOKEN_REWARDS
 from criticgym.wrappers.overlap import Ended, Feedback, put_row
 from criticgym.wrappers.sparse import RewindableVectorWrapper, SparseExtrinsicReward, SparseExtrinsicRewardVector
 
@@ -183,14 +184,14 @@ class CriticSpanReward(gym.Wrapper):
         if terminated or truncated:
             ids = info["completion_ids"]
             (r_in,), (stats,) = self.rewarder(
-                [info["prompt"]], [info["completion"]], [ids], [info.get("extrinsic_reward")]
+                [info["prompt"]], [info["completion"]], [ids], [info.get(EXTRINSIC_REWARD)]
             )
-            base = np.asarray(info.get("token_rewards", self._paid[-len(ids) :]), dtype=np.float64)
+            base = np.asarray(info.get(TOKEN_REWARDS, self._paid[-len(ids) :]), dtype=np.float64)
             info = {
                 **info,
                 **stats,
                 "intrinsic_rewards": r_in,
-                "token_rewards": base + self.scale * r_in,
+                TOKEN_REWARDS: base + self.scale * r_in,
                 "critic_latency_s": self.rewarder.last_latency,
             }
             reward = float(reward) + self.scale * float(r_in.sum())
@@ -253,11 +254,11 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
             else:
                 self._paid[row].append(float(rewards[row]))
         self._ended = np.logical_or(terminated, truncated)
-        extrinsic = info.get("extrinsic_reward")
+        extrinsic = info.get(EXTRINSIC_REWARD)
         ended = []
         for i in np.flatnonzero(self._ended):
             n = len(info["completion_ids"][i])
-            prior = info["token_rewards"][i] if "token_rewards" in info and info["_token_rewards"][i] else None
+            prior = info[TOKEN_REWARDS][i] if TOKEN_REWARDS in info and info[f"_{TOKEN_REWARDS}"][i] else None
             base = np.asarray(prior if prior is not None else self._paid[i][-n:], dtype=np.float64)
             score = float(extrinsic[i]) if extrinsic is not None else None
             episode = (info["prompt"][i], info["completion"][i], info["completion_ids"][i], score, base)
@@ -268,7 +269,7 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
         for episode, (r_in, stats, latency) in paid:
             rewards[episode.row] += self.scale * float(r_in.sum())
             entries = {
-                "token_rewards": episode.data[-1] + self.scale * r_in,  # the wrapped env's rewards + the spans
+                TOKEN_REWARDS: episode.data[-1] + self.scale * r_in,  # the wrapped env's rewards + the spans
                 "intrinsic_rewards": r_in,
                 "critique": stats["critique"],
                 "critic_latency_s": latency,

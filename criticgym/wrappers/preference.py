@@ -28,6 +28,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from criticgym.critics.protocols import DirectJudge, PreferenceJudge, check_role
 from criticgym.critics.scorers import checked_scores
 from criticgym.errors import ConfigError
+from criticgym.rewards import TOKEN_REWARDS
 from criticgym.wrappers.sparse import (
     RewindableVectorWrapper,
     SparseExtrinsicReward,
@@ -178,6 +179,6 @@ class PairwisePreferenceReward(RewindableVectorWrapper):
             self._judged[row] = True
         mask = np.zeros(self.num_envs, dtype=bool)
         mask[rows] = True
-        info = {**info, "token_rewards": vectors, "_token_rewards": mask}
+        info = {**info, TOKEN_REWARDS: vectors, f"_{TOKEN_REWARDS}": mask}
         info = _set_rows(info, "preference", rows, preference, self.num_envs)
         return obs, rewards, terminated, truncated, info

@@ -11,11 +11,18 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 
 from criticgym.critics.protocols import Scorer
 from criticgym.critics.scorers import as_scorer, score_texts
+from criticgym.rewards import EXTRINSIC_REWARD
 from criticgym.wrappers.overlap import Ended, Feedback, put_row
 
 
-def _references(refs: Sequence[str | None]) -> list[str | None] | None:
-    return None if all(r is None for r in refs) else list(refs)
+def score_episodes(scorer: Scorer, episodes: Sequence[tuple]) -> np.ndarray:
+    """The sparse reward's core, shared by the single and the vector env: one scorer call for finished episodes.
+
+    Each episode is ``(prompt, completion, reference or None, completion_ids)``.
+    """
+    prompts, completions, refs, ids = (list(column) for column in zip(*episodes, strict=True))
+    references = None if all(r is None for r in refs) else refs
+    return np.asarray(score_texts(scorer, prompts, completions, references, ids), dtype=np.float64)
 
 
 class SparseExtrinsicReward(gym.Wrapper):
@@ -46,9 +53,9 @@ class SparseExtrinsicReward(gym.Wrapper):
         """Step, and score the completion if the episode ended."""
         obs, reward, terminated, truncated, info = self.env.step(action)
         if terminated or truncated:
-            refs = _references([info.get("reference")])
-            (score,) = score_texts(self.scorer, [info["prompt"]], [info["completion"]], refs, [info["completion_ids"]])
-            info["extrinsic_reward"] = float(score)
+            episode = (info["prompt"], info["completion"], info.get("reference"), info["completion_ids"])
+            (score,) = score_episodes(self.scorer, [episode])
+            info[EXTRINSIC_REWARD] = float(score)
             reward = float(reward) + self.scale * float(score)
         return obs, reward, terminated, truncated, info
 
@@ -127,7 +134,7 @@ class SparseExtrinsicRewardVector(RewindableVectorWrapper):
             rewards, info = np.array(rewards, dtype=np.float64), dict(info)
         for episode, score in paid:
             rewards[episode.row] += self.scale * score
-            put_row(info, "extrinsic_reward", episode.row, float(score), self.num_envs)
+            put_row(info, EXTRINSIC_REWARD, episode.row, float(score), self.num_envs)
         return obs, rewards, terminated, truncated, info
 
     def close(self, **kwargs):
@@ -137,8 +144,7 @@ class SparseExtrinsicRewardVector(RewindableVectorWrapper):
 
     def _score(self, ended: list[Ended]) -> np.ndarray:
         """One scorer call for these episodes."""
-        prompts, completions, refs, ids = (list(column) for column in zip(*(e.data for e in ended), strict=True))
-        return np.asarray(score_texts(self.scorer, prompts, completions, _references(refs), ids))
+        return score_episodes(self.scorer, [e.data for e in ended])
 
 
 def _set_rows(info: dict[str, Any], key: str, rows: np.ndarray, values: np.ndarray, n: int) -> dict[str, Any]:

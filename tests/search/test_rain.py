@@ -10,7 +10,8 @@ import torch
 
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutEngine
-from criticgym.search.rain import RAIN, Node, RAINConfig, Tree
+from criticgym.search.rain import RAIN, RAINConfig
+from criticgym.search.tree import Node, Tree
 
 
 def char_embed(texts):

@@ -60,3 +60,17 @@ def test_feedback_needs_a_task_that_has_it_and_a_single_env():
         criticgym.make_vec("criticgym/Arithmetic-v0", num_envs=2, model="tiny", feedback="program")
     with pytest.raises(ConfigError, match="Unknown feedback"):
         gym.make("criticgym/Arithmetic-v0", model="tiny", feedback="teacher")
+
+
+def test_the_policy_s_own_solver_writes_the_feedback_of_an_episode(tiny):
+    from criticgym.selfevolve.loop import Solver
+
+    model, tokenizer = tiny
+    probe = gym.make("criticgym/Arithmetic-v0", model=tokenizer)
+    solver = Solver(model, tokenizer, probe.unwrapped.task.feedback, max_new_tokens=8, feedback_tokens=6)
+    env = gym.make("criticgym/Arithmetic-v0", model=tokenizer, feedback=solver, feedback_tokens=16)
+    _, info = env.reset(seed=0)
+    *_, (_, reward, _, _, turn) = play(env, ["Answer: 7"])
+    assert turn["turn"] == "feedback" and reward == 0.0
+    # the episode's feedback is the solver's own critique of that answer, as SELF's rounds write it
+    assert turn["feedback"] == solver.critique([info["prompt"]], ["Answer: 7"])[0]
