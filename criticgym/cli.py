@@ -232,18 +232,10 @@ def eval_command(argv: list[str]) -> int:
 
 
 def bench_command(argv: list[str]) -> int:
-    """``criticgym bench ablation``: a reward ablation (:mod:`criticgym.bench.ablation`)."""
-    if argv[:1] != ["ablation"]:
-        print(
-            "Usage: criticgym bench ablation [OPTIONS]  (make bench runs the performance suite)\n"
-            "       criticgym bench ablation --help",
-            file=sys.stderr,
-        )
-        return 2
-    from criticgym.bench.ablation import ablation
+    """``criticgym bench ablation`` and ``criticgym bench toxic-start`` (:func:`criticgym.bench.command`)."""
+    from criticgym.bench import command
 
-    ablation(argv[1:])
-    return 0
+    return command(argv)
 
 
 # -- AI feedback: label, train-rm, eval-judge ------------------------------------------------------------

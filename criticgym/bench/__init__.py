@@ -1,1 +1,36 @@
-"""Research benchmarks behind ``criticgym bench``: reward ablations at equal compute."""
+"""Research benchmarks behind ``criticgym bench``.
+
+- ``ablation.py``: reward arms trained at equal compute (``criticgym bench ablation``);
+- ``frontier.py``: the cost of serving N completions, training amortized, and which arms win at which N;
+- ``toxic_start.py``: a policy that writes offensive text, for Detoxify's ablation (``criticgym bench toxic-start``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = (
+    "Usage: criticgym bench ablation [OPTIONS]     (make bench runs the performance suite)\n"
+    "       criticgym bench toxic-start [OPTIONS]  (a policy that writes offensive text, for Detoxify)\n"
+    "       criticgym bench <command> --help"
+)
+
+
+def command(argv: list[str]) -> int:
+    """Run ``criticgym bench <command>``; returns the exit code."""
+    if argv[:1] == ["toxic-start"]:
+        import tyro
+
+        from criticgym.bench.toxic_start import ToxicStartConfig, toxic_start
+
+        summary = toxic_start(tyro.cli(ToxicStartConfig, args=argv[1:], prog="criticgym bench toxic-start"))
+        last = summary["epochs"][-1]
+        print(f"{last['flagged']:.1f}% flagged after {last['epoch']} epochs; wrote {summary['config']['out']}/model")
+        return 0
+    if argv[:1] == ["ablation"]:
+        from criticgym.bench.ablation import ablation
+
+        ablation(argv[1:])
+        return 0
+    print(USAGE, file=sys.stderr)
+    return 2

@@ -100,6 +100,54 @@ class ArithmeticAnnotator:
         return "\n".join(lines)
 
 
+class SentimentAnnotator:
+    """Feedback in words on a review that should stay positive, written from the lexicon critic's spans.
+
+    Every span the :class:`~criticgym.critics.lexicon.LexiconCritic` marks negative is named (``'dull' reads
+    negative``); the judgement is correct when there is none. The refinement drops the negative spans, a program's
+    minimal edit (a model's refinement can do better; this one needs no model).
+
+    Example:
+        >>> annotator = SentimentAnnotator()
+        >>> print(annotator.critique(["The film was"], [" dull and slow, but the cast is wonderful"])[0])
+        'dull' reads negative; the review should stay positive.
+        'wonderful' reads positive: keep it.
+        Judgement: incorrect
+        >>> annotator.refine(["The film was"], [" dull and slow, but the cast is wonderful"], [""])
+        [' and slow, but the cast is wonderful']
+    """
+
+    name = "program"
+
+    def __init__(self, critic: Any = None) -> None:
+        from criticgym.critics.lexicon import LexiconCritic
+
+        self.critic = critic if critic is not None else LexiconCritic()
+
+    def critique(self, prompts, answers, references=None) -> list[str]:
+        """Feedback naming the negative (and positive) spans of each answer, ending in a judgement."""
+        out = []
+        for answer, critique in zip(answers, self.critic.critique(prompts, answers), strict=True):
+            bad = [answer[s.start : s.end] for s in critique.spans if s.value < 0]
+            good = [answer[s.start : s.end] for s in critique.spans if s.value > 0]
+            lines = [f"'{word}' reads negative; the review should stay positive." for word in bad]
+            lines += [f"'{word}' reads positive: keep it." for word in good]
+            if not critique.spans:
+                lines.append("No word in it is negative or positive.")
+            out.append("\n".join([*lines, INCORRECT if bad else CORRECT]))
+        return out
+
+    def refine(self, prompts, answers, feedbacks, references=None) -> list[str]:
+        """Each answer without its negative spans (whitespace tidied)."""
+        out = []
+        for answer, critique in zip(answers, self.critic.critique(prompts, answers), strict=True):
+            text = answer
+            for span in sorted((s for s in critique.spans if s.value < 0), key=lambda s: -s.start):
+                text = text[: span.start] + text[span.end :]
+            out.append(re.sub(r"  +", " ", text).rstrip())
+        return out
+
+
 class ModelFeedback:
     """Feedback and refinements written by a language model, prompted with the task's feedback prompts.
 
@@ -124,7 +172,7 @@ class ModelFeedback:
         return [t.strip() for t in self.backend.generate(contexts, self.max_new_tokens)]
 
 
-ANNOTATORS = {"arithmetic": ArithmeticAnnotator}
+ANNOTATORS = {"arithmetic": ArithmeticAnnotator, "sentiment": SentimentAnnotator}
 
 
 def make_feedback(source: Any, layout: Any) -> Any:
@@ -169,6 +217,7 @@ __all__ = [
     "ArithmeticAnnotator",
     "FeedbackWriter",
     "ModelFeedback",
+    "SentimentAnnotator",
     "cut_at_judgement",
     "judgement",
     "make_feedback",

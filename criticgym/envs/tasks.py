@@ -95,7 +95,7 @@ class FeedbackPrompts:
 
     Attributes:
         critique: the context a critique follows, with ``$prompt`` and ``$answer``.
-        refine: what follows the critique to ask for the refined answer.
+        refine: what follows the critique to ask for the refined answer (may hold ``$prompt``).
         annotator: the task's program annotator (``"arithmetic"``), or None when only a model can give feedback.
     """
 
@@ -110,8 +110,10 @@ class FeedbackPrompts:
         return render(self.critique, prompt=prompt, answer=answer)
 
     def refine_context(self, prompt: str, answer: str, feedback: str) -> str:
-        """The text a refined answer follows."""
-        return self.critique_context(prompt, answer) + feedback + self.refine
+        """The text a refined answer follows (``refine`` may repeat ``$prompt``: the answer continues it)."""
+        from criticgym.critics.feedback import render
+
+        return self.critique_context(prompt, answer) + feedback + render(self.refine, prompt=prompt)
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,12 @@ TASKS: dict[str, TaskSpec] = {
                 ("A gorgeous, witty and moving film that I would happily watch again.", True),
                 ("The plot is a mess and the acting is wooden; a waste of two hours.", False),
             ),
+        ),
+        # SELF on sentiment: the annotator names the lexicon critic's negative spans, the model rewrites the review
+        feedback=FeedbackPrompts(
+            critique="Review: ${prompt}${answer}\nFeedback on how positive it reads:\n",
+            refine="\nRewritten positive review: ${prompt}",
+            annotator="sentiment",
         ),
     ),
     "detoxify": TaskSpec(

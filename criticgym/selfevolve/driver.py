@@ -40,7 +40,7 @@ from criticgym.errors import ConfigError
 from criticgym.selfevolve.config import SelfConfig
 from criticgym.selfevolve.loop import Solver, keep_mask
 from criticgym.selfevolve.objective import fine_tune
-from criticgym.selfevolve.records import annotated_records, read_records, write_records
+from criticgym.selfevolve.records import annotated_records, model_answer_records, read_records, write_records
 from criticgym.utils.files import save_atomically
 from criticgym.utils.plots import pyplot
 from criticgym.utils.training import autocast, freeze_lower_layers
@@ -61,22 +61,23 @@ def _task_pieces(cfg: SelfConfig):
     return task, ANNOTATORS[task.feedback.annotator]()
 
 
-def right_answers(scorer, prompts: list[str], answers: list[str], gold: list) -> list[bool]:
-    """Which answers the task's own scorer calls right (a score of 1): the truth SELF's filter never reads."""
-    from criticgym.critics.scorers import score_texts
+def right_answers(annotator, prompts: list[str], answers: list[str], gold: list) -> list[bool]:
+    """Which answers the task's annotator judges correct: the truth that SELF's own filter never reads."""
+    from criticgym.critics.feedback import judgement
 
-    return [s == 1.0 for s in score_texts(scorer, prompts, answers, gold)]
+    references = None if all(g is None for g in gold) else gold
+    return [judgement(f) is True for f in annotator.critique(prompts, answers, references)]
 
 
-def evaluate(solver: Solver, problems: list, scorer) -> dict[str, Any]:
-    """Held-out accuracy of the greedy answer, and of the answer after one self-refinement (by the task's scorer).
+def evaluate(solver: Solver, problems: list, annotator) -> dict[str, Any]:
+    """Held-out accuracy of the greedy answer, and of the answer after one self-refinement (by the annotator).
 
     Also the precision and recall of the model's judgements against the program, and how refinements move answers.
     """
     prompts, gold = [p.text for p in problems], [p.reference for p in problems]
     final, trace = solver.solve(prompts, refine=True)
-    right = right_answers(scorer, prompts, trace["answer"], gold)
-    refined_right = right_answers(scorer, prompts, final, gold)
+    right = right_answers(annotator, prompts, trace["answer"], gold)
+    refined_right = right_answers(annotator, prompts, final, gold)
     judged = np.array([j is True for j in trace["judged_correct"]])
     truth = np.array(right)
     refined_rows = [i for i, r in enumerate(trace["refinement"]) if r is not None]
@@ -125,20 +126,33 @@ def _problems(cfg: SelfConfig, task, tokenizer) -> _Problems:
     return _Problems(pick[: cfg.meta_records], pick[cfg.meta_records : end], pick, test)
 
 
-def _stage_zero_data(cfg: SelfConfig, task, annotator, problems: _Problems, out: Path) -> list[dict[str, Any]]:
-    """Meta-skill records (annotated, read from --meta-data, or none) and the gold question-answer records."""
+def _stage_zero_data(cfg: SelfConfig, annotator, problems: _Problems, solver: Solver, out: Path, device) -> list:
+    """Meta-skill records (annotated, read from --meta-data, or none) and the gold question-answer records.
+
+    A task with gold answers has its annotator critique right and corrupted ones; one without (sentiment) has it
+    critique the model's own sampled answers, as the SELF paper's annotator does.
+    """
+    if cfg.qa_records and any(p.reference is None for p in problems.qa):
+        raise ConfigError(f"{cfg.env} has no gold answers for question-answer records; use --qa-records 0.")
     qa = [{"prompt": p.text, "response": p.reference} for p in problems.qa]
     if not cfg.meta_skill:
         meta = []
     elif cfg.meta_data:
         meta = read_records(cfg.meta_data)
+    elif problems.meta and problems.meta[0].reference is None:
+        prompts = [p.text for p in problems.meta]
+        with autocast(cfg.precision, device):
+            answers = solver.answer(prompts, temperature=cfg.temperature, seed=cfg.seed)
+        meta = model_answer_records(annotator, prompts, answers)
     else:
-        meta = annotated_records(task, annotator, problems.meta, cfg.seed)
+        meta = annotated_records(annotator, problems.meta, cfg.seed)
     write_records(out / "meta_skill.jsonl", meta + qa)
     return meta + qa
 
 
-def _round(cfg: SelfConfig, stage: int, solver: Solver, scorer, problems: _Problems, earlier: list, out: Path, device):
+def _round(
+    cfg: SelfConfig, stage: int, solver: Solver, annotator, problems: _Problems, earlier: list, out: Path, device
+):
     """Self-evolution round ``stage``: answer, judge, keep, and the data it fine-tunes on; with the round's counts."""
     chosen = problems.of_round(stage, cfg.prompts_per_round)
     prompts, gold = [p.text for p in chosen], [p.reference for p in chosen]
@@ -146,7 +160,7 @@ def _round(cfg: SelfConfig, stage: int, solver: Solver, scorer, problems: _Probl
         final, trace = solver.solve(
             prompts, refine=cfg.filter == "self", temperature=cfg.temperature, seed=cfg.seed * 1000 + stage
         )
-    program = right_answers(scorer, prompts, final, gold)  # the truth: SELF's own filter never reads it
+    program = right_answers(annotator, prompts, final, gold)  # the truth: SELF's own filter never reads it
     kept = keep_mask(cfg.filter, trace, program)
     if cfg.replay is not None and cfg.replay < len(earlier):
         replayed = np.random.default_rng(cfg.seed * 1000 + stage).choice(len(earlier), cfg.replay, replace=False)
@@ -165,11 +179,9 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     """Meta-skill learning, then ``cfg.rounds`` self-evolution rounds; evaluated after each stage. Resumable."""
     from tqdm.auto import tqdm
 
-    from criticgym.critics import as_scorer
     from criticgym.rollout import load_policy
 
     task, annotator = _task_pieces(cfg)
-    scorer = as_scorer(task.scorer)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -177,7 +189,7 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     freeze_lower_layers(model, cfg.freeze_layers)
     problems = _problems(cfg, task, tokenizer)
     solver = Solver(model, tokenizer, task.feedback, cfg.max_new_tokens or task.max_new_tokens, cfg.feedback_tokens)
-    stage_zero = _stage_zero_data(cfg, task, annotator, problems, out)
+    stage_zero = _stage_zero_data(cfg, annotator, problems, solver, out, model.device)
 
     checkpoint = out / "checkpoint.pt"
     history: list[dict[str, Any]] = []
@@ -189,7 +201,7 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
         log(f"Resumed from {checkpoint} after stage {done}.")
     elif cfg.base_eval:
         with autocast(cfg.precision, model.device):
-            history.append({"stage": -1, **_eval_row(solver, problems.test, scorer, out, "base")})
+            history.append({"stage": -1, **_eval_row(solver, problems.test, annotator, out, "base")})
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     bar = tqdm(range(done + 1, cfg.rounds + 1), disable=not cfg.progress, desc="self-evolve", unit="stage")
@@ -198,12 +210,12 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
         row: dict[str, Any] = {"stage": stage}
         data = stage_zero
         if stage > 0:
-            data, counts = _round(cfg, stage, solver, scorer, problems, stage_zero, out, model.device)
+            data, counts = _round(cfg, stage, solver, annotator, problems, stage_zero, out, model.device)
             row |= counts
         row |= fine_tune(model, tokenizer, task.feedback, data, cfg, seed=cfg.seed * 1000 + stage)
         row["seconds"] = time.perf_counter() - start
         with autocast(cfg.precision, model.device):
-            row |= _eval_row(solver, problems.test, scorer, out, f"stage-{stage}")
+            row |= _eval_row(solver, problems.test, annotator, out, f"stage-{stage}")
         history.append(row)
         save_atomically({"model": model.state_dict(), "history": history, "stage": stage}, checkpoint)
         bar.set_postfix(accuracy=f"{row['eval/accuracy']:.3f}", refined=f"{row['eval/accuracy_refined']:.3f}")
@@ -216,8 +228,8 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     return {"history": history, "model": model, "tokenizer": tokenizer, "out": out}
 
 
-def _eval_row(solver, test, scorer, out: Path, name: str) -> dict[str, Any]:
-    result = evaluate(solver, test, scorer)
+def _eval_row(solver, test, annotator, out: Path, name: str) -> dict[str, Any]:
+    result = evaluate(solver, test, annotator)
     samples = result.pop("samples")
     (out / f"eval-{name}.json").write_text(json.dumps({**result, "samples": samples}, indent=2) + "\n")
     return result

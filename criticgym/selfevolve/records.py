@@ -56,7 +56,17 @@ def _corrupt_once(steps: list[Step], rng: np.random.Generator) -> list[Step] | N
     return out
 
 
-def annotated_records(task, annotator, problems: list, seed: int) -> list[dict[str, str]]:
+def model_answer_records(annotator, prompts: list[str], answers: list[str]) -> list[dict[str, str]]:
+    """Meta-skill records of a task without gold answers: the annotator's feedback on the model's own answers."""
+    feedback = annotator.critique(prompts, answers)
+    refined = annotator.refine(prompts, answers, feedback)
+    return [
+        {"prompt": p, "response": r, "feedback": f, "refinement": r2}
+        for p, r, f, r2 in zip(prompts, answers, feedback, refined, strict=True)
+    ]
+
+
+def annotated_records(annotator, problems: list, seed: int) -> list[dict[str, str]]:
     """Meta-skill records: responses (a third right, the rest corrupted), the annotator's feedback and refinement."""
     rng = np.random.default_rng(seed)
     prompts = [p.text for p in problems]
