@@ -1,7 +1,8 @@
 """Research benchmarks behind ``criticgym bench``.
 
 - ``ablation.py``: reward arms trained at equal compute (``criticgym bench ablation``);
-- ``frontier.py``: the cost of serving N completions, training amortized, and which arms win at which N;
+- ``frontier.py``: every feedback family on one task (``criticgym bench frontier``): the cost of serving N
+  completions with training amortized, and which arms win at which N;
 - ``toxic_start.py``: a policy that writes offensive text, for Detoxify's ablation (``criticgym bench toxic-start``).
 """
 
@@ -11,6 +12,7 @@ import sys
 
 USAGE = (
     "Usage: criticgym bench ablation [OPTIONS]     (make bench runs the performance suite)\n"
+    "       criticgym bench frontier [OPTIONS]     (every feedback family at equal compute, held-out judges)\n"
     "       criticgym bench toxic-start [OPTIONS]  (a policy that writes offensive text, for Detoxify)\n"
     "       criticgym bench <command> --help"
 )
@@ -26,6 +28,11 @@ def command(argv: list[str]) -> int:
         summary = toxic_start(tyro.cli(ToxicStartConfig, args=argv[1:], prog="criticgym bench toxic-start"))
         last = summary["epochs"][-1]
         print(f"{last['flagged']:.1f}% flagged after {last['epoch']} epochs; wrote {summary['config']['out']}/model")
+        return 0
+    if argv[:1] == ["frontier"]:
+        from criticgym.bench.frontier import frontier
+
+        frontier(argv[1:])
         return 0
     if argv[:1] == ["ablation"]:
         from criticgym.bench.ablation import ablation

@@ -61,7 +61,9 @@ class LocalBackend:
             messages = [{"role": "user", "content": prompt}]
             ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
-        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        # a completion-style prompt starts as the model's training texts did: with BOS where the tokenizer adds one
+        # (Gemma); SmolLM2's adds none
+        return self.tokenizer(prompt)["input_ids"]
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 128) -> list[str]:
         """Greedy completions, decoded without special tokens."""

@@ -363,8 +363,10 @@ def load_tokenizer(name_or_path: str = "tiny") -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     _check_name(name_or_path)
-    if name_or_path in BUILTIN_MODELS:
-        folder, local = str(_smollm2_tokenizer_folder()), True  # every built-in uses the SmolLM2 tokenizer
+    if name_or_path == "gemma3-270m":  # Gemma has its own tokenizer, saved beside its weights
+        folder, local = model_folder(name_or_path), True
+    elif name_or_path in BUILTIN_MODELS:
+        folder, local = str(_smollm2_tokenizer_folder()), True  # the other built-ins use the SmolLM2 tokenizer
     else:
         folder, local = resolve_source(name_or_path)
     try:

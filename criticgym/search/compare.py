@@ -96,7 +96,7 @@ def held_out_prompts(cfg: SearchConfig, tokenizer, seed: int) -> tuple[list[list
     return ids, [tokenizer.decode(i) for i in ids], envs
 
 
-def _rain_rows(cfg: SearchConfig, model, tokenizer, evaluator, ids, prompts, seed: int, budget: int, eos, bar):
+def rain_rows(cfg: SearchConfig, model, tokenizer, evaluator, ids, prompts, seed: int, budget: int, eos, bar):
     """RAIN's completion of each prompt: (text, ids, forward tokens, evaluator calls, seconds)."""
     rain = RAIN(model, tokenizer, evaluator, replace(cfg.rain, max_new_tokens=budget))
     rows = []
@@ -110,7 +110,7 @@ def _rain_rows(cfg: SearchConfig, model, tokenizer, evaluator, ids, prompts, see
     return rows
 
 
-def _sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar):
+def sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar):
     """Vanilla sampling's (one sample) or best-of-N's (the evaluator's best of ``cfg.n``) completion of each prompt."""
     from criticgym.rollout import RolloutEngine
 
@@ -191,9 +191,9 @@ def run_search(cfg: SearchConfig, log=print) -> dict[str, Any]:
         for method in methods:
             bar = tqdm(total=len(prompts), desc=f"{method} seed {seed}", disable=not cfg.progress, unit="prompt")
             if method == "rain":
-                rows = _rain_rows(cfg, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar)
+                rows = rain_rows(cfg, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar)
             else:
-                rows = _sampled_rows(cfg, method, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar)
+                rows = sampled_rows(cfg, method, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar)
             bar.close()
             records += _judged_records(method, seed, prompts, rows, evaluator, task, task_scorer, judge)
     with (out / "completions.jsonl").open("w") as handle:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,72 @@ def test_winners_at_each_deployment_size():
     assert fr.winners(COSTS, better, sizes=(100,))[100] == ["untrained", "relc"]
     with pytest.raises(ConfigError, match="only one"):
         fr.winners(COSTS, {"relc": 0.4}, sizes=(100,))
+
+
+def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from criticgym.envs.tasks import TASKS
+
+    monkeypatch.setitem(TASKS, "sentiment", replace(TASKS["sentiment"], scorer="vader"))  # no classifier to train
+    argv = ["--arms", "untrained,sparse,distilled,self,best-of-n", "--seeds", "1", "--prompts", "4", "--n", "2"]
+    argv += ["--judges", "label:tiny,vader", "--judge-model", "label:tiny", "--pairs", "4", "--self-rounds", "1"]
+    argv += ["--model", "tiny", "--iterations", "1", "--num-envs", "4", "--eval-prompts", "2", "--max-new-tokens", "6"]
+    argv += ["--ppo.minibatch-size", "4", "--ppo.epochs", "1", "--ppo.freeze-layers", "0", "--out", str(tmp_path)]
+    summary = fr.frontier(argv, log=lambda *_: None)
+    rows = {row["arm"]: row for row in summary["table"]}
+    assert list(rows) == ["untrained", "sparse", "distilled", "self", "best-of-n"]
+    # training arms spent training FLOPs, the untrained policy and the search none; search pays per completion
+    assert rows["untrained"]["train_tflop"] == rows["best-of-n"]["train_tflop"] == 0.0
+    assert all(rows[arm]["train_tflop"] > 0 for arm in ("sparse", "distilled", "self"))
+    assert rows["distilled"]["train_tflop"] > rows["sparse"]["train_tflop"]  # the same run plus labelling
+    assert rows["best-of-n"]["inference_gflop"] > rows["untrained"]["inference_gflop"] > 0  # two samples, and VADER
+    record = json.loads((tmp_path / "runs" / "untrained" / "seed-0" / "frontier.json").read_text())
+    assert len(record["completions"]) == 4 and set(record["scores"]) == {"label:tiny", "vader"}
+    # every arm is judged on the same held-out prompts
+    prompts = [c["prompt"] for c in record["completions"]]
+    for arm in rows:
+        other = json.loads((tmp_path / "runs" / arm / "seed-0" / "frontier.json").read_text())
+        assert [c["prompt"] for c in other["completions"]] == prompts
+    assert (tmp_path / "frontier.png").exists() and "On the frontier" in (tmp_path / "summary.md").read_text()
+    # a finished frontier resumes without retraining
+    monkeypatch.setattr(fr, "_policy_after", lambda *a, **k: pytest.fail("retrained a finished arm"))
+    again = fr.frontier(argv, log=lambda *_: None)["table"]
+    assert json.dumps(again) == json.dumps(summary["table"])  # nan-aware
+
+
+def test_the_summary_pairs_seeds_on_the_independent_judge_and_finds_the_frontier(tmp_path):
+    def record(arm, seed, independent, train, inference):
+        scores = {"label:gemma3-270m": independent, "vader": 0.5}
+        return {
+            "arm": arm,
+            "family": fr.family(arm),
+            "seed": seed,
+            "train_flops": train,
+            "inference_flops": inference,
+            "scores": scores,
+        }
+
+    records = [
+        record("sparse", 0, 0.10, 1e12, 1e9),
+        record("sparse", 1, 0.20, 1e12, 1e9),
+        record("relc-lexicon", 0, 0.30, 1.2e12, 1e9),
+        record("relc-lexicon", 1, 0.30, 1.0e12, 1e9),
+        record("best-of-n", 0, 0.50, 0.0, 3e10),
+        record("best-of-n", 1, 0.40, 0.0, 3e10),
+    ]
+    summary = fr.summarize(records, ["label:gemma3-270m", "vader"])
+    rows = {row["arm"]: row for row in summary["table"]}
+    assert rows["sparse"]["label:gemma3-270m"] == pytest.approx(0.15) and "vs baseline" not in rows["sparse"]
+    assert rows["relc-lexicon"]["vs baseline"] == pytest.approx(0.15)  # (0.2 + 0.1) / 2, paired by seed
+    assert rows["relc-lexicon"]["train_tflop"] == pytest.approx(1.1) and rows["best-of-n"]["inference_gflop"] == 30
+    assert [rows[a]["family"] for a in rows] == ["sparse score", "critic spans (RELC)", "inference-time search"]
+    # at 100 completions search (3e12) costs more than RELC (1.2e12) but scores more: both on the frontier; sparse
+    # is as cheap as RELC's mean minus 0.1 TFLOP and scores less: on it too (cheapest)
+    assert summary["winners"][100] == ["sparse", "relc-lexicon", "best-of-n"]
+    text = fr.markdown(summary, "criticgym bench frontier")
+    assert (
+        "| relc-lexicon | critic spans (RELC) | 2 |" in text and "- N = 1e+02: sparse, relc-lexicon, best-of-n" in text
+    )
+    fr.plot(summary, tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").stat().st_size > 0
