@@ -205,6 +205,8 @@ def judge_texts(name: str, task, prompts: list[str], completions: list[str]) -> 
 
 def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tuple[list[str], list[str], float]:
     """The held-out prompts, one served completion each (vanilla, best-of-N or RAIN), and FLOPs per completion."""
+    from tqdm.auto import tqdm
+
     from criticgym import flops
     from criticgym.search import compare
     from criticgym.search.values import make_evaluator
@@ -218,7 +220,7 @@ def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tupl
     evaluator = make_evaluator(cfg.search_evaluator, model, tokenizer, task.self_evaluation, task.label_words)
     flops.track(model)
     flops.take()
-    with flops.phase("inference"), _NoBar() as bar:
+    with flops.phase("inference"), tqdm(disable=True) as bar:  # no bar inside the frontier's own log
         if method == "rain":
             rows = compare.rain_rows(search, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar)
         else:
@@ -226,17 +228,6 @@ def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tupl
                 search, method, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar
             )
     return prompts, [r[0] for r in rows], inference_flops(flops.take(), len(rows))
-
-
-class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def update(self) -> None:
-        """No progress bar inside the frontier's own."""
 
 
 def _policy_after(run: TrainConfig, log) -> tuple[Any, Any, list[dict[str, Any]]]:
@@ -433,18 +424,24 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def report(records: list[dict[str, Any]], judges: list[str], out: Path, command: str, log=print) -> dict[str, Any]:
+    """Write the frontier's summary.md, table.json, frontier.png and records.jsonl (every record: its completions)."""
+    summary = summarize(records, judges)
+    plot(summary, out / "frontier.png")
+    (out / "summary.md").write_text(markdown(summary, command))
+    table = {"table": summary["table"], "winners": {str(n): a for n, a in summary["winners"].items()}}
+    (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    log((out / "summary.md").read_text())
+    return summary
+
+
 def frontier(argv: list[str], log=print) -> dict[str, Any]:
-    """``criticgym bench frontier``: run (or resume) every arm and seed; write the table, the plot, the records."""
+    """``criticgym bench frontier``: run (or resume) every arm and seed, then :func:`report`."""
     cfg = tyro.cli(FrontierConfig, args=argv, prog="criticgym bench frontier")
     if cfg.train.lora_r:
         raise ConfigError("The frontier serves full-weight policies; drop --lora-r.")
     arms, out = cfg.arm_list, Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
     records = [run_arm(cfg, arm, seed, out, log) for arm in arms for seed in range(cfg.seeds)]
-    summary = summarize(records, cfg.judge_list)
-    plot(summary, out / "frontier.png")
-    (out / "summary.md").write_text(markdown(summary, "criticgym bench frontier " + shlex.join(argv)))
-    table = {"table": summary["table"], "winners": {str(n): a for n, a in summary["winners"].items()}}
-    (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
-    log((out / "summary.md").read_text())
-    return summary
+    return report(records, cfg.judge_list, out, "criticgym bench frontier " + shlex.join(argv), log)

@@ -89,6 +89,7 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
         other = json.loads((tmp_path / "runs" / arm / "seed-0" / "frontier.json").read_text())
         assert [c["prompt"] for c in other["completions"]] == prompts
     assert (tmp_path / "frontier.png").exists() and "On the frontier" in (tmp_path / "summary.md").read_text()
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 5  # every record, to recompute the table
     # a finished frontier resumes without retraining
     monkeypatch.setattr(fr, "_policy_after", lambda *a, **k: pytest.fail("retrained a finished arm"))
     again = fr.frontier(argv, log=lambda *_: None)["table"]
