@@ -24,6 +24,7 @@ import json
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -118,17 +119,12 @@ OTHER_ARMS = ("untrained", "distilled", "self")
 
 def family(arm: str) -> str:
     """The feedback family of an arm, for the table."""
-    if arm in SEARCH_ARMS:
-        return "inference-time search"
-    if arm == "untrained":
-        return "none"
-    if arm == "self":
-        return "feedback in words (SELF)"
-    if arm == "distilled" or arm.startswith("rlaif"):
+    named = {"untrained": "none", "self": "feedback in words (SELF)", "distilled": "AI judge (RLAIF)"}
+    if arm in SEARCH_ARMS or arm in named:
+        return named.get(arm, "inference-time search")
+    if arm.startswith("rlaif"):
         return "AI judge (RLAIF)"
-    if arm.startswith(("relc", "random")):
-        return "critic spans (RELC)"
-    return "sparse score"
+    return "critic spans (RELC)" if arm.startswith(("relc", "random")) else "sparse score"
 
 
 def _frontier_defaults():
@@ -194,13 +190,21 @@ class FrontierConfig:
 
 def judge_texts(name: str, task, prompts: list[str], completions: list[str]) -> list[float]:
     """A held-out judge's scores: a label-word judge's rating in [-1, 1], or a scorer's score."""
+    return list(_held_out_judge(name, task.name)(prompts, completions))
+
+
+@lru_cache(maxsize=8)
+def _held_out_judge(name: str, task_name: str):
+    """A judge's scoring function, built once per run rather than per record (a label-word judge loads a model)."""
     from criticgym.critics import as_scorer
     from criticgym.critics.judge import label_word_judge, parse_label_judge
     from criticgym.critics.scorers import score_texts
+    from criticgym.envs import get_task
 
     if parse_label_judge(name) is not None:
-        return list(label_word_judge(name, task.label_words, pairwise=False).rate(prompts, completions))
-    return list(score_texts(as_scorer(name), prompts, completions))
+        return label_word_judge(name, get_task(task_name).label_words, pairwise=False).rate
+    scorer = as_scorer(name)
+    return lambda prompts, completions: score_texts(scorer, prompts, completions)
 
 
 def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tuple[list[str], list[str], float]:
@@ -265,7 +269,6 @@ def _distilled_policy(cfg: FrontierConfig, seed: int, folder: Path, log):
 
     rm_folder = folder / "reward-model"
     flops.take()
-    labelling = 0.0
     if not (rm_folder / "reward_model.json").exists():
         task = get_task(ENV_IDS.get(cfg.train.env, cfg.train.env))
         with flops.phase("reward"):

@@ -56,10 +56,13 @@ def _corrupt_once(steps: list[Step], rng: np.random.Generator) -> list[Step] | N
     return out
 
 
-def model_answer_records(annotator, prompts: list[str], answers: list[str]) -> list[dict[str, str]]:
-    """Meta-skill records of a task without gold answers: the annotator's feedback on the model's own answers."""
-    feedback = annotator.critique(prompts, answers)
-    refined = annotator.refine(prompts, answers, feedback)
+def model_answer_records(annotator, prompts: list[str], answers: list[str], references=None) -> list[dict[str, str]]:
+    """Meta-skill records of answers: the annotator's feedback on each, and its refinement.
+
+    A task without gold answers (``references`` None) annotates the model's own answers this way.
+    """
+    feedback = annotator.critique(prompts, answers, references)
+    refined = annotator.refine(prompts, answers, feedback, references)
     return [
         {"prompt": p, "response": r, "feedback": f, "refinement": r2}
         for p, r, f, r2 in zip(prompts, answers, feedback, refined, strict=True)
@@ -69,15 +72,9 @@ def model_answer_records(annotator, prompts: list[str], answers: list[str]) -> l
 def annotated_records(annotator, problems: list, seed: int) -> list[dict[str, str]]:
     """Meta-skill records: responses (a third right, the rest corrupted), the annotator's feedback and refinement."""
     rng = np.random.default_rng(seed)
-    prompts = [p.text for p in problems]
     gold = [p.reference for p in problems]
     responses = [g if rng.random() < 1 / 3 else corrupt(g, rng) for g in gold]
-    feedback = annotator.critique(prompts, responses, gold)
-    refined = annotator.refine(prompts, responses, feedback, gold)
-    return [
-        {"prompt": p, "response": r, "feedback": f, "refinement": r2}
-        for p, r, f, r2 in zip(prompts, responses, feedback, refined, strict=True)
-    ]
+    return model_answer_records(annotator, [p.text for p in problems], responses, gold)
 
 
 def read_records(path: str | Path) -> list[dict[str, str]]:
