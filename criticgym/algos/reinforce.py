@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from criticgym.algos.base import LMAgent, as_rollout_source, forward_logprobs_values, masked_mean
+from criticgym.algos.base import LMAgent, as_rollout_source, forward_logprobs_values, importance_weights, masked_mean
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, score_completions
 
@@ -43,6 +43,9 @@ class ReinforceConfig:
     """Sampling temperature of the rollouts."""
     top_p: float = 1.0
     """Nucleus sampling of the rollouts."""
+    tis_cap: float = 0.0
+    """With another sampler (--engine vllm): weight each token's gradient by min(pi_learner / pi_sampler, tis_cap),
+    truncated importance sampling (0: off)."""
 
 
 class Reinforce(LMAgent):
@@ -122,6 +125,9 @@ class Reinforce(LMAgent):
                 )
             advantages = (returns - values.detach()) * mask
             value_loss = 0.5 * masked_mean((values - returns) ** 2, mask)
+        weights = importance_weights(batch, cfg.tis_cap)
+        if weights is not None:
+            advantages = advantages * weights
         policy_loss = -masked_mean(advantages * logprobs, mask)
         loss = policy_loss + (cfg.vf_coef * value_loss if cfg.baseline == "value" else 0.0)
         self.optimizer.zero_grad(set_to_none=True)

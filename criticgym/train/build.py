@@ -106,10 +106,21 @@ def frozen_copy(model):
 
 def rollout_source(cfg: TrainConfig, env_options: dict[str, Any]):
     """Where the run's batches are played: a vector env in this process, or ``cfg.workers`` Ray workers."""
+    if cfg.engine == "vllm":
+        return vllm_rollouts(cfg, env_options)
     if not cfg.workers:
         return criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **env_kwargs(cfg), **env_options)
     # a self-rewarding judge is a frozen copy of the policy: each worker builds its own (worker_setup); none travels
     return rollout_workers(cfg, {k: v for k, v in env_options.items() if k != "judge"})
+
+
+def vllm_rollouts(cfg: TrainConfig, env_options: dict[str, Any]):
+    """The run's vector env with vLLM sampling its tokens (:class:`~criticgym.envs.VLLMRollouts`)."""
+    from criticgym.envs import VLLMRollouts
+    from criticgym.rollout.vllm import VLLMSampler
+
+    envs = criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **env_kwargs(cfg), **env_options)
+    return VLLMRollouts(envs, VLLMSampler(cfg.model, lora_rank=cfg.lora_r, seed=cfg.seed))
 
 
 def rollout_workers(cfg: TrainConfig, env_options: dict[str, Any] | None = None):

@@ -99,6 +99,10 @@ class TrainConfig:
     overlap_feedback: bool = False
     """Run the reward's expensive call (RELC's critic, the scorer, a direct judge) in a thread while the other
     episodes of the batch generate: the same rewards, less waiting."""
+    engine: Literal["builtin", "vllm"] = "builtin"
+    """What samples the rollouts: our KV-cached engine, or vLLM (criticgym[vllm]; the policy's weights, or its LoRA
+    adapter alone, are synced to it every iteration; the tokens are replayed through the env). Evaluation and
+    search keep the built-in engine."""
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):  # read back from config.json
@@ -114,6 +118,10 @@ class TrainConfig:
             raise ConfigError(f"worker_gpus must be 0 or more, got {self.worker_gpus}.")
         if self.workers < 0 or self.critic_actors < 0:
             raise ConfigError("workers and critic_actors must be 0 (off) or more.")
+        if self.engine == "vllm" and self.workers:
+            raise ConfigError(
+                "--engine vllm samples every row in this process; drop --workers (or use the builtin engine)."
+            )
         if isinstance(self.reward, RlaifPairwise) and self.num_envs % 2:
             raise ConfigError(
                 f"rlaif-pairwise pairs sub-envs 2i and 2i+1, so num_envs must be even; got {self.num_envs}."

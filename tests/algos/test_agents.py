@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -222,3 +223,17 @@ def test_what_trains_is_float32_where_generation_defaults_to_bfloat16(monkeypatc
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         PPO(model, tokenizer, words_envs(4), PPOConfig(kl_coef=0.0))
+
+
+def test_truncated_importance_weights_are_the_capped_ratio_of_learner_to_sampler():
+    from criticgym.algos.base import importance_weights
+    from criticgym.rollout import RolloutBatch
+
+    learner = torch.tensor([[-1.0, -2.0, -0.5], [-0.1, -3.0, 0.0]])
+    sampler = torch.tensor([[-1.5, -1.0, -0.5], [-2.1, -3.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    batch = RolloutBatch(mask, mask, mask, mask, learner, sampler_logprobs=sampler)
+    expected = torch.tensor([[math.exp(0.5), math.exp(-1.0), 1.0], [2.0, 1.0, 0.0]])  # exp(2.0) capped at 2
+    torch.testing.assert_close(importance_weights(batch, cap=2.0), expected)
+    assert importance_weights(batch, cap=0.0) is None  # off
+    assert importance_weights(batch._replace(sampler_logprobs=None), cap=2.0) is None  # the learner sampled

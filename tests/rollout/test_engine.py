@@ -350,3 +350,20 @@ def test_stop_ids_end_a_row_and_stay_in_its_completion():
     first_stop = [int((row == stop).nonzero()[0]) + 1 if (row == stop).any() else 8 for row in free.completion_ids]
     assert stopped.lengths.tolist() == first_stop and first_stop[0] <= 3
     torch.testing.assert_close(stopped.completion_ids[0, : first_stop[0]], free.completion_ids[0, : first_stop[0]])
+
+
+def test_replay_of_the_sampled_tokens_is_the_batch_run_returned(sharp):
+    """Tokens sampled elsewhere (vLLM) replayed in one pass: the log-probs, values and reference log-probs of run()."""
+    model, tokenizer = sharp
+    head = torch.nn.Linear(model.config.hidden_size, 1)
+    engine = RolloutEngine(model, tokenizer, ref_model=model, value_head=head)
+    sampled = engine.generate(PROMPTS, max_new_tokens=8, temperature=0.7, top_p=0.9, seed=3)
+    # rows of other lengths (as an env ends them): what lies past a row's end is padding to the replay
+    mask = (torch.arange(8)[None, :] < torch.tensor([8, 3, 1, 8, 5, 2, 7, 4])[:, None]).long()
+    replayed = engine.replay(
+        sampled.prompt_ids, sampled.prompt_mask, sampled.completion_ids, mask, temperature=0.7, top_p=0.9
+    )
+    torch.testing.assert_close(replayed.completion_mask, mask)
+    for field in ("logprobs", "values", "ref_logprobs"):
+        expected = getattr(sampled, field) * mask
+        torch.testing.assert_close(getattr(replayed, field), expected, atol=1e-4, rtol=1e-4)

@@ -183,3 +183,19 @@ def test_resume_checks_what_it_resumes(tmp_path):
     assert not (empty / "config.json").exists()  # it stopped before writing anything
     assert resume_state(tiny_config(empty, resume_if_any=True)) is None  # a new run starts there
     assert resume_state(tiny_config(run, resume_if_any=True))["agent"]["iteration"] == 2
+
+
+def test_the_vllm_engine_without_vllm_says_how_to_get_it(tmp_path):
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vLLM is installed here (make test-vllm runs the engine itself)")
+    with pytest.raises(ConfigError, match="make test-vllm"):
+        train(tiny_config(tmp_path, model="tiny-vllm", engine="vllm"), log=lambda *a: None)
+
+
+def test_the_vllm_engine_plays_in_this_process_not_on_workers(tmp_path):
+    with pytest.raises(ConfigError, match="drop --workers"):
+        tiny_config(tmp_path, engine="vllm", workers=2)
