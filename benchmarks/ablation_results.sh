@@ -2,7 +2,7 @@
 # The reward ablations of benchmarks/results/ablation-*: each line writes one folder (summary.md, table.json,
 # curves.csv, ablation.png) and is resumable (finished runs are kept in OUT/runs, which git ignores).
 # Usage: bash benchmarks/ablation_results.sh [sentiment|rlaif|detoxify|toxic-start ...]
-# (about 40, 15 and 35 minutes on 2 cores; toxic-start not measured yet)
+# (about 40, 15, 35 and 45 minutes on 2 cores)
 set -euo pipefail
 CLI=${CLI:-.venv/bin/criticgym}
 for what in "${@:-sentiment rlaif detoxify}"; do
