@@ -13,7 +13,7 @@ UV := uv==0.13.9
 # On the project's machines that wheel lies in /opt/wheels; elsewhere point TORCH_LINKS at the PyTorch CPU index.
 TORCH_LINKS ?= /opt/wheels
 
-.PHONY: venv demo test test-slow test-integration test-vllm test-latest bench bench-scripts lock clean
+.PHONY: venv demo test test-slow test-integration test-vllm test-latest bench bench-vllm bench-scripts lock clean
 
 venv: $(STAMP)
 
@@ -92,6 +92,10 @@ $(VLLM_STAMP): requirements-vllm.lock pyproject.toml Makefile
 
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/pytest -q -m vllm tests/vllm
+
+# vLLM beside our engine and generate (same prompts and sampler, batch 32 and 128), weight sync, the log-prob gap
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python benchmarks/bench_vllm.py --out benchmarks/results/vllm_cpu.md
 
 # The performance suite (pytest-benchmark), one report; on a GPU machine: make bench BENCH=benchmarks/results/bench_gpu
 BENCH ?= benchmarks/results/bench_cpu

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: the `gpu` tests and the GPU report (rollout against `generate` at batch 1 / 64 / 256, the share of
-# the memory-bandwidth limit at batch 1, PPO update tokens/s), in well under 10 minutes on an H100/H200.
+# the memory-bandwidth limit at batch 1, PPO update tokens/s; vLLM beside them where the image has vLLM), in
+# well under 10 minutes on an H100/H200.
 # It needs no hub and no large files: `tiny` and `smollm2-135m-random` (built there from SmolLM2's shape).
 #
 # Two steps, for a machine whose image has torch, transformers, peft, pytest but not the rest (the lent H200s):
@@ -46,3 +47,14 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, 'transform
 $PY -m pytest -m gpu -o addopts="" -p no:cacheprovider -q $(grep -rl "mark.gpu" tests) 2>&1 | tee "$OUT/gpu_tests.txt"
 # BENCH_ARGS: e.g. "--device cpu --models tiny --batches 1,2 --new-tokens 4" for a dry run without a GPU
 timeout 420 $PY benchmarks/bench_gpu.py --out "$OUT/report.md" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_gpu.log"
+# vLLM on CUDA, where the machine's image has it (the lent machines have no network and carry 64 MiB, so vLLM cannot
+# travel there): the same comparison as `make bench-vllm` on a random-weight SmolLM2 (smollm2-135m-random), then one
+# PPO iteration with --engine vllm. VLLM_ARGS: extra options for bench_vllm.py.
+if $PY -c "import vllm" 2> /dev/null; then
+  timeout 240 $PY benchmarks/bench_vllm.py --model smollm2-135m-random --batch-sizes 32 128 256 \
+    --out "$OUT/vllm.md" ${VLLM_ARGS:-} 2>&1 | tee "$OUT/bench_vllm.log"
+  timeout 120 $PY -m criticgym train --model smollm2-135m-random --engine vllm --device cuda --iterations 1 \
+    --num-envs 64 --eval-prompts 8 --out "$OUT/ppo-vllm" --no-progress sparse 2>&1 | tee "$OUT/ppo_vllm.log"
+else
+  echo "vLLM is not installed in this image: no vLLM figures" | tee "$OUT/vllm.md"
+fi

@@ -126,6 +126,11 @@ class RAIN:
         config: RAINConfig | None = None,
         embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(
+                f"RAIN searches on a transformers model, got {type(model).__name__}: it forks, crops and rewinds the "
+                "model's KV cache, which vLLM does not expose. Keep the built-in engine for search (load_policy)."
+            )
         self.model, self.tokenizer = model, tokenizer
         self.evaluator = evaluator
         self.config = config or RAINConfig()

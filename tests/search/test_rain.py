@@ -203,3 +203,11 @@ def test_searches_caps_the_simulations_of_a_step_below_min_new_searches(sharp):
     default = RAINConfig(searches=50, min_new_searches=15, max_new_tokens=2, value_threshold=2.0)
     [full] = RAIN(model, tokenizer, evaluator, default, embed=char_embed).generate(["The movie was"])
     assert full.stats["searches"] >= 15 * full.stats["commits"]
+
+
+def test_rain_refuses_an_engine_it_cannot_rewind(tokenizer):
+    from criticgym.rollout.vllm import VLLMSampler
+
+    sampler = VLLMSampler.__new__(VLLMSampler)  # what --engine vllm samples with (not started: it is refused first)
+    with pytest.raises(ConfigError, match="Keep the built-in engine"):
+        RAIN(sampler, tokenizer, lambda prompts, completions: [0.0] * len(prompts))
