@@ -9,10 +9,7 @@ quantized arithmetic.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +19,8 @@ pytestmark = pytest.mark.integration
 pytest.importorskip("llama_cpp.server", reason="make test-integration installs llama-cpp-python[server]")
 httpx = pytest.importorskip("httpx")
 
+from tests.servers import free_port, start_server  # noqa: E402
+
 MODEL = "smollm2"
 
 
@@ -30,28 +29,13 @@ def server(tmp_path_factory):
     """``python -m llama_cpp.server`` on a free port, with log-probs for completions (``logits_all``)."""
     from criticgym.rollout.models import SMOLLM2_GGUF, SMOLLM2_PACKAGE, SMOLLM2_PIP, package_folder
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     gguf = package_folder(SMOLLM2_PACKAGE, SMOLLM2_PIP) / SMOLLM2_GGUF
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL]
     command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--logits_all", "true"]
     command += ["--n_threads", str(os.cpu_count() or 1), "--chat_format", "chatml"]
-    log = tmp_path_factory.mktemp("llama") / "server.log"  # a file, not a pipe: its logs would fill a pipe and block
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"llama.cpp server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=1.0).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        raise RuntimeError("llama.cpp server did not answer within 120 s")
+    process = start_server(command, url, tmp_path_factory.mktemp("llama") / "server.log", seconds=120)
     yield url
     process.terminate()
     process.wait(timeout=30)

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -21,6 +18,8 @@ import pytest
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="make test-vllm installs vLLM's CPU build")
 httpx = pytest.importorskip("httpx")
+
+from tests.servers import free_port, start_server  # noqa: E402
 
 MODEL = "smollm2"
 
@@ -40,30 +39,16 @@ def server(tmp_path_factory):
     """``python -m vllm.entrypoints.openai.api_server`` on a free port of 127.0.0.1, SmolLM2 in float32."""
     from criticgym.rollout.models import model_folder
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder("smollm2-135m")]
     command += ["--served-model-name", MODEL, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32"]
     # eager: compiling graphs takes minutes on a CPU; 100 log-probs for the label-word judge's two words
     command += ["--enforce-eager", "--kv-cache-memory-bytes", str(1 << 30), "--max-logprobs", "100"]
     # vLLM's CPU worker falls back to one thread unless told how many to use
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))}
-    log = tmp_path_factory.mktemp("vllm") / "server.log"  # a file, not a pipe: its logs would fill a pipe and block
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM server exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=1.0).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(1.0)
-    else:
-        process.kill()
-        raise RuntimeError(f"vLLM server did not answer within 300 s: {log.read_text()[-3000:]}")
+    process = start_server(command, url, log, seconds=300, env=env)
     Served.log = log
     yield url
     process.terminate()
