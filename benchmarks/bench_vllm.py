@@ -79,7 +79,14 @@ def throughput(model, tokenizer, sampler: VLLMSampler, batch: int, new_tokens: i
 
 
 def rollouts(model, tokenizer, sampler: VLLMSampler, batch: int, repeats: int, name: str):
-    """A training rollout (the env stepped per token, values and log-probs recorded): engine+env against vLLM+env."""
+    """A training rollout (the env stepped per token, values and log-probs recorded): engine+env against vLLM+env.
+
+    As the demo and the ablations train: the lower 20 of 30 layers frozen, so each batch's weight sync sends the
+    upper 10 (and the sync is inside the vLLM+env time).
+    """
+    from criticgym.utils.training import freeze_lower_layers
+
+    freeze_lower_layers(model, min(20, model.config.num_hidden_layers - 1))
     head = torch.nn.Linear(model.config.hidden_size, 1)
     engine = RolloutEngine(model, tokenizer, value_head=head)
     envs = criticgym.make_vec(
@@ -184,8 +191,8 @@ def report(result: dict, args) -> str:
     lines += [
         "",
         "A training rollout (SentimentControl's vector env stepped per token, the sparse reward, log-probs and values "
-        "recorded; for vLLM, its tokens replayed through the env and re-scored by the learner in one pass), "
-        "completion tokens/s:",
+        "recorded; for vLLM, the weight sync of the upper 10 layers, its tokens replayed through the env and "
+        "re-scored by the learner in one forward pass), completion tokens/s:",
         "",
         "| batch | engine+env | vLLM+env | ratio |",
         "| ---: | ---: | ---: | ---: |",
