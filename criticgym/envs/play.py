@@ -55,10 +55,7 @@ def play(
     instead of starting a new episode.
     """
     check_no_autoreset(envs)
-    obs, _ = envs.reset(seed=seed, options=options)
-    ids, mask = obs["input_ids"], obs["attention_mask"]
-    lengths = mask.sum(axis=1)
-    encoded = [ids[row, : lengths[row]].tolist() for row in range(len(ids))]
+    encoded = reset_prompts(envs, seed, options)
     prompt_ids, prompt_mask = left_pad(encoded, engine.pad_id, engine.device)
     recorder = _Recorder(envs, len(encoded), envs.unwrapped.max_new_tokens)
     batch = engine.run(
@@ -77,6 +74,13 @@ def play(
     steps = batch.completion_ids.shape[1]
     rewards = torch.as_tensor(recorder.rewards[:, :steps])
     return batch._replace(rewards=rewards, infos=recorder.infos, env_seconds=recorder.seconds)
+
+
+def reset_prompts(envs: Any, seed: int | None, options: dict[str, Any] | None) -> list[list[int]]:
+    """Reset ``envs`` and return each sub-env's prompt as a token-id list (its observation without the padding)."""
+    obs, _ = envs.reset(seed=seed, options=options)
+    ids, lengths = obs["input_ids"], obs["attention_mask"].sum(axis=1)
+    return [ids[row, : lengths[row]].tolist() for row in range(len(ids))]
 
 
 def check_no_autoreset(envs: Any) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from criticgym.envs.play import _Recorder, check_no_autoreset, row_seed
+from criticgym.envs.play import _Recorder, check_no_autoreset, reset_prompts, row_seed
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, RolloutEngine, left_pad
 
@@ -129,9 +129,7 @@ class VLLMRollouts:
     ) -> RolloutBatch:
         """One batch: sync the weights, reset, sample with vLLM, replay through the env."""
         sync_s = self.sampler.sync(engine.model)
-        obs, _ = self.envs.reset(seed=seed, options=options)
-        ids, mask = obs["input_ids"], obs["attention_mask"]
-        prompts = [ids[r, : mask[r].sum()].tolist() for r in range(len(ids))]
+        prompts = reset_prompts(self.envs, seed, options)
         start = time.perf_counter()
         sampled = self.sampler.sample(
             prompts,
