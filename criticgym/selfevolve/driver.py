@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from criticgym import flops
 from criticgym.critics.feedback import ANNOTATORS
 from criticgym.errors import ConfigError
 from criticgym.selfevolve.config import SelfConfig
@@ -175,6 +176,23 @@ def _round(
     return data, row
 
 
+def _train_stage(cfg: SelfConfig, stage: int, solver: Solver, annotator, problems, stage_zero: list, out: Path):
+    """Stage 0 fine-tunes on the meta-skill data, stage t > 0 on round t's; its row, with the FLOPs it spent.
+
+    The FLOPs live in the checkpointed history, so a resumed run reports the compute of every stage.
+    """
+    model = solver.engine.model
+    row: dict[str, Any] = {"stage": stage}
+    data = stage_zero
+    flops.take()
+    with flops.phase("policy"):
+        if stage > 0:
+            data, counts = _round(cfg, stage, solver, annotator, problems, stage_zero, out, model.device)
+            row |= counts
+        row |= fine_tune(model, solver.tokenizer, solver.layout, data, cfg, seed=cfg.seed * 1000 + stage)
+    return row | {"perf/train_flops": sum(flops.take().values())}
+
+
 def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     """Meta-skill learning, then ``cfg.rounds`` self-evolution rounds; evaluated after each stage. Resumable."""
     from tqdm.auto import tqdm
@@ -189,7 +207,10 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     freeze_lower_layers(model, cfg.freeze_layers)
     problems = _problems(cfg, task, tokenizer)
     solver = Solver(model, tokenizer, task.feedback, cfg.max_new_tokens or task.max_new_tokens, cfg.feedback_tokens)
-    stage_zero = _stage_zero_data(cfg, annotator, problems, solver, out, model.device)
+    flops.take()
+    with flops.phase("policy"):
+        stage_zero = _stage_zero_data(cfg, annotator, problems, solver, out, model.device)
+    stage_zero_flops = sum(flops.take().values())  # charged to stage 0, which trains on this data
 
     checkpoint = out / "checkpoint.pt"
     history: list[dict[str, Any]] = []
@@ -207,15 +228,12 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     bar = tqdm(range(done + 1, cfg.rounds + 1), disable=not cfg.progress, desc="self-evolve", unit="stage")
     for stage in bar:
         start = time.perf_counter()
-        row: dict[str, Any] = {"stage": stage}
-        data = stage_zero
-        if stage > 0:
-            data, counts = _round(cfg, stage, solver, annotator, problems, stage_zero, out, model.device)
-            row |= counts
-        row |= fine_tune(model, tokenizer, task.feedback, data, cfg, seed=cfg.seed * 1000 + stage)
+        row = _train_stage(cfg, stage, solver, annotator, problems, stage_zero, out)
+        row["perf/train_flops"] += stage_zero_flops if stage == 0 else 0.0
         row["seconds"] = time.perf_counter() - start
         with autocast(cfg.precision, model.device):
             row |= _eval_row(solver, problems.test, annotator, out, f"stage-{stage}")
+        flops.take()  # evaluation is not training compute
         history.append(row)
         save_atomically({"model": model.state_dict(), "history": history, "stage": stage}, checkpoint)
         bar.set_postfix(accuracy=f"{row['eval/accuracy']:.3f}", refined=f"{row['eval/accuracy_refined']:.3f}")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from criticgym.bench.frontier import training_flops
 from criticgym.critics.feedback import ArithmeticAnnotator, ModelFeedback, judgement
 from criticgym.envs.tasks import get_task
 from criticgym.errors import ConfigError
@@ -195,6 +196,9 @@ def test_self_evolution_on_tiny_runs_end_to_end_and_resumes_after_a_kill(tmp_pat
         return json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in history], sort_keys=True)
 
     assert same(resumed["history"]) == same(whole["history"])
+    # every trained stage's compute is in the checkpointed history, so the resumed run reports all of it
+    assert all(row["perf/train_flops"] > 0 for row in whole["history"][1:])
+    assert training_flops(resumed["history"]) == training_flops(whole["history"]) > 0
     for a, b in zip(whole["model"].parameters(), resumed["model"].parameters(), strict=True):
         assert torch.equal(a, b)
 
