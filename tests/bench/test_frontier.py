@@ -26,6 +26,12 @@ def test_training_flops_add_policy_and_reward_over_iterations_and_inference_divi
         {"perf/policy_flops": 6e11, "perf/reward_flops": 1e11},
     ]
     assert fr.training_flops(history) == 1.2e12
+    self_stages = [
+        {"stage": -1, "eval/accuracy": 0.5},
+        {"stage": 0, "perf/train_flops": 3e11},
+        {"perf/train_flops": 2e11},
+    ]
+    assert fr.training_flops(self_stages) == 5e11  # SELF's stages; its evaluation row counts nothing
     assert fr.inference_flops({"policy": 2.4e10, "reward": 6e9}, completions=32) == pytest.approx(3e10 / 32)
     with pytest.raises(ConfigError, match="at least one completion"):
         fr.inference_flops({"policy": 1.0}, completions=0)
