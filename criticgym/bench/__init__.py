@@ -1,8 +1,8 @@
 """Research benchmarks behind ``criticgym bench``.
 
 - ``ablation.py``: reward arms trained at equal compute (``criticgym bench ablation``);
-- ``frontier.py``: every feedback family on one task (``criticgym bench frontier``): the cost of serving N
-  completions with training amortized, and which arms win at which N;
+- ``frontier.py``: every feedback family on one task, served and judged (``criticgym bench frontier``);
+- ``costs.py``: the cost of serving N completions with training amortized, which arms win at which N, the table;
 - ``toxic_start.py``: a policy that writes offensive text, for Detoxify's ablation (``criticgym bench toxic-start``).
 """
 

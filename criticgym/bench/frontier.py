@@ -1,28 +1,15 @@
-"""The feedback frontier's accounting: what each arm costs to serve N completions, and which arms win at which N.
+"""``criticgym bench frontier``: every feedback family on one task, served and judged on the same held-out prompts.
 
-Training-time feedback (sparse, RELC, RLAIF, SELF) pays once, before deployment; inference-time search (best-of-N,
-RAIN) pays on every completion. To put both on one axis, an arm's cost to serve N held-out completions is
-
-    cost(N) = training FLOPs (policy + reward, the whole run) + N * inference FLOPs per completion
-
-(the untrained policy and the search arms train nothing; a trained policy's inference is one sampled completion; a
-search's is its sampling plus its evaluations). Amortized, ``cost(N) / N = training / N + inference``. At a
-deployment size N an arm is on the frontier when no other arm is at once cheaper (or as cheap) and better (or as
-good) with one of the two strict; :func:`winners` lists the frontier for each N and :func:`crossover` the N at which
-two arms cost the same.
-
-    >>> trained, search = ArmCost(train_flops=1e12, inference_flops=1e9), ArmCost(inference_flops=3e10)
-    >>> trained.to_serve(100), search.to_serve(100)
-    (1100000000000.0, 3000000000000.0)
-    >>> round(crossover(trained, search), 1)  # from about 34 completions on, training is the cheaper way
-    34.5
+Each arm trains (PPO on a reward spec, distilled RLAIF, SELF) or not (the untrained policy, best-of-N, RAIN), then
+serves the held-out prompts; every held-out judge scores the completions, and the FLOPs spent to train and per
+served completion are metered. Each (arm, seed) is cached in ``runs/<arm>/seed-<s>/frontier.json``, so a stopped
+frontier resumes; :func:`criticgym.bench.costs.report` writes the table, the plot and every record.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -31,90 +18,12 @@ from typing import Annotated, Any
 import numpy as np
 import tyro
 
+from criticgym.bench.costs import SEARCH_ARMS, inference_flops, report, training_flops
 from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
 from criticgym.train import TrainConfig
 
-DEPLOYMENT_SIZES = tuple(int(10**k) for k in range(2, 7))
-"""The N of the frontier plot: 10^2 .. 10^6 served completions."""
-
-
-@dataclass(frozen=True)
-class ArmCost:
-    """What an arm spends: once to train (policy and reward FLOPs), and per served completion."""
-
-    train_flops: float = 0.0
-    inference_flops: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not (np.isfinite(self.train_flops) and np.isfinite(self.inference_flops)):
-            raise ConfigError(f"An arm's FLOPs must be finite, got {self}.")
-        if self.train_flops < 0 or self.inference_flops < 0:
-            raise ConfigError(f"An arm's FLOPs cannot be negative, got {self}.")
-
-    def to_serve(self, n: float) -> float:
-        """Total FLOPs to train (once) and serve ``n`` completions."""
-        return float(self.train_flops + n * self.inference_flops)
-
-    def per_completion(self, n: float) -> float:
-        """FLOPs per served completion when the training is amortized over ``n`` of them."""
-        return float(self.train_flops / n + self.inference_flops)
-
-
-def training_flops(history: Sequence[Mapping[str, Any]]) -> float:
-    """Training FLOPs of a history: PPO's ``perf/policy_flops`` + ``perf/reward_flops``, SELF's ``perf/train_flops``."""
-    keys = ("perf/policy_flops", "perf/reward_flops", "perf/train_flops")
-    return float(sum(row.get(key, 0.0) for row in history for key in keys))
-
-
-def inference_flops(spent: Mapping[str, float], completions: int) -> float:
-    """FLOPs per completion from what serving ``completions`` of them spent (every phase: policy and evaluator)."""
-    if completions < 1:
-        raise ConfigError(f"Inference FLOPs per completion need at least one completion, got {completions}.")
-    return float(sum(spent.values()) / completions)
-
-
-def serving_curve(costs: Mapping[str, ArmCost], sizes: Iterable[int] = DEPLOYMENT_SIZES) -> dict[str, np.ndarray]:
-    """Each arm's total FLOPs to serve every N of ``sizes``."""
-    sizes = list(sizes)
-    return {arm: np.array([cost.to_serve(n) for n in sizes]) for arm, cost in costs.items()}
-
-
-def pareto(points: Mapping[str, tuple[float, float]]) -> list[str]:
-    """The arms no other arm dominates, cheapest first, from ``arm -> (cost, score)`` (higher score is better)."""
-
-    def dominated(arm: str) -> bool:
-        cost, score = points[arm]
-        return any(
-            c <= cost and s >= score and (c < cost or s > score) for other, (c, s) in points.items() if other != arm
-        )
-
-    return sorted((arm for arm in points if not dominated(arm)), key=lambda arm: points[arm])
-
-
-def winners(
-    costs: Mapping[str, ArmCost], scores: Mapping[str, float], sizes: Iterable[int] = DEPLOYMENT_SIZES
-) -> dict[int, list[str]]:
-    """The frontier at each deployment size N: the arms that no other arm beats at once on cost and on score."""
-    missing = set(costs) ^ set(scores)
-    if missing:
-        raise ConfigError(f"Every arm needs a cost and a score; these have only one: {sorted(missing)}.")
-    return {n: pareto({arm: (costs[arm].to_serve(n), scores[arm]) for arm in costs}) for n in sizes}
-
-
-def crossover(a: ArmCost, b: ArmCost) -> float | None:
-    """The number of completions at which ``a`` and ``b`` cost the same to serve (None: they never do)."""
-    slope = b.inference_flops - a.inference_flops
-    if slope == 0:
-        return None
-    n = (a.train_flops - b.train_flops) / slope
-    return float(n) if n > 0 else None
-
-
-# -- running the frontier -------------------------------------------------------------------------------------
-
-SEARCH_ARMS = ("best-of-n", "rain")
 OTHER_ARMS = ("untrained", "distilled", "self")
 
 
@@ -126,6 +35,34 @@ def family(arm: str) -> str:
     if arm.startswith("rlaif"):
         return "AI judge (RLAIF)"
     return "critic spans (RELC)" if arm.startswith(("relc", "random")) else "sparse score"
+
+
+def learns_from(cfg: FrontierConfig, arm: str) -> str:
+    """What an arm trains or searches on, so that the table shows which held-out judge each arm has seen."""
+    from criticgym.bench.ablation import arm_reward
+    from criticgym.envs import get_task
+    from criticgym.registration import ENV_IDS
+    from criticgym.rewards import Relc, Sparse
+
+    task = get_task(ENV_IDS.get(cfg.train.env, cfg.train.env))
+    if arm in SEARCH_ARMS:
+        return f"{cfg.search_evaluator} (search)"
+    named = {
+        "untrained": "nothing",
+        "self": f"the {getattr(task.feedback, 'annotator', None)} annotator, then its own judgement",
+        "distilled": f"a reward model of {cfg.judge_model}'s preferences",
+    }
+    if arm in named:
+        return named[arm]
+    spec = arm_reward(arm, cfg.critic_model, cfg.judge_model)
+    if not isinstance(spec, Sparse | Relc):
+        return spec.judge_model
+    scorer = spec.scorer or (task.scorer if isinstance(task.scorer, str) else getattr(task.scorer, "__name__", "score"))
+    if isinstance(spec, Sparse):
+        return scorer
+    critic = spec.critic or task.critic
+    critic = f"{critic} ({spec.critic_model})" if critic in ("llm", "label") else critic
+    return f"{scorer} + {critic} spans"
 
 
 def _frontier_defaults():
@@ -299,6 +236,7 @@ def _self_policy(cfg: FrontierConfig, seed: int, folder: Path, log):
         qa_records=0,
         prompts_per_round=per_round,
         eval_problems=cfg.prompts,
+        base_eval=False,  # the untrained arm is the frontier's own base; SELF's greedy base row would repeat per seed
         freeze_layers=cfg.train.ppo.freeze_layers,
         seed=seed,
         device=cfg.train.device,
@@ -338,6 +276,7 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
     record = {
         "arm": arm,
         "family": family(arm),
+        "learns_from": learns_from(cfg, arm),
         "seed": seed,
         "train_flops": train_flops,
         "inference_flops": per_completion,
@@ -351,92 +290,6 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
     return record
 
 
-def summarize(records: list[dict[str, Any]], judges: list[str], baseline: str = "sparse") -> dict[str, Any]:
-    """The frontier's table and its winners at each deployment size.
-
-    Per arm: each judge's mean with a 95% interval over seeds, the paired difference with ``baseline`` on the
-    independent judge (the first), the mean FLOPs.
-    """
-    from criticgym.utils.stats import mean_ci
-
-    arms = list(dict.fromkeys(r["arm"] for r in records))
-    independent = judges[0]
-    by_seed = {(r["arm"], r["seed"]): r for r in records}
-    table, costs, scores = [], {}, {}
-    for arm in arms:
-        runs = [r for r in records if r["arm"] == arm]
-        row: dict[str, Any] = {"arm": arm, "family": runs[0]["family"], "seeds": len(runs)}
-        for judge in judges:
-            row[judge], row[f"{judge} ci"] = (float(x) for x in mean_ci(np.array([r["scores"][judge] for r in runs])))
-        paired = [
-            r["scores"][independent] - by_seed[(baseline, r["seed"])]["scores"][independent]
-            for r in runs
-            if (baseline, r["seed"]) in by_seed
-        ]
-        if arm != baseline and paired:
-            row["vs baseline"], row["vs baseline ci"] = (float(x) for x in mean_ci(np.array(paired)))
-        costs[arm] = ArmCost(
-            float(np.mean([r["train_flops"] for r in runs])), float(np.mean([r["inference_flops"] for r in runs]))
-        )
-        row["train_tflop"], row["inference_gflop"] = costs[arm].train_flops / 1e12, costs[arm].inference_flops / 1e9
-        scores[arm] = row[independent]
-        table.append(row)
-    return {"table": table, "costs": costs, "scores": scores, "winners": winners(costs, scores), "judges": judges}
-
-
-def markdown(summary: dict[str, Any], command: str) -> str:
-    """The frontier's table, and the frontier at each deployment size, as markdown."""
-    judges, independent = summary["judges"], summary["judges"][0]
-    lines = [f"Command: `{command}`", "", f"Held-out judges: {', '.join(judges)} ({independent} trains nothing).", ""]
-    head = ["arm", "family", "seeds", *judges, f"vs sparse ({independent}, paired)", "train TFLOP", "GFLOP/completion"]
-    lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * 2 + " ---: |" * (len(head) - 2)]
-    for row in summary["table"]:
-        cells = [row["arm"], row["family"], str(row["seeds"])]
-        cells += [_fmt(row[j], row[f"{j} ci"]) for j in judges]
-        cells.append(_fmt(row["vs baseline"], row["vs baseline ci"]) if "vs baseline" in row else "")
-        cells += [f"{row['train_tflop']:.2f}", f"{row['inference_gflop']:.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "On the frontier (no other arm cheaper and better) when serving N completions:", ""]
-    lines += [f"- N = {n:.0e}: {', '.join(arms)}" for n, arms in summary["winners"].items()]
-    return "\n".join(lines + ["", "![frontier](frontier.png)", ""])
-
-
-def _fmt(mean: float, half: float) -> str:
-    return f"{mean:+.3f} ± {half:.3f}" if np.isfinite(half) else f"{mean:+.3f}"
-
-
-def plot(summary: dict[str, Any], path: Path) -> None:
-    """The independent judge's score against the FLOPs to serve N completions, one panel per N, frontier joined."""
-    from criticgym.utils.plots import pyplot
-
-    plt = pyplot()
-    sizes = list(summary["winners"])
-    fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.4), sharey=True)
-    for ax, n in zip(np.atleast_1d(axes), sizes, strict=True):
-        for arm, cost in summary["costs"].items():
-            ax.scatter(cost.to_serve(n), summary["scores"][arm], label=arm)
-        front = summary["winners"][n]
-        ax.plot([summary["costs"][a].to_serve(n) for a in front], [summary["scores"][a] for a in front], "k--", lw=0.8)
-        ax.set(xscale="log", title=f"serving N = {n:.0e}", xlabel="FLOPs (training + N completions)")
-    np.atleast_1d(axes)[0].set_ylabel(f"held-out score ({summary['judges'][0]})")
-    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def report(records: list[dict[str, Any]], judges: list[str], out: Path, command: str, log=print) -> dict[str, Any]:
-    """Write the frontier's summary.md, table.json, frontier.png and records.jsonl (every record: its completions)."""
-    summary = summarize(records, judges)
-    plot(summary, out / "frontier.png")
-    (out / "summary.md").write_text(markdown(summary, command))
-    table = {"table": summary["table"], "winners": {str(n): a for n, a in summary["winners"].items()}}
-    (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
-    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    log((out / "summary.md").read_text())
-    return summary
-
-
 def frontier(argv: list[str], log=print) -> dict[str, Any]:
     """``criticgym bench frontier``: run (or resume) every arm and seed, then :func:`report`."""
     cfg = tyro.cli(FrontierConfig, args=argv, prog="criticgym bench frontier")
@@ -445,4 +298,6 @@ def frontier(argv: list[str], log=print) -> dict[str, Any]:
     arms, out = cfg.arm_list, Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
     records = [run_arm(cfg, arm, seed, out, log) for arm in arms for seed in range(cfg.seeds)]
+    for record in records:  # records written before the field existed
+        record.setdefault("learns_from", learns_from(cfg, record["arm"]))
     return report(records, cfg.judge_list, out, "criticgym bench frontier " + shlex.join(argv), log)

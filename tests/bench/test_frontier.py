@@ -7,15 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from criticgym.bench import costs as fc
 from criticgym.bench import frontier as fr
 from criticgym.errors import ConfigError
 
 # training 1.2 TFLOP once (policy 1.0 + reward 0.2), then 1 GFLOP per completion; search: nothing to train, 30 GFLOP
 # per completion (best-of-30 style); the untrained policy: 1 GFLOP per completion
 COSTS = {
-    "relc": fr.ArmCost(train_flops=1.2e12, inference_flops=1e9),
-    "best-of-n": fr.ArmCost(inference_flops=3e10),
-    "untrained": fr.ArmCost(inference_flops=1e9),
+    "relc": fc.ArmCost(train_flops=1.2e12, inference_flops=1e9),
+    "best-of-n": fc.ArmCost(inference_flops=3e10),
+    "untrained": fc.ArmCost(inference_flops=1e9),
 }
 SCORES = {"relc": 0.40, "best-of-n": 0.50, "untrained": 0.06}
 
@@ -25,16 +26,16 @@ def test_training_flops_add_policy_and_reward_over_iterations_and_inference_divi
         {"perf/policy_flops": 4e11, "perf/reward_flops": 1e11},
         {"perf/policy_flops": 6e11, "perf/reward_flops": 1e11},
     ]
-    assert fr.training_flops(history) == 1.2e12
+    assert fc.training_flops(history) == 1.2e12
     self_stages = [
         {"stage": -1, "eval/accuracy": 0.5},
         {"stage": 0, "perf/train_flops": 3e11},
         {"perf/train_flops": 2e11},
     ]
-    assert fr.training_flops(self_stages) == 5e11  # SELF's stages; its evaluation row counts nothing
-    assert fr.inference_flops({"policy": 2.4e10, "reward": 6e9}, completions=32) == pytest.approx(3e10 / 32)
+    assert fc.training_flops(self_stages) == 5e11  # SELF's stages; its evaluation row counts nothing
+    assert fc.inference_flops({"policy": 2.4e10, "reward": 6e9}, completions=32) == pytest.approx(3e10 / 32)
     with pytest.raises(ConfigError, match="at least one completion"):
-        fr.inference_flops({"policy": 1.0}, completions=0)
+        fc.inference_flops({"policy": 1.0}, completions=0)
 
 
 def test_the_cost_to_serve_n_is_training_plus_n_completions_and_amortizes():
@@ -42,31 +43,31 @@ def test_the_cost_to_serve_n_is_training_plus_n_completions_and_amortizes():
     assert relc.to_serve(100) == 1.2e12 + 100 * 1e9 == 1.3e12
     assert relc.per_completion(100) == pytest.approx(1.3e10)
     assert relc.per_completion(10**6) == pytest.approx(1e9 + 1.2e6)  # training all but vanishes
-    curve = fr.serving_curve(COSTS, sizes=(100, 10_000))
+    curve = fc.serving_curve(COSTS, sizes=(100, 10_000))
     np.testing.assert_allclose(curve["relc"], [1.3e12, 1.12e13])
     np.testing.assert_allclose(curve["best-of-n"], [3e12, 3e14])
     with pytest.raises(ConfigError, match="cannot be negative"):
-        fr.ArmCost(train_flops=-1.0)
+        fc.ArmCost(train_flops=-1.0)
 
 
 def test_crossover_is_where_training_starts_to_pay():
     # 1.2e12 + n 1e9 = n 3e10  ->  n = 1.2e12 / 2.9e10
-    assert fr.crossover(COSTS["relc"], COSTS["best-of-n"]) == pytest.approx(1.2e12 / 2.9e10)
-    assert fr.crossover(COSTS["relc"], COSTS["untrained"]) is None  # the same inference: training never pays back
-    assert fr.crossover(COSTS["best-of-n"], COSTS["untrained"]) is None  # best-of-n is never the cheaper one
+    assert fc.crossover(COSTS["relc"], COSTS["best-of-n"]) == pytest.approx(1.2e12 / 2.9e10)
+    assert fc.crossover(COSTS["relc"], COSTS["untrained"]) is None  # the same inference: training never pays back
+    assert fc.crossover(COSTS["best-of-n"], COSTS["untrained"]) is None  # best-of-n is never the cheaper one
 
 
 def test_winners_at_each_deployment_size():
-    found = fr.winners(COSTS, SCORES, sizes=(10, 100, 10**6))
+    found = fc.winners(COSTS, SCORES, sizes=(10, 100, 10**6))
     # at 10 completions search is both cheaper (3e11 < 1.21e12) and better than RELC: RELC is off the frontier
     assert found[10] == ["untrained", "best-of-n"]
     # from the crossover (about 41) on, RELC is cheaper than search but scores less: both are on the frontier
     assert found[100] == ["untrained", "relc", "best-of-n"]
     assert found[10**6] == ["untrained", "relc", "best-of-n"]
     better = {**SCORES, "relc": 0.6}  # a trained arm that also scores more takes search off the frontier once cheaper
-    assert fr.winners(COSTS, better, sizes=(100,))[100] == ["untrained", "relc"]
+    assert fc.winners(COSTS, better, sizes=(100,))[100] == ["untrained", "relc"]
     with pytest.raises(ConfigError, match="only one"):
-        fr.winners(COSTS, {"relc": 0.4}, sizes=(100,))
+        fc.winners(COSTS, {"relc": 0.4}, sizes=(100,))
 
 
 def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path, monkeypatch):
@@ -87,6 +88,14 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
     assert all(rows[arm]["train_tflop"] > 0 for arm in ("sparse", "distilled", "self"))
     assert rows["distilled"]["train_tflop"] > rows["sparse"]["train_tflop"]  # the same run plus labelling
     assert rows["best-of-n"]["inference_gflop"] > rows["untrained"]["inference_gflop"] > 0  # two samples, and VADER
+    # the table says what each arm trained or searched on (here the task's scorer is VADER)
+    assert {arm: row["learns from"] for arm, row in rows.items()} == {
+        "untrained": "nothing",
+        "sparse": "vader",
+        "distilled": "a reward model of label:tiny's preferences",
+        "self": "the sentiment annotator, then its own judgement",
+        "best-of-n": "vader (search)",
+    }
     record = json.loads((tmp_path / "runs" / "untrained" / "seed-0" / "frontier.json").read_text())
     assert len(record["completions"]) == 4 and set(record["scores"]) == {"label:tiny", "vader"}
     # every arm is judged on the same held-out prompts
@@ -102,12 +111,23 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
     assert json.dumps(again) == json.dumps(summary["table"])  # nan-aware
 
 
+def test_each_reward_arm_names_the_scorer_critic_or_judge_it_trains_on():
+    cfg = fr.FrontierConfig(judge_model="label:self", critic_model="smollm2-135m")
+    assert fr.learns_from(cfg, "sparse") == "sentiment-classifier"
+    assert fr.learns_from(cfg, "relc-lexicon") == "sentiment-classifier + lexicon spans"
+    assert fr.learns_from(cfg, "relc-label") == "sentiment-classifier + label (smollm2-135m) spans"
+    assert fr.learns_from(cfg, "random-lexicon") == "sentiment-classifier + random-lexicon spans"
+    assert fr.learns_from(cfg, "rlaif-direct") == fr.learns_from(cfg, "rlaif-pairwise") == "label:self"
+    assert fr.learns_from(cfg, "rain") == "vader (search)"
+
+
 def test_the_summary_pairs_seeds_on_the_independent_judge_and_finds_the_frontier(tmp_path):
     def record(arm, seed, independent, train, inference):
         scores = {"label:gemma3-270m": independent, "vader": 0.5}
         return {
             "arm": arm,
             "family": fr.family(arm),
+            "learns_from": "vader (search)" if arm == "best-of-n" else "the classifier",
             "seed": seed,
             "train_flops": train,
             "inference_flops": inference,
@@ -122,7 +142,7 @@ def test_the_summary_pairs_seeds_on_the_independent_judge_and_finds_the_frontier
         record("best-of-n", 0, 0.50, 0.0, 3e10),
         record("best-of-n", 1, 0.40, 0.0, 3e10),
     ]
-    summary = fr.summarize(records, ["label:gemma3-270m", "vader"])
+    summary = fc.summarize(records, ["label:gemma3-270m", "vader"])
     rows = {row["arm"]: row for row in summary["table"]}
     assert rows["sparse"]["label:gemma3-270m"] == pytest.approx(0.15) and "vs baseline" not in rows["sparse"]
     assert rows["relc-lexicon"]["vs baseline"] == pytest.approx(0.15)  # (0.2 + 0.1) / 2, paired by seed
@@ -131,9 +151,11 @@ def test_the_summary_pairs_seeds_on_the_independent_judge_and_finds_the_frontier
     # at 100 completions search (3e12) costs more than RELC (1.2e12) but scores more: both on the frontier; sparse
     # is as cheap as RELC's mean minus 0.1 TFLOP and scores less: on it too (cheapest)
     assert summary["winners"][100] == ["sparse", "relc-lexicon", "best-of-n"]
-    text = fr.markdown(summary, "criticgym bench frontier")
-    assert (
-        "| relc-lexicon | critic spans (RELC) | 2 |" in text and "- N = 1e+02: sparse, relc-lexicon, best-of-n" in text
-    )
-    fr.plot(summary, tmp_path / "frontier.png")
+    text = fc.markdown(summary, "criticgym bench frontier")
+    assert "| relc-lexicon | critic spans (RELC) | the classifier | 2 |" in text
+    assert "| best-of-n | inference-time search | vader (search) | 2 |" in text
+    assert "- N = 1e+02: sparse, relc-lexicon, best-of-n" in text
+    # training pays from 1e12 / (3e10 - 1e9) = 34.5 completions for sparse, 1.1e12 / 2.9e10 = 37.9 for RELC
+    assert "| trained arm | best-of-n |" in text and "| sparse | 34 |" in text and "| relc-lexicon | 38 |" in text
+    fc.plot(summary, tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from criticgym.bench.frontier import training_flops
+from criticgym.bench.costs import training_flops
 from criticgym.critics.feedback import ArithmeticAnnotator, ModelFeedback, judgement
 from criticgym.envs.tasks import get_task
 from criticgym.errors import ConfigError
