@@ -181,21 +181,27 @@ def _fmt(mean: float, half: float) -> str:
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """The independent judge's score against the FLOPs to serve N completions, one panel per N, frontier joined."""
+    """The independent judge's score (95% interval over seeds) against the FLOPs to serve N completions.
+
+    One panel per N; the frontier is joined by a dashed line.
+    """
     from criticgym.utils.plots import pyplot
 
     plt = pyplot()
-    sizes = list(summary["winners"])
-    fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.4), sharey=True)
+    independent, sizes = summary["judges"][0], list(summary["winners"])
+    half = {row["arm"]: np.nan_to_num(row[f"{independent} ci"]) for row in summary["table"]}
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.0 * len(sizes) + 1.3, 3.4), sharey=True)
     for ax, n in zip(np.atleast_1d(axes), sizes, strict=True):
         for arm, cost in summary["costs"].items():
-            ax.scatter(cost.to_serve(n), summary["scores"][arm], label=arm)
+            marker = "s" if cost.train_flops == 0 and arm != "untrained" else "o"
+            ax.errorbar(cost.to_serve(n), summary["scores"][arm], yerr=half[arm], fmt=marker, capsize=2, label=arm)
         front = summary["winners"][n]
         ax.plot([summary["costs"][a].to_serve(n) for a in front], [summary["scores"][a] for a in front], "k--", lw=0.8)
         ax.set(xscale="log", title=f"serving N = {n:.0e}", xlabel="FLOPs (training + N completions)")
-    np.atleast_1d(axes)[0].set_ylabel(f"held-out score ({summary['judges'][0]})")
-    np.atleast_1d(axes)[-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    np.atleast_1d(axes)[0].set_ylabel(f"held-out score ({independent})")
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 1.2 / fig.get_figwidth(), 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
