@@ -110,17 +110,23 @@ def crossover(a: ArmCost, b: ArmCost) -> float | None:
     return float(n) if n > 0 else None
 
 
-def summarize(records: list[dict[str, Any]], judges: list[str], baseline: str = "sparse") -> dict[str, Any]:
+PAIRED_WITH = ("untrained", "sparse", "best-of-n")
+"""The arms every other arm is compared with, seed by seed: no training, the plain reward, the plain search."""
+
+
+def summarize(
+    records: list[dict[str, Any]], judges: list[str], baselines: Sequence[str] = PAIRED_WITH
+) -> dict[str, Any]:
     """The frontier's table and its winners at each deployment size.
 
-    Per arm: each judge's mean with a 95% interval over seeds, the paired difference with ``baseline`` on the
-    independent judge (the first), the mean FLOPs.
+    Per arm: each judge's mean with a 95% interval over seeds, the mean FLOPs, and on the independent judge (the
+    first) the paired difference with each of ``baselines`` that ran (``vs <baseline>``, over the seeds both ran).
     """
     from criticgym.utils.stats import mean_ci
 
     arms = list(dict.fromkeys(r["arm"] for r in records))
     independent = judges[0]
-    by_seed = {(r["arm"], r["seed"]): r for r in records}
+    by_seed = {(r["arm"], r["seed"]): r["scores"][independent] for r in records}
     table, costs, scores = [], {}, {}
     for arm in arms:
         runs = [r for r in records if r["arm"] == arm]
@@ -128,35 +134,42 @@ def summarize(records: list[dict[str, Any]], judges: list[str], baseline: str = 
         row["seeds"] = len(runs)
         for judge in judges:
             row[judge], row[f"{judge} ci"] = (float(x) for x in mean_ci(np.array([r["scores"][judge] for r in runs])))
-        paired = [
-            r["scores"][independent] - by_seed[(baseline, r["seed"])]["scores"][independent]
-            for r in runs
-            if (baseline, r["seed"]) in by_seed
-        ]
-        if arm != baseline and paired:
-            row["vs baseline"], row["vs baseline ci"] = (float(x) for x in mean_ci(np.array(paired)))
+        for baseline in (b for b in baselines if b != arm):
+            paired = [
+                by_seed[(arm, r["seed"])] - by_seed[(baseline, r["seed"])]
+                for r in runs
+                if (baseline, r["seed"]) in by_seed
+            ]
+            if paired:
+                row[f"vs {baseline}"], row[f"vs {baseline} ci"] = (float(x) for x in mean_ci(np.array(paired)))
         costs[arm] = ArmCost(
             float(np.mean([r["train_flops"] for r in runs])), float(np.mean([r["inference_flops"] for r in runs]))
         )
         row["train_tflop"], row["inference_gflop"] = costs[arm].train_flops / 1e12, costs[arm].inference_flops / 1e9
         scores[arm] = row[independent]
         table.append(row)
-    return {"table": table, "costs": costs, "scores": scores, "winners": winners(costs, scores), "judges": judges}
+    summary = {"table": table, "costs": costs, "scores": scores, "winners": winners(costs, scores), "judges": judges}
+    return summary | {"baselines": [b for b in baselines if b in arms]}
 
 
 def markdown(summary: dict[str, Any], command: str) -> str:
-    """The frontier's table, and the frontier at each deployment size, as markdown."""
+    """The frontier's table, the paired differences, the frontier at each N and the crossovers, as markdown."""
     judges, independent = summary["judges"], summary["judges"][0]
     lines = [f"Command: `{command}`", "", f"Held-out judges: {', '.join(judges)} ({independent} trains nothing).", ""]
-    head = ["arm", "family", "trains or searches on", "seeds", *judges, f"vs sparse ({independent}, paired)"]
-    head += ["train TFLOP", "GFLOP/completion"]
+    head = ["arm", "family", "trains or searches on", "seeds", *judges, "train TFLOP", "GFLOP/completion"]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * 3 + " ---: |" * (len(head) - 3)]
     for row in summary["table"]:
         cells = [row["arm"], row["family"], row["learns from"], str(row["seeds"])]
         cells += [_fmt(row[j], row[f"{j} ci"]) for j in judges]
-        cells.append(_fmt(row["vs baseline"], row["vs baseline ci"]) if "vs baseline" in row else "")
         cells += [f"{row['train_tflop']:.2f}", f"{row['inference_gflop']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if summary["baselines"]:
+        lines += ["", f"Paired differences by {independent}, seed by seed (95% interval):", ""]
+        lines += ["| arm | " + " | ".join(f"vs {b}" for b in summary["baselines"]) + " |"]
+        lines += ["| --- |" + " ---: |" * len(summary["baselines"])]
+        for row in summary["table"]:
+            cells = [_fmt(row[f"vs {b}"], row[f"vs {b} ci"]) if f"vs {b}" in row else "" for b in summary["baselines"]]
+            lines.append(f"| {row['arm']} | " + " | ".join(cells) + " |")
     lines += ["", "On the frontier (no other arm cheaper and better) when serving N completions:", ""]
     lines += [f"- N = {n:.0e}: {', '.join(arms)}" for n, arms in summary["winners"].items()]
     return "\n".join(lines + _crossovers(summary["costs"]) + ["", "![frontier](frontier.png)", ""])

@@ -144,8 +144,10 @@ def test_the_summary_pairs_seeds_on_the_independent_judge_and_finds_the_frontier
     ]
     summary = fc.summarize(records, ["label:gemma3-270m", "vader"])
     rows = {row["arm"]: row for row in summary["table"]}
-    assert rows["sparse"]["label:gemma3-270m"] == pytest.approx(0.15) and "vs baseline" not in rows["sparse"]
-    assert rows["relc-lexicon"]["vs baseline"] == pytest.approx(0.15)  # (0.2 + 0.1) / 2, paired by seed
+    assert rows["sparse"]["label:gemma3-270m"] == pytest.approx(0.15) and "vs sparse" not in rows["sparse"]
+    assert rows["relc-lexicon"]["vs sparse"] == pytest.approx(0.15)  # (0.2 + 0.1) / 2, paired by seed
+    assert rows["relc-lexicon"]["vs best-of-n"] == pytest.approx(-0.15)  # (-0.2 - 0.1) / 2
+    assert summary["baselines"] == ["sparse", "best-of-n"]  # no untrained arm ran: no column for it
     assert rows["relc-lexicon"]["train_tflop"] == pytest.approx(1.1) and rows["best-of-n"]["inference_gflop"] == 30
     assert [rows[a]["family"] for a in rows] == ["sparse score", "critic spans (RELC)", "inference-time search"]
     # at 100 completions search (3e12) costs more than RELC (1.2e12) but scores more: both on the frontier; sparse
@@ -153,6 +155,7 @@ def test_the_summary_pairs_seeds_on_the_independent_judge_and_finds_the_frontier
     assert summary["winners"][100] == ["sparse", "relc-lexicon", "best-of-n"]
     text = fc.markdown(summary, "criticgym bench frontier")
     assert "| relc-lexicon | critic spans (RELC) | the classifier | 2 |" in text
+    assert "| arm | vs sparse | vs best-of-n |" in text and "| relc-lexicon | +0.150 ± " in text
     assert "| best-of-n | inference-time search | vader (search) | 2 |" in text
     assert "- N = 1e+02: sparse, relc-lexicon, best-of-n" in text
     # training pays from 1e12 / (3e10 - 1e9) = 34.5 completions for sparse, 1.1e12 / 2.9e10 = 37.9 for RELC
