@@ -134,6 +134,10 @@ def summarize(
         row["seeds"] = len(runs)
         for judge in judges:
             row[judge], row[f"{judge} ci"] = (float(x) for x in mean_ci(np.array([r["scores"][judge] for r in runs])))
+        if all("perplexity" in r for r in runs):
+            row["perplexity"], row["perplexity ci"] = (
+                float(x) for x in mean_ci(np.array([r["perplexity"] for r in runs]))
+            )
         for baseline in (b for b in baselines if b != arm):
             paired = [
                 by_seed[(arm, r["seed"])] - by_seed[(baseline, r["seed"])]
@@ -156,11 +160,12 @@ def markdown(summary: dict[str, Any], command: str) -> str:
     """The frontier's table, the paired differences, the frontier at each N and the crossovers, as markdown."""
     judges, independent = summary["judges"], summary["judges"][0]
     lines = [f"Command: `{command}`", "", f"Held-out judges: {', '.join(judges)} ({independent} trains nothing).", ""]
-    head = ["arm", "family", "trains or searches on", "seeds", *judges, "train TFLOP", "GFLOP/completion"]
+    head = ["arm", "family", "trains or searches on", "seeds", *judges, "perplexity", "train TFLOP", "GFLOP/completion"]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * 3 + " ---: |" * (len(head) - 3)]
     for row in summary["table"]:
         cells = [row["arm"], row["family"], row["learns from"], str(row["seeds"])]
         cells += [_fmt(row[j], row[f"{j} ci"]) for j in judges]
+        cells.append(_fmt(row["perplexity"], row["perplexity ci"], ".2f") if "perplexity" in row else "")
         cells += [f"{row['train_tflop']:.2f}", f"{row['inference_gflop']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if summary["baselines"]:
@@ -189,8 +194,8 @@ def _crossovers(costs: Mapping[str, ArmCost]) -> list[str]:
     return lines
 
 
-def _fmt(mean: float, half: float) -> str:
-    return f"{mean:+.3f} ± {half:.3f}" if np.isfinite(half) else f"{mean:+.3f}"
+def _fmt(mean: float, half: float, spec: str = "+.3f") -> str:
+    return f"{mean:{spec}} ± {half:{spec.lstrip('+')}}" if np.isfinite(half) else f"{mean:{spec}}"
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:

@@ -23,6 +23,7 @@ from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
 from criticgym.train import TrainConfig
+from criticgym.utils.files import write_text_atomically
 
 OTHER_ARMS = ("untrained", "distilled", "self")
 
@@ -246,6 +247,55 @@ def _self_policy(cfg: FrontierConfig, seed: int, folder: Path, log):
     return result["model"], result["tokenizer"], training_flops(result["history"])
 
 
+def reference_perplexity(reference, tokenizer, prompt_ids: list[list[int]], completions: list[str]) -> float:
+    """Perplexity of completions (their text, tokenized again) after their prompts under ``reference``.
+
+    exp of the mean negative log-likelihood over every completion token, in one forward pass.
+    """
+    import torch
+
+    from criticgym.rollout import RolloutEngine
+    from criticgym.rollout.decoder import left_pad
+    from criticgym.rollout.engine import sequence_logprobs
+
+    engine = RolloutEngine(reference, tokenizer)
+    encoded = [tokenizer.encode(text, add_special_tokens=False) for text in completions]
+    prompts, prompt_mask = left_pad(prompt_ids, engine.pad_id, engine.device)
+    ids = torch.full((len(encoded), max([1, *map(len, encoded)])), engine.pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, tokens in enumerate(encoded):
+        ids[row, : len(tokens)], mask[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long), 1
+    ids, mask = ids.to(engine.device), mask.to(engine.device)
+    with torch.no_grad():
+        logprobs = sequence_logprobs(reference, prompts, prompt_mask, ids, mask)
+    return float(torch.exp(-(logprobs * mask).sum() / mask.sum().clamp(min=1)))
+
+
+def _fill_perplexity(cfg: FrontierConfig, out: Path, records: list[dict[str, Any]]) -> None:
+    """Give every record its completions' perplexity under the initial policy, and save it (older records too)."""
+    missing = [r for r in records if "perplexity" not in r]
+    if not missing:
+        return
+    from criticgym import flops
+    from criticgym.rollout import load_policy
+    from criticgym.search import compare
+
+    reference, tokenizer = load_policy(cfg.train.model, device=cfg.train.device)
+    search = compare.SearchConfig(env=cfg.train.env, prompts=cfg.prompts, progress=False)
+    ids, prompts, _ = compare.held_out_prompts(search, tokenizer, 0)
+    for record in missing:
+        served = record["completions"]
+        if [c["prompt"] for c in served] != prompts:
+            raise ConfigError(
+                f"The record of {record['arm']}, seed {record['seed']} served other prompts than --prompts "
+                f"{cfg.prompts} of {cfg.train.env} gives; run the frontier with the options it was run with."
+            )
+        record["perplexity"] = reference_perplexity(reference, tokenizer, ids, [c["completion"] for c in served])
+        path = out / "runs" / record["arm"] / f"seed-{record['seed']}" / "frontier.json"
+        write_text_atomically(path, json.dumps(record, indent=1))
+    flops.take()  # measuring is not any arm's cost
+
+
 def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> dict[str, Any]:
     """One (arm, seed): train (or not), serve the held-out prompts, judge them; cached in ``frontier.json``."""
     from criticgym.bench.ablation import arm_reward
@@ -283,9 +333,7 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
         "scores": {name: float(np.mean(values)) for name, values in judged.items()},
         "completions": [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)],
     }
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(done)
+    write_text_atomically(done, json.dumps(record, indent=1))
     (folder / "run" / "checkpoint.pt").unlink(missing_ok=True)  # served and judged: the weights are not needed
     return record
 
@@ -300,4 +348,5 @@ def frontier(argv: list[str], log=print) -> dict[str, Any]:
     records = [run_arm(cfg, arm, seed, out, log) for arm in arms for seed in range(cfg.seeds)]
     for record in records:  # records written before the field existed
         record.setdefault("learns_from", learns_from(cfg, record["arm"]))
+    _fill_perplexity(cfg, out, records)
     return report(records, cfg.judge_list, out, "criticgym bench frontier " + shlex.join(argv), log)

@@ -105,10 +105,35 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
         assert [c["prompt"] for c in other["completions"]] == prompts
     assert (tmp_path / "frontier.png").exists() and "On the frontier" in (tmp_path / "summary.md").read_text()
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 5  # every record, to recompute the table
-    # a finished frontier resumes without retraining
+    # every arm's completions have a perplexity under the initial policy
+    assert all(np.isfinite(row["perplexity"]) and row["perplexity"] > 1 for row in rows.values())
+    # a finished frontier resumes without retraining; a record from before perplexity existed gets it
     monkeypatch.setattr(fr, "_policy_after", lambda *a, **k: pytest.fail("retrained a finished arm"))
+    older = tmp_path / "runs" / "sparse" / "seed-0" / "frontier.json"
+    older.write_text(json.dumps({k: v for k, v in json.loads(older.read_text()).items() if k != "perplexity"}))
     again = fr.frontier(argv, log=lambda *_: None)["table"]
     assert json.dumps(again) == json.dumps(summary["table"])  # nan-aware
+    assert json.loads(older.read_text())["perplexity"] == pytest.approx(rows["sparse"]["perplexity"])
+
+
+def test_perplexity_under_the_reference_is_that_of_each_token_after_its_prefix():
+    import torch
+
+    from criticgym.rollout import load_policy
+
+    model, tokenizer = load_policy("tiny")
+    prompts = [tokenizer.encode("The film was"), tokenizer.encode("I think that the")]
+    completions = [" dull and slow", " cast is wonderful, really"]
+    nll, tokens = 0.0, 0
+    for prompt, text in zip(prompts, completions, strict=True):  # one unpadded sequence at a time, by hand
+        completion = tokenizer.encode(text, add_special_tokens=False)
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + completion])).logits[0].float()
+        logprobs = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+        nll -= float(logprobs.gather(1, torch.tensor(completion)[:, None]).sum())
+        tokens += len(completion)
+    expected = float(np.exp(nll / tokens))  # every token weighs the same, whichever completion it is in
+    assert fr.reference_perplexity(model, tokenizer, prompts, completions) == pytest.approx(expected, rel=1e-4)
 
 
 def test_each_reward_arm_names_the_scorer_critic_or_judge_it_trains_on():
