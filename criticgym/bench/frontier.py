@@ -85,6 +85,8 @@ class FrontierConfig:
     judge's preferences), self (SELF rounds on the task's feedback spec), best-of-n and rain (search, no training)."""
     seeds: int = 5
     """Seeds per arm (0..seeds-1): training, sampling and search draw from them."""
+    seeds_of: str = ""
+    """Per-arm seed counts over --seeds, comma-separated arm=count (self=5: an arm whose seeds are dear runs fewer)."""
     judges: str = "label:gemma3-270m,sentiment-classifier,vader"
     """Held-out judges (label:<model> or scorer names), the independent one first: no arm trains or searches on it."""
     judge_model: str = "label:self"
@@ -120,6 +122,20 @@ class FrontierConfig:
             if arm not in SEARCH_ARMS + OTHER_ARMS:
                 arm_reward(arm)  # a reward arm's name, or an error listing the forms
         return arms
+
+    @property
+    def arm_seeds(self) -> dict[str, int]:
+        """Each arm's seed count: --seeds, or its --seeds-of."""
+        counts = dict.fromkeys(self.arm_list, self.seeds)
+        for item in (i.strip() for i in self.seeds_of.split(",") if i.strip()):
+            arm, _, count = (part.strip() for part in item.partition("="))
+            if arm not in counts or not count.isdigit() or int(count) < 1:
+                raise ConfigError(
+                    f"--seeds-of {item!r}: write arm=count, an arm of --arms ({', '.join(counts)}) and a count of "
+                    "at least 1, e.g. --seeds-of self=5."
+                )
+            counts[arm] = int(count)
+        return counts
 
     @property
     def judge_list(self) -> list[str]:
@@ -343,9 +359,9 @@ def frontier(argv: list[str], log=print) -> dict[str, Any]:
     cfg = tyro.cli(FrontierConfig, args=argv, prog="criticgym bench frontier")
     if cfg.train.lora_r:
         raise ConfigError("The frontier serves full-weight policies; drop --lora-r.")
-    arms, out = cfg.arm_list, Path(cfg.train.out)
+    arm_seeds, out = cfg.arm_seeds, Path(cfg.train.out)
     out.mkdir(parents=True, exist_ok=True)
-    records = [run_arm(cfg, arm, seed, out, log) for arm in arms for seed in range(cfg.seeds)]
+    records = [run_arm(cfg, arm, seed, out, log) for arm, seeds in arm_seeds.items() for seed in range(seeds)]
     for record in records:  # records written before the field existed
         record.setdefault("learns_from", learns_from(cfg, record["arm"]))
     _fill_perplexity(cfg, out, records)

@@ -76,13 +76,15 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
     from criticgym.envs.tasks import TASKS
 
     monkeypatch.setitem(TASKS, "sentiment", replace(TASKS["sentiment"], scorer="vader"))  # no classifier to train
-    argv = ["--arms", "untrained,sparse,distilled,self,best-of-n", "--seeds", "1", "--prompts", "4", "--n", "2"]
+    argv = ["--arms", "untrained,sparse,distilled,self,best-of-n", "--seeds", "1", "--seeds-of", "untrained=2"]
+    argv += ["--prompts", "4", "--n", "2"]
     argv += ["--judges", "label:tiny,vader", "--judge-model", "label:tiny", "--pairs", "4", "--self-rounds", "1"]
     argv += ["--model", "tiny", "--iterations", "1", "--num-envs", "4", "--eval-prompts", "2", "--max-new-tokens", "6"]
     argv += ["--ppo.minibatch-size", "4", "--ppo.epochs", "1", "--ppo.freeze-layers", "0", "--out", str(tmp_path)]
     summary = fr.frontier(argv, log=lambda *_: None)
     rows = {row["arm"]: row for row in summary["table"]}
     assert list(rows) == ["untrained", "sparse", "distilled", "self", "best-of-n"]
+    assert {arm: row["seeds"] for arm, row in rows.items()} == {arm: 2 if arm == "untrained" else 1 for arm in rows}
     # training arms spent training FLOPs, the untrained policy and the search none; search pays per completion
     assert rows["untrained"]["train_tflop"] == rows["best-of-n"]["train_tflop"] == 0.0
     assert all(rows[arm]["train_tflop"] > 0 for arm in ("sparse", "distilled", "self"))
@@ -104,7 +106,7 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
         other = json.loads((tmp_path / "runs" / arm / "seed-0" / "frontier.json").read_text())
         assert [c["prompt"] for c in other["completions"]] == prompts
     assert (tmp_path / "frontier.png").exists() and "On the frontier" in (tmp_path / "summary.md").read_text()
-    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 5  # every record, to recompute the table
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 6  # every record, to recompute the table
     # every arm's completions have a perplexity under the initial policy
     assert all(np.isfinite(row["perplexity"]) and row["perplexity"] > 1 for row in rows.values())
     # a finished frontier resumes without retraining; a record from before perplexity existed gets it
@@ -134,6 +136,14 @@ def test_perplexity_under_the_reference_is_that_of_each_token_after_its_prefix()
         tokens += len(completion)
     expected = float(np.exp(nll / tokens))  # every token weighs the same, whichever completion it is in
     assert fr.reference_perplexity(model, tokenizer, prompts, completions) == pytest.approx(expected, rel=1e-4)
+
+
+def test_seeds_of_gives_an_arm_its_own_seed_count_and_names_the_form_when_wrong():
+    cfg = fr.FrontierConfig(arms="sparse,self,rain", seeds=8, seeds_of="self=5, rain=3")
+    assert cfg.arm_seeds == {"sparse": 8, "self": 5, "rain": 3}
+    for wrong in ("best-of-n=4", "self", "self=0", "self=many"):
+        with pytest.raises(ConfigError, match="write arm=count"):
+            _ = fr.FrontierConfig(arms="sparse,self", seeds_of=wrong).arm_seeds
 
 
 def test_each_reward_arm_names_the_scorer_critic_or_judge_it_trains_on():
