@@ -28,16 +28,17 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from criticgym.errors import ConfigError
+from criticgym.rollout.kvcache import HFCache, KVCache
+from criticgym.rollout.llama import LlamaForward, expects_forward, fast_forward_for, fast_path_refusal
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -51,7 +52,7 @@ class DecodeState:
     ``repeat``, ``fork`` and ``crop`` copy the cache and leave their source usable.
     """
 
-    cache: Any  # transformers Cache holding keys and values of every position but the last fed token's output
+    cache: KVCache | HFCache  # keys and values of every position fed so far
     ids: torch.Tensor  # (B, L) long: prompt (left-padded) and generated tokens so far
     mask: torch.Tensor  # (B, L) long: 1 on real tokens
     logits: torch.Tensor  # (B, V) float32: the next-token logits
@@ -71,11 +72,9 @@ class DecodeState:
     def select(self, rows: torch.Tensor | Sequence[int]) -> DecodeState:
         """Keep ``rows`` (indices, in the given order; repeats allowed). The cache is copied, not shared."""
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.ids.device)
-        cache = copy.deepcopy(self.cache)
-        cache.batch_select_indices(rows)
         return replace(
             self,
-            cache=cache,
+            cache=self.cache.select(rows),
             ids=self.ids[rows],
             mask=self.mask[rows],
             logits=self.logits[rows],
@@ -86,11 +85,9 @@ class DecodeState:
         """Each row ``k`` times in a row (rows 0..k-1 continue row 0): k continuations of one prefill."""
         if k < 1:
             raise ConfigError(f"repeat() needs k >= 1, got {k}.")
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(k)
         return replace(
             self,
-            cache=cache,
+            cache=self.cache.repeat(k),
             ids=self.ids.repeat_interleave(k, dim=0),
             mask=self.mask.repeat_interleave(k, dim=0),
             logits=self.logits.repeat_interleave(k, dim=0),
@@ -99,7 +96,7 @@ class DecodeState:
 
     def fork(self) -> DecodeState:
         """An independent copy: stepping either leaves the other as it was."""
-        return replace(self, cache=copy.deepcopy(self.cache))
+        return replace(self, cache=self.cache.copy())
 
     def crop(self, length: int) -> DecodeState:
         """Back to the first ``length`` positions (at least one), with that point's next-token logits.
@@ -111,8 +108,8 @@ class DecodeState:
             raise ConfigError(f"crop() needs 1 <= length <= {self.length}, got {length}.")
         if length == self.length:
             return self.fork()
-        cache = copy.deepcopy(self.cache)
-        cache.crop(-(cache.get_seq_length() - (length - 1)))  # a negative count removes tokens (every version)
+        cache = self.cache.copy()
+        cache.truncate(length - 1)
         shorter = replace(self, cache=cache, ids=self.ids[:, : length - 1], mask=self.mask[:, : length - 1])
         return self.decoder.step(shorter, self.ids[:, length - 1], self.mask[:, length - 1])
 
@@ -121,53 +118,77 @@ class DecodeState:
 
         States stepped from this one share its cache and are invalid afterwards. No copy, no forward pass.
         """
-        extra = self.cache.get_seq_length() - self.length
-        if extra > 0:
-            self.cache.crop(-extra)  # a negative count removes tokens (every version)
+        self.cache.truncate(self.length)
         return self
 
 
 class Decoder:
     """Prefill and one-column steps of a causal LM, on explicit :class:`DecodeState` objects (no gradients).
 
+    Two paths run the model. The fast one (:class:`~criticgym.rollout.llama.LlamaForward`, the Llama family:
+    SmolLM2, Llama, Mistral, Qwen2/3) packs the weights for oneDNN, fuses the linears that share an input and
+    writes a preallocated cache in place; the transformers forward with its ``DynamicCache`` runs every other
+    model. Both give the same logits up to float rounding.
+
     Args:
         model: any transformers causal LM.
         pad_id: the id used for left padding of prompts.
         hidden: also keep the last hidden state of each step (for a value head).
+        path: ``"auto"`` (the fast path where the model allows it), ``"fast"`` (an error where it does not) or
+            ``"hf"`` (the transformers forward, always).
+        compile: run each one-token step of the fast path as one ``torch.compile``-d graph with static shapes
+            (``fullgraph``, one graph per batch size and cache size; CUDA graphs on CUDA). A backend name instead of
+            True picks that ``torch.compile`` backend. On a CPU the packed eager path is faster (``make bench``).
     """
 
-    def __init__(self, model: PreTrainedModel, pad_id: int, hidden: bool = False) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        pad_id: int,
+        hidden: bool = False,
+        path: str = "auto",
+        compile: bool | str = False,
+    ) -> None:
         self.model = model
         self.pad_id = pad_id
         self.hidden = hidden
         self.device = next(model.parameters()).device
+        self.fast = _fast_forward(model, path)
+        self.path = "fast" if self.fast is not None else "hf"
+        self.static, self.compiled = _compiled_step(model, self.fast, compile, self.device)
         base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model  # peft
         self.cache_keyword = _cache_keyword(type(base))
 
     @torch.no_grad()
-    def prefill(self, prompts: Sequence[Sequence[int]] | torch.Tensor, mask: torch.Tensor | None = None) -> DecodeState:
+    def prefill(
+        self,
+        prompts: Sequence[Sequence[int]] | torch.Tensor,
+        mask: torch.Tensor | None = None,
+        capacity: int | None = None,
+    ) -> DecodeState:
         """Run the prompts (token-id lists, or left-padded ``(ids, mask)`` tensors) in one pass.
 
-        Vocabulary logits are computed for the last position only.
+        Vocabulary logits are computed for the last position only. ``capacity``: the positions the state will
+        reach (prompt and new tokens), so that the fast path's cache never grows (it grows by doubling if it must).
         """
-        from transformers import DynamicCache
-
         if isinstance(prompts, torch.Tensor):
             ids = prompts.to(self.device)
             mask = torch.ones_like(ids) if mask is None else mask.to(self.device)
         else:
             ids, mask = left_pad(prompts, self.pad_id, self.device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            output_hidden_states=self.hidden,
-            logits_to_keep=1,
-            **{self.cache_keyword: DynamicCache(config=self.model.config)},
-        )
-        return self._state(out, ids, mask)
+        if self.fast is not None and not expects_forward(self.model):
+            self.fast.refresh()  # weights an optimizer step or a sync changed since the last rollout
+            capacity = max(capacity or ids.size(1) + _GROWTH, ids.size(1))
+            if self.compiled is not None:
+                self.static.refresh()
+                capacity = -(-capacity // _GROWTH) * _GROWTH  # a few cache sizes: a few compiled graphs
+            cache = self.fast.new_cache(ids.size(0), capacity)
+        else:
+            from transformers import DynamicCache
+
+            cache = HFCache(DynamicCache(config=self.model.config))
+        return self._forward(cache, ids, mask, positions, ids, mask)
 
     def step(self, state: DecodeState, tokens: torch.Tensor, real: torch.Tensor | None = None) -> DecodeState:
         """Feed one token per row; ``real`` (B,) marks rows whose token counts (0: padding, masked out)."""
@@ -189,6 +210,17 @@ class Decoder:
         real = torch.ones_like(tokens) if real is None else real.to(self.device).long()
         mask = torch.cat([state.mask, real], dim=1)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -tokens.size(1) :]
+        return self._forward(state.cache, tokens, mask, positions, torch.cat([state.ids, tokens], dim=1), mask)
+
+    def _forward(self, cache, tokens, mask, positions, ids, full_mask) -> DecodeState:
+        """Feed ``tokens`` into ``cache`` (extended in place) and wrap the result as the state of ``ids``."""
+        if isinstance(cache, KVCache) and self.compiled is not None and tokens.size(1) == 1:
+            logits, hidden = self._static_step(cache, tokens, mask, positions)
+            return DecodeState(cache, ids, full_mask, logits.float(), hidden if self.hidden else None, self)
+        if isinstance(cache, KVCache):
+            logits, hidden = self.fast(tokens, mask, positions, cache)
+            hidden = hidden[:, -1, :] if self.hidden else None
+            return DecodeState(cache, ids, full_mask, logits[:, -1, :].float(), hidden, self)
         out = self.model(
             input_ids=tokens,
             attention_mask=mask,
@@ -196,15 +228,50 @@ class Decoder:
             use_cache=True,
             output_hidden_states=self.hidden,
             logits_to_keep=1,
-            **{self.cache_keyword: state.cache},
+            **{self.cache_keyword: cache.hf},
         )
-        return self._state(out, torch.cat([state.ids, tokens], dim=1), mask)
-
-    def _state(self, out: Any, ids: torch.Tensor, mask: torch.Tensor) -> DecodeState:
-        cache = getattr(out, "cache", None)
-        cache = cache if cache is not None else out.past_key_values
+        hf = getattr(out, "cache", None)
+        cache.hf = hf if hf is not None else out.past_key_values
         hidden = out.hidden_states[-1][:, -1, :] if self.hidden else None
-        return DecodeState(cache, ids, mask, out.logits[:, -1, :].float(), hidden, self)
+        return DecodeState(cache, ids, full_mask, out.logits[:, -1, :].float(), hidden, self)
+
+    def _static_step(self, cache: KVCache, tokens, mask, positions) -> tuple[torch.Tensor, torch.Tensor]:
+        start = cache.length
+        cache.reserve(start + 1)
+        valid = torch.zeros((tokens.size(0), cache.capacity), dtype=torch.bool, device=self.device)
+        valid[:, : start + 1] = mask.bool()
+        index = torch.tensor([start], device=self.device)
+        out = self.compiled(tokens.contiguous(), positions.contiguous(), valid, index, *cache.keys, *cache.values)
+        cache.length = start + 1
+        return out
+
+
+def _compiled_step(model, fast: LlamaForward | None, compile: bool | str, device: torch.device):
+    """(the unpacked fast forward, its compiled static step), or (None, None) when not compiling."""
+    if not compile:
+        return None, None
+    if fast is None:
+        raise ConfigError("compile=True needs the fast decode path (a Llama-family model); use compile=False.")
+    static = LlamaForward(model, pack=False)  # oneDNN's packed linear does not lower in Inductor
+    backend = compile if isinstance(compile, str) else "inductor"
+    mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
+    return static, torch.compile(static.static_step, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+
+
+_GROWTH = 64  # room a prefill leaves for new tokens when the caller does not say how many
+
+
+def _fast_forward(model: PreTrainedModel, path: str) -> LlamaForward | None:
+    """The fast path for ``model``, or None for the transformers forward (see :class:`Decoder`)."""
+    if path not in ("auto", "fast", "hf"):
+        raise ConfigError(f"Unknown decode path {path!r}; use auto, fast or hf.")
+    if path == "hf":
+        return None
+    fast = fast_forward_for(model)
+    if fast is None and path == "fast":
+        reason = fast_path_refusal(model)
+        raise ConfigError(f"The fast decode path cannot run this model: {reason}. Use path='auto' or 'hf'.")
+    return fast
 
 
 def left_pad(

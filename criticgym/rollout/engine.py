@@ -25,6 +25,7 @@ import torch
 
 from criticgym.errors import ConfigError, PromptTooLongError
 from criticgym.rollout.decoder import Decoder, DecodeState, left_pad
+from criticgym.rollout.llama import expects_forward, fast_forward_for
 from criticgym.rollout.models import eos_token_ids
 from criticgym.rollout.sampling import filter_logits, row_uniforms, sample_next
 
@@ -125,21 +126,28 @@ def score_completions(
     steps = completion_ids.size(1)
     # position i predicts token i + 1: completion token j is predicted at P - 1 + j, i.e. the last T + 1
     # positions but the final one
-    out = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        logits_to_keep=steps + 1,
-        output_hidden_states=return_hidden,
-        use_cache=False,
-    )
-    logits = out.logits[:, :-1].float() / temperature  # (B, T, V)
+    fast = None if torch.is_grad_enabled() or expects_forward(model) else fast_forward_for(model)
+    if fast is not None:  # no gradients wanted: the packed path, as the decoder runs it
+        fast.refresh()
+        logits, last_hidden = fast(ids, mask, positions, fast.new_cache(ids.size(0), ids.size(1)), steps + 1)
+        hidden_states = (last_hidden,)
+    else:
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=steps + 1,
+            output_hidden_states=return_hidden,
+            use_cache=False,
+        )
+        logits, hidden_states = out.logits, out.hidden_states
+    logits = logits[:, :-1].float() / temperature  # (B, T, V)
     if top_k or top_p < 1.0:
         with torch.no_grad():
             dropped = torch.isinf(filter_logits(logits.detach(), top_k, top_p, keep=completion_ids))
         logits = logits.masked_fill(dropped, float("-inf"))
     logprobs = torch.gather(logits.log_softmax(dim=-1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
-    hidden = out.hidden_states[-1][:, -steps - 1 : -1] if return_hidden else None
+    hidden = hidden_states[-1][:, -steps - 1 : -1] if return_hidden else None
     return logprobs * completion_mask, hidden
 
 
@@ -170,6 +178,8 @@ class RolloutEngine:
             batches carry ``values``.
         device: where generation runs; the model's device when not given.
         share_prefill: prefill identical prompts once and repeat their cache (False: prefill every row).
+        path: the decoder's forward: ``"auto"`` (the fast Llama path where the model allows it, else
+            transformers'), ``"fast"`` or ``"hf"`` (see :class:`~criticgym.rollout.decoder.Decoder`).
     """
 
     def __init__(
@@ -181,6 +191,7 @@ class RolloutEngine:
         value_head: torch.nn.Module | None = None,
         device: str | torch.device | None = None,
         share_prefill: bool = True,
+        path: str = "auto",
     ) -> None:
         self.model = model
         self.share_prefill = share_prefill
@@ -190,7 +201,7 @@ class RolloutEngine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = torch.as_tensor(eos_token_ids(tokenizer, model.generation_config), device=self.device)
-        self.decoder = Decoder(model, self.pad_id, hidden=value_head is not None)
+        self.decoder = Decoder(model, self.pad_id, hidden=value_head is not None, path=path)
         self.context = getattr(model.config, "max_position_embeddings", None)
 
     # -- public API --------------------------------------------------------------------------------------
@@ -266,18 +277,19 @@ class RolloutEngine:
             top_p,
         )
 
-    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> DecodeState:
-        """Prefill left-padded prompts, running identical ones once.
+    def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, new_tokens: int = 0) -> DecodeState:
+        """Prefill left-padded prompts, running identical ones once, with cache room for ``new_tokens`` more.
 
         RLOO's k copies of a prompt and pairwise siblings share one prefill; the cache is then repeated.
         """
+        capacity = prompt_ids.size(1) + new_tokens
         rows = torch.cat([prompt_ids, prompt_mask], dim=1)
         unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
         if not self.share_prefill or len(unique) == len(rows):
-            return self.decoder.prefill(prompt_ids, prompt_mask)
+            return self.decoder.prefill(prompt_ids, prompt_mask, capacity=capacity)
         first = torch.full((len(unique),), len(rows), dtype=torch.long, device=rows.device)
         first.scatter_reduce_(0, inverse, torch.arange(len(rows), device=rows.device), reduce="amin")
-        shared = self.decoder.prefill(prompt_ids[first], prompt_mask[first])
+        shared = self.decoder.prefill(prompt_ids[first], prompt_mask[first], capacity=capacity)
         return shared.select(inverse)
 
     @torch.no_grad()
@@ -344,7 +356,7 @@ class RolloutEngine:
 
         completion, logprobs, values, done, lengths = self._buffers(batch_size, max_new_tokens, want_values)
 
-        state = self.prefill(prompt_ids, prompt_mask)
+        state = self.prefill(prompt_ids, prompt_mask, max_new_tokens)
         steps = 0
         for t in range(max_new_tokens):
             logits = state.logits  # (B, V): the distribution of token t (this loop owns the state: no copy)

@@ -20,22 +20,47 @@ def filter_logits(
 
     ``keep`` (shape ``logits.shape[:-1]``, token ids) names one token per row that stays whatever its rank:
     re-scoring a sampled token under an updated policy then never gives it probability 0.
+
+    The nucleus is found among the most likely tokens first (a partial ``topk``, widened only for the rows whose
+    nucleus is larger), not by sorting the whole vocabulary: the same set, at a fraction of the cost.
     """
     if not (top_k and top_k < logits.size(-1)) and top_p >= 1.0:
         return logits  # nothing to filter (the common case: no copy on the hot path)
-    drop = torch.zeros_like(logits, dtype=torch.bool)
-    if top_k and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        drop |= logits < kth
+    shape = logits.shape
+    flat = logits.reshape(-1, shape[-1])
+    drop = torch.zeros_like(flat, dtype=torch.bool)
+    if top_k and top_k < flat.size(-1):
+        kth = torch.topk(flat, top_k, dim=-1).values[:, -1:]
+        drop |= flat < kth
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits.masked_fill(drop, float("-inf")), dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        # drop a token when the tokens ranked above it already cover top_p; the top token always stays
-        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
-        drop |= drop_sorted.scatter(-1, order, drop_sorted)
+        drop |= _outside_nucleus(flat.masked_fill(drop, float("-inf")), top_p)
     if keep is not None:
-        drop.scatter_(-1, keep.unsqueeze(-1), False)
-    return logits.masked_fill(drop, float("-inf"))
+        drop.scatter_(-1, keep.reshape(-1, 1), False)
+    return flat.masked_fill(drop, float("-inf")).view(shape)
+
+
+def _outside_nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(N, V) bool: the tokens outside the smallest set, taken in order of probability, that reaches ``top_p``.
+
+    A token is dropped when the tokens ranked above it already cover ``top_p`` (the top token always stays). The
+    tokens are first put in buckets by powers of two of their probability; only the buckets that reach ``top_p``
+    (and one more, against rounding) are sorted, a few hundred tokens where the whole vocabulary used to be.
+    """
+    probs = logits.softmax(dim=-1)
+    bucket = (-torch.log2(probs)).floor_().clamp_(0, _BUCKETS - 1).long()  # probability 0 lands in the last
+    mass = torch.zeros(probs.size(0), _BUCKETS, dtype=probs.dtype, device=probs.device)
+    mass.scatter_add_(1, bucket, probs)
+    last = (mass.double().cumsum(dim=1) < top_p).sum(dim=1) + 1  # the bucket reaching top_p, and one more
+    candidates = bucket <= last[:, None]
+    drop = torch.ones_like(probs, dtype=torch.bool)
+    for row in range(probs.size(0)):
+        index = candidates[row].nonzero().squeeze(1)
+        ranked, order = probs[row, index].double().sort(descending=True)
+        drop[row, index[order[(ranked.cumsum(dim=0) - ranked) < top_p]]] = False
+    return drop
+
+
+_BUCKETS = 128  # powers of two of a probability: 2^-127 is below float32's smallest normal number
 
 
 def sample_from_logits(
@@ -64,6 +89,9 @@ def row_uniforms(seeds: Sequence[int], batch_size: int, steps: int) -> torch.Ten
     return torch.stack(rows)
 
 
+_BLOCK = 8  # rows sampled together: a block's float64 CDF (8 x V) stays in the CPU's cache
+
+
 def sample_next(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -77,11 +105,21 @@ def sample_next(
 
     Greedy takes the argmax (log-prob of the untempered distribution); otherwise the logits are tempered, cut
     by top-k and top-p (:func:`filter_logits`) and sampled by :func:`sample_from_logits` (``uniform``: each row's
-    random number, else drawn from ``generator``).
+    random number, else drawn from ``generator``). Rows are processed in blocks of eight: every operation is
+    row-wise, so the tokens are those of the whole batch at once, and a block's work stays in the cache.
     """
     if greedy:
         tokens = logits.argmax(dim=-1)
         return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    logits = filter_logits(logits / temperature, top_k, top_p)  # what is sampled from
-    tokens = sample_from_logits(logits, generator, uniform)
-    return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+    if uniform is None:
+        uniform = torch.rand((logits.size(0), 1), generator=generator, dtype=torch.float64, device=logits.device)
+    uniform = uniform.reshape(-1)
+    tokens = torch.empty(logits.size(0), dtype=torch.long, device=logits.device)
+    logprobs = torch.empty(logits.size(0), dtype=torch.float32, device=logits.device)
+    step = _BLOCK if logits.device.type == "cpu" else logits.size(0)  # a GPU takes the batch in one launch
+    for start in range(0, logits.size(0), step):
+        block = slice(start, start + step)
+        filtered = filter_logits(logits[block] / temperature, top_k, top_p)  # what is sampled from
+        tokens[block] = sample_from_logits(filtered, uniform=uniform[block])
+        logprobs[block] = filtered.log_softmax(dim=-1).gather(1, tokens[block, None]).squeeze(1)
+    return tokens, logprobs

@@ -26,10 +26,13 @@ def close(a, b):
     torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
 
 
-@pytest.fixture
-def decoder(sharp):
+@pytest.fixture(params=["fast", "hf"])
+def decoder(sharp, request):
+    """Every test runs on both paths: the fast Llama forward with its preallocated cache, and transformers'."""
     model, tokenizer = sharp
-    return Decoder(model, tokenizer.pad_token_id, hidden=True)
+    decoder = Decoder(model, tokenizer.pad_token_id, hidden=True, path=request.param)
+    assert decoder.path == request.param
+    return decoder
 
 
 def test_steps_equal_a_fresh_prefill(decoder):
@@ -123,7 +126,7 @@ def test_rewind_undoes_steps_in_place_without_a_copy(decoder):
     for branch in ([5, 6], [7, 8, 9]):  # explore two branches from the same root, rewinding in between
         leaf = decoder.extend(root, torch.tensor([branch] * 4))
         close(leaf.logits, fresh(decoder, [p + [t, *branch] for p, t in zip(PROMPTS, [1, 2, 3, 4], strict=True)]))
-        assert root.rewind().cache.get_seq_length() == root.length
+        assert root.rewind().cache.length == root.length
     close(root.logits, logits)
     after = decoder.step(root, torch.tensor([9, 9, 9, 9]))
     close(after.logits, fresh(decoder, [p + [t, 9] for p, t in zip(PROMPTS, [1, 2, 3, 4], strict=True)]))

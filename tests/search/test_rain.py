@@ -151,7 +151,7 @@ def test_no_stale_cache_after_rewinds(sharp):
     for _ in range(3):
         run.search_once()
     fresh = cached.decoder.prefill([ids + run.committed])
-    assert run.root_state.cache.get_seq_length() == len(ids) + len(run.committed)
+    assert run.root_state.cache.length == len(ids) + len(run.committed)
     torch.testing.assert_close(run.root_state.logits, fresh.logits, atol=2e-4, rtol=2e-4)
 
 

@@ -1,0 +1,138 @@
+"""The fast Llama-family path: transformers' logits within 1e-4, weights repacked when they change, and the
+transformers forward wherever the fast path cannot go."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from criticgym.errors import ConfigError
+from criticgym.rollout.decoder import Decoder
+from criticgym.rollout.engine import score_completions
+from criticgym.rollout.kvcache import HFCache, KVCache
+from criticgym.rollout.llama import fast_path_refusal
+
+PROMPTS = [[10, 20, 30, 40, 50, 60, 70], [50, 60], [70, 80, 90], [11, 12, 13, 14]]
+
+
+def random_model(kind: str, layers: int = 2):
+    """A randomly initialized model of a family: SmolLM2's shapes (grouped-query attention), Qwen2's (biased q, k,
+    v), Qwen3's (per-head q and k norms), or GPT-2 (not a family the fast path runs)."""
+    import transformers
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=500, num_hidden_layers=layers, max_position_embeddings=256)
+    if kind == "smollm2":
+        config = transformers.LlamaConfig(
+            hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3,
+            rope_theta=100000.0, tie_word_embeddings=True, **common,
+        )  # fmt: skip
+        model = transformers.LlamaForCausalLM(config)
+    elif kind == "qwen2":
+        config = transformers.Qwen2Config(
+            hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, **common
+        )
+        model = transformers.Qwen2ForCausalLM(config)
+    elif kind == "qwen3":
+        config = transformers.Qwen3Config(
+            hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=32, **common
+        )
+        model = transformers.Qwen3ForCausalLM(config)
+    else:
+        config = transformers.GPT2Config(n_embd=64, n_layer=layers, n_head=4, vocab_size=500, n_positions=256)
+        model = transformers.GPT2LMHeadModel(config)
+    with torch.no_grad():  # sharper than the default initialization: logits that depend on every position
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(3.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["smollm2", "qwen2", "qwen3"])
+def test_fast_path_equals_transformers_over_a_prefill_and_20_steps(kind):
+    model = random_model(kind)
+    fast, hf = (Decoder(model, 0, hidden=True, path=p) for p in ("fast", "hf"))
+    a, b = fast.prefill(PROMPTS, capacity=12), hf.prefill(PROMPTS)  # capacity < 27: the cache grows on the way
+    assert isinstance(a.cache, KVCache) and isinstance(b.cache, HFCache)
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for _ in range(20):
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a.hidden, b.hidden, atol=1e-4, rtol=1e-4)
+        worst = max(worst, float((a.logits - b.logits).abs().max()))
+        tokens = torch.randint(0, 500, (len(PROMPTS),), generator=g)
+        a, b = fast.step(a, tokens), hf.step(b, tokens)
+    assert a.cache.capacity >= a.length > 12
+    assert worst > 0  # two different computations, equal up to float rounding
+
+
+@pytest.mark.parametrize("kind", ["smollm2", "qwen3"])
+def test_fast_scoring_equals_transformers_scoring(kind):
+    model = random_model(kind)
+    ids = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    completion, completion_mask = torch.tensor([[8, 9, 0], [6, 7, 8]]), torch.tensor([[1, 1, 0], [1, 1, 1]])
+    with torch.no_grad():  # no gradients: the fast path
+        fast, fast_hidden = score_completions(model, ids, mask, completion, completion_mask, 0.8, True, top_p=0.9)
+    hf, hf_hidden = score_completions(model, ids, mask, completion, completion_mask, 0.8, True, top_p=0.9)  # grads
+    torch.testing.assert_close(fast, hf.detach(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast_hidden, hf_hidden.detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_an_optimizer_step_is_repacked_before_the_next_rollout_and_frozen_layers_are_not():
+    model = random_model("smollm2", layers=3)
+    for p in model.model.layers[0].parameters():
+        p.requires_grad_(False)  # the lower layer frozen, as the demo freezes 20 of 30
+    model.model.embed_tokens.weight.requires_grad_(False)
+    fast, hf = Decoder(model, 0, path="fast"), Decoder(model, 0, path="hf")
+    before = fast.prefill(PROMPTS).logits
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    loss = model(torch.tensor(PROMPTS[:1])).logits.pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    repacks = fast.fast.repacks
+    after = fast.prefill(PROMPTS).logits
+    assert fast.fast.repacks - repacks == 2 * 4  # layers 1 and 2, four packed products each; not layer 0, not the head
+    torch.testing.assert_close(after, hf.prefill(PROMPTS).logits, atol=1e-4, rtol=1e-4)
+    assert (after - before).abs().max() > 1e-2  # the update shows
+
+
+def test_models_the_fast_path_cannot_run_take_the_transformers_path():
+    from peft import LoraConfig, get_peft_model
+
+    gpt2 = random_model("gpt2")
+    assert "gpt2" in fast_path_refusal(gpt2)
+    assert Decoder(gpt2, 0).path == "hf"
+    with pytest.raises(ConfigError, match="cannot run this model.*gpt2.*path='auto' or 'hf'"):
+        Decoder(gpt2, 0, path="fast")
+    lora = get_peft_model(random_model("qwen2"), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert Decoder(lora, 0).path == "hf"
+    assert "wrapped" in fast_path_refusal(lora.get_base_model())
+
+
+def test_a_forward_hook_sends_the_call_through_transformers():
+    model = random_model("qwen2")
+    decoder = Decoder(model, 0)
+    assert isinstance(decoder.prefill(PROMPTS).cache, KVCache)
+    seen = []
+    handle = model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    try:
+        state = decoder.step(decoder.prefill(PROMPTS), torch.tensor([1, 2, 3, 4]))
+    finally:
+        handle.remove()
+    assert isinstance(state.cache, HFCache) and len(seen) == 2  # the hook saw the prefill and the step
+
+
+def test_the_compiled_step_is_one_graph_for_every_step_and_equals_eager():
+    import torch._dynamo
+
+    model = random_model("smollm2")
+    torch._dynamo.reset()
+    compiled, eager = Decoder(model, 0, compile="eager"), Decoder(model, 0, path="fast")
+    a, b = compiled.prefill(PROMPTS, capacity=30), eager.prefill(PROMPTS, capacity=30)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a step that needs a new graph fails the test
+        for t in range(8):
+            tokens = torch.full((len(PROMPTS),), 7 + t)
+            a, b = compiled.step(a, tokens), eager.step(b, tokens)
+            torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-4)
+    assert a.cache.capacity == 64  # rounded up: prompt widths that differ a little share a graph
