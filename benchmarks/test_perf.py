@@ -29,6 +29,7 @@ import criticgym
 from criticgym.rollout import load_policy
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+HERE = Path(__file__).parent
 NEW_TOKENS = 20
 
 
@@ -57,9 +58,13 @@ def methods(name: str, batch: int, device: str) -> dict:
     return _methods[(name, batch, device)]
 
 
-@pytest.mark.parametrize("method", ["engine+env", "generate", "naive"])
-@pytest.mark.parametrize("model_name,batch", [("tiny", 32), ("smollm2-135m", 1), ("smollm2-135m", 32)])
+@pytest.mark.parametrize("method", ["engine+env", "engine+env hf", "generate", "naive"])
+@pytest.mark.parametrize(
+    "model_name,batch", [("tiny", 32), ("smollm2-135m", 1), ("smollm2-135m", 32), ("smollm2-135m", 128)]
+)
 def test_rollout_tokens_per_s(benchmark, device, model_name, batch, method):
+    if method == "naive" and batch > 32:
+        pytest.skip("the no-cache loop at batch 128 takes minutes; its ratio is known from batch 32")
     fn = methods(model_name, batch, device)[0][method]
 
     def run():
@@ -150,6 +155,113 @@ def test_ppo_update_tokens_per_s(benchmark, device, matmul_gflops, model_name):
     benchmark.pedantic(update, rounds=3, warmup_rounds=1)
 
 
+_logits: dict = {}
+
+
+def model_logits(batch: int) -> torch.Tensor:
+    """smollm2-135m's next-token logits after SentimentControl prompts and 4 sampled tokens: a real sampler input."""
+    if batch not in _logits:
+        from criticgym.rollout import RolloutEngine
+
+        fns, model = methods("smollm2-135m", 128, "cpu")
+        engine = RolloutEngine(model, load_policy("smollm2-135m")[1])
+        envs = criticgym.make_vec("criticgym/SentimentControl-v0", num_envs=batch, model="smollm2-135m", reward=None)
+        obs, _ = envs.reset(seed=0)
+        prompts = [row[: int(m.sum())].tolist() for row, m in zip(obs["input_ids"], obs["attention_mask"], strict=True)]
+        done = engine.generate(prompts, max_new_tokens=4, seed=0)
+        state = engine.decoder.prefill(done.prompt_ids, done.prompt_mask)
+        for t in range(3):
+            state = engine.decoder.step(state, done.completion_ids[:, t])
+        _logits[batch] = state.logits
+    return _logits[batch]
+
+
+def full_sort_sampler(logits, temperature, top_p, generator):
+    """The sampler before the blocked one: the whole batch at once, top-p by sorting the whole vocabulary."""
+    logits = logits / temperature
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        logits = logits.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    cdf = logits.softmax(dim=-1).double().cumsum(dim=-1)
+    u = torch.rand((logits.size(0), 1), generator=generator, dtype=torch.float64)
+    tokens = torch.searchsorted(cdf, (1.0 - u) * cdf[:, -1:]).squeeze(1).clamp_(max=logits.size(-1) - 1)
+    return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
+
+
+@pytest.mark.parametrize("method", ["blocked", "full sort"])
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+@pytest.mark.parametrize("batch", [32, 128])
+def test_sampler_per_step(benchmark, batch, top_p, method):
+    """One sampling step on smollm2-135m's logits: the blocked sampler (top-p from probability buckets) against
+    the whole-batch sampler that sorts the vocabulary; the same tokens (tests/rollout/test_sampling.py)."""
+    from criticgym.rollout.sampling import sample_next
+
+    logits = model_logits(batch)
+    if method == "blocked":
+        fn = lambda: sample_next(logits, 1.0, 0, top_p, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    else:
+        fn = lambda: full_sort_sampler(logits, 1.0, top_p, torch.Generator().manual_seed(0))  # noqa: E731
+    benchmark.group = f"sampler B={batch} top_p={top_p}"
+    benchmark.extra_info.update(kind="sampler", batch=batch, top_p=top_p, method=method)
+    benchmark.pedantic(fn, rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("path", ["fast", "hf"])
+def test_ppo_iteration(benchmark, path):
+    """One PPO iteration as ``make demo`` runs it (smollm2-135m, RELC with the lexicon critic, 16 completions,
+    20 of 30 layers frozen): rollout, reference and value scoring, then the update; the fast path against the
+    transformers forward (``CRITICGYM_DECODE=hf``)."""
+    from criticgym.algos.ppo import PPO, PPOConfig
+
+    os.environ["CRITICGYM_DECODE"] = path if path == "hf" else "auto"
+    try:
+        model, tokenizer = load_policy("smollm2-135m")
+        envs = criticgym.make_vec(
+            "criticgym/SentimentControl-v0", num_envs=16, model=tokenizer, reward="relc", critic="lexicon",
+            scorer="vader", autoreset_mode="disabled",
+        )  # fmt: skip
+        agent = PPO(model, tokenizer, envs, PPOConfig(freeze_layers=20))
+        metrics = []
+        benchmark.group = "PPO iteration smollm2-135m (16 completions, 20 of 30 layers frozen)"
+        benchmark.pedantic(lambda: metrics.append(agent.iterate()), rounds=3, warmup_rounds=1)
+        best = min(metrics[1:], key=lambda m: m["perf/rollout_s"] + m["perf/update_s"])
+        benchmark.extra_info.update(kind="ppo_iteration", path=path, engine_path=agent.engine.decoder.path)
+        benchmark.extra_info.update(rollout_s=best["perf/rollout_s"], update_s=best["perf/update_s"])
+    finally:
+        os.environ.pop("CRITICGYM_DECODE", None)
+
+
+def test_rain_vs_official_strategy(benchmark):
+    """RAIN with its prefix cache kept and rewound against the official strategy (the prefix re-run for every
+    forward pass): the same search (same completions and statistics), smollm2-135m, 2 prompts, 10 searches."""
+    from criticgym.search.compare import SearchConfig, held_out_prompts
+    from criticgym.search.rain import RAIN, RAINConfig
+    from criticgym.search.values import make_evaluator
+
+    model, tokenizer = load_policy("smollm2-135m")
+    ids, prompts, envs = held_out_prompts(SearchConfig(env="criticgym/SentimentControl-v0", prompts=2), tokenizer, 0)
+    budget, eos = envs.unwrapped.max_new_tokens, tuple(envs.unwrapped.eos_token_ids)
+    config = RAINConfig(searches=10, min_new_searches=5)
+    evaluator = make_evaluator("vader")
+    rains = {"ours": RAIN(model, tokenizer, evaluator, config)}
+    rains["official"] = RAIN(model, tokenizer, evaluator, RAINConfig(**{**config.__dict__, "reuse_cache": False}))
+    rains["ours"].search(ids[0], prompts[0], seed=0, budget=4, eos_ids=eos)  # warm-up: MiniLM, VADER, packing
+    results, seconds = {}, {}
+    for name, rain in rains.items():
+        start = time.perf_counter()
+        results[name] = [
+            rain.search(i, p, seed=k, budget=budget, eos_ids=eos)
+            for k, (i, p) in enumerate(zip(ids, prompts, strict=True))
+        ]
+        seconds[name] = time.perf_counter() - start
+    same = all(a.completion_ids == b.completion_ids for a, b in zip(results["ours"], results["official"], strict=True))
+    benchmark.group = "RAIN"
+    benchmark.extra_info.update(kind="rain", ours_s=seconds["ours"], official_s=seconds["official"], same=same)
+    benchmark.pedantic(lambda: None, rounds=1, warmup_rounds=0)
+
+
 def peak_memory_mib(fn, device: str) -> float:
     """Peak extra memory while ``fn`` runs: CUDA's allocator peak, or the process RSS polled every 0.5 ms.
 
@@ -202,5 +314,10 @@ def test_rollout_peak_memory_64x20(benchmark, device, method):
     bytes_per = next(model.parameters()).element_size()
     kv_cache = 2 * cfg.num_hidden_layers * 64 * (16 + NEW_TOKENS) * kv_heads * head_dim * bytes_per / 2**20
     benchmark.group = f"rollout peak memory smollm2-135m 64x20 {device}"
+    from criticgym.rollout.llama import fast_forward_for
+
+    fast = fast_forward_for(model) if method == "engine+env" else None
+    packed = sum(p.weight.numel() * p.weight.element_size() for p in fast.linears()) / 2**20 if fast else 0.0
     benchmark.extra_info.update(kind="memory", method=method, device=device, peak_mib=peak, kv_cache_mib=kv_cache)
+    benchmark.extra_info["packed_weights_mib"] = packed  # held for the model's life, not per rollout
     benchmark.pedantic(fn, rounds=1, warmup_rounds=0)

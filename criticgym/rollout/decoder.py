@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -153,7 +154,7 @@ class Decoder:
         self.pad_id = pad_id
         self.hidden = hidden
         self.device = next(model.parameters()).device
-        self.fast = _fast_forward(model, path)
+        self.fast = choose_forward(model, path)
         self.path = "fast" if self.fast is not None else "hf"
         self.static, self.compiled = _compiled_step(model, self.fast, compile, self.device)
         base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model  # peft
@@ -261,10 +262,16 @@ def _compiled_step(model, fast: LlamaForward | None, compile: bool | str, device
 _GROWTH = 64  # room a prefill leaves for new tokens when the caller does not say how many
 
 
-def _fast_forward(model: PreTrainedModel, path: str) -> LlamaForward | None:
-    """The fast path for ``model``, or None for the transformers forward (see :class:`Decoder`)."""
+def choose_forward(model: PreTrainedModel, path: str) -> LlamaForward | None:
+    """The fast path for ``model``, or None for the transformers forward (see :class:`Decoder`).
+
+    ``auto`` defers to ``$CRITICGYM_DECODE`` when it is set: ``CRITICGYM_DECODE=hf`` runs any program (a training
+    run, a benchmark's baseline) on the transformers forward without changing its code.
+    """
+    if path == "auto":
+        path = os.environ.get("CRITICGYM_DECODE", "auto")
     if path not in ("auto", "fast", "hf"):
-        raise ConfigError(f"Unknown decode path {path!r}; use auto, fast or hf.")
+        raise ConfigError(f"Unknown decode path {path!r} (path= or $CRITICGYM_DECODE); use auto, fast or hf.")
     if path == "hf":
         return None
     fast = fast_forward_for(model)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from criticgym.errors import ConfigError, PromptTooLongError
-from criticgym.rollout.decoder import Decoder, DecodeState, left_pad
-from criticgym.rollout.llama import expects_forward, fast_forward_for
+from criticgym.rollout.decoder import Decoder, DecodeState, choose_forward, left_pad
+from criticgym.rollout.llama import expects_forward
 from criticgym.rollout.models import eos_token_ids
 from criticgym.rollout.sampling import filter_logits, row_uniforms, sample_next
 
@@ -126,10 +126,13 @@ def score_completions(
     steps = completion_ids.size(1)
     # position i predicts token i + 1: completion token j is predicted at P - 1 + j, i.e. the last T + 1
     # positions but the final one
-    fast = None if torch.is_grad_enabled() or expects_forward(model) else fast_forward_for(model)
-    if fast is not None:  # no gradients wanted: the packed path, as the decoder runs it
+    fast = None if expects_forward(model) else choose_forward(model, "auto")
+    if fast is not None and not torch.is_grad_enabled():  # no gradients wanted: the packed path, as in decoding
         fast.refresh()
         logits, last_hidden = fast(ids, mask, positions, fast.new_cache(ids.size(0), ids.size(1)), steps + 1)
+        hidden_states = (last_hidden,)
+    elif fast is not None:  # an update: frozen layers packed and kept per sequence, the rest with autograd
+        logits, last_hidden = fast.train_forward(ids, mask, positions, steps + 1)
         hidden_states = (last_hidden,)
     else:
         out = model(

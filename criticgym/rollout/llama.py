@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+_TRUNK_ROWS = 4096  # sequences whose frozen-layer output train_forward keeps
 
 
 def fast_path_refusal(model: PreTrainedModel) -> str | None:
@@ -104,14 +105,23 @@ class LlamaForward:
         self.lm_head = PackedLinear([model.lm_head], pack)
         self.repacks = 0  # packed products rebuilt because their weights changed
         self.repack_seconds = 0.0
+        self._trunks: dict[bytes, torch.Tensor] = {}  # frozen layers' output per sequence (see train_forward)
+        self._trunk_signature: tuple = ()
 
     def linears(self) -> list[PackedLinear]:
         """Every packed product, the LM head last."""
         return [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)] + [self.lm_head]
 
     def refresh(self) -> None:
-        """Repack the weights an optimizer step or a weight sync changed (cheap when none did)."""
-        count, seconds = refresh_all(self.linears())
+        """Repack the weights an optimizer step or a weight sync changed (cheap when none did).
+
+        Under bfloat16 autocast on a CPU (``--precision bf16``) the products compute in bfloat16 from weights
+        packed in bfloat16 (the residual stream and the cache stay in the weights' dtype).
+        """
+        device = self.base.embed_tokens.weight.device
+        cpu_bf16 = device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        dtype = torch.get_autocast_dtype("cpu") if cpu_bf16 else None
+        count, seconds = refresh_all(self.linears(), dtype)
         if count:
             self.repacks += count
             self.repack_seconds += seconds
@@ -138,19 +148,82 @@ class LlamaForward:
         the rotary positions.
         """
         _pre_hooks(self.model, ids, mask, positions)
+        x = self._run(ids, mask, positions, cache, self.layers)
+        hidden = self.base.norm(x[:, -logits_to_keep:])
+        return self.lm_head(hidden), hidden
+
+    def _run(self, ids, mask, positions, cache: KVCache, layers: list[_Layer]) -> torch.Tensor:
+        """The hidden states (B, n, H) after ``layers`` (before the final norm), the cache extended."""
         batch, n = ids.shape
         start = cache.length
         end = start + n
         cache.reserve(end)
-        x = self.base.embed_tokens(ids)
+        # padding is not computed: the linears run on the real tokens only (a prompt batch is a fifth padding)
+        new = mask[:, start:end].reshape(-1).bool()
+        rows = new.nonzero().squeeze(1) if n > 1 and not bool(new.all()) else None
+        x = self.base.embed_tokens(ids.reshape(-1)[rows] if rows is not None else ids)
         cos, sin = self.base.rotary_emb(x, positions)  # (B, n, D) each
         cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # broadcast over heads: (B, n, 1, D)
         bias = _attention_bias(mask[:, :end], start, n, x.dtype)  # (B, 1, 1, n, end)
-        for i, layer in enumerate(self.layers):
-            x = self._layer(layer, x, cos, sin, cache.keys[i], cache.values[i], bias, start, end)
+        for i, layer in enumerate(layers):
+            x = self._layer(layer, x, cos, sin, cache.keys[i], cache.values[i], bias, start, end, (batch, n, rows))
         cache.length = end
+        if rows is not None:  # back to (B, n, H); padding positions hold zeros
+            x = x.new_zeros(batch * n, x.size(-1)).index_copy_(0, rows, x).view(batch, n, -1)
+        return x
+
+    def train_forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, logits_to_keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass an update differentiates: (logits (B, k, V), hidden (B, k, H)), with gradients.
+
+        The lowest layers that hold no trainable parameter (``freeze_layers``; the embeddings frozen too) run on
+        the packed path without autograd, and their output is kept per sequence: PPO re-scores the same
+        sequences every epoch, so they run once per batch, not once per epoch. The trainable layers run as the
+        model's own modules; the LM head is one 2-D product over the kept positions.
+        """
+        _pre_hooks(self.model, ids, mask, positions)
+        depth = self.frozen_depth()
+        x = self._trunk(ids, mask, positions, depth) if depth else self.base.embed_tokens(ids)
+        cos, sin = self.base.rotary_emb(x, positions)
+        bias = _attention_bias(mask, 0, ids.size(1), x.dtype)[:, :, 0]  # (B, 1, L, L)
+        for layer in self.base.layers[depth : len(self.layers)]:
+            x = layer(x, attention_mask=bias, position_ids=positions, position_embeddings=(cos, sin))
         hidden = self.base.norm(x[:, -logits_to_keep:])
-        return self.lm_head(hidden), hidden
+        head = self.model.lm_head
+        logits = torch.nn.functional.linear(hidden.reshape(-1, hidden.size(-1)), head.weight, head.bias)
+        return logits.view(*hidden.shape[:2], -1), hidden
+
+    def frozen_depth(self) -> int:
+        """How many of the lowest layers hold no trainable parameter (0 when the embeddings train)."""
+        if self.base.embed_tokens.weight.requires_grad:
+            return 0
+        depth = 0
+        for layer in self.base.layers[: len(self.layers)]:
+            if any(p.requires_grad for p in layer.parameters()):
+                break
+            depth += 1
+        return depth
+
+    @torch.no_grad()
+    def _trunk(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, depth: int) -> torch.Tensor:
+        """(B, L, H) after the lowest ``depth`` (frozen) layers, each sequence computed once.
+
+        Kept until the frozen weights change or 4,096 sequences are kept.
+        """
+        trunk = self.layers[:depth]
+        refresh_all([p for layer in trunk for p in (layer.qkv, layer.o, layer.gate_up, layer.down)])
+        signature = (depth, *(layer.qkv.signature for layer in trunk), *(layer.down.signature for layer in trunk))
+        if signature != self._trunk_signature or len(self._trunks) > _TRUNK_ROWS:
+            self._trunks, self._trunk_signature = {}, signature
+        keys = [row.numpy().tobytes() for row in torch.cat([ids, mask], dim=1).cpu()]
+        missing = [r for r, key in enumerate(keys) if key not in self._trunks]
+        if missing:
+            rows = torch.tensor(missing, device=ids.device)
+            cache = self.new_cache(len(missing), ids.size(1))
+            x = self._run(ids[rows], mask[rows], positions[rows], cache, trunk)
+            self._trunks.update((keys[r], x[i]) for i, r in enumerate(missing))
+        return torch.stack([self._trunks[key] for key in keys])
 
     def static_step(
         self, ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, index: torch.Tensor, *buffers
@@ -171,19 +244,24 @@ class LlamaForward:
         bias = bias[:, None, None, None, :]
         count = len(self.layers)
         for i, layer in enumerate(self.layers):
-            x = self._layer(layer, x, cos, sin, buffers[i], buffers[count + i], bias, index, None)
+            x = self._layer(layer, x, cos, sin, buffers[i], buffers[count + i], bias, index, None, (*ids.shape, None))
         hidden = self.base.norm(x[:, -1])
         return self.lm_head(hidden), hidden
 
-    def _layer(self, layer, x, cos, sin, keys, values, bias, start, end: int | None) -> torch.Tensor:
+    def _layer(self, layer, x, cos, sin, keys, values, bias, start, end: int | None, shape) -> torch.Tensor:
         """One decoder layer.
 
         ``start`` is an int (eager: attend to ``[:end]``) or a (1,) index tensor (static: write there with
-        ``index_copy_`` and attend to the whole buffer).
+        ``index_copy_`` and attend to the whole buffer). ``shape`` is ``(B, n, rows)``: with ``rows`` (the flat
+        indices of the real tokens) ``x`` holds those tokens alone, (N, H), and only attention sees the padded
+        layout.
         """
         module = layer.module
-        batch, n, _ = x.shape
-        q, k, v = layer.qkv.split(layer.qkv(module.input_layernorm(x)))
+        batch, n, rows = shape
+        qkv = layer.qkv(module.input_layernorm(x))
+        if rows is not None:
+            qkv = qkv.new_zeros(batch * n, qkv.size(-1)).index_copy_(0, rows, qkv)
+        q, k, v = layer.qkv.split(qkv.view(batch, n, -1))
         q = q.view(batch, n, self.heads, self.head_dim)
         k = k.view(batch, n, self.kv_heads, self.head_dim)
         if layer.q_norm is not None:
@@ -208,7 +286,8 @@ class LlamaForward:
         probs = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype).view(batch, self.kv_heads, group * n, end)
         out = torch.matmul(probs, values)  # (B, H_kv, group * n, D)
         out = out.view(batch, self.kv_heads, group, n, self.head_dim).permute(0, 3, 1, 2, 4)
-        x = x + layer.o(out.reshape(batch, n, self.heads * self.head_dim))
+        out = out.reshape(batch, n, self.heads * self.head_dim)
+        x = x + layer.o(out if rows is None else out.view(batch * n, -1).index_select(0, rows))
         gate, up = layer.gate_up.split(layer.gate_up(module.post_attention_layernorm(x)))
         return x + layer.down(module.mlp.act_fn(gate) * up)
 

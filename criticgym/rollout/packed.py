@@ -52,39 +52,47 @@ class PackedLinear:
         self.pack = pack if pack is not None else (first.device.type == "cpu" and onednn_packing(first.dtype))
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
+        self.dtype = first.dtype  # what the product computes in: the weights', or bfloat16 under CPU autocast
         self.signature: tuple = ()
         self.refresh()
 
-    def _current(self) -> tuple:
-        return tuple((p._version, p.data_ptr(), p.dtype) for p in self.parameters())
+    def _current(self, dtype: torch.dtype) -> tuple:
+        return (dtype, *((p._version, p.data_ptr(), p.dtype) for p in self.parameters()))
 
     def parameters(self) -> list[torch.Tensor]:
         """The weights and biases packed."""
         params = [layer.weight for layer in self.layers]
         return params + [layer.bias for layer in self.layers if layer.bias is not None]
 
-    def refresh(self) -> bool:
-        """Repack if any weight changed since the last packing; True when it did."""
-        signature = self._current()
+    def refresh(self, dtype: torch.dtype | None = None) -> bool:
+        """Repack if any weight changed since the last packing, or to compute in another dtype; True if it did.
+
+        ``dtype``: what the product computes in (None: the weights' dtype).
+        """
+        dtype = dtype or self.layers[0].weight.dtype
+        signature = self._current(dtype)
         if signature == self.signature:
             return False
         with torch.no_grad():
             weight = torch.cat([layer.weight.detach() for layer in self.layers]) if len(self.layers) > 1 else None
-            weight = self.layers[0].weight.detach() if weight is None else weight
+            weight = (self.layers[0].weight.detach() if weight is None else weight).to(dtype)
             biases = [layer.bias for layer in self.layers]
             if all(b is None for b in biases):
                 self.bias = None
             else:
                 parts = [torch.zeros(n, dtype=weight.dtype, device=weight.device) if b is None else b.detach()
                          for b, n in zip(biases, self.sizes, strict=True)]  # fmt: skip
-                self.bias = torch.cat(parts)
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight) if self.pack else weight
+                self.bias = torch.cat(parts).to(dtype)
+            packable = self.pack and onednn_packing(dtype)
+            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight) if packable else weight
+        self.dtype, self.packed = dtype, packable
         self.signature = signature
         return True
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The fused product of ``x`` (..., in_features) -> (..., sum of out_features)."""
-        if self.pack:
+        """The fused product of ``x`` (..., in_features) -> (..., sum of out_features), in :attr:`dtype`."""
+        x = x.to(self.dtype)
+        if self.packed:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
@@ -93,8 +101,8 @@ class PackedLinear:
         return torch.split(y, self.sizes, dim=-1)
 
 
-def refresh_all(linears: Sequence[PackedLinear]) -> tuple[int, float]:
-    """Repack the linears whose weights changed: (how many were repacked, seconds spent)."""
+def refresh_all(linears: Sequence[PackedLinear], dtype: torch.dtype | None = None) -> tuple[int, float]:
+    """Repack the linears whose weights (or compute dtype) changed: (how many were repacked, seconds spent)."""
     start = time.perf_counter()
-    repacked = sum(linear.refresh() for linear in linears)
+    repacked = sum(linear.refresh(dtype) for linear in linears)
     return repacked, time.perf_counter() - start

@@ -136,3 +136,45 @@ def test_the_compiled_step_is_one_graph_for_every_step_and_equals_eager():
             a, b = compiled.step(a, tokens), eager.step(b, tokens)
             torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-4)
     assert a.cache.capacity == 64  # rounded up: prompt widths that differ a little share a graph
+
+
+def test_cpu_bfloat16_autocast_packs_bfloat16_weights_and_stays_near_float32():
+    model = random_model("smollm2")
+    decoder = Decoder(model, 0, path="fast")
+    exact = decoder.prefill(PROMPTS).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = decoder.prefill(PROMPTS).logits
+    assert decoder.fast.lm_head.dtype == torch.bfloat16
+    gap = (half.log_softmax(-1) - exact.log_softmax(-1)).abs()
+    assert 0 < gap.mean() < 0.1  # bfloat16 products: a small, nonzero gap
+    torch.testing.assert_close(decoder.prefill(PROMPTS).logits, exact)  # back in float32: repacked as it was
+
+
+@pytest.mark.parametrize("frozen", [0, 2])
+def test_the_update_forward_equals_transformers_in_values_and_gradients(frozen, monkeypatch):
+    """With gradients, frozen lower layers run packed (kept per sequence) and the rest as the model's modules:
+    the same log-probs and the same gradients as the transformers forward."""
+    from criticgym.utils.training import freeze_lower_layers
+
+    model = random_model("smollm2", layers=3)
+    freeze_lower_layers(model, frozen)
+    ids, mask = torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]]), torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    completion, completion_mask = torch.tensor([[8, 9, 0], [6, 7, 8]]), torch.tensor([[1, 1, 0], [1, 1, 1]])
+
+    def logprobs_and_grads(path):
+        monkeypatch.setenv("CRITICGYM_DECODE", path)
+        model.zero_grad()
+        out, hidden = score_completions(model, ids, mask, completion, completion_mask, 0.8, True, top_p=0.9)
+        (out.sum() + hidden.pow(2).mean()).backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    for _ in range(2):  # the second call reads the frozen layers' output from what the first kept
+        fast, fast_grads = logprobs_and_grads("auto")
+        hf, hf_grads = logprobs_and_grads("hf")
+        torch.testing.assert_close(fast, hf, atol=1e-4, rtol=1e-4)
+        for a, b in zip(fast_grads, hf_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+    from criticgym.rollout.llama import fast_forward_for
+
+    assert fast_forward_for(model).frozen_depth() == frozen
+    assert len(fast_forward_for(model)._trunks) == (2 if frozen else 0)
