@@ -104,9 +104,17 @@ def naive_loop(model, ids, mask, new_tokens, eos_id, generator):
 
 
 def methods(
-    model_name: str, batch_size: int, new_tokens: int, device: torch.device, env: str = "criticgym/SentimentControl-v0"
+    model_name: str,
+    batch_size: int,
+    new_tokens: int,
+    device: torch.device,
+    env: str = "criticgym/SentimentControl-v0",
+    compiled: bool = False,
 ) -> tuple[dict, object]:
-    """The three ways to sample ``new_tokens`` per row from the same prompts of ``env`` (closures), and the model."""
+    """The ways to sample ``new_tokens`` per row from the same prompts of ``env`` (closures), and the model.
+
+    ``compiled``: also the engine with its decode step compiled (``engine+env compiled``).
+    """
     model, tokenizer = load_policy(model_name, device=device)
     engine = RolloutEngine(model, tokenizer)
     fallback = RolloutEngine(model, tokenizer, path="hf")  # the transformers forward: the fast path's baseline
@@ -149,6 +157,9 @@ def methods(
         naive_loop(model, ids, mask, new_tokens, eos, generator)
 
     methods = {"engine+env": ours, "engine+env hf": ours_hf, "generate": hf_generate, "naive": naive}
+    if compiled:
+        compiled_engine = RolloutEngine(model, tokenizer, compile=True)
+        methods["engine+env compiled"] = lambda: ours(compiled_engine)
     return methods, model
 
 

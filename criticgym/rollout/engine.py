@@ -183,6 +183,7 @@ class RolloutEngine:
         share_prefill: prefill identical prompts once and repeat their cache (False: prefill every row).
         path: the decoder's forward: ``"auto"`` (the fast Llama path where the model allows it, else
             transformers'), ``"fast"`` or ``"hf"`` (see :class:`~criticgym.rollout.decoder.Decoder`).
+        compile: compile the fast path's one-token step (static shapes; CUDA graphs on CUDA).
     """
 
     def __init__(
@@ -195,6 +196,7 @@ class RolloutEngine:
         device: str | torch.device | None = None,
         share_prefill: bool = True,
         path: str = "auto",
+        compile: bool | str = False,
     ) -> None:
         self.model = model
         self.share_prefill = share_prefill
@@ -204,7 +206,7 @@ class RolloutEngine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_ids = torch.as_tensor(eos_token_ids(tokenizer, model.generation_config), device=self.device)
-        self.decoder = Decoder(model, self.pad_id, hidden=value_head is not None, path=path)
+        self.decoder = Decoder(model, self.pad_id, hidden=value_head is not None, path=path, compile=compile)
         self.context = getattr(model.config, "max_position_embeddings", None)
 
     # -- public API --------------------------------------------------------------------------------------

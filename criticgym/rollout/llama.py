@@ -62,9 +62,14 @@ def fast_forward_for(model: PreTrainedModel) -> LlamaForward | None:
 def expects_forward(model: torch.nn.Module) -> bool:
     """Whether a hook expects the transformers forward: a forward hook anywhere, or a pre-hook below the top.
 
-    Pre-hooks on the model itself, like the FLOP meter's, see the fast path's calls too.
+    Pre-hooks on the model itself, like the FLOP meter's, see the fast path's calls too; transformers' own hooks
+    (it installs them to capture hidden states on the first call that asks for them) expect nothing of us.
     """
-    return any(m._forward_hooks or (name and m._forward_pre_hooks) for name, m in model.named_modules())
+    for name, module in model.named_modules():
+        hooks = [*module._forward_hooks.values(), *(module._forward_pre_hooks.values() if name else ())]
+        if any(not getattr(hook, "__module__", "").startswith("transformers.") for hook in hooks):
+            return True
+    return False
 
 
 class _Layer:

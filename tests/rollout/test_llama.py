@@ -178,3 +178,27 @@ def test_the_update_forward_equals_transformers_in_values_and_gradients(frozen, 
 
     assert fast_forward_for(model).frozen_depth() == frozen
     assert len(fast_forward_for(model)._trunks) == (2 if frozen else 0)
+
+
+def test_without_onednn_packing_the_fused_weights_go_through_f_linear(monkeypatch):
+    """Another CPU or CUDA: no packed product, the same logits through F.linear."""
+    from criticgym.rollout import llama, packed
+
+    model = random_model("qwen2")
+    expected = Decoder(model, 0, path="hf").prefill(PROMPTS).logits
+    monkeypatch.setattr(packed, "onednn_packing", lambda dtype=torch.float32: False)
+    forward = llama.LlamaForward(model)
+    assert not any(linear.packed for linear in forward.linears())
+    monkeypatch.setattr(llama, "fast_forward_for", lambda model: forward)
+    monkeypatch.setattr("criticgym.rollout.decoder.fast_forward_for", lambda model: forward)
+    decoder = Decoder(model, 0, path="fast")
+    assert decoder.fast is forward
+    torch.testing.assert_close(decoder.prefill(PROMPTS).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_transformers_own_hooks_do_not_send_later_calls_through_transformers():
+    """transformers installs output-capturing hooks on the first call that asks for hidden states; a fast-path
+    decoder made afterwards must still take the fast path."""
+    model = random_model("smollm2")
+    Decoder(model, 0, hidden=True, path="hf").prefill(PROMPTS)  # installs transformers' hooks
+    assert isinstance(Decoder(model, 0, hidden=True).prefill(PROMPTS).cache, KVCache)
