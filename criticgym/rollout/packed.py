@@ -96,6 +96,13 @@ class PackedLinear:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the packed weight behind; the next :meth:`refresh` packs the copy's own.
+
+        oneDNN's opaque tensors neither deep-copy nor pickle.
+        """
+        return {**self.__dict__, "weight": None, "bias": None, "signature": ()}
+
     def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The output of each layer, from the fused output."""
         return torch.split(y, self.sizes, dim=-1)

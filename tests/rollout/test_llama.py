@@ -202,3 +202,14 @@ def test_transformers_own_hooks_do_not_send_later_calls_through_transformers():
     model = random_model("smollm2")
     Decoder(model, 0, hidden=True, path="hf").prefill(PROMPTS)  # installs transformers' hooks
     assert isinstance(Decoder(model, 0, hidden=True).prefill(PROMPTS).cache, KVCache)
+
+
+def test_an_engine_on_the_fast_path_deep_copies_and_the_copy_packs_its_own_weights():
+    import copy
+
+    model = random_model("qwen2")
+    decoder = Decoder(model, 0)
+    expected = decoder.prefill(PROMPTS).logits
+    twin = copy.deepcopy(decoder)  # gym.make copies its kwargs (a SELF solver holds an engine)
+    assert twin.fast.lm_head.weight is None and twin.fast.model is not model
+    torch.testing.assert_close(twin.prefill(PROMPTS).logits, expected)
