@@ -29,8 +29,8 @@ from criticgym.train.build import (
     build_policy,
     critic_pool,
     frozen_copy,
+    initial_policy,
     rollout_source,
-    self_judge,
 )
 from criticgym.train.config import HOW, RESUMABLE, TrainConfig, config_changes
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
@@ -75,13 +75,13 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     state = resume_state(cfg)  # before anything is built: a run that cannot resume fails at once
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_policy(cfg)
-    judge = self_judge(cfg, model, tokenizer)
+    policy = initial_policy(model, tokenizer)  # what label:self judges with
     pool = critic_pool(cfg)
     shared = {"critic": pool} if pool is not None else {}  # what every env gets besides env_kwargs(cfg)
-    source = rollout_source(cfg, {**shared, **({"judge": judge} if judge is not None else {})})
+    source = rollout_source(cfg, {**shared, "policy": policy})
     agent = build_agent(cfg, model, tokenizer, source)
     reference = agent.ref_model if agent.ref_model is not None else frozen_copy(model)  # perplexity's model
-    evaluate = build_evaluator(cfg, tokenizer, reference, judge, pool)
+    evaluate = build_evaluator(cfg, tokenizer, reference, policy, pool)
     history, evals = ([], []) if state is None else (state["history"], state["evals"])
     if state is not None:
         agent.load_state_dict(state["agent"])

@@ -125,19 +125,19 @@ def test_self_rewarding_training_judges_with_a_frozen_copy_of_the_policy(tmp_pat
 def test_the_self_judge_does_not_move_with_the_policy():
     import torch
 
+    from criticgym.registration import make_judge
     from criticgym.rollout import load_policy
-    from criticgym.train.build import self_judge
-    from criticgym.train.config import TrainConfig
+    from criticgym.train.build import initial_policy
 
     model, tokenizer = load_policy("tiny")
-    cfg = TrainConfig(reward=RlaifDirect(judge_model="label:self"), model="tiny")
-    judge = self_judge(cfg, model, tokenizer)
+    policy = initial_policy(model, tokenizer)
+    judge = make_judge("label:self", "sentiment", pairwise=False, policy=policy)
     before = judge.score(["The film"], [" was great"])
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05)
     assert judge.score(["The film"], [" was great"]) == pytest.approx(before)
-    assert self_judge(TrainConfig(reward=RlaifDirect(judge_model="tiny")), model, tokenizer) is None
+    assert policy() is policy()  # one frozen copy, however many envs ask for it
 
 
 def test_the_label_word_critic_judges_each_clause_in_one_call():
