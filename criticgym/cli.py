@@ -111,7 +111,7 @@ def _report(result: dict) -> None:
     print(held_out_table({"before": first, "after": last}))
     print(_samples("before training", first) + "\n" + _samples("after training", last))
     out = result["out"]
-    print(f"\nWrote {out}/metrics.csv, {out}/samples.md, {out}/curves.png and {out}/checkpoint.pt")
+    print(f"\nWrote {out}/metrics.csv, {out}/samples.md, {out}/curves.png, {out}/checkpoint.pt and {out}/policy")
 
 
 def train_command(argv: list[str]) -> int:

@@ -23,6 +23,7 @@ from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
 from criticgym.train import TrainConfig
+from criticgym.train.export import drop_weights
 from criticgym.utils.files import write_text_atomically
 
 OTHER_ARMS = ("untrained", "distilled", "self")
@@ -343,7 +344,7 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
         "completions": [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)],
     }
     write_text_atomically(done, json.dumps(record, indent=1))
-    (folder / "run" / "checkpoint.pt").unlink(missing_ok=True)  # served and judged: the weights are not needed
+    drop_weights(folder / "run")  # served and judged: the weights are not needed
     return record
 
 

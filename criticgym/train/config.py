@@ -82,6 +82,8 @@ class TrainConfig:
     """Checkpoint every N iterations."""
     out: str = "runs/criticgym"
     """Output folder."""
+    merged_policy: bool = False
+    """With LoRA, also write out/policy-merged: the base with the adapter merged in (out/policy holds the adapter)."""
     resume: bool = False
     """Continue the run in out/ from its checkpoint; an error when there is none, or when the run's settings differ."""
     resume_if_any: bool = False
@@ -175,7 +177,7 @@ def upgraded(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # How and where a run runs, not what it computes: never a reason to refuse a finished or resumed run.
-HOW = ("out", "resume", "resume_if_any", "progress", "ray_address", "overlap_feedback", "worker_gpus")
+HOW = ("out", "resume", "resume_if_any", "progress", "ray_address", "overlap_feedback", "worker_gpus", "merged_policy")
 # What a resumed run may change besides: its length and bookkeeping, and how its batches are played or critiqued
 # (workers and critic actors give the same batch).
 RESUMABLE = ("iterations", "eval_every", "checkpoint_every", "workers", "critic_actors")

@@ -5,7 +5,8 @@ row of metrics, a progress bar with live reward and KL, an evaluation on held-ou
 iterations, and an atomic checkpoint every ``checkpoint_every``; metrics also go to TensorBoard
 (``out/tensorboard``) when the ``tensorboard`` package is installed. ``resume=True`` continues from the last
 checkpoint exactly as an uninterrupted run would (agents draw every random number from the seed and the
-iteration). At the end it writes ``curves.png`` (reward and KL) and ``samples.md``.
+iteration). At the end it writes ``curves.png`` (reward and KL), ``samples.md`` and ``policy/``, the trained policy as
+a Hugging Face folder (:mod:`criticgym.train.export`).
 
     criticgym train --env criticgym/SentimentControl-v0 --agent ppo --model smollm2-135m --iterations 30 \
         --out runs/sentiment relc --critic lexicon
@@ -33,6 +34,7 @@ from criticgym.train.build import (
     rollout_source,
 )
 from criticgym.train.config import HOW, RESUMABLE, TrainConfig, config_changes
+from criticgym.train.export import save_policy
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
 from criticgym.utils.files import save_atomically
 
@@ -113,6 +115,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     for closes in (board, source, pool):  # the env stops its feedback thread; workers stop
         if closes is not None:
             closes.close()
+    save_policy(model, tokenizer, out, merged=cfg.merged_policy)  # out/policy: from_pretrained takes it
     write_samples(out / "samples.md", evals)
     adaptive = getattr(agent.config, "adaptive_kl", False)
     plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)
