@@ -7,7 +7,6 @@ Rollout workers build their part here too, in their own process (:func:`worker_s
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -42,7 +41,7 @@ def critic_pool(cfg: TrainConfig):
 
     from criticgym.distributed.pool import CriticPool
 
-    return CriticPool(partial(_critic_of, asdict(cfg)), actors=cfg.critic_actors, address=cfg.ray_address)
+    return CriticPool(partial(_critic_of, cfg.to_dict()), actors=cfg.critic_actors, address=cfg.ray_address)
 
 
 def _critic_of(config: dict[str, Any]):
@@ -129,7 +128,7 @@ def rollout_workers(cfg: TrainConfig, env_options: dict[str, Any] | None = None)
     if gpus is None:  # the workers share the one GPU of a local run
         on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
         gpus = 1 / cfg.workers if on_gpu else 0.0
-    make = partial(worker_setup, asdict(cfg), env_options or {})
+    make = partial(worker_setup, cfg.to_dict(), env_options or {})
     return RolloutWorkers(make, cfg.num_envs, cfg.workers, gpus=gpus, address=cfg.ray_address)
 
 

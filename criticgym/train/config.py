@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Annotated, Any, Literal
 
 import tyro
@@ -140,6 +140,15 @@ class TrainConfig:
         """The config a run's ``config.json`` (or checkpoint) holds, written by this or an older version."""
         return cls(**upgraded(config))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The run's settings as plain data (``config.json``, checkpoints, Ray workers).
+
+        Objects in the reward set-up are written by import path (:func:`criticgym.rewards.as_dict`).
+        """
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "reward"}
+        plain = {k: asdict(v) if is_dataclass(v) else v for k, v in values.items()}
+        return plain | {"reward": as_dict(self.reward)}
+
     @property
     def scorer(self) -> str | None:
         """The task score's scorer (None: the task's), also what held-out evaluation reports."""
@@ -199,7 +208,7 @@ def config_changes(
     ``reward ('sparse' -> 'relc-lexicon')``, and two of one kind in their options (``reward.alpha2 (1.0 -> 0.5)``).
     """
     old, new = upgraded(old), upgraded(new)
-    defaults = asdict(TrainConfig()) if defaults is None else defaults
+    defaults = TrainConfig().to_dict() if defaults is None else defaults
     changed = []
     for key, value in relevant(new).items():
         if key in ignored:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 
 from criticgym import flops
 from criticgym.errors import ConfigError
+from criticgym.rewards import unnamed as unnamed_objects
 from criticgym.train.build import (
     build_agent,
     build_evaluator,
@@ -59,7 +59,15 @@ def resume_state(cfg: TrainConfig) -> dict[str, Any] | None:
     saved = state.get("config")
     if saved is None and (checkpoint.parent / "config.json").exists():  # written before checkpoints held it
         saved = json.loads((checkpoint.parent / "config.json").read_text())
-    changed = config_changes(saved or {}, asdict(cfg), ignored=HOW + RESUMABLE)
+    unnamed = unnamed_objects(cfg.reward)
+    if unnamed:
+        raise ConfigError(
+            f"{cfg.out}: cannot resume with a reward set-up holding objects criticgym cannot name: "
+            f"{', '.join(unnamed)}; it could not check that they are those the run started with. Use a function, "
+            "class or instance defined at the top of a module, or register it by name "
+            "(criticgym.registration.register_critic / register_judge / register_scorer)."
+        )
+    changed = config_changes(saved or {}, cfg.to_dict(), ignored=HOW + RESUMABLE)
     if changed:
         raise ConfigError(
             f"{cfg.out} holds a run with other settings: {'; '.join(changed)}. Resuming would continue it under "
@@ -92,7 +100,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         log(f"Evaluating the initial policy on {cfg.eval_prompts} held-out prompts ...")
         with agent.autocast():
             evals.append(evaluate(model, 0))
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     write_csv(out / "metrics.csv", history)
 
     board = tensorboard(out)
@@ -110,7 +118,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             with agent.autocast():
                 evals.append(evaluate(model, agent.iteration))
         if done or agent.iteration % cfg.checkpoint_every == 0:
-            saved = {"agent": agent.state_dict(), "history": history, "evals": evals, "config": asdict(cfg)}
+            saved = {"agent": agent.state_dict(), "history": history, "evals": evals, "config": cfg.to_dict()}
             save_atomically(saved, checkpoint)
     for closes in (board, source, pool):  # the env stops its feedback thread; workers stop
         if closes is not None:
