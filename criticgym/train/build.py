@@ -57,11 +57,10 @@ def _critic_of(config: dict[str, Any]):
 
 
 def build_agent(cfg: TrainConfig, model, tokenizer, envs):
-    """The agent a config names."""
-    from criticgym.algos.ppo import PPO
-    from criticgym.algos.reinforce import Reinforce
+    """The agent a config names (:data:`criticgym.algos.ALGORITHMS`)."""
+    from criticgym.algos import ALGORITHMS
 
-    agent = PPO if cfg.agent == "ppo" else Reinforce
+    agent = ALGORITHMS[cfg.agent].agent_class()
     return agent(model, tokenizer, envs, cfg.agent_config, seed=cfg.seed, precision=cfg.precision)
 
 

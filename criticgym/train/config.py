@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
+from criticgym.algos import ALGORITHMS
+from criticgym.algos.grpo import GRPOConfig
 from criticgym.algos.ppo import PPOConfig
 from criticgym.algos.reinforce import ReinforceConfig
 from criticgym.errors import ConfigError
@@ -25,7 +27,9 @@ from criticgym.rewards import (
     spec_name,
 )
 
-AGENTS = ("ppo", "reinforce", "rloo")
+# The algorithms on the command line: the names registered when this module is imported (train() takes any
+# name registered later too)
+AgentName = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]
 
 # The reward set-up on the command line: one subcommand per spec, each showing only its own options.
 RewardOption = Annotated[
@@ -50,10 +54,12 @@ class TrainConfig:
     reward: RewardOption = field(default_factory=Relc)
     """The reward set-up, a subcommand after the other options: sparse, relc, rlaif-direct or rlaif-pairwise, each
     with its own options (criticgym train relc --help)."""
-    agent: Literal["ppo", "reinforce", "rloo"] = "ppo"
-    """The algorithm: PPO (options --ppo.*), REINFORCE with a value baseline or RLOO (options --reinforce.*)."""
+    agent: AgentName = "ppo"
+    """The algorithm (criticgym.algos.ALGORITHMS): ppo (options --ppo.*), reinforce with a value baseline or rloo
+    (options --reinforce.*), grpo (options --grpo.*)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
     model: str = DEFAULT_MODEL
     """Built-in name, local folder or hub id."""
     lora_r: int = 0
@@ -112,8 +118,11 @@ class TrainConfig:
         self.reward = reward_spec(self.reward)
         if self.reward is None:
             raise ConfigError("A training run needs a reward: sparse, relc, rlaif-direct or rlaif-pairwise.")
-        if self.agent not in AGENTS:
-            raise ConfigError(f"Unknown agent {self.agent!r}; use one of {AGENTS}.")
+        if self.agent not in ALGORITHMS:
+            raise ConfigError(
+                f"Unknown agent {self.agent!r}; use one of {sorted(ALGORITHMS)}, or register yours "
+                "(criticgym.algos.register_algorithm)."
+            )
         if self.iterations < 1 or self.num_envs < 1:
             raise ConfigError("iterations and num_envs must be at least 1.")
         if self.worker_gpus is not None and self.worker_gpus < 0:
@@ -130,10 +139,9 @@ class TrainConfig:
             )
         if self.critic_actors and not isinstance(self.reward, Relc):
             raise ConfigError(f"critic_actors serves RELC's span critic; the {self.reward.kind} reward has none.")
-        if isinstance(self.ppo, dict):  # read back from config.json
-            self.ppo = PPOConfig(**self.ppo)
-        if isinstance(self.reinforce, dict):
-            self.reinforce = ReinforceConfig(**self.reinforce)
+        for name, options in (("ppo", PPOConfig), ("reinforce", ReinforceConfig), ("grpo", GRPOConfig)):
+            if isinstance(getattr(self, name), dict):  # read back from config.json
+                setattr(self, name, options(**getattr(self, name)))
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrainConfig:
@@ -155,11 +163,10 @@ class TrainConfig:
         return getattr(self.reward, "scorer", None)
 
     @property
-    def agent_config(self) -> PPOConfig | ReinforceConfig:
-        """The config of the chosen agent (``agent="rloo"`` sets the REINFORCE baseline to ``"rloo"``)."""
-        if self.agent == "ppo":
-            return self.ppo
-        return replace(self.reinforce, baseline="rloo") if self.agent == "rloo" else self.reinforce
+    def agent_config(self) -> Any:
+        """The chosen agent's config, with what its name fixes (``agent="rloo"``: REINFORCE's, ``baseline="rloo"``)."""
+        algorithm = ALGORITHMS[self.agent]
+        return replace(getattr(self, algorithm.options), **algorithm.preset)
 
 
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
