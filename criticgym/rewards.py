@@ -39,7 +39,8 @@ import tyro
 from criticgym.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m"
-"""The model every default names: the policy, the LLM critic, the AI judge, SELF's annotator."""
+"""The model the defaults of a run name: the policy, the LLM critic, the AI judge, SELF's annotator (an env made
+without ``model=`` tokenizes with ``"tiny"``'s tokenizer, which is SmolLM2's too)."""
 
 # The info keys through which rewards reach the learner (wrappers write them, algos and the SB3 adapter read them).
 EXTRINSIC_REWARD = "extrinsic_reward"

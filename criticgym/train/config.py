@@ -139,9 +139,9 @@ class TrainConfig:
             )
         if self.critic_actors and not isinstance(self.reward, Relc):
             raise ConfigError(f"critic_actors serves RELC's span critic; the {self.reward.kind} reward has none.")
-        for name, options in (("ppo", PPOConfig), ("reinforce", ReinforceConfig), ("grpo", GRPOConfig)):
-            if isinstance(getattr(self, name), dict):  # read back from config.json
-                setattr(self, name, options(**getattr(self, name)))
+        for f in fields(self):  # an agent's options, read back from config.json
+            if f.name != "reward" and isinstance(getattr(self, f.name), dict):
+                setattr(self, f.name, type(f.default_factory())(**getattr(self, f.name)))  # type: ignore[misc]
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrainConfig:
