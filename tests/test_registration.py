@@ -83,14 +83,23 @@ def test_label_self_without_a_named_policy_says_what_to_give(tokenizer):
         gym.make("criticgym/SentimentControl-v0", reward=RlaifDirect(judge_model="label:self"), model=tokenizer)
 
 
-@pytest.mark.slow
 def test_eval_checkpoint_of_a_run_trained_on_label_self(tmp_path):
+    trained_run_evaluates_through_the_cli(tmp_path, RlaifDirect(judge_model="label:self"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_eval_checkpoint_of_a_run_trained_on_every_documented_reward_set_up(tmp_path, name):
+    trained_run_evaluates_through_the_cli(tmp_path, DOCUMENTED[name])
+
+
+def trained_run_evaluates_through_the_cli(tmp_path, reward):
     from criticgym.algos.reinforce import ReinforceConfig
     from criticgym.train import TrainConfig, train
 
     cfg = TrainConfig(
         env="criticgym/SentimentControl-v0",
-        reward=RlaifDirect(judge_model="label:self"),
+        reward=reward,
         agent="rloo",
         model="tiny",
         iterations=1,

@@ -81,13 +81,33 @@ def test_score_mapping_to_minus_one_one():
         expected_score(np.full((1, 10), -np.inf), levels)
 
 
-def test_judges_run_on_a_local_model(tiny):
+def test_judges_on_a_local_model_read_its_next_token_distribution(tiny):
+    import torch
+
     from criticgym.critics import LocalBackend
 
+    model, tokenizer = tiny
+
+    def next_token(prompt: str, candidates) -> np.ndarray:
+        """Log-probs of each candidate's token after the chat-formatted prompt: one plain forward, no padding."""
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        with torch.no_grad():
+            logprobs = model(torch.tensor([list(ids)])).logits[0, -1].float().log_softmax(-1)
+        return np.array([float(logprobs[tokenizer.encode(c, add_special_tokens=False)[0]]) for c in candidates])
+
     backend = LocalBackend(tiny)
-    prefer = PairwiseJudge(backend).prefer(["The film"], [" was great"], [" was awful"])
-    rate = ScoreJudge(backend).rate(["The film"], [" was great"])
-    assert 0 <= prefer[0] <= 1 and -1 <= rate[0] <= 1
+    pairwise, direct = PairwiseJudge(backend), ScoreJudge(backend)
+    prefer = pairwise.prefer(["The film"], [" was great"], [" was awful"])
+    ab = next_token(pairwise.build_prompt("The film", " was great", " was awful") + "\nPreferred=", "12")
+    ba = next_token(pairwise.build_prompt("The film", " was awful", " was great") + "\nPreferred=", "12")
+    p_ab, p_ba = (np.exp(x[0]) / np.exp(x).sum() for x in (ab, ba))
+    np.testing.assert_allclose(prefer, [(p_ab + 1 - p_ba) / 2], rtol=1e-4)  # both orders, swap-averaged
+
+    digits = next_token(direct.build_prompt("The film", " was great"), [str(d) for d in range(10)])
+    weights = np.exp(digits) / np.exp(digits).sum()
+    expected = float(weights @ np.arange(10))
+    np.testing.assert_allclose(direct.rate(["The film"], [" was great"]), [(expected - 4.5) / 4.5], rtol=1e-4)
 
 
 def test_gym_make_rlaif_direct_pays_the_judge_score(tokenizer):
