@@ -292,7 +292,7 @@ def with_reward(env: Any, task: str, spec: RewardSpec | None, overlap: bool = Fa
             if overlap:
                 raise ConfigError("overlap runs direct judges only; a pairwise judge already waits for both siblings.")
             return wrappers.PairwisePreferenceReward(env, judge)
-        wrapper = wrappers.AIPreferenceRewardVector if vector else wrappers.AIPreferenceReward
+        wrapper = wrappers.DirectJudgeRewardVector if vector else wrappers.DirectJudgeReward
         return wrapper(env, judge, **extra)
     scorer = task_spec.scorer if spec.scorer is None else spec.scorer
     if isinstance(spec, Sparse):

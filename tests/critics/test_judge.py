@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from criticgym.critics.judge import Example, PairwiseJudge, ScoreJudge, expected_score, soft_label, swap_average
+from criticgym.critics.judge import DigitJudge, Example, PairwiseJudge, expected_score, soft_label, swap_average
 from criticgym.errors import ConfigError, CriticGymError
 
 
@@ -75,7 +75,7 @@ def test_score_mapping_to_minus_one_one():
         def next_token_logprobs(self, prompts, candidates):
             return np.tile(certain[1], (len(prompts), 1))
 
-    judge = ScoreJudge(Fixed())
+    judge = DigitJudge(Fixed())
     assert judge.rate(["a"], ["b"]) == [1.0] and judge.score(["a"], ["b"]) == [1.0]
     with pytest.raises(CriticGymError, match="no probability"):
         expected_score(np.full((1, 10), -np.inf), levels)
@@ -97,7 +97,7 @@ def test_judges_on_a_local_model_read_its_next_token_distribution(tiny):
         return np.array([float(logprobs[tokenizer.encode(c, add_special_tokens=False)[0]]) for c in candidates])
 
     backend = LocalBackend(tiny)
-    pairwise, direct = PairwiseJudge(backend), ScoreJudge(backend)
+    pairwise, direct = PairwiseJudge(backend), DigitJudge(backend)
     prefer = pairwise.prefer(["The film"], [" was great"], [" was awful"])
     ab = next_token(pairwise.build_prompt("The film", " was great", " was awful") + "\nPreferred=", "12")
     ba = next_token(pairwise.build_prompt("The film", " was awful", " was great") + "\nPreferred=", "12")
@@ -120,13 +120,13 @@ def test_gym_make_rlaif_direct_pays_the_judge_score(tokenizer):
             return out
 
     env = gym.make(
-        "criticgym/SentimentControl-v0", reward="rlaif-direct", judge=ScoreJudge(Confident()), max_new_tokens=1
+        "criticgym/SentimentControl-v0", reward="rlaif-direct", judge=DigitJudge(Confident()), max_new_tokens=1
     )
     env.reset(seed=0)
     _, reward, _, truncated, info = env.step(300)
     assert truncated and reward == pytest.approx((7 - 4.5) / 4.5) == info["extrinsic_reward"]
     envs = gym.make_vec(
-        "criticgym/SentimentControl-v0", num_envs=2, reward="rlaif-direct", judge=ScoreJudge(Confident())
+        "criticgym/SentimentControl-v0", num_envs=2, reward="rlaif-direct", judge=DigitJudge(Confident())
     )
     assert envs.unwrapped.num_envs == 2
 
