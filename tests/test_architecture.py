@@ -77,9 +77,9 @@ def resolves(name: str, names: dict[str, object]) -> bool:
             continue
         for part in rest[start:]:  # an attribute, or a dataclass field without a class-level default
             fields = getattr(obj, "__dataclass_fields__", {})
-            obj = getattr(obj, part, fields.get(part))
-            if obj is None:
+            if not hasattr(obj, part) and part not in fields:
                 break
+            obj = getattr(obj, part, fields.get(part))
         else:
             return True
     return False
