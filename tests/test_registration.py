@@ -118,3 +118,34 @@ def trained_run_evaluates_through_the_cli(tmp_path, reward):
     # policy's its last
     assert columns["base"]["eval/reward"] == pytest.approx(result["evals"][0]["eval/reward"], rel=1e-5)
     assert columns["iteration 1"]["eval/reward"] == pytest.approx(result["evals"][-1]["eval/reward"], rel=1e-5)
+
+
+def test_label_self_names_a_pairwise_judge_for_labelling_too():
+    from criticgym.registration import make_judge
+
+    texts = (["The film"] * 2, [" was great", " was bad"], [" was bad", " was great"])
+    by_self = make_judge("label:self", "sentiment", pairwise=True, policy="tiny").prefer(*texts)
+    assert by_self == pytest.approx(make_judge("label:tiny", "sentiment", pairwise=True).prefer(*texts))
+
+
+class Constant:
+    """A direct judge that rates every completion 0.25."""
+
+    def rate(self, prompts, completions):
+        return [0.25] * len(completions)
+
+
+def test_a_registered_judge_is_a_name_the_reward_set_ups_take(monkeypatch):
+    from criticgym import registration
+
+    monkeypatch.setattr(registration, "JUDGES", dict(registration.JUDGES))
+    seen = []
+
+    def factory(ctx):
+        seen.append((ctx.task.name, ctx.pairwise, ctx.policy))
+        return Constant()
+
+    registration.register_judge("quarter", factory)
+    returns = episode_returns(RlaifDirect(judge_model="quarter"))
+    np.testing.assert_allclose(returns, [0.25, 0.25])
+    assert seen == [("sentiment", False, "tiny")]  # the task, direct, and the env's model as the policy
