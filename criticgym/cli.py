@@ -111,7 +111,7 @@ def _report(result: dict) -> None:
     print(held_out_table({"before": first, "after": last}))
     print(_samples("before training", first) + "\n" + _samples("after training", last))
     out = result["out"]
-    print(f"\nWrote {out}/metrics.csv, {out}/samples.md, {out}/curves.png and {out}/checkpoint.pt")
+    print(f"\nWrote {out}/metrics.csv, {out}/samples.md, {out}/curves.png, {out}/checkpoint.pt and {out}/policy")
 
 
 def train_command(argv: list[str]) -> int:
@@ -209,7 +209,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     else:
         policy = copy.deepcopy(base)  # the same architecture, the run's weights below
         policy.load_state_dict(state["agent"]["model"])
-    evaluator = build_evaluator(train_cfg, tokenizer, base)  # perplexity under the base model, as in training
+    # perplexity under the base model, and label:self judging with it, as in training
+    evaluator = build_evaluator(train_cfg, tokenizer, base, policy=(base, tokenizer))
     return {"base": evaluator(base), f"iteration {state['agent']['iteration']}": evaluator(policy)}
 
 
@@ -258,7 +259,7 @@ def label(
     Args:
         env: a registered criticgym id (its prompts, and its task's judge preamble).
         policy: the model that writes both completions.
-        judge: a judge model, label:<model> (its label-word gap), or a scorer name (lexicon, ...).
+        judge: a judge model, label:<model> (its label-word gap), label:self (the policy), or a scorer name.
         prompts: pairs to label (one prompt each).
         batch_pairs: pairs sampled per batch.
         temperature: sampling temperature of the completions.
@@ -267,13 +268,10 @@ def label(
         device: cpu, cuda or auto.
         out: the JSONL file to write.
     """
-    from criticgym.critics.judge import make_judge
     from criticgym.distill.pairs import label_pairs, write_jsonl
-    from criticgym.envs import get_task
-    from criticgym.registration import ENV_IDS
+    from criticgym.registration import ENV_IDS, make_judge
 
-    task = get_task(ENV_IDS.get(env, env))
-    judge_ = make_judge(judge, task.preamble, task.label_words)
+    judge_ = make_judge(judge, ENV_IDS.get(env, env), pairwise=True, policy=policy)
     records = label_pairs(env, policy, judge_, prompts, batch_pairs, temperature, seed, split, device)
     n = write_jsonl(out, records)
     labels = [r["label"] for r in records]
@@ -337,13 +335,12 @@ class EvalJudgeConfig:
 
 def eval_judge_command(argv: list[str]) -> int:
     """``criticgym eval-judge``: the judge table, optionally written as JSON and markdown."""
-    from criticgym.critics.judge import evaluate_judge, make_judge
-    from criticgym.envs import get_task
+    from criticgym.critics.judge import evaluate_judge
+    from criticgym.registration import make_judge
 
     cfg = tyro.cli(EvalJudgeConfig, args=argv, prog="criticgym eval-judge")
-    task = get_task("sentiment")
     results = [
-        evaluate_judge(make_judge(name, task.preamble, task.label_words), cfg.pairs, cfg.seed)
+        evaluate_judge(make_judge(name, "sentiment", pairwise=True), cfg.pairs, cfg.seed)
         for name in cfg.judge or (DEFAULT_MODEL,)
     ]
     table = judge_table(results)

@@ -11,7 +11,9 @@ owner). ``reward=None`` pays nothing, for users who add their own wrappers.
   clause by ``critic_model``), ``"random"`` / ``"random-<name>"`` for random spans with that critic's budget, or
   your own critic object), paid in hindsight.
 - ``RlaifDirect``: an AI judge's direct score (``judge_model``, or ``judge=`` a direct judge object) at the last
-  token. ``judge_model="label:<model>"`` asks the task's label-word question instead, for both RLAIF set-ups.
+  token. ``judge_model="label:<model>"`` asks the task's label-word question instead, for both RLAIF set-ups;
+  ``"label:self"`` asks it of the policy: ``policy=`` (a model name, a frozen ``(model, tokenizer)`` pair or a
+  function returning one), by default the env's ``model`` when it is a name.
 - ``RlaifPairwise`` (vector env only, ``autoreset_mode="disabled"``, even ``num_envs``): sub-envs 2i and 2i+1
   complete the same prompt and each gets its centered soft preference over the other, ``2p - 1``
   (:mod:`criticgym.wrappers.preference`).
@@ -29,9 +31,9 @@ Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``spli
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 
@@ -55,14 +57,97 @@ ENV_IDS = {
     "criticgym/Words-v0": "words",
     "criticgym/Arithmetic-v0": "arithmetic",
 }
-CRITICS = ("lexicon", "toxicity", "llm", "label", "random")
 
-ScorerLike = str | Callable[..., Sequence[float]] | Any
+
+class CriticContext(NamedTuple):
+    """What a critic factory is given: the task, the env's tokenizer, the model it asks, and a seed."""
+
+    task: Any  # the TaskSpec
+    tokenizer: Any
+    model: str  # the spec's critic_model: the model the llm and label critics ask
+    seed: int
+
+
+class JudgeContext(NamedTuple):
+    """What a judge factory is given: the task, whether a pairwise judge is wanted, and the policy."""
+
+    task: Any  # the TaskSpec
+    pairwise: bool
+    policy: Any  # what label:self judges with: a model name or a (model, tokenizer) pair (None: not known)
+
+
+def _lexicon(ctx: CriticContext) -> Any:
+    from criticgym.critics import LexiconCritic
+
+    return LexiconCritic()
+
+
+def _toxicity(ctx: CriticContext) -> Any:
+    from criticgym.critics import ToxicityCritic
+
+    return ToxicityCritic()
+
+
+def _label(ctx: CriticContext) -> Any:
+    """The task's label-word question, asked of each clause by the critic model."""
+    from criticgym.critics.verbalizer import LabelWordCritic, LabelWordScorer
+
+    if ctx.task.label_words is None:
+        raise ConfigError(f"Task {ctx.task.name!r} has no label_words; give its TaskSpec some to use critic='label'.")
+    scorer = LabelWordScorer(ctx.model, ctx.task.label_words, calibration="content-free", include_prompt=False)
+    return LabelWordCritic(scorer)
+
+
+def _llm(ctx: CriticContext) -> Any:
+    from criticgym.critics import LLMCritic
+
+    if ctx.task.critic_template is None:
+        raise ConfigError(f"Task {ctx.task.name!r} has no critic_template; give its TaskSpec one to use critic='llm'.")
+    return LLMCritic(ctx.model, template=ctx.task.critic_template, include_score=ctx.task.critic_sees_score)
+
+
+CRITICS: dict[str, Callable[[CriticContext], Any]] = {
+    "lexicon": _lexicon,
+    "toxicity": _toxicity,
+    "llm": _llm,
+    "label": _label,
+}
+"""The named span critics: a factory per name, given a :class:`CriticContext` (:func:`register_critic` adds one).
+``"random"`` and ``"random-<name>"`` wrap a named critic in random spans with its budget."""
+
+JUDGES: dict[str, Callable[[JudgeContext], Any]] = {}
+"""Named judges of your own (:func:`register_judge`), looked up before the built-in forms: ``label:<model>``,
+``label-content-free:<model>``, ``label:self`` (the policy), a scorer name (pairwise), or a model name."""
+
+
+def _register(registry: dict[str, Any], role: str, name: str, factory: Any) -> None:
+    if not isinstance(name, str) or not name or ":" in name or name.startswith("random"):
+        raise ConfigError(f"A {role} name is a plain word (no ':', not random...); got {name!r}.")
+    if registry.get(name, factory) is not factory:
+        raise ConfigError(f"A different {role} is already registered as {name!r}; choose another name.")
+    registry[name] = factory
+
+
+def register_critic(name: str, factory: Callable[[CriticContext], Any]) -> None:
+    """Name a span critic: ``factory(ctx)`` builds it for a task (``Relc(critic=name)``, ``--critic name``)."""
+    _register(CRITICS, "critic", name, factory)
+
+
+def register_judge(name: str, factory: Callable[[JudgeContext], Any]) -> None:
+    """Name a judge: ``factory(ctx)`` builds it, direct or pairwise as ``ctx.pairwise`` asks (``judge_model=name``)."""
+    _register(JUDGES, "judge", name, factory)
+
+
+def register_scorer(name: str, factory: Callable[[], Any]) -> None:
+    """Name a scorer: ``factory()`` builds it (``Sparse(scorer=name)``, ``--scorer name``)."""
+    from criticgym.critics.scorers import SCORERS
+
+    _register(SCORERS, "scorer", name, factory)
 
 
 def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = DEFAULT_MODEL, seed: int = 0) -> Any:
-    """A critic by name for a task (``"random"`` copies the budget of the task's default critic)."""
-    from criticgym.critics import LexiconCritic, LLMCritic, RandomCritic, ToxicityCritic
+    """A critic by name for a task, or a critic object as it is (``"random"`` copies the task's critic's budget)."""
+    from criticgym.critics import RandomCritic
     from criticgym.envs import get_task
 
     if not isinstance(name, str):
@@ -70,61 +155,81 @@ def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = 
     if name.startswith("random"):
         inner = name.partition("-")[2] or get_task(task).critic
         return RandomCritic(make_critic(inner, task, tokenizer, critic_model), tokenizer, seed=seed)
-    if name == "lexicon":
-        return LexiconCritic()
-    if name == "toxicity":
-        return ToxicityCritic()
-    if name == "label":  # the label-word question, asked of each clause by the critic model
-        from criticgym.critics.verbalizer import LabelWordCritic, LabelWordScorer
-
-        words = get_task(task).label_words
-        if words is None:
-            raise ConfigError(f"Task {task!r} has no label_words; give its TaskSpec some to use critic='label'.")
-        return LabelWordCritic(LabelWordScorer(critic_model, words, calibration="content-free", include_prompt=False))
-    if name == "llm":
-        spec = get_task(task)
-        if spec.critic_template is None:
-            raise ConfigError(f"Task {spec.name!r} has no critic_template; give its TaskSpec one to use critic='llm'.")
-        return LLMCritic(critic_model, template=spec.critic_template, include_score=spec.critic_sees_score)
-    raise ConfigError(f"Unknown critic {name!r}; use one of {list(CRITICS)}, 'random-<critic>', or your own critic.")
+    if name not in CRITICS:
+        raise ConfigError(
+            f"Unknown critic {name!r}; use one of {sorted(CRITICS)}, 'random-<critic>', your own critic object, or "
+            "register one (criticgym.registration.register_critic)."
+        )
+    return CRITICS[name](CriticContext(get_task(task), tokenizer, critic_model, seed))
 
 
-@dataclass
-class Built:
-    """What a reward spec's objects are, given as objects rather than names (None: built from the spec)."""
+def make_judge(name: str | Any, task: str, pairwise: bool, policy: Any = None) -> Any:
+    """A judge by name for a task, or a judge object as it is: where every judge name becomes a judge.
 
-    scorer: Any = None
-    critic: Any = None
-    judge: Any = None
+    ``policy`` is what ``label:self`` judges with: a model name, a frozen ``(model, tokenizer)`` pair, or a function
+    returning one (called only when a judge needs it: the training driver's frozen copy of the initial policy).
+    """
+    from criticgym.critics import judge as judges
+    from criticgym.envs import get_task
+
+    if not isinstance(name, str):
+        return name
+    task_spec = get_task(task)
+    if name in JUDGES:
+        return JUDGES[name](JudgeContext(task_spec, pairwise, policy))
+    parsed = judges.parse_label_judge(name)
+    if parsed is not None and parsed[1] == "self":
+        if policy is None:
+            raise ConfigError(
+                f"{name!r} is the policy judging itself, and this env does not know the policy: give the env "
+                "policy= (a model name or a (model, tokenizer) pair), or a model name as model=."
+            )
+        backend = policy() if callable(policy) and not isinstance(policy, str) else policy
+        return judges.label_word_judge(name, task_spec.label_words, pairwise=pairwise, backend=backend)
+    return judges.make_judge(name, task_spec.preamble, task_spec.label_words, pairwise=pairwise)
 
 
-def split_reward(reward: RewardSpec | str | None, options: dict[str, Any]) -> tuple[RewardSpec | None, Built]:
-    """The reward spec of ``gym.make``'s keywords, and the objects given in place of names.
+ROLES = {"scorer": (Sparse, Relc), "critic": (Relc,), "judge": (RlaifDirect, RlaifPairwise)}
+"""Which reward set-ups have each role that gym.make takes as an object (the judge's spec field is judge_model)."""
+
+
+def split_reward(reward: RewardSpec | str | None, options: dict[str, Any]) -> RewardSpec | None:
+    """The reward spec of ``gym.make``'s keywords, objects given in place of names included.
 
     Reward options are taken out of ``options`` (what is left goes to the env). ``scorer`` and ``critic`` may be
-    names (spec fields) or objects; ``judge`` is an object (``judge_model`` names one).
+    names or objects; ``judge=`` is a judge object, put in the spec's ``judge_model``.
     """
     named = {k: options.pop(k) for k in list(options) if k in OPTIONS}
-    built = Built(judge=options.pop("judge", None))
+    objects = {"judge": options.pop("judge", None)}
     for role in ("scorer", "critic"):
         if named.get(role) is not None and not isinstance(named[role], str):
-            setattr(built, role, named.pop(role))
+            objects[role] = named.pop(role)
     spec = reward_spec(reward, **named)
-    roles = {"scorer": (Sparse, Relc), "critic": (Relc,), "judge": (RlaifDirect, RlaifPairwise)}
-    for role, kinds in roles.items():
-        if getattr(built, role) is not None and not isinstance(spec, kinds):
+    for role, obj in objects.items():
+        if obj is None:
+            continue
+        kinds = ROLES[role]
+        if not isinstance(spec, kinds):
             owners = " and ".join(k.kind for k in kinds)
             raise ConfigError(
                 f"{role}= is given, but the {spec_name(spec)} reward has no {role}; it belongs to {owners}."
             )
-    return spec, built
+        spec = replace(spec, **{"judge_model" if role == "judge" else role: obj})
+    return spec
+
+
+def _policy(options: dict[str, Any]) -> Any:
+    """What ``label:self`` judges with: ``policy=``, else the env's model when it is named."""
+    policy = options.pop("policy", None)
+    model = options.get("model")
+    return policy if policy is not None or not isinstance(model, str) else model
 
 
 def make_env(task: str, reward: RewardSpec | str | None = "sparse", **kwargs: Any) -> gym.Env:
     """Build a single env with its reward wrappers (the entry point of every registered id)."""
     from criticgym.envs import TextGenEnv, get_task
 
-    spec, built = split_reward(reward, kwargs)
+    spec, policy = split_reward(reward, kwargs), _policy(kwargs)
     overlap = kwargs.pop("overlap_feedback", False)
     if overlap:
         raise ConfigError(
@@ -133,7 +238,7 @@ def make_env(task: str, reward: RewardSpec | str | None = "sparse", **kwargs: An
         )
     feedback, feedback_tokens = kwargs.pop("feedback", None), kwargs.pop("feedback_tokens", 96)
     if feedback is None:
-        return with_reward(TextGenEnv(task, **kwargs), task, spec, built)
+        return with_reward(TextGenEnv(task, **kwargs), task, spec, policy=policy)
     from criticgym.critics.feedback import make_feedback
     from criticgym.wrappers.feedback import LanguageFeedback
 
@@ -142,7 +247,7 @@ def make_env(task: str, reward: RewardSpec | str | None = "sparse", **kwargs: An
     # room for the refinement context: prompt, answer, feedback and the glue between them
     kwargs.setdefault("max_prompt_tokens", task_spec.max_prompt_tokens + answer + feedback_tokens + 16)
     env = LanguageFeedback(TextGenEnv(task, **kwargs), make_feedback(feedback, task_spec.feedback))
-    return with_reward(env, task, spec, built)
+    return with_reward(env, task, spec, policy=policy)
 
 
 def make_vector_env(
@@ -151,22 +256,25 @@ def make_vector_env(
     """Build the native vector env with its reward wrappers (the vector entry point of every registered id)."""
     from criticgym.envs import TextGenVectorEnv
 
-    spec, built = split_reward(reward, kwargs)
+    spec, policy = split_reward(reward, kwargs), _policy(kwargs)
     overlap = kwargs.pop("overlap_feedback", False)
     if overlap and spec is None:
         raise ConfigError("overlap_feedback runs the reward's scorer, critic or judge: give the env a reward.")
     if "feedback" in kwargs:
         raise ConfigError("Language feedback episodes run on a single env: use gym.make(..., feedback=...).")
-    return with_reward(TextGenVectorEnv(num_envs, task, **kwargs), task, spec, built, overlap)
+    return with_reward(TextGenVectorEnv(num_envs, task, **kwargs), task, spec, overlap, policy)
 
 
-def with_reward(env: Any, task: str, spec: RewardSpec | None, built: Built | None = None, overlap: bool = False):
-    """Wrap a single or vector env in the reward a spec describes: where a spec becomes objects."""
+def with_reward(env: Any, task: str, spec: RewardSpec | None, overlap: bool = False, policy: Any = None):
+    """Wrap a single or vector env in the reward a spec describes: where a spec becomes objects.
+
+    Every field of the spec may be a name (built here: :func:`make_critic`, :func:`make_judge`, a scorer name) or
+    the object itself. ``policy`` is what ``label:self`` judges with (a model name or a ``(model, tokenizer)``
+    pair, frozen).
+    """
     from criticgym import wrappers
-    from criticgym.critics.judge import make_judge
     from criticgym.envs import get_task
 
-    built = built or Built()
     vector = isinstance(env, gym.vector.VectorEnv)
     extra = {"overlap": True} if overlap else {}
     task_spec = get_task(task)
@@ -179,23 +287,20 @@ def with_reward(env: Any, task: str, spec: RewardSpec | None, built: Built | Non
                 "Pairwise preferences compare two completions of the same prompt, so they need the vector env: "
                 "gym.make_vec(env_id, num_envs=2 * n, reward='rlaif-pairwise', autoreset_mode='disabled')."
             )
-        judge = built.judge
-        if judge is None:
-            judge = make_judge(spec.judge_model, task_spec.preamble, task_spec.label_words, pairwise=pairwise)
+        judge = make_judge(spec.judge_model, task, pairwise, policy)
         if pairwise:
             if overlap:
                 raise ConfigError("overlap runs direct judges only; a pairwise judge already waits for both siblings.")
             return wrappers.PairwisePreferenceReward(env, judge)
-        wrapper = wrappers.AIPreferenceRewardVector if vector else wrappers.AIPreferenceReward
+        wrapper = wrappers.DirectJudgeRewardVector if vector else wrappers.DirectJudgeReward
         return wrapper(env, judge, **extra)
-    scorer = built.scorer if built.scorer is not None else (spec.scorer or task_spec.scorer)
+    scorer = task_spec.scorer if spec.scorer is None else spec.scorer
     if isinstance(spec, Sparse):
         wrapper = wrappers.SparseExtrinsicRewardVector if vector else wrappers.SparseExtrinsicReward
         return wrapper(env, scorer, **extra)
-    critic = built.critic
-    if critic is None:
-        seed = spec.critic_seed or 0
-        critic = make_critic(spec.critic or task_spec.critic, task, env.unwrapped.tokenizer, spec.critic_model, seed)
+    tokenizer = env.unwrapped.tokenizer
+    name = task_spec.critic if spec.critic is None else spec.critic
+    critic = make_critic(name, task, tokenizer, spec.critic_model, spec.critic_seed or 0)
     values = {
         "positive_value": task_spec.span_values[0] if spec.positive_value is None else spec.positive_value,
         "negative_value": task_spec.span_values[1] if spec.negative_value is None else spec.negative_value,

@@ -21,12 +21,17 @@ negative_value=None, critic_seed=None, scorer=None)
     criticgym.errors.ConfigError: 'critic' is not an option of the sparse reward (its options: scorer); it belongs \
 to relc.
 
+A field that names a scorer, a critic or a judge also takes the object itself (``Relc(critic=my_function)``);
+:func:`as_dict` writes such an object by its import path (``{"object": "my_module:my_function"}``), which
+:func:`from_dict` imports back, so a run's ``config.json`` names it; an object without one (a lambda) is written as
+unnamed, and a run holding it cannot be resumed or re-evaluated from its folder.
+
 This module is data only (tyro's markers keep ``kind`` off the command line).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Annotated, Any, Literal
 
 import tyro
@@ -34,7 +39,8 @@ import tyro
 from criticgym.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m"
-"""The model every default names: the policy, the LLM critic, the AI judge, SELF's annotator."""
+"""The model the defaults of a run name: the policy, the LLM critic, the AI judge, SELF's annotator (an env made
+without ``model=`` tokenizes with ``"tiny"``'s tokenizer, which is SmolLM2's too)."""
 
 # The info keys through which rewards reach the learner (wrappers write them, algos and the SB3 adapter read them).
 EXTRINSIC_REWARD = "extrinsic_reward"
@@ -51,7 +57,7 @@ class Sparse:
 
     kind: Annotated[Literal["sparse"], tyro.conf.Suppress] = field(default="sparse", init=False, repr=False)
     scorer: str | None = None
-    """A scorer name or a reward-model folder (None: the task's scorer)."""
+    """A scorer name, a reward-model folder, or a scorer object or function (None: the task's scorer)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ class Relc:
 
     kind: Annotated[Literal["relc"], tyro.conf.Suppress] = field(default="relc", init=False, repr=False)
     critic: str | None = None
-    """The span critic: lexicon, toxicity, llm, label, random, random-<critic> (None: the task's)."""
+    """The span critic: lexicon, toxicity, llm, label, random, random-<critic>, a registered name, or a critic object
+    or function (None: the task's)."""
     critic_model: str = DEFAULT_MODEL
     """The model the llm and label critics ask: a built-in name, a folder, a hub id or openai:<model>@<url>."""
     alpha1: float = 1.0
@@ -85,8 +92,8 @@ class RlaifDirect:
 
     kind: Annotated[Literal["rlaif-direct"], tyro.conf.Suppress] = field(default="rlaif-direct", init=False, repr=False)
     judge_model: str = DEFAULT_MODEL
-    """The judge: a model, label:<model> (the task's label-word question), or label:self (a frozen copy of the
-    initial policy)."""
+    """The judge: a model, label:<model> (the task's label-word question), label:self (a frozen copy of the
+    initial policy), a registered name, or a judge object."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,8 @@ class RlaifPairwise:
         default="rlaif-pairwise", init=False, repr=False
     )
     judge_model: str = DEFAULT_MODEL
-    """The judge: a model, label:<model> (the task's label-word question), or label:self."""
+    """The judge: a model, label:<model> (the task's label-word question), label:self, a registered name, or a
+    judge object."""
 
 
 RewardSpec = Sparse | Relc | RlaifDirect | RlaifPairwise
@@ -171,18 +179,93 @@ def spec_name(spec: RewardSpec | None) -> str:
     if spec is None:
         return "none"
     if isinstance(spec, Relc) and spec.critic is not None:
+        if not isinstance(spec.critic, str):  # an object: its function's or class's name
+            return f"relc-{getattr(spec.critic, '__name__', type(spec.critic).__name__)}"
         return spec.critic if spec.critic.startswith("random") else f"relc-{spec.critic}"
     return spec.kind
 
 
+# -- objects in a spec, written down by name -------------------------------------------------------------------
+# A spec's scorer, critic or judge may be an object. A run's config.json holds it as {"object": "module:name"}
+# when the object is what that import path gives (a module-level function, class or instance), else as
+# {"object": None, "type": ...}: a run can start with it, but not be resumed or re-evaluated from its folder.
+
+OBJECT = "object"
+"""The key of an object's reference in a spec's plain data."""
+
+
+def object_path(obj: Any) -> str | None:
+    """``"module:qualified.name"`` when importing it gives ``obj`` back, else None.
+
+    None for a lambda, a local function, or an instance that no module holds by name.
+    """
+    import sys
+
+    module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if isinstance(module, str) and isinstance(name, str) and "<" not in name:
+        path = f"{module}:{name}"
+        return path if _imported(path, quiet=True) is obj else None
+    for module in dict.fromkeys((type(obj).__module__, "__main__")):  # an instance a module holds by name
+        found = [k for k, v in vars(sys.modules.get(module, object())).items() if v is obj and not k.startswith("_")]
+        if found:
+            return f"{module}:{found[0]}"
+    return None
+
+
+def _imported(path: str, quiet: bool = False) -> Any:
+    """The object an ``object_path`` names (None, when ``quiet``, where it cannot be imported)."""
+    import importlib
+
+    module, _, name = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as error:
+        if quiet:
+            return None
+        raise ConfigError(f"Cannot import {path!r}, an object the run's reward set-up names: {error}.") from error
+    return obj
+
+
+def unnamed(spec: RewardSpec) -> list[str]:
+    """The fields of a spec holding an object that has no :func:`object_path`, as ``field (what)``."""
+    values = {name: getattr(spec, name) for name in options_of(spec)}
+    return [
+        f"{name} ({getattr(v, '__qualname__', type(v).__qualname__)})"
+        for name, v in values.items()
+        if v is not None and not isinstance(v, str | int | float) and object_path(v) is None
+    ]
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float):
+        return value
+    path = object_path(value)
+    return {OBJECT: path} if path else {OBJECT: None, "type": getattr(value, "__qualname__", type(value).__qualname__)}
+
+
 def as_dict(spec: RewardSpec) -> dict[str, Any]:
-    """A spec as plain data, ``kind`` included (what a run's ``config.json`` holds)."""
-    return asdict(spec)
+    """A spec as plain data, ``kind`` included (what a run's ``config.json`` holds); objects by import path."""
+    return {"kind": spec.kind} | {name: _plain(getattr(spec, name)) for name in options_of(spec)}
+
+
+def _object(name: str, value: Any) -> Any:
+    if not (isinstance(value, dict) and OBJECT in value):
+        return value
+    if value[OBJECT] is None:
+        raise ConfigError(
+            f"The run's {name} was an object criticgym could not name ({value.get('type')}: a lambda, a local "
+            "function or an instance no module holds), so the run cannot be resumed or re-evaluated with it. Use a "
+            "function, class or instance defined at the top of a module, or register it by name "
+            "(criticgym.registration.register_critic / register_judge / register_scorer)."
+        )
+    return _imported(value[OBJECT])
 
 
 def from_dict(data: dict[str, Any]) -> RewardSpec:
-    """The spec :func:`as_dict` wrote."""
-    options = {k: v for k, v in data.items() if k != "kind"}
+    """The spec :func:`as_dict` wrote, its objects imported back."""
+    options = {k: _object(k, v) for k, v in data.items() if k != "kind"}
     if data.get("kind") not in SPECS:
         raise ConfigError(f"A reward spec needs a kind, one of {list(SPECS)}; got {data.get('kind')!r}.")
     return reward_spec(data["kind"], **options)

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import criticgym  # noqa: F401  (registers the ids)
+from criticgym.algos.base import LMAgent, masked_mean
 from criticgym.critics import Critique, Span
 from criticgym.rewards import Relc, RlaifPairwise
+from criticgym.rollout.engine import score_completions
 
 
 class ExclamationCritic:
@@ -66,8 +68,7 @@ def test_recipe_add_a_judge_a_preference_judge_object(tokenizer):
 
 
 def test_recipe_add_an_algorithm_an_lm_agent_with_rollout_and_iterate(tiny):
-    from criticgym.algos.base import LMAgent, masked_mean, token_rewards
-    from criticgym.rollout.engine import score_completions
+    from criticgym.algos.base import token_rewards
 
     class PlainReinforce(LMAgent):
         """REINFORCE with the batch's mean return as baseline: the algorithm is rollout() and iterate()."""
@@ -115,3 +116,58 @@ def test_recipe_add_an_algorithm_an_lm_agent_with_rollout_and_iterate(tiny):
         )[0]
     mask = batch.completion_mask.float()
     assert float((advantages * after * mask).sum()) > float((advantages * before * mask).sum())
+
+
+class MeanBaselineReinforce(LMAgent):
+    """Recipe "add an algorithm" as ``criticgym train`` runs it: REINFORCE with the batch's mean return as baseline,
+    built from a registered name with the config of the TrainConfig field it names (here ``reinforce``)."""
+
+    def __init__(self, model, tokenizer, envs, config, seed=0, precision="auto"):
+        self.config = config
+        super().__init__(model, tokenizer, envs, config.lr, 0.0, seed, value_head=False, precision=precision)
+
+    def rollout(self):
+        return self.play(temperature=self.config.temperature)
+
+    def iterate(self):
+        collected = self.collect()
+        batch, mask = collected.batch, collected.mask
+        returns = collected.rewards.sum(1, keepdim=True)
+        logprobs = score_completions(
+            self.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask, 1.0
+        )[0]
+        loss = -masked_mean((returns - returns.mean()) * mask * logprobs, mask)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.iteration += 1
+        return {**self.charts(collected), "losses/policy_loss": float(loss)}
+
+
+def test_recipe_add_an_algorithm_one_module_and_one_registration(tmp_path):
+    from criticgym import algos
+    from criticgym.algos.reinforce import ReinforceConfig
+    from criticgym.errors import ConfigError
+    from criticgym.train import TrainConfig, train
+
+    algos.register_algorithm("mean-reinforce", f"{__name__}:MeanBaselineReinforce", "reinforce", temperature=1.0)
+    try:
+        with pytest.raises(ConfigError, match="already registered as 'mean-reinforce'"):
+            algos.register_algorithm("mean-reinforce", MeanBaselineReinforce, "ppo")
+        cfg = TrainConfig(
+            env="criticgym/Words-v0",
+            reward="sparse",
+            agent="mean-reinforce",
+            reinforce=ReinforceConfig(lr=1e-3),
+            model="tiny",
+            iterations=1,
+            num_envs=4,
+            eval_prompts=4,
+            out=str(tmp_path),
+            progress=False,
+        )
+        assert cfg.agent_config == ReinforceConfig(lr=1e-3, temperature=1.0)  # its options, and what its name fixes
+        history = train(cfg, log=lambda *a: None)["history"]
+        assert history[0]["iteration"] == 1 and np.isfinite(history[0]["losses/policy_loss"])
+    finally:
+        algos.ALGORITHMS.pop("mean-reinforce")

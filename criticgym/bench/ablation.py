@@ -42,6 +42,7 @@ from criticgym.algos.ppo import PPOConfig
 from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL, RewardSpec, Sparse, options_of, reward_spec, spec_name
 from criticgym.train import TrainConfig, build_evaluator, config_changes, relevant, train
+from criticgym.train.export import drop_weights
 from criticgym.utils.plots import pyplot
 from criticgym.utils.stats import mean_ci
 
@@ -111,7 +112,7 @@ def run_arm(
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(done)
-    (folder / "checkpoint.pt").unlink(missing_ok=True)  # the run is complete; the weights are not needed
+    drop_weights(folder)  # the run is complete; the weights are not needed
     return record
 
 

@@ -23,6 +23,7 @@ from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
 from criticgym.train import TrainConfig
+from criticgym.train.export import drop_weights
 from criticgym.utils.files import write_text_atomically
 
 OTHER_ARMS = ("untrained", "distilled", "self")
@@ -152,12 +153,12 @@ def judge_texts(name: str, task, prompts: list[str], completions: list[str]) -> 
 def _held_out_judge(name: str, task_name: str):
     """A judge's scoring function, built once per run rather than per record (a label-word judge loads a model)."""
     from criticgym.critics import as_scorer
-    from criticgym.critics.judge import label_word_judge, parse_label_judge
+    from criticgym.critics.judge import parse_label_judge
     from criticgym.critics.scorers import score_texts
-    from criticgym.envs import get_task
+    from criticgym.registration import make_judge
 
     if parse_label_judge(name) is not None:
-        return label_word_judge(name, get_task(task_name).label_words, pairwise=False).rate
+        return make_judge(name, task_name, pairwise=False).rate
     scorer = as_scorer(name)
     return lambda prompts, completions: score_texts(scorer, prompts, completions)
 
@@ -207,27 +208,20 @@ def _run_config(cfg: FrontierConfig, reward, seed: int, folder: Path) -> TrainCo
     return replace(cfg.train, reward=reward, seed=seed, out=str(folder), resume=False, resume_if_any=True, eval_every=0)
 
 
-def _self_judge_model(cfg: FrontierConfig) -> str:
-    """The judge as a model name (``label:self`` is the initial policy, which labels before any training)."""
-    return cfg.judge_model.replace("label:self", f"label:{cfg.train.model}")
-
-
 def _distilled_policy(cfg: FrontierConfig, seed: int, folder: Path, log):
     """Distilled RLAIF: the judge labels pairs once, a reward model fits them, PPO trains on it (sparse)."""
     from criticgym import flops
-    from criticgym.critics.judge import make_judge
     from criticgym.distill.fit import train_reward_model
     from criticgym.distill.pairs import label_pairs
-    from criticgym.envs import get_task
-    from criticgym.registration import ENV_IDS
+    from criticgym.registration import ENV_IDS, make_judge
     from criticgym.rewards import Sparse
 
     rm_folder = folder / "reward-model"
     flops.take()
     if not (rm_folder / "reward_model.json").exists():
-        task = get_task(ENV_IDS.get(cfg.train.env, cfg.train.env))
-        with flops.phase("reward"):
-            judge = make_judge(_self_judge_model(cfg), task.preamble, task.label_words)
+        task = ENV_IDS.get(cfg.train.env, cfg.train.env)
+        with flops.phase("reward"):  # label:self is the initial policy, which labels before any training
+            judge = make_judge(cfg.judge_model, task, pairwise=True, policy=cfg.train.model)
             records = label_pairs(cfg.train.env, cfg.train.model, judge, prompts=cfg.pairs, seed=seed)
             reward_model, _ = train_reward_model(records, "minilm", seed=seed, log=log)
         reward_model.save(rm_folder)
@@ -350,7 +344,7 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
         "completions": [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)],
     }
     write_text_atomically(done, json.dumps(record, indent=1))
-    (folder / "run" / "checkpoint.pt").unlink(missing_ok=True)  # served and judged: the weights are not needed
+    drop_weights(folder / "run")  # served and judged: the weights are not needed
     return record
 
 

@@ -5,7 +5,7 @@ The role each plays is a protocol in :mod:`criticgym.critics.protocols`.
 
 from criticgym.critics.backends import BackendError, LocalBackend, OpenAIBackend, make_backend
 from criticgym.critics.base import Critique, FunctionCritic, Span, as_critic
-from criticgym.critics.judge import PairwiseJudge, ScoreJudge, ScorerJudge, evaluate_judge, make_judge
+from criticgym.critics.judge import DigitJudge, PairwiseJudge, ScorerJudge, evaluate_judge, make_judge
 from criticgym.critics.lexicon import LexiconCritic, ToxicityCritic
 from criticgym.critics.llm import LLMCritic, load_template
 from criticgym.critics.protocols import (
@@ -33,6 +33,7 @@ __all__ = [
     "BackendError",
     "Critic",
     "Critique",
+    "DigitJudge",
     "DirectJudge",
     "FeedbackWriter",
     "FunctionCritic",
@@ -48,21 +49,20 @@ __all__ = [
     "RewardModel",
     "RewardModelScorer",
     "RougeScorer",
-    "ScoreJudge",
-    "ScorerJudge",
     "Scorer",
+    "ScorerJudge",
     "SentimentClassifier",
     "Span",
     "ToxicityCritic",
     "ToxicityScorer",
-    "ValueFunction",
     "VaderSentiment",
+    "ValueFunction",
     "as_critic",
     "as_scorer",
     "evaluate_judge",
     "load_template",
-    "make_judge",
     "make_backend",
+    "make_judge",
     "make_scorer",
     "soft_label_loss",
 ]

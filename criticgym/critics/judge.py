@@ -4,7 +4,7 @@
   with its two candidates, the ending ``Preferred=``), reads the soft label from the log-probabilities of the two
   option tokens, and labels **both orders** and averages them, which cancels the judge's position bias. An
   optional chain-of-thought mode asks for a rationale first (greedy), then reads the label after it.
-- :class:`ScoreJudge` asks for a score and takes the expectation over the score tokens, mapped linearly to
+- :class:`DigitJudge` asks for a score and takes the expectation over the score tokens, mapped linearly to
   [-1, 1]. RLAIF scores 1-10; many tokenizers (Llama's, SmolLM2's) split "10" into "1" and "0", so one
   next-token distribution cannot tell 1 from 10. We ask for 0-9 (ten single-digit levels, the same method on a
   shifted scale): reward ``(E[s] - 4.5) / 4.5``.
@@ -133,7 +133,7 @@ class PairwiseJudge:
         return swap_average(*self.prefer_both_orders(prompts, completions_a, completions_b)).tolist()
 
 
-class ScoreJudge:
+class DigitJudge:
     """A direct 0-9 score, as the expectation over the ten digit tokens, mapped to [-1, 1].
 
     Also a :class:`~criticgym.critics.scorers.Scorer`: ``score`` is ``rate``, so it plugs into the sparse reward.
@@ -207,7 +207,7 @@ def make_judge(
 
     A scorer name (``"lexicon"`` is VADER) gives a pairwise :class:`ScorerJudge`; ``"label:<model>"`` (or
     ``"label-content-free:<model>"``) a judge on that model's label-word gap (a task's ``label_words``,
-    temperature 1); any other name is a model for a :class:`PairwiseJudge` (or, direct, a :class:`ScoreJudge`)
+    temperature 1); any other name is a model for a :class:`PairwiseJudge` (or, direct, a :class:`DigitJudge`)
     with ``preamble`` (a task's ``TaskSpec.judge_preamble``). A judge object is returned as it is.
     """
     from criticgym.critics.scorers import SCORERS, make_scorer
@@ -224,7 +224,7 @@ def make_judge(
             )
         scorer = make_scorer("vader" if name == "lexicon" else name)
         return ScorerJudge(scorer, name=name)
-    return (PairwiseJudge if pairwise else ScoreJudge)(name, preamble=preamble)
+    return (PairwiseJudge if pairwise else DigitJudge)(name, preamble=preamble)
 
 
 def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "A short review of a film") -> dict:

@@ -2,7 +2,7 @@
 
 - :class:`Scorer`: text -> one number (sparse rewards, held-out judges). VADER, the classifier, reward models.
 - :class:`Critic`: text -> good and bad spans (RELC). Lexicon, toxicity, LLM, label-word, random.
-- :class:`DirectJudge`: text -> a rating in [-1, 1] (direct RLAIF). ``ScoreJudge``, label-word and scorer judges.
+- :class:`DirectJudge`: text -> a rating in [-1, 1] (direct RLAIF). ``DigitJudge``, label-word and scorer judges.
 - :class:`PreferenceJudge`: two texts -> P(the first is better) (pairwise RLAIF). ``PairwiseJudge``, label-word
   and scorer judges.
 - :class:`ValueFunction`: a partial text -> a value in [-1, 1] (inference-time search, RAIN). ``ScorerEvaluator``,

@@ -1,13 +1,12 @@
 """What a :class:`~criticgym.train.config.TrainConfig` builds.
 
-The policy, the agent and its rollout source, the judge of a self-rewarding run, the critic pool, the held-out
-evaluator.
+The policy, the agent and its rollout source, the initial policy (what label:self judges with), the critic pool,
+the held-out evaluator.
 Rollout workers build their part here too, in their own process (:func:`worker_setup`), from the run's config.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -15,7 +14,6 @@ import torch
 
 import criticgym
 from criticgym.algos.lora import BaseModel, add_lora, is_lora
-from criticgym.rewards import RlaifDirect, RlaifPairwise
 from criticgym.train.config import TrainConfig, env_kwargs
 from criticgym.train.evaluate import Evaluator
 
@@ -43,7 +41,7 @@ def critic_pool(cfg: TrainConfig):
 
     from criticgym.distributed.pool import CriticPool
 
-    return CriticPool(partial(_critic_of, asdict(cfg)), actors=cfg.critic_actors, address=cfg.ray_address)
+    return CriticPool(partial(_critic_of, cfg.to_dict()), actors=cfg.critic_actors, address=cfg.ray_address)
 
 
 def _critic_of(config: dict[str, Any]):
@@ -59,40 +57,38 @@ def _critic_of(config: dict[str, Any]):
 
 
 def build_agent(cfg: TrainConfig, model, tokenizer, envs):
-    """The agent a config names."""
-    from criticgym.algos.ppo import PPO
-    from criticgym.algos.reinforce import Reinforce
+    """The agent a config names (:data:`criticgym.algos.ALGORITHMS`)."""
+    from criticgym.algos import ALGORITHMS
 
-    agent = PPO if cfg.agent == "ppo" else Reinforce
+    agent = ALGORITHMS[cfg.agent].agent_class()
     return agent(model, tokenizer, envs, cfg.agent_config, seed=cfg.seed, precision=cfg.precision)
 
 
-def build_evaluator(cfg: TrainConfig, tokenizer, ref_model, judge=None, critic=None) -> Evaluator:
-    """Held-out evaluation for a config: its env and reward set-up on the test split (``critic``: a pool)."""
-    options = {**env_kwargs(cfg), **({"judge": judge} if judge is not None else {})}
+def build_evaluator(cfg: TrainConfig, tokenizer, ref_model, policy=None, critic=None) -> Evaluator:
+    """Held-out evaluation for a config: its env and reward set-up on the test split.
+
+    ``policy``: what ``label:self`` judges with (:func:`initial_policy`; None: the config's model by name);
+    ``critic``: a critic pool.
+    """
+    options = {**env_kwargs(cfg), **({"policy": policy} if policy is not None else {})}
     if critic is not None:
         options["critic"] = critic
     return Evaluator(cfg.env, tokenizer, ref_model, cfg.eval_prompts, cfg.scorer, **options)
 
 
-def self_judge(cfg: TrainConfig, model, tokenizer):
-    """The self-rewarding judge of ``judge_model="label:self"`` (None for any other judge).
+def initial_policy(model, tokenizer):
+    """What ``label:self`` judges with: a function returning the initial policy, frozen, and its tokenizer.
 
-    A frozen copy of the initial policy asks the task's label-word question.
+    The copy is made on the first call (when an env builds a self-rewarding judge, before training starts), once.
     """
-    from criticgym.critics.judge import label_word_judge, parse_label_judge
-    from criticgym.envs import get_task
-    from criticgym.registration import ENV_IDS
+    made: list[tuple[Any, Any]] = []
 
-    if not isinstance(cfg.reward, RlaifDirect | RlaifPairwise):
-        return None
-    parsed = parse_label_judge(cfg.reward.judge_model)
-    if parsed is None or parsed[1] != "self":
-        return None
-    words = get_task(ENV_IDS.get(cfg.env, cfg.env)).label_words
-    backend = (frozen_copy(model), tokenizer)
-    pairwise = isinstance(cfg.reward, RlaifPairwise)
-    return label_word_judge(cfg.reward.judge_model, words, pairwise=pairwise, backend=backend)
+    def frozen():
+        if not made:
+            made.append((frozen_copy(model), tokenizer))
+        return made[0]
+
+    return frozen
 
 
 def frozen_copy(model):
@@ -110,8 +106,8 @@ def rollout_source(cfg: TrainConfig, env_options: dict[str, Any]):
         return vllm_rollouts(cfg, env_options)
     if not cfg.workers:
         return criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **env_kwargs(cfg), **env_options)
-    # a self-rewarding judge is a frozen copy of the policy: each worker builds its own (worker_setup); none travels
-    return rollout_workers(cfg, {k: v for k, v in env_options.items() if k != "judge"})
+    # label:self judges with a frozen copy of the policy: each worker makes its own (worker_setup); none travels
+    return rollout_workers(cfg, {k: v for k, v in env_options.items() if k != "policy"})
 
 
 def vllm_rollouts(cfg: TrainConfig, env_options: dict[str, Any]):
@@ -131,7 +127,7 @@ def rollout_workers(cfg: TrainConfig, env_options: dict[str, Any] | None = None)
     if gpus is None:  # the workers share the one GPU of a local run
         on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
         gpus = 1 / cfg.workers if on_gpu else 0.0
-    make = partial(worker_setup, asdict(cfg), env_options or {})
+    make = partial(worker_setup, cfg.to_dict(), env_options or {})
     return RolloutWorkers(make, cfg.num_envs, cfg.workers, gpus=gpus, address=cfg.ray_address)
 
 
@@ -145,8 +141,7 @@ def worker_setup(config: dict[str, Any], env_options: dict[str, Any], rows: rang
 
     cfg = TrainConfig.from_dict(config)
     model, tokenizer = build_policy(cfg)
-    judge = self_judge(cfg, model, tokenizer)
-    options = {**env_kwargs(cfg), **env_options, **({"judge": judge} if judge is not None else {})}
+    options = {**env_kwargs(cfg), **env_options, "policy": initial_policy(model, tokenizer)}
     rollouts = EnvRollouts(criticgym.make_vec(cfg.env, num_envs=len(rows), **options), rows, batch_size)
     agent = build_agent(cfg, model, tokenizer, rollouts)
     return agent.engine, rollouts, cfg.precision

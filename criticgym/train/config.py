@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Annotated, Any, Literal
 
 import tyro
 
+from criticgym.algos import ALGORITHMS
+from criticgym.algos.grpo import GRPOConfig
 from criticgym.algos.ppo import PPOConfig
 from criticgym.algos.reinforce import ReinforceConfig
 from criticgym.errors import ConfigError
@@ -25,7 +27,9 @@ from criticgym.rewards import (
     spec_name,
 )
 
-AGENTS = ("ppo", "reinforce", "rloo")
+# The algorithms on the command line: the names registered when this module is imported (train() takes any
+# name registered later too)
+AgentName = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]
 
 # The reward set-up on the command line: one subcommand per spec, each showing only its own options.
 RewardOption = Annotated[
@@ -50,10 +54,12 @@ class TrainConfig:
     reward: RewardOption = field(default_factory=Relc)
     """The reward set-up, a subcommand after the other options: sparse, relc, rlaif-direct or rlaif-pairwise, each
     with its own options (criticgym train relc --help)."""
-    agent: Literal["ppo", "reinforce", "rloo"] = "ppo"
-    """The algorithm: PPO (options --ppo.*), REINFORCE with a value baseline or RLOO (options --reinforce.*)."""
+    agent: AgentName = "ppo"
+    """The algorithm (criticgym.algos.ALGORITHMS): ppo (options --ppo.*), reinforce with a value baseline or rloo
+    (options --reinforce.*), grpo (options --grpo.*)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
     model: str = DEFAULT_MODEL
     """Built-in name, local folder or hub id."""
     lora_r: int = 0
@@ -82,6 +88,8 @@ class TrainConfig:
     """Checkpoint every N iterations."""
     out: str = "runs/criticgym"
     """Output folder."""
+    merged_policy: bool = False
+    """With LoRA, also write out/policy-merged: the base with the adapter merged in (out/policy holds the adapter)."""
     resume: bool = False
     """Continue the run in out/ from its checkpoint; an error when there is none, or when the run's settings differ."""
     resume_if_any: bool = False
@@ -110,8 +118,11 @@ class TrainConfig:
         self.reward = reward_spec(self.reward)
         if self.reward is None:
             raise ConfigError("A training run needs a reward: sparse, relc, rlaif-direct or rlaif-pairwise.")
-        if self.agent not in AGENTS:
-            raise ConfigError(f"Unknown agent {self.agent!r}; use one of {AGENTS}.")
+        if self.agent not in ALGORITHMS:
+            raise ConfigError(
+                f"Unknown agent {self.agent!r}; use one of {sorted(ALGORITHMS)}, or register yours "
+                "(criticgym.algos.register_algorithm)."
+            )
         if self.iterations < 1 or self.num_envs < 1:
             raise ConfigError("iterations and num_envs must be at least 1.")
         if self.worker_gpus is not None and self.worker_gpus < 0:
@@ -128,15 +139,23 @@ class TrainConfig:
             )
         if self.critic_actors and not isinstance(self.reward, Relc):
             raise ConfigError(f"critic_actors serves RELC's span critic; the {self.reward.kind} reward has none.")
-        if isinstance(self.ppo, dict):  # read back from config.json
-            self.ppo = PPOConfig(**self.ppo)
-        if isinstance(self.reinforce, dict):
-            self.reinforce = ReinforceConfig(**self.reinforce)
+        for f in fields(self):  # an agent's options, read back from config.json
+            if f.name != "reward" and isinstance(getattr(self, f.name), dict):
+                setattr(self, f.name, type(f.default_factory())(**getattr(self, f.name)))  # type: ignore[misc]
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrainConfig:
         """The config a run's ``config.json`` (or checkpoint) holds, written by this or an older version."""
         return cls(**upgraded(config))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's settings as plain data (``config.json``, checkpoints, Ray workers).
+
+        Objects in the reward set-up are written by import path (:func:`criticgym.rewards.as_dict`).
+        """
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "reward"}
+        plain = {k: asdict(v) if is_dataclass(v) else v for k, v in values.items()}
+        return plain | {"reward": as_dict(self.reward)}
 
     @property
     def scorer(self) -> str | None:
@@ -144,11 +163,10 @@ class TrainConfig:
         return getattr(self.reward, "scorer", None)
 
     @property
-    def agent_config(self) -> PPOConfig | ReinforceConfig:
-        """The config of the chosen agent (``agent="rloo"`` sets the REINFORCE baseline to ``"rloo"``)."""
-        if self.agent == "ppo":
-            return self.ppo
-        return replace(self.reinforce, baseline="rloo") if self.agent == "rloo" else self.reinforce
+    def agent_config(self) -> Any:
+        """The chosen agent's config, with what its name fixes (``agent="rloo"``: REINFORCE's, ``baseline="rloo"``)."""
+        algorithm = ALGORITHMS[self.agent]
+        return replace(getattr(self, algorithm.options), **algorithm.preset)
 
 
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -175,7 +193,7 @@ def upgraded(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # How and where a run runs, not what it computes: never a reason to refuse a finished or resumed run.
-HOW = ("out", "resume", "resume_if_any", "progress", "ray_address", "overlap_feedback", "worker_gpus")
+HOW = ("out", "resume", "resume_if_any", "progress", "ray_address", "overlap_feedback", "worker_gpus", "merged_policy")
 # What a resumed run may change besides: its length and bookkeeping, and how its batches are played or critiqued
 # (workers and critic actors give the same batch).
 RESUMABLE = ("iterations", "eval_every", "checkpoint_every", "workers", "critic_actors")
@@ -197,7 +215,7 @@ def config_changes(
     ``reward ('sparse' -> 'relc-lexicon')``, and two of one kind in their options (``reward.alpha2 (1.0 -> 0.5)``).
     """
     old, new = upgraded(old), upgraded(new)
-    defaults = asdict(TrainConfig()) if defaults is None else defaults
+    defaults = TrainConfig().to_dict() if defaults is None else defaults
     changed = []
     for key, value in relevant(new).items():
         if key in ignored:

@@ -5,7 +5,8 @@ row of metrics, a progress bar with live reward and KL, an evaluation on held-ou
 iterations, and an atomic checkpoint every ``checkpoint_every``; metrics also go to TensorBoard
 (``out/tensorboard``) when the ``tensorboard`` package is installed. ``resume=True`` continues from the last
 checkpoint exactly as an uninterrupted run would (agents draw every random number from the seed and the
-iteration). At the end it writes ``curves.png`` (reward and KL) and ``samples.md``.
+iteration). At the end it writes ``curves.png`` (reward and KL), ``samples.md`` and ``policy/``, the trained policy as
+a Hugging Face folder (:mod:`criticgym.train.export`).
 
     criticgym train --env criticgym/SentimentControl-v0 --agent ppo --model smollm2-135m --iterations 30 \
         --out runs/sentiment relc --critic lexicon
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +23,18 @@ import torch
 
 from criticgym import flops
 from criticgym.errors import ConfigError
+from criticgym.rewards import unnamed as unnamed_objects
 from criticgym.train.build import (
     build_agent,
     build_evaluator,
     build_policy,
     critic_pool,
     frozen_copy,
+    initial_policy,
     rollout_source,
-    self_judge,
 )
 from criticgym.train.config import HOW, RESUMABLE, TrainConfig, config_changes
+from criticgym.train.export import save_policy
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
 from criticgym.utils.files import save_atomically
 
@@ -57,7 +59,15 @@ def resume_state(cfg: TrainConfig) -> dict[str, Any] | None:
     saved = state.get("config")
     if saved is None and (checkpoint.parent / "config.json").exists():  # written before checkpoints held it
         saved = json.loads((checkpoint.parent / "config.json").read_text())
-    changed = config_changes(saved or {}, asdict(cfg), ignored=HOW + RESUMABLE)
+    unnamed = unnamed_objects(cfg.reward)
+    if unnamed:
+        raise ConfigError(
+            f"{cfg.out}: cannot resume with a reward set-up holding objects criticgym cannot name: "
+            f"{', '.join(unnamed)}; it could not check that they are those the run started with. Use a function, "
+            "class or instance defined at the top of a module, or register it by name "
+            "(criticgym.registration.register_critic / register_judge / register_scorer)."
+        )
+    changed = config_changes(saved or {}, cfg.to_dict(), ignored=HOW + RESUMABLE)
     if changed:
         raise ConfigError(
             f"{cfg.out} holds a run with other settings: {'; '.join(changed)}. Resuming would continue it under "
@@ -75,13 +85,13 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     state = resume_state(cfg)  # before anything is built: a run that cannot resume fails at once
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_policy(cfg)
-    judge = self_judge(cfg, model, tokenizer)
+    policy = initial_policy(model, tokenizer)  # what label:self judges with
     pool = critic_pool(cfg)
     shared = {"critic": pool} if pool is not None else {}  # what every env gets besides env_kwargs(cfg)
-    source = rollout_source(cfg, {**shared, **({"judge": judge} if judge is not None else {})})
+    source = rollout_source(cfg, {**shared, "policy": policy})
     agent = build_agent(cfg, model, tokenizer, source)
     reference = agent.ref_model if agent.ref_model is not None else frozen_copy(model)  # perplexity's model
-    evaluate = build_evaluator(cfg, tokenizer, reference, judge, pool)
+    evaluate = build_evaluator(cfg, tokenizer, reference, policy, pool)
     history, evals = ([], []) if state is None else (state["history"], state["evals"])
     if state is not None:
         agent.load_state_dict(state["agent"])
@@ -90,7 +100,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         log(f"Evaluating the initial policy on {cfg.eval_prompts} held-out prompts ...")
         with agent.autocast():
             evals.append(evaluate(model, 0))
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     write_csv(out / "metrics.csv", history)
 
     board = tensorboard(out)
@@ -108,11 +118,12 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             with agent.autocast():
                 evals.append(evaluate(model, agent.iteration))
         if done or agent.iteration % cfg.checkpoint_every == 0:
-            saved = {"agent": agent.state_dict(), "history": history, "evals": evals, "config": asdict(cfg)}
+            saved = {"agent": agent.state_dict(), "history": history, "evals": evals, "config": cfg.to_dict()}
             save_atomically(saved, checkpoint)
     for closes in (board, source, pool):  # the env stops its feedback thread; workers stop
         if closes is not None:
             closes.close()
+    save_policy(model, tokenizer, out, merged=cfg.merged_policy)  # out/policy: from_pretrained takes it
     write_samples(out / "samples.md", evals)
     adaptive = getattr(agent.config, "adaptive_kl", False)
     plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)

@@ -13,17 +13,17 @@ from criticgym.wrappers.critic_span import (
     RewardMixVector,
     SpanRewarder,
 )
-from criticgym.wrappers.preference import AIPreferenceReward, AIPreferenceRewardVector, PairwisePreferenceReward
+from criticgym.wrappers.preference import DirectJudgeReward, DirectJudgeRewardVector, PairwisePreferenceReward
 from criticgym.wrappers.sparse import SparseExtrinsicReward, SparseExtrinsicRewardVector
 
 __all__ = [
-    "AIPreferenceReward",
-    "AIPreferenceRewardVector",
     "CriticSpanReward",
     "CriticSpanRewardVector",
+    "DirectJudgeReward",
+    "DirectJudgeRewardVector",
+    "PairwisePreferenceReward",
     "RewardMix",
     "RewardMixVector",
-    "PairwisePreferenceReward",
     "SpanRewarder",
     "SparseExtrinsicReward",
     "SparseExtrinsicRewardVector",

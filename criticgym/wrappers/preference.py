@@ -1,7 +1,7 @@
 """AI-preference rewards (RLAIF): a judge's direct score, or its soft preference between sibling completions.
 
-- direct (:class:`AIPreferenceReward`, :class:`AIPreferenceRewardVector`): the judge rates each finished
-  completion (:class:`~criticgym.critics.judge.ScoreJudge`, a score in [-1, 1]) and the rating is paid at its last
+- direct (:class:`DirectJudgeReward`, :class:`DirectJudgeRewardVector`): the judge rates each finished
+  completion (:class:`~criticgym.critics.judge.DigitJudge`, a score in [-1, 1]) and the rating is paid at its last
   token, exactly like a sparse extrinsic score.
 - pairwise (:class:`PairwisePreferenceReward`, vector env only): sub-envs ``2i`` and ``2i + 1`` are siblings that
   complete the same prompt. When both have ended, the judge (:class:`~criticgym.critics.judge.PairwiseJudge`) gives
@@ -49,7 +49,7 @@ class JudgeRating:
         return self.judge.rate(prompts, completions)
 
 
-class AIPreferenceReward(SparseExtrinsicReward):
+class DirectJudgeReward(SparseExtrinsicReward):
     """Direct RLAIF on a single env: the judge's rating of the completion, paid at its last token.
 
     Pairwise preferences compare sibling episodes, so they exist on the vector env only
@@ -57,7 +57,7 @@ class AIPreferenceReward(SparseExtrinsicReward):
 
     Args:
         env: a criticgym text-generation env.
-        judge: a :class:`~criticgym.critics.protocols.DirectJudge` (e.g. :class:`~criticgym.critics.judge.ScoreJudge`).
+        judge: a :class:`~criticgym.critics.protocols.DirectJudge` (e.g. :class:`~criticgym.critics.judge.DigitJudge`).
         scale: multiplies the rating.
     """
 
@@ -66,7 +66,7 @@ class AIPreferenceReward(SparseExtrinsicReward):
         self.judge = judge
 
 
-class AIPreferenceRewardVector(SparseExtrinsicRewardVector):
+class DirectJudgeRewardVector(SparseExtrinsicRewardVector):
     """Direct RLAIF on the vector env: each finished row's rating, paid at its last token.
 
     Args:

@@ -122,6 +122,7 @@ def test_ablation_runs_every_arm_and_seed_and_resumes_without_retraining(tmp_pat
     with (out / "curves.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 2 * 2 * 2
     assert not list(out.glob("runs/*/*/checkpoint.pt"))  # finished runs drop their weights
+    assert not list(out.glob("runs/*/*/policy"))
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

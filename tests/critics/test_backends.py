@@ -171,7 +171,7 @@ def test_next_token_logprobs_and_a_server_without_them(server):
 
 
 def test_judges_on_the_http_backend(server):
-    from criticgym.critics import PairwiseJudge, ScoreJudge
+    from criticgym.critics import DigitJudge, PairwiseJudge
 
     server.script = ["logprobs"]  # the server always answers "1" (p = 0.82 of the two options)
     p_ab, p_ba = PairwiseJudge(backend(server)).prefer_both_orders(["ctx"], ["a"], ["b"])
@@ -180,7 +180,7 @@ def test_judges_on_the_http_backend(server):
     assert PairwiseJudge(backend(server)).prefer(["ctx"], ["a"], ["b"]) == pytest.approx([0.5])
     assert all("Preferred=" in str(r["body"]) for r in server.requests)
     # the direct judge renormalizes over the digits the server listed ("1" and "2"): E = 1 + P(2)
-    assert ScoreJudge(backend(server)).rate(["ctx"], ["a"]) == pytest.approx([(1 + (1 - p_one) - 4.5) / 4.5])
+    assert DigitJudge(backend(server)).rate(["ctx"], ["a"]) == pytest.approx([(1 + (1 - p_one) - 4.5) / 4.5])
     server.script = ["ok"]
     with pytest.raises(BackendError, match="no log-probabilities"):
         PairwiseJudge(backend(server)).prefer(["ctx"], ["a"], ["b"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from criticgym.critics.judge import Example, PairwiseJudge, ScoreJudge, expected_score, soft_label, swap_average
+from criticgym.critics.judge import DigitJudge, Example, PairwiseJudge, expected_score, soft_label, swap_average
 from criticgym.errors import ConfigError, CriticGymError
 
 
@@ -75,19 +75,39 @@ def test_score_mapping_to_minus_one_one():
         def next_token_logprobs(self, prompts, candidates):
             return np.tile(certain[1], (len(prompts), 1))
 
-    judge = ScoreJudge(Fixed())
+    judge = DigitJudge(Fixed())
     assert judge.rate(["a"], ["b"]) == [1.0] and judge.score(["a"], ["b"]) == [1.0]
     with pytest.raises(CriticGymError, match="no probability"):
         expected_score(np.full((1, 10), -np.inf), levels)
 
 
-def test_judges_run_on_a_local_model(tiny):
+def test_judges_on_a_local_model_read_its_next_token_distribution(tiny):
+    import torch
+
     from criticgym.critics import LocalBackend
 
+    model, tokenizer = tiny
+
+    def next_token(prompt: str, candidates) -> np.ndarray:
+        """Log-probs of each candidate's token after the chat-formatted prompt: one plain forward, no padding."""
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        with torch.no_grad():
+            logprobs = model(torch.tensor([list(ids)])).logits[0, -1].float().log_softmax(-1)
+        return np.array([float(logprobs[tokenizer.encode(c, add_special_tokens=False)[0]]) for c in candidates])
+
     backend = LocalBackend(tiny)
-    prefer = PairwiseJudge(backend).prefer(["The film"], [" was great"], [" was awful"])
-    rate = ScoreJudge(backend).rate(["The film"], [" was great"])
-    assert 0 <= prefer[0] <= 1 and -1 <= rate[0] <= 1
+    pairwise, direct = PairwiseJudge(backend), DigitJudge(backend)
+    prefer = pairwise.prefer(["The film"], [" was great"], [" was awful"])
+    ab = next_token(pairwise.build_prompt("The film", " was great", " was awful") + "\nPreferred=", "12")
+    ba = next_token(pairwise.build_prompt("The film", " was awful", " was great") + "\nPreferred=", "12")
+    p_ab, p_ba = (np.exp(x[0]) / np.exp(x).sum() for x in (ab, ba))
+    np.testing.assert_allclose(prefer, [(p_ab + 1 - p_ba) / 2], rtol=1e-4)  # both orders, swap-averaged
+
+    digits = next_token(direct.build_prompt("The film", " was great"), [str(d) for d in range(10)])
+    weights = np.exp(digits) / np.exp(digits).sum()
+    expected = float(weights @ np.arange(10))
+    np.testing.assert_allclose(direct.rate(["The film"], [" was great"]), [(expected - 4.5) / 4.5], rtol=1e-4)
 
 
 def test_gym_make_rlaif_direct_pays_the_judge_score(tokenizer):
@@ -100,13 +120,13 @@ def test_gym_make_rlaif_direct_pays_the_judge_score(tokenizer):
             return out
 
     env = gym.make(
-        "criticgym/SentimentControl-v0", reward="rlaif-direct", judge=ScoreJudge(Confident()), max_new_tokens=1
+        "criticgym/SentimentControl-v0", reward="rlaif-direct", judge=DigitJudge(Confident()), max_new_tokens=1
     )
     env.reset(seed=0)
     _, reward, _, truncated, info = env.step(300)
     assert truncated and reward == pytest.approx((7 - 4.5) / 4.5) == info["extrinsic_reward"]
     envs = gym.make_vec(
-        "criticgym/SentimentControl-v0", num_envs=2, reward="rlaif-direct", judge=ScoreJudge(Confident())
+        "criticgym/SentimentControl-v0", num_envs=2, reward="rlaif-direct", judge=DigitJudge(Confident())
     )
     assert envs.unwrapped.num_envs == 2
 

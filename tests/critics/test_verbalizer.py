@@ -104,40 +104,51 @@ def test_self_rewarding_training_judges_with_a_frozen_copy_of_the_policy(tmp_pat
     from criticgym.algos.reinforce import ReinforceConfig
     from criticgym.train import TrainConfig, train
 
-    cfg = TrainConfig(
-        env="criticgym/SentimentControl-v0",
-        reward=RlaifDirect(judge_model="label:self"),
-        agent="rloo",
-        model="tiny",
-        iterations=2,
-        num_envs=4,
-        max_new_tokens=4,
-        reinforce=ReinforceConfig(lr=1e-2, k=2),
-        eval_prompts=4,
-        out=str(tmp_path),
-        progress=False,
+    def run(judge_model):
+        cfg = TrainConfig(
+            env="criticgym/SentimentControl-v0",
+            reward=RlaifDirect(judge_model=judge_model),
+            agent="rloo",
+            model="tiny",
+            iterations=3,
+            num_envs=4,
+            max_new_tokens=4,
+            reinforce=ReinforceConfig(lr=1e-2, k=2),
+            eval_every=1,
+            eval_prompts=4,
+            out=str(tmp_path / judge_model),
+            progress=False,
+        )
+        return train(cfg, log=lambda *a: None)
+
+    # the policy is tiny, so a frozen copy of it judges as a fresh tiny does, at every iteration; a judge that moved
+    # with the policy would pay other rewards from the second iteration on
+    by_self, by_name = run("label:self"), run("label:tiny")
+    returns = [h["charts/episodic_return"] for h in by_self["history"]]
+    # (equal up to float rounding: the copy's kernels may sum in another order)
+    assert returns == pytest.approx([h["charts/episodic_return"] for h in by_name["history"]], rel=1e-5)
+    assert [e["eval/reward"] for e in by_self["evals"]] == pytest.approx(
+        [e["eval/reward"] for e in by_name["evals"]], rel=1e-5
     )
-    result = train(cfg, log=lambda *a: None)
-    assert len(result["history"]) == 2
-    assert all(np.isfinite(h["charts/episodic_return"]) for h in result["history"])
+    assert len(set(returns)) == 3  # the policy moved, so the batches differ
 
 
 def test_the_self_judge_does_not_move_with_the_policy():
     import torch
 
+    from criticgym.registration import make_judge
     from criticgym.rollout import load_policy
-    from criticgym.train.build import self_judge
-    from criticgym.train.config import TrainConfig
+    from criticgym.train.build import initial_policy
 
     model, tokenizer = load_policy("tiny")
-    cfg = TrainConfig(reward=RlaifDirect(judge_model="label:self"), model="tiny")
-    judge = self_judge(cfg, model, tokenizer)
+    policy = initial_policy(model, tokenizer)
+    judge = make_judge("label:self", "sentiment", pairwise=False, policy=policy)
     before = judge.score(["The film"], [" was great"])
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05)
     assert judge.score(["The film"], [" was great"]) == pytest.approx(before)
-    assert self_judge(TrainConfig(reward=RlaifDirect(judge_model="tiny")), model, tokenizer) is None
+    assert policy() is policy()  # one frozen copy, however many envs ask for it
 
 
 def test_the_label_word_critic_judges_each_clause_in_one_call():

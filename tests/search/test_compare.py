@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from criticgym.cli import main
+from criticgym.critics import as_scorer
+from criticgym.envs import get_task
 from criticgym.errors import ConfigError
 from criticgym.search.compare import SearchConfig, run_search
 from criticgym.search.rain import RAINConfig
@@ -30,6 +33,14 @@ def test_search_runs_every_method_on_the_same_prompts_and_writes_the_report(tmp_
             r["prompt"] for r in records if r["method"] == "vanilla"
         ]
     rows = {r["method"]: r for r in summary["table"]}
+    # each completion's score is the task's scorer of it, and the table's means are those of the records
+    scorer = as_scorer(get_task("words").scorer)
+    scores = scorer.score([r["prompt"] for r in records], [r["completion"] for r in records])
+    assert [r["score"] for r in records] == pytest.approx(list(scores))
+    for method, row in rows.items():
+        mine = [r for r in records if r["method"] == method]
+        assert row["score"] == pytest.approx(np.mean([r["score"] for r in mine]))
+        assert row["value"] == pytest.approx(np.mean([r["value"] for r in mine]))
     assert rows["vanilla"]["time_vs_vanilla"] == pytest.approx(1.0)
     assert rows["best-of-n"]["evaluator_calls"] == 3 and rows["vanilla"]["evaluator_calls"] == 0
     assert rows["rain"]["forward_tokens"] > rows["vanilla"]["forward_tokens"]

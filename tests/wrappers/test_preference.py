@@ -8,7 +8,7 @@ from criticgym.algos.base import token_rewards
 from criticgym.envs import TextGenVectorEnv, play
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutEngine
-from criticgym.wrappers import AIPreferenceReward, PairwisePreferenceReward
+from criticgym.wrappers import DirectJudgeReward, PairwisePreferenceReward
 
 ENV = "criticgym/SentimentControl-v0"
 
@@ -118,12 +118,12 @@ def test_direct_mode_rates_each_completion():
         def rate(self, prompts, completions):
             return [0.25] * len(prompts)
 
-    env = AIPreferenceReward(gym.make(ENV, reward=None, max_new_tokens=1).unwrapped, Rater())
+    env = DirectJudgeReward(gym.make(ENV, reward=None, max_new_tokens=1).unwrapped, Rater())
     env.reset(seed=0)
     _, reward, _, truncated, info = env.step(300)
     assert truncated and reward == 0.25 == info["extrinsic_reward"]
     with pytest.raises(ConfigError, match="rate"):
-        AIPreferenceReward(env.unwrapped, LongerWins())
+        DirectJudgeReward(env.unwrapped, LongerWins())
 
 
 def test_rewinding_a_pairwise_env_gives_the_rewards_of_a_fresh_episode(tokenizer):
