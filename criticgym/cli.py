@@ -24,7 +24,7 @@ import shlex
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,6 +32,7 @@ import tyro
 
 from criticgym.errors import ConfigError, CriticGymError
 from criticgym.rewards import DEFAULT_MODEL
+from criticgym.utils.files import disk_full
 
 if TYPE_CHECKING:
     from criticgym.train.config import TrainConfig
@@ -57,6 +58,7 @@ def demo_config() -> TrainConfig:
         eval_prompts=32,
         checkpoint_every=5,
         out="runs/demo",
+        resume_if_any=True,  # run again, the demo continues (or shows) the run in its folder
     )
 
 
@@ -129,7 +131,16 @@ def demo_command(argv: list[str]) -> int:
     from criticgym.rollout.models import is_built
     from criticgym.train.driver import config_from_args, train
 
-    cfg = config_from_args(argv, default=demo_config(), prog="criticgym demo")
+    default = demo_config()
+    if "--overwrite" in argv:  # start over: the one case in which the demo does not continue its folder
+        default = replace(default, resume_if_any=False)
+    cfg = config_from_args(argv, default=default, prog="criticgym demo")
+    if cfg.resume_if_any and (Path(cfg.out) / "checkpoint.pt").exists():
+        print(
+            f"{cfg.out} holds a demo run from before: this continues it (a finished one shows its results again). "
+            "Start it over with --overwrite, or run another next to it with --out runs/demo-2.",
+            flush=True,
+        )
     print(
         f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward.kind}"
         f"{f' (critic={cfg.reward.critic})' if isinstance(cfg.reward, Relc) else ''}, "
@@ -182,11 +193,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
         evaluator = Evaluator(cfg.env, tokenizer, model, cfg.prompts, **options)  # perplexity under itself
         return {cfg.model: evaluator(model)}
     import copy
-    from dataclasses import replace
-
-    import torch
 
     from criticgym.train.config import TrainConfig
+    from criticgym.utils.files import load_checkpoint
 
     path = Path(cfg.checkpoint)
     run = path if path.is_dir() else path.parent
@@ -199,7 +208,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     train_cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     train_cfg = replace(train_cfg, device=cfg.device, eval_prompts=cfg.prompts)
     base, tokenizer = load_policy(train_cfg.model, device=cfg.device)
-    state = torch.load(checkpoint, weights_only=False, map_location=cfg.device)
+    fix = f"Train the run again (criticgym train --out {run} --overwrite ...), or point --checkpoint at another run."
+    state = load_checkpoint(checkpoint, ("agent",), fix, map_location=cfg.device)
     if train_cfg.lora_r:  # the base with the run's adapter; the base column is the same weights, adapter off
         from criticgym.algos.lora import BaseModel, add_lora, load_adapter_state
 
@@ -423,13 +433,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command](rest)
-    except CriticGymError as error:
+    except (CriticGymError, KeyboardInterrupt, OSError) as error:
+        if isinstance(error, OSError) and not disk_full(error):
+            raise
         if debug:
             traceback.print_exc()
-        print(f"criticgym {command}: {error}", file=sys.stderr)
+        print(f"criticgym {command}: {failure_message(error)}", file=sys.stderr)
         if not debug:
             print("(run again with --debug for the traceback)", file=sys.stderr)
         return 2
+
+
+def failure_message(error: BaseException) -> str:
+    """One paragraph for a failure the command line reports itself (Ctrl-C, a full disk, the package's errors)."""
+    if isinstance(error, KeyboardInterrupt):
+        return str(error) or "interrupted (Ctrl-C)."
+    if isinstance(error, OSError):
+        return f"no space left on the device ({error}). Free some space and run the same command again."
+    return str(error)
 
 
 if __name__ == "__main__":

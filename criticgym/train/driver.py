@@ -19,10 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from criticgym import flops
-from criticgym.errors import ConfigError
+from criticgym.errors import ConfigError, Interrupted
 from criticgym.train.build import (
     build_agent,
     build_evaluator,
@@ -32,9 +30,10 @@ from criticgym.train.build import (
     rollout_source,
     self_judge,
 )
-from criticgym.train.config import HOW, RESUMABLE, TrainConfig, config_changes
+from criticgym.train.config import HOW, RESUMABLE, TrainConfig, check_reward_last, config_changes
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
-from criticgym.utils.files import save_atomically
+from criticgym.utils.files import load_checkpoint, save_atomically
+from criticgym.utils.runfolder import refuse_other_settings, run_folder
 
 
 def resume_state(cfg: TrainConfig) -> dict[str, Any] | None:
@@ -53,27 +52,38 @@ def resume_state(cfg: TrainConfig) -> dict[str, Any] | None:
             f"--resume: there is no run to resume in {cfg.out} (no checkpoint.pt). Drop --resume to start one there, "
             "or use --resume-if-any to continue a run when there is one and start it otherwise."
         )
-    state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(checkpoint, ("agent", "history", "evals"), START_OVER)
     saved = state.get("config")
     if saved is None and (checkpoint.parent / "config.json").exists():  # written before checkpoints held it
         saved = json.loads((checkpoint.parent / "config.json").read_text())
-    changed = config_changes(saved or {}, asdict(cfg), ignored=HOW + RESUMABLE)
-    if changed:
-        raise ConfigError(
-            f"{cfg.out} holds a run with other settings: {'; '.join(changed)}. Resuming would continue it under "
-            "settings it did not start with. Give this run another --out, or drop --resume to start it over in "
-            f"{cfg.out}."
-        )
+    refuse_other_settings(
+        f"The run in {cfg.out}",
+        config_changes(saved or {}, asdict(cfg), ignored=HOW + RESUMABLE),
+        "Resuming would continue it under settings it did not start with. Give this run another --out, or start "
+        f"it over in {cfg.out} with --overwrite instead of --resume.",
+    )
     return state
 
 
+START_OVER = "Start the run over with --overwrite (it deletes the folder's run), or give this run another --out."
+
+
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
-    """Run (or resume) a training run; returns ``{"history", "evals", "out"}``."""
+    """Run (or resume) a training run; returns ``{"history", "evals", "out"}``.
+
+    The run holds its folder (:func:`~criticgym.utils.runfolder.run_folder`): a folder that holds a run is continued
+    only with ``resume`` or ``resume_if_any``, replaced only with ``overwrite``, and never written by two processes.
+    """
+    resuming = cfg.resume or cfg.resume_if_any
+    with run_folder(cfg.out, resume=resuming, overwrite=cfg.overwrite, resume_hint="continue it with --resume"):
+        return _train(cfg, log)
+
+
+def _train(cfg: TrainConfig, log) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     out, checkpoint = Path(cfg.out), Path(cfg.out) / "checkpoint.pt"
     state = resume_state(cfg)  # before anything is built: a run that cannot resume fails at once
-    out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_policy(cfg)
     judge = self_judge(cfg, model, tokenizer)
     pool = critic_pool(cfg)
@@ -94,11 +104,42 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     write_csv(out / "metrics.csv", history)
 
     board = tensorboard(out)
+    where = {"iteration": agent.iteration, "saved": agent.iteration if state is not None else 0}
+    try:
+        _loop(cfg, agent, evaluate, model, history, evals, board, checkpoint, tqdm, where)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(cfg, where["iteration"], where["saved"])) from None
+    for closes in (board, source, pool):  # the env stops its feedback thread; workers stop
+        if closes is not None:
+            closes.close()
+    write_samples(out / "samples.md", evals)
+    adaptive = getattr(agent.config, "adaptive_kl", False)
+    plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)
+    return {"history": history, "evals": evals, "out": out}
+
+
+def interrupted_message(cfg: TrainConfig, iteration: int, saved_at: int) -> str:
+    """What Ctrl-C says: where the run stopped, what its checkpoint holds, and how to continue."""
+    again = "the same command" if cfg.resume or cfg.resume_if_any else "the same command with --resume"
+    if not saved_at:
+        return (
+            f"interrupted at iteration {iteration} of {cfg.iterations}, before the first checkpoint; nothing to "
+            f"continue in {cfg.out}: run it again with --overwrite."
+        )
+    return (
+        f"interrupted at iteration {iteration} of {cfg.iterations}; {cfg.out}/checkpoint.pt holds iteration "
+        f"{saved_at}, and {again} continues from there exactly as an uninterrupted run would."
+    )
+
+
+def _loop(cfg, agent, evaluate, model, history, evals, board, checkpoint, tqdm, where: dict[str, int]) -> None:
+    """The iterations from ``agent.iteration`` on; ``where`` follows the running iteration and the last checkpoint."""
     bar = tqdm(range(agent.iteration, cfg.iterations), disable=not cfg.progress, desc="train", unit="it")
     for _ in bar:
+        where["iteration"] = agent.iteration + 1
         metrics = iterate(agent)
         history.append(metrics)
-        append_csv(out / "metrics.csv", metrics)
+        append_csv(checkpoint.parent / "metrics.csv", metrics)
         if board is not None:
             for key, value in metrics.items():
                 board.add_scalar(key, value, metrics["iteration"])
@@ -110,13 +151,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         if done or agent.iteration % cfg.checkpoint_every == 0:
             saved = {"agent": agent.state_dict(), "history": history, "evals": evals, "config": asdict(cfg)}
             save_atomically(saved, checkpoint)
-    for closes in (board, source, pool):  # the env stops its feedback thread; workers stop
-        if closes is not None:
-            closes.close()
-    write_samples(out / "samples.md", evals)
-    adaptive = getattr(agent.config, "adaptive_kl", False)
-    plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)
-    return {"history": history, "evals": evals, "out": out}
+            where["saved"] = agent.iteration
 
 
 def iterate(agent) -> dict[str, float]:
@@ -139,6 +174,7 @@ def config_from_args(argv: list[str] | None = None, default: TrainConfig | None 
             f"{prog} --iterations 30 relc --critic lexicon (or sparse, rlaif-direct, rlaif-pairwise; "
             f"{prog} relc --help lists RELC's options)."
         )
+    check_reward_last(argv, prog)
     return tyro.cli(
         TrainConfig, args=argv, default=default, prog=prog, description="Train a policy on a criticgym env."
     )

@@ -170,7 +170,7 @@ def test_resume_checks_what_it_resumes(tmp_path):
     # the same run continues, also for longer and with other bookkeeping
     assert resume_state(tiny_config(run, iterations=6, eval_every=1, resume=True))["agent"]["iteration"] == 2
     with pytest.raises(
-        ConfigError, match=r"other settings: reward \('sparse' -> 'random-lexicon'\).*another --out.*drop"
+        ConfigError, match=r"other settings: reward \('sparse' -> 'random-lexicon'\).*another --out.*--overwrite"
     ):
         train(tiny_config(run, reward=Relc(critic="random-lexicon"), resume=True), log=lambda *a: None)
     with pytest.raises(ConfigError, match=r"agent \('ppo' -> 'rloo'\)"):
