@@ -33,6 +33,7 @@ import tyro
 from criticgym.errors import ConfigError, CriticGymError
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.utils.files import disk_full
+from criticgym.utils.runfolder import output_file, run_folder
 
 if TYPE_CHECKING:
     from criticgym.train.config import TrainConfig
@@ -262,6 +263,7 @@ def label(
     seed: int = 0,
     device: str = "cpu",
     out: str = "prefs.jsonl",
+    overwrite: bool = False,
 ) -> int:
     """Sample pairs of completions and write a soft-label preference dataset (JSONL).
 
@@ -276,16 +278,21 @@ def label(
         seed: sampling seed.
         device: cpu, cuda or auto.
         out: the JSONL file to write.
+        overwrite: replace out when it exists (without it, an existing file is refused).
     """
     from criticgym.critics.judge import make_judge
     from criticgym.distill.pairs import label_pairs, write_jsonl
     from criticgym.envs import get_task
     from criticgym.registration import ENV_IDS
 
+    for option, value in (("--prompts", prompts), ("--batch-pairs", batch_pairs)):
+        if value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}.")
     task = get_task(ENV_IDS.get(env, env))
-    judge_ = make_judge(judge, task.preamble, task.label_words)
-    records = label_pairs(env, policy, judge_, prompts, batch_pairs, temperature, seed, split, device)
-    n = write_jsonl(out, records)
+    with output_file(out, overwrite=overwrite):
+        judge_ = make_judge(judge, task.preamble, task.label_words)
+        records = label_pairs(env, policy, judge_, prompts, batch_pairs, temperature, seed, split, device)
+        n = write_jsonl(out, records)
     labels = [r["label"] for r in records]
     print(f"Wrote {n} labelled pairs to {out} (mean |label - 0.5| = {sum(abs(x - 0.5) for x in labels) / n:.3f}).")
     return 0
@@ -302,6 +309,7 @@ def train_rm(
     seed: int = 0,
     device: str = "cpu",
     out: str = "rm",
+    overwrite: bool = False,
 ) -> int:
     """Train a reward model on a preference dataset.
 
@@ -316,17 +324,24 @@ def train_rm(
         seed: split and initialization seed.
         device: cpu, cuda or auto.
         out: the folder to save the reward model in.
+        overwrite: replace the reward model in out (without it, a folder that holds one is refused).
     """
     from criticgym.distill.fit import train_reward_model
     from criticgym.distill.pairs import read_jsonl
 
     if not Path(data).is_file():
         raise ConfigError(f"--data {data}: no such file. Write a preference dataset with `criticgym label` first.")
-    model, metrics = train_reward_model(
-        read_jsonl(data), backbone, train_layers, epochs, lr, batch_size, val_fraction, seed, device
-    )
-    folder = model.save(out)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}.")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
+    with run_folder(out, overwrite=overwrite, resume_hint=None):
+        model, metrics = train_reward_model(
+            read_jsonl(data), backbone, train_layers, epochs, lr, batch_size, val_fraction, seed, device
+        )
+        folder = model.save(out)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"Saved the reward model to {folder}; train on it with: criticgym train ... sparse --scorer {folder}")
     return 0
 

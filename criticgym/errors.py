@@ -47,22 +47,23 @@ class MissingDependencyError(CriticGymError, ImportError):
     """An optional package is missing; the message gives the ``pip install`` that adds it."""
 
 
-def require(module: str, pip: str, purpose: str):
+def require(module: str, pip: str, purpose: str, install: str | None = None):
     """Import ``module`` or raise :class:`MissingDependencyError` naming ``pip``.
 
     Args:
         module: the module to import, e.g. ``"vaderSentiment.vaderSentiment"``.
         pip: the install command's argument, e.g. ``"vaderSentiment==3.3.2"``.
         purpose: what needs it, for the message.
+        install: the whole install advice, when ``pip install <pip>`` or the offline extra is not it.
     """
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        advice = install or f"Install it with: pip install {pip}   (or: pip install 'criticgym[offline]')"
         raise MissingDependencyError(
-            f"{purpose} needs the package {pip.split('=')[0]!r}, which is not installed. "
-            f"Install it with: pip install {pip}   (or: pip install 'criticgym[offline]')"
+            f"{purpose} needs the package {pip.split('=')[0]!r}, which is not installed. {advice}"
         ) from exc
 
 

@@ -65,7 +65,9 @@ class SelfConfig:
     progress: bool = True
     """Show progress bars."""
     resume: bool = True
-    """Continue from out/checkpoint.pt when it exists."""
+    """Continue from out/checkpoint.pt when it exists (with the same settings; it may run more rounds)."""
+    overwrite: bool = False
+    """Delete the run that out/ holds and start over (implies --no-resume)."""
 
     def __post_init__(self) -> None:
         for name in ("rounds", "meta_records", "qa_records", "prompts_per_round", "eval_problems", "epochs"):

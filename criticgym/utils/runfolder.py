@@ -9,7 +9,8 @@ validated, and holds it for the run's life:
 - a lock (``.criticgym.lock``, an ``flock`` held by the process, with its pid, host and command written inside)
   makes a second process refuse at once, naming the holder; the kernel drops the lock when its process dies, so a
   killed run's lock is taken over without a word;
-- a run that fails before writing anything leaves no folder behind.
+- a run that fails before writing anything leaves no folder behind, and a killed writer's ``*.tmp`` file (atomic
+  writes never leave one under its final name) is removed when the next run takes the folder.
 
 :func:`output_file` does the same for a command whose output is one file (``label``). :func:`differences` and
 :func:`refuse_other_settings` are the one way a resumed command compares its settings with the ones a folder was
@@ -152,7 +153,7 @@ def run_folder(
     resume: bool = False,
     overwrite: bool = False,
     option: str = "--out",
-    resume_hint: str = "continue it with --resume",
+    resume_hint: str | None = "continue it with --resume",
     command: str | None = None,
 ) -> Iterator[Path]:
     """Hold ``path`` as this run's folder for the ``with`` block; yields it as a :class:`Path`.
@@ -162,7 +163,7 @@ def run_folder(
         resume: the run continues what the folder holds (the caller checks its settings).
         overwrite: delete what the folder holds first (when ``resume`` is False).
         option: the option that named the folder, for messages.
-        resume_hint: how this command continues a run, for the message that refuses a folder in use.
+        resume_hint: how this command continues a run (None: it cannot), for the message that refuses the folder.
         command: what this process runs, written into the lock (default: its command line).
     """
     folder = Path(path)
@@ -172,15 +173,19 @@ def run_folder(
     folder.mkdir(parents=True, exist_ok=True)
     lock = Lock(folder / LOCK, command or command_line())
     lock.acquire()  # in use: nothing is touched
+    for leftover in folder.glob("*.tmp"):  # a killed process's half-written file (never under its final name)
+        leftover.unlink()
     finished = False
     try:
         held = _contents(folder)
         if held and not resume:
             if not overwrite:
+                ways = [resume_hint] if resume_hint else []
+                ways += ["replace it with --overwrite (deletes it)", f"give another {option}"]
+                ways_text = ", ".join(ways[:-1]) + ", or " + ways[-1]
                 raise ConfigError(
                     f"{option} {folder} holds a run ({', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); a new "
-                    f"one would replace it. {resume_hint[0].upper() + resume_hint[1:]}, replace it with --overwrite "
-                    f"(deletes it), or give another {option}."
+                    f"one would replace it. {ways_text[0].upper() + ways_text[1:]}."
                 )
             _clear(folder, option, had_lock)
         yield folder

@@ -15,8 +15,8 @@ from criticgym.utils.runfolder import LOCK, differences, output_file, refuse_oth
 HOLD = """
 import sys, time
 from criticgym.utils.runfolder import run_folder
-with run_folder(sys.argv[1], command="criticgym train --out held") as folder:
-    (folder / "metrics.csv").write_text("iteration\\n1\\n")
+with run_folder(sys.argv[1], resume=True, command="criticgym train --out held") as folder:
+    (folder / "metrics.csv").exists() or (folder / "metrics.csv").write_text("iteration\\n1\\n")
     print("held", flush=True)
     time.sleep(600)
 """
