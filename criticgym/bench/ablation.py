@@ -43,7 +43,7 @@ from criticgym.algos.ppo import PPOConfig
 from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL, RewardSpec, Sparse, options_of, reward_spec, spec_name
 from criticgym.train import TrainConfig, build_evaluator, config_changes, relevant, train
-from criticgym.train.config import HOW, RESUMABLE
+from criticgym.train.config import HOW, RESUMABLE, parsed
 from criticgym.utils.files import write_text_atomically
 from criticgym.utils.plots import pyplot
 from criticgym.utils.runfolder import refuse_other_settings, run_folder
@@ -353,7 +353,7 @@ class AblationConfig:
 
 def parse_args(argv: list[str]) -> tuple[AblationConfig, TrainConfig]:
     """Ablation options and the base training config every run starts from."""
-    cfg = tyro.cli(AblationConfig, args=argv, prog="criticgym bench ablation")
+    cfg = parsed(AblationConfig, argv, "criticgym bench ablation")
     if cfg.train.reward != _ablation_defaults().reward:
         raise ConfigError(
             "The arms set each run's reward: drop the reward subcommand, and give the arms' models with "

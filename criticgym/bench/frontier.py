@@ -24,7 +24,7 @@ from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
 from criticgym.train import TrainConfig
-from criticgym.train.config import HOW
+from criticgym.train.config import HOW, parsed
 from criticgym.utils.files import load_checkpoint, write_text_atomically
 from criticgym.utils.runfolder import differences, refuse_other_settings, run_folder
 
@@ -396,7 +396,7 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
 
 def frontier(argv: list[str], log=print) -> dict[str, Any]:
     """``criticgym bench frontier``: run (or resume) every arm and seed, then :func:`report`."""
-    cfg = tyro.cli(FrontierConfig, args=argv, prog="criticgym bench frontier")
+    cfg = parsed(FrontierConfig, argv, "criticgym bench frontier")
     if cfg.train.lora_r:
         raise ConfigError("The frontier serves full-weight policies; drop --lora-r.")
     arm_seeds = cfg.arm_seeds

@@ -30,7 +30,7 @@ from criticgym.train.build import (
     rollout_source,
     self_judge,
 )
-from criticgym.train.config import HOW, RESUMABLE, TrainConfig, check_reward_last, config_changes
+from criticgym.train.config import HOW, RESUMABLE, TrainConfig, check_reward_last, config_changes, parsed
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
 from criticgym.utils.files import load_checkpoint, save_atomically
 from criticgym.utils.runfolder import refuse_other_settings, run_folder
@@ -165,8 +165,6 @@ def iterate(agent) -> dict[str, float]:
 
 def config_from_args(argv: list[str] | None = None, default: TrainConfig | None = None, prog: str = "criticgym train"):
     """Parse ``criticgym train`` options into a :class:`TrainConfig` (``default``: the values options start from)."""
-    import tyro
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--reward" or a.startswith("--reward=") for a in argv):
         raise ConfigError(
@@ -175,6 +173,4 @@ def config_from_args(argv: list[str] | None = None, default: TrainConfig | None 
             f"{prog} relc --help lists RELC's options)."
         )
     check_reward_last(argv, prog)
-    return tyro.cli(
-        TrainConfig, args=argv, default=default, prog=prog, description="Train a policy on a criticgym env."
-    )
+    return parsed(TrainConfig, argv, prog, default=default, description="Train a policy on a criticgym env.")
