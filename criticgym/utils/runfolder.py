@@ -128,9 +128,8 @@ def _clear(folder: Path, option: str, had_lock: bool) -> None:
     names = {p.name for p in folder.iterdir()} - ({LOCK} if not had_lock else set())
     if not names & set(RUN_FILES):
         raise ConfigError(
-            f"{option} {folder}: the folder holds files that no criticgym run wrote ({', '.join(sorted(names)[:4])}"
-            f"{', ...' if len(names) > 4 else ''}); {option.removeprefix('--') or 'it'} is not replaced. Give "
-            "another folder."
+            f"{option} {folder} holds files that no criticgym run wrote ({', '.join(sorted(names)[:4])}"
+            f"{', ...' if len(names) > 4 else ''}); --overwrite deletes only a run. Give another {option}."
         )
     for path in folder.iterdir():
         if path.name == LOCK:
@@ -173,7 +172,7 @@ def run_folder(
     folder.mkdir(parents=True, exist_ok=True)
     lock = Lock(folder / LOCK, command or command_line())
     lock.acquire()  # in use: nothing is touched
-    for leftover in folder.glob("*.tmp"):  # a killed process's half-written file (never under its final name)
+    for leftover in folder.glob("*.tmp") if had_lock else ():  # a killed run's half-written file
         leftover.unlink()
     finished = False
     try:
