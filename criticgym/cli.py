@@ -33,6 +33,7 @@ import tyro
 from criticgym.errors import ConfigError, CriticGymError
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.utils.files import disk_full
+from criticgym.utils.options import parsed
 from criticgym.utils.runfolder import output_file, run_folder
 
 if TYPE_CHECKING:
@@ -403,7 +404,7 @@ def search_command(argv: list[str]) -> int:
     """``criticgym search``: vanilla, best-of-N and RAIN on a task's held-out prompts (see search/compare.py)."""
     from criticgym.search.compare import SearchConfig, run_search
 
-    run_search(tyro.cli(SearchConfig, args=argv, prog="criticgym search"))
+    run_search(parsed(SearchConfig, argv, "criticgym search"))
     return 0
 
 
@@ -411,7 +412,7 @@ def self_evolve_command(argv: list[str]) -> int:
     """``criticgym self-evolve``: meta-skill learning, then self-evolution rounds (see selfevolve/driver.py)."""
     from criticgym.selfevolve.driver import SelfConfig, self_evolve
 
-    result = self_evolve(tyro.cli(SelfConfig, args=argv, prog="criticgym self-evolve"))
+    result = self_evolve(parsed(SelfConfig, argv, "criticgym self-evolve"))
     out = result["out"]
     print(f"Wrote {out}/metrics.csv, {out}/curves.png, {out}/checkpoint.pt and the samples of each stage in {out}/")
     return 0

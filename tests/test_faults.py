@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -135,6 +136,20 @@ def test_numeric_options_are_checked_before_anything_loads_naming_the_option(tmp
 @pytest.mark.parametrize(
     "argv, message",
     [
+        (["search", "--prompts", "0"], "criticgym search: --prompts must be at least 1, got 0."),
+        (["self-evolve", "--epochs", "0"], "criticgym self-evolve: --epochs must be positive, got 0."),
+        (["bench", "frontier", "--n", "0"], "criticgym bench: --n must be at least 1, got 0."),
+        (["bench", "ablation", "--ppo.epochs", "0"], "criticgym bench: --ppo.epochs must be at least 1, got 0."),
+        (["bench", "toxic-start", "--target", "0"], "criticgym bench: --target is a percent in (0, 100], got 0.0."),
+    ],
+)
+def test_every_command_checks_its_options_in_its_own_paragraph(capsys, argv, message):
+    assert failure(argv, capsys).startswith(message)  # not tyro's box
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
         (["relc", "--iterations", "2"], "The reward subcommand comes last, after the run's options"),
         (["--iterations", "2", "sparse", "--critic", "lexicon"], "--critic is an option of the relc reward"),
     ],
@@ -156,7 +171,8 @@ def test_a_run_of_other_settings_is_not_resumed(run, capsys):
 BROKEN = {
     "truncated": lambda data: data[: len(data) // 2],
     "empty": lambda data: b"",
-    "random": lambda data: os.urandom(4096),
+    "random": lambda data: bytes(random.Random(0).randrange(256) for _ in range(4096)),
+    "random-pickle": lambda data: b"\x80\x02" + bytes(random.Random(1).randrange(256) for _ in range(4096)),
     "foreign": None,  # a torch file of another program
 }
 

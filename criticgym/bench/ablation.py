@@ -33,6 +33,7 @@ import json
 import shlex
 import shutil
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,13 +41,14 @@ import numpy as np
 import tyro
 
 from criticgym.algos.ppo import PPOConfig
-from criticgym.errors import ConfigError
+from criticgym.errors import AT_LEAST_1, SHARE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL, RewardSpec, Sparse, options_of, reward_spec, spec_name
 from criticgym.train import TrainConfig, build_evaluator, config_changes, relevant, train
-from criticgym.train.config import HOW, RESUMABLE, parsed
+from criticgym.train.config import HOW, RESUMABLE
 from criticgym.utils.files import write_text_atomically
+from criticgym.utils.options import deferred, parsed
 from criticgym.utils.plots import pyplot
-from criticgym.utils.runfolder import refuse_other_settings, run_folder
+from criticgym.utils.runfolder import each_kept, refuse_other_settings, run_folder
 from criticgym.utils.stats import mean_ci
 
 CURVE_KEYS = ("charts/extrinsic", "charts/episodic_return", "charts/kl")
@@ -347,8 +349,12 @@ class AblationConfig:
     """Every run's settings; the arms set the reward (a reward subcommand here is an error)."""
 
     def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ConfigError("--seeds must be at least 1.")
+        if not deferred():
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an option out of its range."""
+        check_ranges(self, dict(seeds=AT_LEAST_1, fraction=SHARE))
 
 
 def parse_args(argv: list[str]) -> tuple[AblationConfig, TrainConfig]:
@@ -373,7 +379,8 @@ def ablation(argv: list[str], log=print) -> dict[str, Any]:
 
 def _ablation(argv, args, base, arms, specs, log) -> dict[str, Any]:
     out = Path(base.out)
-    records = [run_arm(base, specs[arm], seed, out, log, arm) for arm in arms for seed in range(args.seeds)]
+    pairs = [(arm, seed) for arm in arms for seed in range(args.seeds)]
+    records = each_kept([partial(run_arm, base, specs[arm], seed, out, log, arm) for arm, seed in pairs], out)
     summary = summarize(records, args.fraction)
     summary["initial"] = initial_evaluation(base, out)
     command = "criticgym bench ablation " + shlex.join(argv)

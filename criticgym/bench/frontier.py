@@ -12,7 +12,7 @@ import json
 import shlex
 import shutil
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,13 +20,14 @@ import numpy as np
 import tyro
 
 from criticgym.bench.costs import SEARCH_ARMS, inference_flops, report, training_flops
-from criticgym.errors import ConfigError
+from criticgym.errors import AT_LEAST_1, NON_NEGATIVE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
 from criticgym.train import TrainConfig
-from criticgym.train.config import HOW, parsed
+from criticgym.train.config import HOW
 from criticgym.utils.files import load_checkpoint, write_text_atomically
-from criticgym.utils.runfolder import differences, refuse_other_settings, run_folder
+from criticgym.utils.options import deferred, parsed
+from criticgym.utils.runfolder import differences, each_kept, refuse_other_settings, run_folder
 
 OTHER_ARMS = ("untrained", "distilled", "self")
 
@@ -110,8 +111,13 @@ class FrontierConfig:
     train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=_frontier_defaults)
 
     def __post_init__(self) -> None:
-        if self.seeds < 1 or self.prompts < 1 or self.n < 1:
-            raise ConfigError("--seeds, --prompts and --n must be at least 1.")
+        if not deferred():
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an option out of its range."""
+        check_ranges(self, dict(seeds=AT_LEAST_1, prompts=AT_LEAST_1, n=AT_LEAST_1, pairs=AT_LEAST_1))
+        check_ranges(self, dict(self_rounds=NON_NEGATIVE))
         if not self.judge_list:
             raise ConfigError("--judges needs at least one held-out judge.")
 
@@ -406,7 +412,8 @@ def frontier(argv: list[str], log=print) -> dict[str, Any]:
 
 def _frontier(cfg: FrontierConfig, arm_seeds: dict[str, int], argv: list[str], log) -> dict[str, Any]:
     out = Path(cfg.train.out)
-    records = [run_arm(cfg, arm, seed, out, log) for arm, seeds in arm_seeds.items() for seed in range(seeds)]
+    pairs = [(arm, seed) for arm, seeds in arm_seeds.items() for seed in range(seeds)]
+    records = each_kept([partial(run_arm, cfg, arm, seed, out, log) for arm, seed in pairs], out)
     for record in records:  # records written before the field existed
         record.setdefault("learns_from", learns_from(cfg, record["arm"]))
     _fill_perplexity(cfg, out, records)

@@ -23,6 +23,7 @@ import tyro
 
 from criticgym.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
+from criticgym.utils.options import deferred
 from criticgym.utils.runfolder import run_folder
 
 ENV = "criticgym/Detoxify-v0"
@@ -61,6 +62,11 @@ class ToxicStartConfig:
     beta: Annotated[float, tyro.conf.Suppress] = 1.0
 
     def __post_init__(self) -> None:
+        if not deferred():
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an option out of its range."""
         if not 0 < self.target <= 100:
             raise ConfigError(f"--target is a percent in (0, 100], got {self.target}.")
         check_ranges(self, dict(max_epochs=AT_LEAST_1, eval_prompts=AT_LEAST_1, batch_size=AT_LEAST_1))

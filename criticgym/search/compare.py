@@ -28,6 +28,7 @@ import criticgym
 from criticgym.errors import AT_LEAST_1, POSITIVE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAIN, RAINConfig
+from criticgym.utils.options import deferred
 from criticgym.utils.plots import pyplot
 from criticgym.utils.runfolder import run_folder
 from criticgym.utils.stats import mean_ci, wilson
@@ -71,6 +72,11 @@ class SearchConfig:
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        if not deferred():
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an unknown method or an option out of its range."""
         self.methods  # noqa: B018  (checks the names)
         check_ranges(self, dict(prompts=AT_LEAST_1, seeds=AT_LEAST_1, n=AT_LEAST_1, temperature=POSITIVE))
         check_ranges(self, dict(max_new_tokens=AT_LEAST_1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated, Any, Literal
 
@@ -34,10 +33,9 @@ from criticgym.rewards import (
     reward_spec,
     spec_name,
 )
+from criticgym.utils.options import deferred
 
 AGENTS = ("ppo", "reinforce", "rloo")
-# While the command line is parsed, a config's checks wait (:func:`parsed`): tyro would box their message
-_CHECKS_DEFERRED: ContextVar[bool] = ContextVar("checks_deferred", default=False)
 
 # The reward set-up on the command line: one subcommand per spec, each showing only its own options.
 RewardOption = Annotated[
@@ -133,7 +131,7 @@ class TrainConfig:
         self.model = absolute_if_path(self.model)
         paths = {k: absolute_if_path(getattr(self.reward, k)) for k in PATH_OPTIONS if hasattr(self.reward, k)}
         self.reward = replace(self.reward, **paths)
-        if not _CHECKS_DEFERRED.get():
+        if not deferred():  # criticgym train checks once tyro has parsed (utils.options.parsed)
             self.check()
 
     def check(self) -> None:
@@ -275,23 +273,6 @@ def config_changes(
         elif before != value:
             changed.append(f"{key} ({before!r} -> {value!r})")
     return changed
-
-
-def parsed(cls: type, argv: list[str], prog: str, **kwargs: Any) -> Any:
-    """``tyro.cli(cls, ...)`` with the :class:`TrainConfig` checks run after parsing, in the package's own errors.
-
-    tyro reports an error raised while it builds a config in a box of its own; checked afterwards, an option out of
-    range ends like every other error of the command (one paragraph, exit code 2).
-    """
-    token = _CHECKS_DEFERRED.set(True)
-    try:
-        result = tyro.cli(cls, args=argv, prog=prog, **kwargs)
-    finally:
-        _CHECKS_DEFERRED.reset(token)
-    config = result if isinstance(result, TrainConfig) else getattr(result, "train", None)
-    if isinstance(config, TrainConfig):
-        config.check()
-    return result
 
 
 def option_flags(cls: type, prefix: str = "--") -> dict[str, bool]:

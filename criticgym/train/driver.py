@@ -30,9 +30,10 @@ from criticgym.train.build import (
     rollout_source,
     self_judge,
 )
-from criticgym.train.config import HOW, RESUMABLE, TrainConfig, check_reward_last, config_changes, parsed
+from criticgym.train.config import HOW, RESUMABLE, TrainConfig, check_reward_last, config_changes
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
 from criticgym.utils.files import load_checkpoint, save_atomically
+from criticgym.utils.options import parsed
 from criticgym.utils.runfolder import refuse_other_settings, run_folder
 
 

@@ -28,12 +28,12 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from criticgym.errors import ConfigError, FolderInUseError
+from criticgym.errors import ConfigError, FolderInUseError, Interrupted
 
 LOCK = ".criticgym.lock"
 # Files that only a criticgym command writes: a folder holding one (or the lock) may be replaced by --overwrite.
@@ -138,6 +138,26 @@ def _clear(folder: Path, option: str, had_lock: bool) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
+
+
+def each_kept(runs: list[Callable[[], Any]], out: str | Path) -> list[Any]:
+    """Call each of a resumable command's runs in turn; Ctrl-C says how many finished (kept) and how to go on.
+
+    An interruption that already says where it stopped (:class:`~criticgym.errors.Interrupted`, from a training run)
+    passes as it is.
+    """
+    results: list[Any] = []
+    try:
+        for run in runs:
+            results.append(run())
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted after {len(results)} of {len(runs)} runs; the finished ones are kept in {out}, and the "
+            "same command continues with the rest."
+        ) from None
+    return results
 
 
 def command_line() -> str:

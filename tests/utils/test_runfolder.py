@@ -105,3 +105,21 @@ def test_differences_name_each_changed_setting_and_missing_keys_count_as_their_d
     with pytest.raises(ConfigError, match=r"x was made with other settings: a \(1 -> 2\); b. Fix it."):
         refuse_other_settings("x", ["a (1 -> 2)", "b"], "Fix it.")
     assert time  # (imported for the holder script's sleep)
+
+
+def test_an_interrupted_series_of_runs_says_how_many_are_kept():
+    from criticgym.errors import Interrupted
+    from criticgym.utils.runfolder import each_kept
+
+    def stopped():
+        raise KeyboardInterrupt
+
+    assert each_kept([lambda: 1, lambda: 2], "out") == [1, 2]
+    with pytest.raises(Interrupted, match="interrupted after 1 of 3 runs; the finished ones are kept in out"):
+        each_kept([lambda: 1, stopped, lambda: 3], "out")
+
+    def said_where():
+        raise Interrupted("interrupted at iteration 2 of 3")
+
+    with pytest.raises(Interrupted, match="^interrupted at iteration 2 of 3$"):  # a training run's own message
+        each_kept([said_where], "out")
