@@ -98,7 +98,7 @@ def test_a_second_process_on_a_run_folder_is_refused_naming_the_first(run, capsy
     [
         (["--engine", "vllm"], "make test-vllm"),
         (["--device", "cuda"], "CUDA"),
-        (["--ppo.freeze-layers", "99"], "freeze_layers is 99, but the model has 2 layers"),
+        (["--ppo.freeze-layers", "99"], "--ppo.freeze-layers 99: tiny has 2 layers; freeze at most 2."),
     ],
 )
 def test_a_run_refused_at_start_leaves_no_folder(tmp_path, capsys, option, message):
@@ -376,3 +376,11 @@ def test_label_and_train_rm_do_not_replace_their_output_unless_asked(tmp_path, c
     argv = ["train-rm", "--data", str(prefs), "--out", str(rm)]
     assert f"--out {rm} holds a run (reward_model.json)" in failure(argv, capsys)
     assert (rm / "reward_model.json").read_text() == "{}"
+
+
+def test_freezing_more_layers_than_the_model_has_is_an_error(tiny):
+    from criticgym.utils.training import freeze_lower_layers
+
+    with pytest.raises(ConfigError, match=r"freeze_layers is 3, but the model has 2 layers.*--freeze-layers"):
+        freeze_lower_layers(tiny[0], 3)
+    assert all(p.requires_grad for p in tiny[0].parameters())  # checked before anything froze

@@ -24,6 +24,7 @@ The cache directory is ``$CRITICGYM_CACHE`` or ``~/.cache/criticgym``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -262,6 +263,18 @@ def model_folder(name_or_path: str) -> str:
     if name_or_path == "smollm2-135m-random":
         return str(build_once("smollm2-135m-random", lambda out: _build_random(out, SMOLLM2_SHAPE)))
     return name_or_path
+
+
+def layer_count(name_or_path: str) -> int | None:
+    """The number of transformer layers of a built-in model or a local folder (None: unknown, e.g. a hub id).
+
+    Read from its ``config.json``, without loading the weights.
+    """
+    config = Path(model_folder(name_or_path)) / "config.json"
+    if not config.is_file():
+        return None
+    layers = json.loads(config.read_text()).get("num_hidden_layers")
+    return layers if isinstance(layers, int) else None
 
 
 def _check_name(name_or_path: str) -> None:
