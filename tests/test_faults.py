@@ -384,3 +384,18 @@ def test_freezing_more_layers_than_the_model_has_is_an_error(tiny):
     with pytest.raises(ConfigError, match=r"freeze_layers is 3, but the model has 2 layers.*--freeze-layers"):
         freeze_lower_layers(tiny[0], 3)
     assert all(p.requires_grad for p in tiny[0].parameters())  # checked before anything froze
+
+
+def test_an_unreachable_ray_cluster_is_one_paragraph_naming_how_to_start_one(monkeypatch):
+    from criticgym.distributed import actors
+
+    class NoCluster:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(actors, "ray_module", NoCluster)
+    with pytest.raises(ConfigError, match=r"--ray-address auto: no Ray cluster answers there .*ray start --head"):
+        actors.init_ray("auto")

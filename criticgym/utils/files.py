@@ -73,8 +73,7 @@ def load_checkpoint(path: str | Path, keys: tuple[str, ...], fix: str, map_locat
         said = str(error).strip().splitlines()  # MemoryError (random bytes read as a length) says nothing
         reason = f"{type(error).__name__}: {said[0].split('. ')[0][:120]}" if said else type(error).__name__
         raise CheckpointError(
-            f"{path} cannot be read ({size:,} bytes; {reason}): "
-            f"it is truncated, empty or corrupt. {fix}"
+            f"{path} cannot be read ({size:,} bytes; {reason}): it is truncated, empty or corrupt. {fix}"
         ) from error
     missing = [key for key in keys if not isinstance(state, dict) or key not in state]
     if missing:

@@ -80,7 +80,10 @@ class Lock:
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`FolderInUseError` naming the process that holds it."""
-        import fcntl
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; the folder is still guarded, not locked
+            return
 
         while True:
             handle = open(self.path, "a+")  # noqa: SIM115 (held open for the run's life)
