@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -94,27 +93,9 @@ class TextGenEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start a completion: of ``options["prompt"]`` when given, else of a prompt drawn from the task."""
         super().reset(seed=seed)
-        self._warn_if_cut()
         prompt = (options or {}).get("prompt")
         self.episodes.start(_ROW, self.np_random, None if prompt is None else [prompt])
         return self.episodes.observation(0), {"n_tokens": 0, "prompt": self.episodes.prompt[0].text}
-
-    def _warn_if_cut(self) -> None:
-        """Warn (once) when an episode is reset before it ended: an episode limit shorter than the token budget.
-
-        Gymnasium's ``TimeLimit`` (``gym.make(..., max_episode_steps=n)``) sits outside the env and cuts a completion
-        before its budget does; such an episode ends unscored (reward 0, no ``extrinsic_reward``).
-        """
-        tokens = int(self.episodes.length[0] - self.episodes.prompt_len[0])
-        if self.episodes.done[0] or not tokens or getattr(self, "_warned_cut", False):
-            return
-        self._warned_cut = True
-        warnings.warn(
-            f"An episode was reset after {tokens} of its {self.max_new_tokens} tokens, before it ended, so it was "
-            f"never scored (no reward, no extrinsic_reward). If a TimeLimit (gym.make(..., max_episode_steps={tokens}))"
-            f" cut it, give the budget instead: gym.make(..., max_new_tokens={tokens}) ends each episode scored.",
-            stacklevel=3,
-        )
 
     def step(self, action):
         """Append one token."""

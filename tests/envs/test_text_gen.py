@@ -163,24 +163,3 @@ def test_an_action_that_is_not_one_token_is_refused(env, action):
     env.reset(seed=0)
     with pytest.raises(InvalidActionError, match="one token id"):
         env.step(action)
-
-
-def test_an_episode_limit_shorter_than_the_token_budget_warns_once_naming_the_budget():
-    import warnings
-
-    import gymnasium as gym
-
-    env = gym.make("criticgym/Words-v0", model="tiny", reward="sparse", max_episode_steps=2)
-    env.reset(seed=0)
-    env.step(5)
-    _, reward, terminated, truncated, info = env.step(5)
-    assert truncated and not terminated and "extrinsic_reward" not in info  # Gymnasium's TimeLimit cut it
-    with pytest.warns(UserWarning, match=r"reset after 2 of its \d+ tokens.*max_new_tokens=2"):
-        env.reset(seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        env.step(5), env.step(5), env.reset(seed=0)  # once per env
-    budget = gym.make("criticgym/Words-v0", model="tiny", reward="sparse", max_new_tokens=2)
-    budget.reset(seed=0)
-    budget.step(5)
-    assert "extrinsic_reward" in budget.step(5)[4]  # the fix the warning names: the budget ends it scored
