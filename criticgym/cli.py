@@ -24,7 +24,7 @@ import shlex
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,6 +32,9 @@ import tyro
 
 from criticgym.errors import ConfigError, CriticGymError
 from criticgym.rewards import DEFAULT_MODEL
+from criticgym.utils.files import disk_full
+from criticgym.utils.options import parsed
+from criticgym.utils.runfolder import output_file, run_folder
 
 if TYPE_CHECKING:
     from criticgym.train.config import TrainConfig
@@ -57,6 +60,7 @@ def demo_config() -> TrainConfig:
         eval_prompts=32,
         checkpoint_every=5,
         out="runs/demo",
+        resume_if_any=True,  # run again, the demo continues (or shows) the run in its folder
     )
 
 
@@ -129,7 +133,16 @@ def demo_command(argv: list[str]) -> int:
     from criticgym.rollout.models import is_built
     from criticgym.train.driver import config_from_args, train
 
-    cfg = config_from_args(argv, default=demo_config(), prog="criticgym demo")
+    default = demo_config()
+    if "--overwrite" in argv:  # start over: the one case in which the demo does not continue its folder
+        default = replace(default, resume_if_any=False)
+    cfg = config_from_args(argv, default=default, prog="criticgym demo")
+    if cfg.resume_if_any and (Path(cfg.out) / "checkpoint.pt").exists():
+        print(
+            f"{cfg.out} holds a demo run from before: this continues it (a finished one shows its results again). "
+            "Start it over with --overwrite, or run another next to it with --out runs/demo-2.",
+            flush=True,
+        )
     print(
         f"criticgym demo: {cfg.agent.upper()} on {cfg.env} with reward={cfg.reward.kind}"
         f"{f' (critic={cfg.reward.critic})' if isinstance(cfg.reward, Relc) else ''}, "
@@ -182,11 +195,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
         evaluator = Evaluator(cfg.env, tokenizer, model, cfg.prompts, **options)  # perplexity under itself
         return {cfg.model: evaluator(model)}
     import copy
-    from dataclasses import replace
-
-    import torch
 
     from criticgym.train.config import TrainConfig
+    from criticgym.utils.files import load_checkpoint
 
     path = Path(cfg.checkpoint)
     run = path if path.is_dir() else path.parent
@@ -199,7 +210,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     train_cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     train_cfg = replace(train_cfg, device=cfg.device, eval_prompts=cfg.prompts)
     base, tokenizer = load_policy(train_cfg.model, device=cfg.device)
-    state = torch.load(checkpoint, weights_only=False, map_location=cfg.device)
+    fix = f"Train the run again (criticgym train --out {run} --overwrite ...), or point --checkpoint at another run."
+    state = load_checkpoint(checkpoint, ("agent",), fix, map_location=cfg.device)
     if train_cfg.lora_r:  # the base with the run's adapter; the base column is the same weights, adapter off
         from criticgym.algos.lora import BaseModel, add_lora, load_adapter_state
 
@@ -253,6 +265,7 @@ def label(
     seed: int = 0,
     device: str = "cpu",
     out: str = "prefs.jsonl",
+    overwrite: bool = False,
 ) -> int:
     """Sample pairs of completions and write a soft-label preference dataset (JSONL).
 
@@ -267,13 +280,18 @@ def label(
         seed: sampling seed.
         device: cpu, cuda or auto.
         out: the JSONL file to write.
+        overwrite: replace out when it exists (without it, an existing file is refused).
     """
     from criticgym.distill.pairs import label_pairs, write_jsonl
     from criticgym.registration import ENV_IDS, make_judge
 
-    judge_ = make_judge(judge, ENV_IDS.get(env, env), pairwise=True, policy=policy)
-    records = label_pairs(env, policy, judge_, prompts, batch_pairs, temperature, seed, split, device)
-    n = write_jsonl(out, records)
+    for option, value in (("--prompts", prompts), ("--batch-pairs", batch_pairs)):
+        if value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}.")
+    with output_file(out, overwrite=overwrite):
+        judge_ = make_judge(judge, ENV_IDS.get(env, env), pairwise=True, policy=policy)
+        records = label_pairs(env, policy, judge_, prompts, batch_pairs, temperature, seed, split, device)
+        n = write_jsonl(out, records)
     labels = [r["label"] for r in records]
     print(f"Wrote {n} labelled pairs to {out} (mean |label - 0.5| = {sum(abs(x - 0.5) for x in labels) / n:.3f}).")
     return 0
@@ -290,6 +308,7 @@ def train_rm(
     seed: int = 0,
     device: str = "cpu",
     out: str = "rm",
+    overwrite: bool = False,
 ) -> int:
     """Train a reward model on a preference dataset.
 
@@ -304,17 +323,24 @@ def train_rm(
         seed: split and initialization seed.
         device: cpu, cuda or auto.
         out: the folder to save the reward model in.
+        overwrite: replace the reward model in out (without it, a folder that holds one is refused).
     """
     from criticgym.distill.fit import train_reward_model
     from criticgym.distill.pairs import read_jsonl
 
     if not Path(data).is_file():
         raise ConfigError(f"--data {data}: no such file. Write a preference dataset with `criticgym label` first.")
-    model, metrics = train_reward_model(
-        read_jsonl(data), backbone, train_layers, epochs, lr, batch_size, val_fraction, seed, device
-    )
-    folder = model.save(out)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}.")
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
+    with run_folder(out, overwrite=overwrite, resume_hint=None):
+        model, metrics = train_reward_model(
+            read_jsonl(data), backbone, train_layers, epochs, lr, batch_size, val_fraction, seed, device
+        )
+        folder = model.save(out)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"Saved the reward model to {folder}; train on it with: criticgym train ... sparse --scorer {folder}")
     return 0
 
@@ -375,7 +401,7 @@ def search_command(argv: list[str]) -> int:
     """``criticgym search``: vanilla, best-of-N and RAIN on a task's held-out prompts (see search/compare.py)."""
     from criticgym.search.compare import SearchConfig, run_search
 
-    run_search(tyro.cli(SearchConfig, args=argv, prog="criticgym search"))
+    run_search(parsed(SearchConfig, argv, "criticgym search"))
     return 0
 
 
@@ -383,7 +409,7 @@ def self_evolve_command(argv: list[str]) -> int:
     """``criticgym self-evolve``: meta-skill learning, then self-evolution rounds (see selfevolve/driver.py)."""
     from criticgym.selfevolve.driver import SelfConfig, self_evolve
 
-    result = self_evolve(tyro.cli(SelfConfig, args=argv, prog="criticgym self-evolve"))
+    result = self_evolve(parsed(SelfConfig, argv, "criticgym self-evolve"))
     out = result["out"]
     print(f"Wrote {out}/metrics.csv, {out}/curves.png, {out}/checkpoint.pt and the samples of each stage in {out}/")
     return 0
@@ -420,13 +446,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[command](rest)
-    except CriticGymError as error:
+    except (CriticGymError, KeyboardInterrupt, OSError) as error:
+        if isinstance(error, OSError) and not disk_full(error):
+            raise
         if debug:
             traceback.print_exc()
-        print(f"criticgym {command}: {error}", file=sys.stderr)
+        print(f"criticgym {command}: {failure_message(error)}", file=sys.stderr)
         if not debug:
             print("(run again with --debug for the traceback)", file=sys.stderr)
         return 2
+
+
+def failure_message(error: BaseException) -> str:
+    """One paragraph for a failure the command line reports itself (Ctrl-C, a full disk, the package's errors)."""
+    if isinstance(error, KeyboardInterrupt):
+        return str(error) or "interrupted (Ctrl-C)."
+    if isinstance(error, OSError):
+        return f"no space left on the device ({error}). Free some space and run the same command again."
+    return str(error)
 
 
 if __name__ == "__main__":

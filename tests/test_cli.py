@@ -126,6 +126,21 @@ def test_demo_promises_the_one_time_set_up_only_when_it_is_to_come(monkeypatch, 
     assert "first run converts the model once" in out and "Held-out evaluation" in out
 
 
+def test_demo_run_again_continues_its_own_folder_and_says_so(tmp_path, monkeypatch, capsys):
+    from criticgym.train import driver as train_module
+
+    seen = []
+    result = {"evals": [{"prompts": 1, "eval/score": 0.0, "samples": []}] * 2, "out": "runs/demo"}
+    monkeypatch.setattr(train_module, "train", lambda cfg: seen.append(cfg) or result)
+    out = ["--out", str(tmp_path)]
+    assert main(["demo", *out]) == 0 and seen[-1].resume_if_any and not seen[-1].overwrite
+    assert "holds a demo run from before" not in capsys.readouterr().out
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert main(["demo", *out]) == 0
+    assert "holds a demo run from before: this continues it" in " ".join(capsys.readouterr().out.split())
+    assert main(["demo", *out, "--overwrite"]) == 0 and seen[-1].overwrite and not seen[-1].resume_if_any
+
+
 def test_self_evolve_says_what_it_wrote(monkeypatch, capsys):
     from criticgym.selfevolve import driver as self_evolve
 

@@ -37,6 +37,18 @@ from criticgym.errors import ConfigError
 from criticgym.rewards import TOKEN_REWARDS
 
 
+def check_token_ids(obs: dict[str, torch.Tensor]) -> None:
+    """Refuse observations that are not token ids and a 0/1 mask (normalized ones, from ``VecNormalize``)."""
+    ids, mask = obs["input_ids"], obs["attention_mask"]
+    if torch.equal(ids, ids.round()) and bool((ids >= 0).all()) and bool(((mask == 0) | (mask == 1)).all()):
+        return
+    raise ConfigError(
+        "LMPolicy got observations that are not token ids (non-integer or negative input_ids, or a mask other than "
+        "0/1): normalized ones? Wrap the env with VecNormalize(venv, norm_obs=False) (norm_reward may stay on): "
+        "token ids must reach the policy as they are."
+    )
+
+
 class LMPolicy(BasePolicy):
     """An actor-critic SB3 policy made of a transformers causal LM and a linear value head.
 
@@ -87,6 +99,7 @@ class LMPolicy(BasePolicy):
         return (self.lm.get_base_model() if is_lora(self.lm) else self.lm).base_model
 
     def _distribution_and_values(self, obs: dict[str, torch.Tensor]) -> tuple[Categorical, torch.Tensor]:
+        check_token_ids(obs)
         ids = obs["input_ids"].long()  # SB3's buffer stores observations as float32: ids are exact below 2**24
         mask = obs["attention_mask"].long()
         last = (mask.sum(1) - 1).clamp(min=0)  # (B,) the position whose logits give the next token

@@ -21,11 +21,10 @@ USAGE = (
 def command(argv: list[str]) -> int:
     """Run ``criticgym bench <command>``; returns the exit code."""
     if argv[:1] == ["toxic-start"]:
-        import tyro
-
         from criticgym.bench.toxic_start import ToxicStartConfig, toxic_start
+        from criticgym.utils.options import parsed
 
-        summary = toxic_start(tyro.cli(ToxicStartConfig, args=argv[1:], prog="criticgym bench toxic-start"))
+        summary = toxic_start(parsed(ToxicStartConfig, argv[1:], "criticgym bench toxic-start"))
         last = summary["epochs"][-1]
         print(f"{last['flagged']:.1f}% flagged after {last['epoch']} epochs; wrote {summary['config']['out']}/model")
         return 0

@@ -31,7 +31,9 @@ from __future__ import annotations
 import csv
 import json
 import shlex
+import shutil
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,11 +41,15 @@ import numpy as np
 import tyro
 
 from criticgym.algos.ppo import PPOConfig
-from criticgym.errors import ConfigError
+from criticgym.errors import AT_LEAST_1, SHARE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL, RewardSpec, Sparse, options_of, reward_spec, spec_name
 from criticgym.train import TrainConfig, build_evaluator, config_changes, relevant, train
+from criticgym.train.config import HOW, RESUMABLE
 from criticgym.train.export import drop_weights
+from criticgym.utils.files import write_text_atomically
+from criticgym.utils.options import deferred, parsed
 from criticgym.utils.plots import pyplot
+from criticgym.utils.runfolder import each_kept, refuse_other_settings, run_folder
 from criticgym.utils.stats import mean_ci
 
 CURVE_KEYS = ("charts/extrinsic", "charts/episodic_return", "charts/kl")
@@ -95,16 +101,12 @@ def run_arm(
     arm = name or (arm if isinstance(arm, str) else spec_name(spec))
     folder = out / "runs" / arm / f"seed-{seed}"
     done = folder / "result.json"
-    cfg = replace(base, reward=spec, seed=seed, out=str(folder), resume=False, resume_if_any=True, eval_every=0)
+    run = dict(resume=False, resume_if_any=True, overwrite=False, eval_every=0)
+    cfg = replace(base, reward=spec, seed=seed, out=str(folder), **run)
+    if stale(folder, cfg, base.overwrite, f"The {arm} run of seed {seed} ({folder})"):
+        log(f"[ablation] {arm}, seed {seed}: made with other settings, run again (--overwrite)")
     if done.exists():
-        record = json.loads(done.read_text())
-        changed = config_changes(relevant(record["config"]), asdict(cfg))
-        if changed:
-            raise ConfigError(
-                f"{folder} holds a finished run with other settings ({', '.join(changed)}). Give the ablation "
-                "another --out, or delete that folder to run it again."
-            )
-        return record
+        return json.loads(done.read_text())
     log(f"[ablation] {arm}, seed {seed}: {cfg.iterations} iterations of {cfg.num_envs} ({cfg.agent}, {cfg.model})")
     result = train(cfg, log=log)
     final = {k: v for k, v in result["evals"][-1].items() if k != "samples"}
@@ -116,17 +118,41 @@ def run_arm(
     return record
 
 
+STALE_FIX = "Run it again with --overwrite (it replaces what other settings made), or give the ablation another --out."
+
+
+def stale(folder: Path, cfg: TrainConfig, overwrite: bool, what: str) -> bool:
+    """Whether the run in ``folder`` (finished or not) was made with other settings than ``cfg``'s.
+
+    Such a run is refused, listing the differences, or deleted with ``overwrite`` (so that it runs again).
+    """
+    for name, ignored in (("result.json", HOW), ("config.json", HOW + RESUMABLE)):
+        if (folder / name).exists():
+            saved = json.loads((folder / name).read_text())
+            changed = config_changes(relevant(saved.get("config", saved)), asdict(cfg), ignored=ignored)
+            if changed and overwrite:
+                shutil.rmtree(folder)
+                return True
+            refuse_other_settings(what, changed, STALE_FIX)
+    return False
+
+
 def initial_evaluation(base: TrainConfig, out: Path) -> dict[str, Any]:
     """The held-out evaluation of the untrained policy, shared by every arm (cached in ``out/initial.json``)."""
     path = out / "initial.json"
+    settings = asdict(replace(base, reward=Sparse(), seed=0))
     if path.exists():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        changed = config_changes(cached.pop("config", settings), settings, ignored=HOW + RESUMABLE)
+        if not changed or not base.overwrite:
+            refuse_other_settings(f"The initial evaluation in {path}", changed, STALE_FIX)
+            return cached
     from criticgym.rollout import load_policy
 
     model, tokenizer = load_policy(base.model, device=base.device)
     result = build_evaluator(replace(base, reward=Sparse()), tokenizer, model)(model, 0)
     initial = {k: v for k, v in result.items() if k != "samples"}
-    path.write_text(json.dumps(initial, indent=2) + "\n")
+    write_text_atomically(path, json.dumps({**initial, "config": settings}, indent=2) + "\n")
     return initial
 
 
@@ -324,13 +350,17 @@ class AblationConfig:
     """Every run's settings; the arms set the reward (a reward subcommand here is an error)."""
 
     def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ConfigError("--seeds must be at least 1.")
+        if not deferred():
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an option out of its range."""
+        check_ranges(self, dict(seeds=AT_LEAST_1, fraction=SHARE))
 
 
 def parse_args(argv: list[str]) -> tuple[AblationConfig, TrainConfig]:
     """Ablation options and the base training config every run starts from."""
-    cfg = tyro.cli(AblationConfig, args=argv, prog="criticgym bench ablation")
+    cfg = parsed(AblationConfig, argv, "criticgym bench ablation")
     if cfg.train.reward != _ablation_defaults().reward:
         raise ConfigError(
             "The arms set each run's reward: drop the reward subcommand, and give the arms' models with "
@@ -344,9 +374,14 @@ def ablation(argv: list[str], log=print) -> dict[str, Any]:
     args, base = parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     specs = {arm: arm_reward(arm, args.critic_model, args.judge_model) for arm in arms}  # bad names fail here
+    with run_folder(base.out, resume=True):  # finished runs are kept, stale ones refused (or replaced: --overwrite)
+        return _ablation(argv, args, base, arms, specs, log)
+
+
+def _ablation(argv, args, base, arms, specs, log) -> dict[str, Any]:
     out = Path(base.out)
-    out.mkdir(parents=True, exist_ok=True)
-    records = [run_arm(base, specs[arm], seed, out, log, arm) for arm in arms for seed in range(args.seeds)]
+    pairs = [(arm, seed) for arm in arms for seed in range(args.seeds)]
+    records = each_kept([partial(run_arm, base, specs[arm], seed, out, log, arm) for arm, seed in pairs], out)
     summary = summarize(records, args.fraction)
     summary["initial"] = initial_evaluation(base, out)
     command = "criticgym bench ablation " + shlex.join(argv)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,12 +20,15 @@ import numpy as np
 import tyro
 
 from criticgym.bench.costs import SEARCH_ARMS, inference_flops, report, training_flops
-from criticgym.errors import ConfigError
+from criticgym.errors import AT_LEAST_1, NON_NEGATIVE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
 from criticgym.train import TrainConfig
+from criticgym.train.config import HOW
 from criticgym.train.export import drop_weights
-from criticgym.utils.files import write_text_atomically
+from criticgym.utils.files import load_checkpoint, write_text_atomically
+from criticgym.utils.options import deferred, parsed
+from criticgym.utils.runfolder import differences, each_kept, refuse_other_settings, run_folder
 
 OTHER_ARMS = ("untrained", "distilled", "self")
 
@@ -108,8 +112,13 @@ class FrontierConfig:
     train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=_frontier_defaults)
 
     def __post_init__(self) -> None:
-        if self.seeds < 1 or self.prompts < 1 or self.n < 1:
-            raise ConfigError("--seeds, --prompts and --n must be at least 1.")
+        if not deferred():
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an option out of its range."""
+        check_ranges(self, dict(seeds=AT_LEAST_1, prompts=AT_LEAST_1, n=AT_LEAST_1, pairs=AT_LEAST_1))
+        check_ranges(self, dict(self_rounds=NON_NEGATIVE))
         if not self.judge_list:
             raise ConfigError("--judges needs at least one held-out judge.")
 
@@ -192,20 +201,20 @@ def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tupl
 
 def _policy_after(run: TrainConfig, log) -> tuple[Any, Any, list[dict[str, Any]]]:
     """Train (or resume) a run, then its final policy and its history."""
-    import torch
-
     from criticgym.rollout import load_policy
     from criticgym.train import train
 
     history = train(run, log=log)["history"]
-    state = torch.load(Path(run.out) / "checkpoint.pt", weights_only=False, map_location=run.device)
+    fix = f"Delete {run.out} and run the frontier again."
+    state = load_checkpoint(Path(run.out) / "checkpoint.pt", ("agent",), fix, map_location=run.device)
     model, tokenizer = load_policy(run.model, device=run.device)
     model.load_state_dict(state["agent"]["model"])
     return model, tokenizer, history
 
 
 def _run_config(cfg: FrontierConfig, reward, seed: int, folder: Path) -> TrainConfig:
-    return replace(cfg.train, reward=reward, seed=seed, out=str(folder), resume=False, resume_if_any=True, eval_every=0)
+    run = dict(resume=False, resume_if_any=True, overwrite=False, eval_every=0)
+    return replace(cfg.train, reward=reward, seed=seed, out=str(folder), **run)
 
 
 def _distilled_policy(cfg: FrontierConfig, seed: int, folder: Path, log):
@@ -306,6 +315,41 @@ def _fill_perplexity(cfg: FrontierConfig, out: Path, records: list[dict[str, Any
     flops.take()  # measuring is not any arm's cost
 
 
+# What no arm's result depends on: where and how it runs, and what the arms set per run
+NOT_SETTINGS = HOW + ("reward", "seed", "eval_every", "checkpoint_every", "workers", "critic_actors")
+
+
+def arm_settings(cfg: FrontierConfig, arm: str) -> dict[str, Any]:
+    """The settings an arm's record depends on: the prompts and judges, and what it trains or searches with."""
+    run = {k: v for k, v in asdict(cfg.train).items() if k not in NOT_SETTINGS}
+    trains = arm not in SEARCH_ARMS + ("untrained",)
+    settings = {"prompts": cfg.prompts, "judges": cfg.judges, "train": run if trains else {"env": run["env"]}}
+    settings["train"]["model"] = run["model"]
+    own = {"best-of-n": ("n", "search_evaluator"), "rain": ("rain", "search_evaluator"), "untrained": ()}
+    own |= {"distilled": ("judge_model", "pairs"), "self": ("self_rounds",)}
+    for name in own.get(arm, ("critic_model", "judge_model")):
+        value = getattr(cfg, name)
+        settings[name] = asdict(value) if name == "rain" else value
+    return settings
+
+
+def check_arm(cfg: FrontierConfig, arm: str, seed: int, folder: Path, log) -> None:
+    """Refuse (or, with --overwrite, delete) an arm's result, finished or not, made with other settings."""
+    path = folder / "settings.json"
+    if not path.exists():
+        return  # not started, or made before settings were stored: kept as it is
+    changed = differences(json.loads(path.read_text()), arm_settings(cfg, arm))
+    if changed and cfg.train.overwrite:
+        log(f"[frontier] {arm}, seed {seed}: made with other settings ({'; '.join(changed)}), run again")
+        shutil.rmtree(folder)
+        return
+    refuse_other_settings(
+        f"The {arm} arm of seed {seed} ({folder})",
+        changed,
+        "Run it again with --overwrite (it replaces what other settings made), or give the frontier another --out.",
+    )
+
+
 def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> dict[str, Any]:
     """One (arm, seed): train (or not), serve the held-out prompts, judge them; cached in ``frontier.json``."""
     from criticgym.bench.ablation import arm_reward
@@ -315,9 +359,11 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
 
     folder = out / "runs" / arm / f"seed-{seed}"
     done = folder / "frontier.json"
+    check_arm(cfg, arm, seed, folder, log)
     if done.exists():
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(folder / "settings.json", json.dumps(arm_settings(cfg, arm), indent=1))
     log(f"[frontier] {arm}, seed {seed}")
     if arm in SEARCH_ARMS + ("untrained",):
         (model, tokenizer), train_flops = load_policy(cfg.train.model, device=cfg.train.device), 0.0
@@ -350,12 +396,18 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
 
 def frontier(argv: list[str], log=print) -> dict[str, Any]:
     """``criticgym bench frontier``: run (or resume) every arm and seed, then :func:`report`."""
-    cfg = tyro.cli(FrontierConfig, args=argv, prog="criticgym bench frontier")
+    cfg = parsed(FrontierConfig, argv, "criticgym bench frontier")
     if cfg.train.lora_r:
         raise ConfigError("The frontier serves full-weight policies; drop --lora-r.")
-    arm_seeds, out = cfg.arm_seeds, Path(cfg.train.out)
-    out.mkdir(parents=True, exist_ok=True)
-    records = [run_arm(cfg, arm, seed, out, log) for arm, seeds in arm_seeds.items() for seed in range(seeds)]
+    arm_seeds = cfg.arm_seeds
+    with run_folder(cfg.train.out, resume=True):  # finished arms are kept, stale ones refused (or replaced)
+        return _frontier(cfg, arm_seeds, argv, log)
+
+
+def _frontier(cfg: FrontierConfig, arm_seeds: dict[str, int], argv: list[str], log) -> dict[str, Any]:
+    out = Path(cfg.train.out)
+    pairs = [(arm, seed) for arm, seeds in arm_seeds.items() for seed in range(seeds)]
+    records = each_kept([partial(run_arm, cfg, arm, seed, out, log) for arm, seed in pairs], out)
     for record in records:  # records written before the field existed
         record.setdefault("learns_from", learns_from(cfg, record["arm"]))
     _fill_perplexity(cfg, out, records)

@@ -21,8 +21,10 @@ from typing import Annotated, Any, Literal
 import torch
 import tyro
 
-from criticgym.errors import ConfigError
+from criticgym.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
+from criticgym.utils.options import deferred
+from criticgym.utils.runfolder import run_folder
 
 ENV = "criticgym/Detoxify-v0"
 
@@ -51,16 +53,24 @@ class ToxicStartConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     seed: int = 0
     progress: bool = True
+    """Show progress bars (fine-tuning, saving the model)."""
+    overwrite: bool = False
+    """Replace what out/ holds (without it, a folder that holds a model is refused)."""
 
     # what fine_tune reads besides lr, batch_size, precision and progress: one epoch per check, answers only
     epochs: Annotated[int, tyro.conf.Suppress] = 1
     beta: Annotated[float, tyro.conf.Suppress] = 1.0
 
     def __post_init__(self) -> None:
+        if not deferred():
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an option out of its range."""
         if not 0 < self.target <= 100:
             raise ConfigError(f"--target is a percent in (0, 100], got {self.target}.")
-        if self.max_epochs < 1 or self.eval_prompts < 1 or self.records < 0:
-            raise ConfigError("--max-epochs and --eval-prompts must be at least 1, --records at least 0.")
+        check_ranges(self, dict(max_epochs=AT_LEAST_1, eval_prompts=AT_LEAST_1, batch_size=AT_LEAST_1))
+        check_ranges(self, dict(records=NON_NEGATIVE, freeze_layers=NON_NEGATIVE, seed=NON_NEGATIVE, lr=POSITIVE))
 
 
 def continuation_records(limit: int = 0) -> list[dict[str, str]]:
@@ -97,13 +107,20 @@ def toxic_start(
     cfg: ToxicStartConfig, records: list[dict[str, str]] | None = None, env_id: str = ENV, log=print
 ) -> dict[str, Any]:
     """Fine-tune until the target rate (or ``max_epochs``); save the model; returns the rate after each epoch."""
+    with run_folder(cfg.out, overwrite=cfg.overwrite, resume_hint=None):
+        return _toxic_start(cfg, records, env_id, log)
+
+
+def _toxic_start(cfg: ToxicStartConfig, records: list[dict[str, str]] | None, env_id: str, log) -> dict[str, Any]:
+    from contextlib import nullcontext
+
     from criticgym.envs.tasks import FeedbackPrompts
     from criticgym.rollout import load_policy
+    from criticgym.rollout.models import quiet_loading
     from criticgym.selfevolve.objective import fine_tune
     from criticgym.utils.training import freeze_lower_layers
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model, device=cfg.device, dtype=torch.float32)
     freeze_lower_layers(model, cfg.freeze_layers)
@@ -115,8 +132,9 @@ def toxic_start(
         trained = fine_tune(model, tokenizer, FeedbackPrompts(), records, cfg, seed=cfg.seed * 1000 + epoch)
         epochs.append({"epoch": epoch, **flagged_rate(model, tokenizer, cfg, env_id), **trained})
         log(f"[toxic-start] epoch {epoch}: {epochs[-1]['flagged']:.1f}% flagged")
-    model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
+    with nullcontext() if cfg.progress else quiet_loading():  # --no-progress: no "Writing model shards" bar
+        model.save_pretrained(out / "model")
+        tokenizer.save_pretrained(out / "model")
     summary = {
         "reached": epochs[-1]["flagged"] >= cfg.target,
         "records": len(records),

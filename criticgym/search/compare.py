@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 
 import criticgym
-from criticgym.errors import ConfigError
+from criticgym.errors import AT_LEAST_1, POSITIVE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAIN, RAINConfig
+from criticgym.utils.options import deferred
 from criticgym.utils.plots import pyplot
+from criticgym.utils.runfolder import run_folder
 from criticgym.utils.stats import mean_ci, wilson
 
 METHODS = ("vanilla", "best-of-n", "rain")
@@ -64,13 +66,20 @@ class SearchConfig:
     """cpu, cuda or auto."""
     out: str = "runs/search"
     """Output folder."""
+    overwrite: bool = False
+    """Replace what out/ holds (without it, a folder that holds a comparison is refused)."""
     progress: bool = True
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
+        if not deferred():
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an unknown method or an option out of its range."""
         self.methods  # noqa: B018  (checks the names)
-        if self.prompts < 1 or self.seeds < 1 or self.n < 1:
-            raise ConfigError("prompts, seeds and n must be at least 1.")
+        check_ranges(self, dict(prompts=AT_LEAST_1, seeds=AT_LEAST_1, n=AT_LEAST_1, temperature=POSITIVE))
+        check_ranges(self, dict(max_new_tokens=AT_LEAST_1))
         if self.judge is not None and self.judge == self.evaluator:
             raise ConfigError(f"The judge must not be the search's evaluator ({self.evaluator!r}): it is held out.")
 
@@ -166,7 +175,12 @@ def _judged_records(method: str, seed: int, prompts, rows, evaluator, task, task
 
 
 def run_search(cfg: SearchConfig, log=print) -> dict[str, Any]:
-    """Run every method on every seed's prompts; write and return the summary."""
+    """Run every method on every seed's prompts; write and return the summary (in a guarded ``cfg.out``)."""
+    with run_folder(cfg.out, overwrite=cfg.overwrite, resume_hint=None):
+        return _run_search(cfg, log)
+
+
+def _run_search(cfg: SearchConfig, log) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from criticgym.critics import as_scorer
@@ -183,7 +197,6 @@ def run_search(cfg: SearchConfig, log=print) -> dict[str, Any]:
     judge = as_scorer(judge_name) if judge_name is not None else None
     task_scorer = as_scorer(task.scorer)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     for seed in range(cfg.seeds):
         ids, prompts, envs = held_out_prompts(cfg, tokenizer, seed)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL
+from criticgym.utils.options import deferred
 
 
 @dataclass
@@ -65,9 +66,16 @@ class SelfConfig:
     progress: bool = True
     """Show progress bars."""
     resume: bool = True
-    """Continue from out/checkpoint.pt when it exists."""
+    """Continue from out/checkpoint.pt when it exists (with the same settings; it may run more rounds)."""
+    overwrite: bool = False
+    """Delete the run that out/ holds and start over (implies --no-resume)."""
 
     def __post_init__(self) -> None:
+        if not deferred():
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an option out of its range."""
         for name in ("rounds", "meta_records", "qa_records", "prompts_per_round", "eval_problems", "epochs"):
             if getattr(self, name) < 0 or (name in ("epochs", "eval_problems") and getattr(self, name) < 1):
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}.")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,14 @@ import torch
 
 from criticgym import flops
 from criticgym.critics.feedback import ANNOTATORS
-from criticgym.errors import ConfigError
+from criticgym.errors import ConfigError, Interrupted
 from criticgym.selfevolve.config import SelfConfig
 from criticgym.selfevolve.loop import Solver, keep_mask
 from criticgym.selfevolve.objective import fine_tune
 from criticgym.selfevolve.records import annotated_records, model_answer_records, read_records, write_records
-from criticgym.utils.files import save_atomically
+from criticgym.utils.files import load_checkpoint, save_atomically
 from criticgym.utils.plots import pyplot
+from criticgym.utils.runfolder import differences, refuse_other_settings, run_folder
 from criticgym.utils.training import autocast, freeze_lower_layers
 
 
@@ -193,15 +194,43 @@ def _train_stage(cfg: SelfConfig, stage: int, solver: Solver, annotator, problem
     return row | {"perf/train_flops": sum(flops.take().values())}
 
 
+# What a resumed SELF run may change: where and how it runs, and how many rounds
+RESUMABLE = ("out", "resume", "overwrite", "progress", "rounds")
+
+
+def resume_state(cfg: SelfConfig) -> dict[str, Any] | None:
+    """The checkpoint a run continues from (None: a new run), its settings checked against ``cfg``'s."""
+    out = Path(cfg.out)
+    if not cfg.resume or not (out / "checkpoint.pt").exists():
+        return None
+    start_over = "Start it over with --overwrite, or give this run another --out."
+    state = load_checkpoint(out / "checkpoint.pt", ("model", "history", "stage"), start_over)
+    if (out / "config.json").exists():
+        saved = json.loads((out / "config.json").read_text())
+        changed = differences(saved, asdict(cfg), asdict(SelfConfig()), ignored=RESUMABLE)
+        refuse_other_settings(f"The SELF run in {out}", changed, start_over)
+    return state
+
+
 def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
-    """Meta-skill learning, then ``cfg.rounds`` self-evolution rounds; evaluated after each stage. Resumable."""
+    """Meta-skill learning, then ``cfg.rounds`` self-evolution rounds; evaluated after each stage. Resumable.
+
+    The run holds ``cfg.out`` (:func:`~criticgym.utils.runfolder.run_folder`): it continues the run there with
+    ``resume`` (the default) and the same settings, and replaces it only with ``overwrite``.
+    """
+    task, annotator = _task_pieces(cfg)
+    resume = cfg.resume and not cfg.overwrite
+    with run_folder(cfg.out, resume=resume, overwrite=cfg.overwrite, resume_hint="continue it with --resume"):
+        return _self_evolve(cfg if resume == cfg.resume else replace(cfg, resume=False), task, annotator, log)
+
+
+def _self_evolve(cfg: SelfConfig, task, annotator, log) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from criticgym.rollout import load_policy
 
-    task, annotator = _task_pieces(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    state = resume_state(cfg)  # before the model loads: a run that cannot continue fails at once
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model, device=cfg.device, dtype=torch.float32)  # trained: never bfloat16
     freeze_lower_layers(model, cfg.freeze_layers)
@@ -215,8 +244,7 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     checkpoint = out / "checkpoint.pt"
     history: list[dict[str, Any]] = []
     done = -1  # the last finished stage: -1 none, 0 meta-skill learning, t round t
-    if cfg.resume and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         history, done = state["history"], state["stage"]
         log(f"Resumed from {checkpoint} after stage {done}.")
@@ -226,6 +254,23 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     bar = tqdm(range(done + 1, cfg.rounds + 1), disable=not cfg.progress, desc="self-evolve", unit="stage")
+    try:
+        _stages(cfg, bar, solver, annotator, problems, stage_zero, stage_zero_flops, history, checkpoint, log)
+    except KeyboardInterrupt:
+        finished = [row["stage"] for row in history if row.get("stage", -1) >= 0]
+        where = f"after stage {finished[-1]}" if finished else "before its first stage finished"
+        raise Interrupted(
+            f"interrupted {where} of {cfg.out}; the same command (it resumes by default) continues from the last "
+            "checkpoint."
+        ) from None
+    _write_metrics(out / "metrics.csv", history)
+    _plot(history, out / "curves.png")
+    return {"history": history, "model": model, "tokenizer": tokenizer, "out": out}
+
+
+def _stages(cfg, bar, solver, annotator, problems, stage_zero, stage_zero_flops, history, checkpoint, log) -> None:
+    """Stage after stage, each evaluated and checkpointed."""
+    model, out = solver.engine.model, checkpoint.parent
     for stage in bar:
         start = time.perf_counter()
         row = _train_stage(cfg, stage, solver, annotator, problems, stage_zero, out)
@@ -241,9 +286,6 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
             f"[self-evolve] stage {stage}: accuracy {row['eval/accuracy']:.3f}, with self-refinement "
             f"{row['eval/accuracy_refined']:.3f}, trained on {row['train_tokens']} tokens"
         )
-    _write_metrics(out / "metrics.csv", history)
-    _plot(history, out / "curves.png")
-    return {"history": history, "model": model, "tokenizer": tokenizer, "out": out}
 
 
 def _eval_row(solver, test, annotator, out: Path, name: str) -> dict[str, Any]:

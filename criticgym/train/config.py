@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Annotated, Any, Literal
 
@@ -11,7 +12,15 @@ from criticgym.algos import ALGORITHMS
 from criticgym.algos.grpo import GRPOConfig
 from criticgym.algos.ppo import PPOConfig
 from criticgym.algos.reinforce import ReinforceConfig
-from criticgym.errors import ConfigError
+from criticgym.errors import (
+    AT_LEAST_1,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    SHARE,
+    ConfigError,
+    check_ranges,
+)
 from criticgym.rewards import (
     DEFAULT_MODEL,
     OPTIONS,
@@ -26,6 +35,7 @@ from criticgym.rewards import (
     reward_spec,
     spec_name,
 )
+from criticgym.utils.options import deferred
 
 # The algorithms on the command line: the names registered when this module is imported (train() takes any
 # name registered later too)
@@ -94,6 +104,8 @@ class TrainConfig:
     """Continue the run in out/ from its checkpoint; an error when there is none, or when the run's settings differ."""
     resume_if_any: bool = False
     """Continue from out/checkpoint.pt when there is one (with the same settings), else start a new run there."""
+    overwrite: bool = False
+    """Delete the run that out/ holds and start a new one there (without it, a folder that holds a run is refused)."""
     progress: bool = True
     """Show a progress bar."""
     workers: int = 0
@@ -123,12 +135,22 @@ class TrainConfig:
                 f"Unknown agent {self.agent!r}; use one of {sorted(ALGORITHMS)}, or register yours "
                 "(criticgym.algos.register_algorithm)."
             )
-        if self.iterations < 1 or self.num_envs < 1:
-            raise ConfigError("iterations and num_envs must be at least 1.")
-        if self.worker_gpus is not None and self.worker_gpus < 0:
-            raise ConfigError(f"worker_gpus must be 0 or more, got {self.worker_gpus}.")
-        if self.workers < 0 or self.critic_actors < 0:
-            raise ConfigError("workers and critic_actors must be 0 (off) or more.")
+        for f in fields(self):  # an agent's options, read back from config.json
+            if f.name != "reward" and isinstance(getattr(self, f.name), dict):
+                setattr(self, f.name, type(f.default_factory())(**getattr(self, f.name)))  # type: ignore[misc]
+        self.model = absolute_if_path(self.model)
+        paths = {k: absolute_if_path(getattr(self.reward, k)) for k in PATH_OPTIONS if hasattr(self.reward, k)}
+        self.reward = replace(self.reward, **paths)
+        if not deferred():  # criticgym train checks once tyro has parsed (utils.options.parsed)
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an option out of its range or options that do not go together."""
+        check_ranges(self, RANGES)
+        check_ranges(self.ppo, PPO_RANGES, "--ppo.")
+        check_ranges(self.reinforce, REINFORCE_RANGES, "--reinforce.")
+        if self.overwrite and (self.resume or self.resume_if_any):
+            raise ConfigError("--overwrite starts the run over; --resume continues it. Give one of them.")
         if self.engine == "vllm" and self.workers:
             raise ConfigError(
                 "--engine vllm samples every row in this process; drop --workers (or use the builtin engine)."
@@ -139,9 +161,6 @@ class TrainConfig:
             )
         if self.critic_actors and not isinstance(self.reward, Relc):
             raise ConfigError(f"critic_actors serves RELC's span critic; the {self.reward.kind} reward has none.")
-        for f in fields(self):  # an agent's options, read back from config.json
-            if f.name != "reward" and isinstance(getattr(self, f.name), dict):
-                setattr(self, f.name, type(f.default_factory())(**getattr(self, f.name)))  # type: ignore[misc]
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrainConfig:
@@ -169,6 +188,50 @@ class TrainConfig:
         return replace(getattr(self, algorithm.options), **algorithm.preset)
 
 
+# Every numeric option's range, checked when a config is built (before any model loads)
+RANGES = dict(
+    iterations=AT_LEAST_1,
+    num_envs=AT_LEAST_1,
+    seed=NON_NEGATIVE,
+    eval_every=NON_NEGATIVE,
+    eval_prompts=AT_LEAST_1,
+    checkpoint_every=AT_LEAST_1,
+    max_new_tokens=AT_LEAST_1,
+    lora_r=NON_NEGATIVE,
+    lora_alpha=POSITIVE,
+    workers=NON_NEGATIVE,
+    critic_actors=NON_NEGATIVE,
+    worker_gpus=NON_NEGATIVE,
+)
+SAMPLING_RANGES = dict(
+    lr=POSITIVE, kl_coef=NON_NEGATIVE, vf_coef=NON_NEGATIVE, max_grad_norm=POSITIVE, temperature=POSITIVE
+)
+SAMPLING_RANGES |= dict(top_p=SHARE, tis_cap=NON_NEGATIVE)
+PPO_RANGES = SAMPLING_RANGES | dict(
+    epochs=AT_LEAST_1,
+    minibatch_size=AT_LEAST_1,
+    gamma=FRACTION,
+    lam=FRACTION,
+    clip=POSITIVE,
+    value_clip=POSITIVE,
+    kl_target=POSITIVE,
+    kl_horizon=AT_LEAST_1,
+    freeze_layers=NON_NEGATIVE,
+)
+REINFORCE_RANGES = SAMPLING_RANGES | dict(k=AT_LEAST_1)
+# Reward options that may name a local file or folder: stored absolute, so that a run is evaluated from anywhere
+PATH_OPTIONS = ("scorer", "critic_model", "judge_model")
+
+
+def absolute_if_path(value: Any) -> Any:
+    """``value`` as an absolute path when it names an existing local file or folder (``./rm``, ``runs/x/model``)."""
+    import os
+
+    if not isinstance(value, str) or not ("/" in value or value.startswith(".")) or os.path.isabs(value):
+        return value
+    return os.path.abspath(value) if os.path.exists(value) else value
+
+
 def env_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The options of the env a config trains on (reward set-up, model, budget)."""
     reward = cfg.reward
@@ -193,7 +256,17 @@ def upgraded(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # How and where a run runs, not what it computes: never a reason to refuse a finished or resumed run.
-HOW = ("out", "resume", "resume_if_any", "progress", "ray_address", "overlap_feedback", "worker_gpus", "merged_policy")
+HOW = (
+    "out",
+    "resume",
+    "resume_if_any",
+    "overwrite",
+    "progress",
+    "ray_address",
+    "overlap_feedback",
+    "worker_gpus",
+    "merged_policy",
+)
 # What a resumed run may change besides: its length and bookkeeping, and how its batches are played or critiqued
 # (workers and critic actors give the same batch).
 RESUMABLE = ("iterations", "eval_every", "checkpoint_every", "workers", "critic_actors")
@@ -228,3 +301,56 @@ def config_changes(
         elif before != value:
             changed.append(f"{key} ({before!r} -> {value!r})")
     return changed
+
+
+def option_flags(cls: type, prefix: str = "--") -> dict[str, bool]:
+    """The command-line flags of a dataclass of options (nested: ``--ppo.lr``), each: whether it takes no value."""
+    import typing
+    from dataclasses import fields, is_dataclass
+
+    hints = typing.get_type_hints(cls)
+    flags: dict[str, bool] = {}
+    for f in fields(cls):
+        if f.name in ("kind", "reward"):
+            continue
+        name = f.name.replace("_", "-")
+        if is_dataclass(hints[f.name]):
+            flags |= option_flags(hints[f.name], f"{prefix}{name}.")
+        elif hints[f.name] is bool:
+            flags |= {f"{prefix}{name}": True, f"{prefix}no-{name}": True}
+        else:
+            flags[f"{prefix}{name}"] = False
+    return flags
+
+
+def check_reward_last(argv: list[str], prog: str) -> None:
+    """Refuse, with the command line that works, options written on the wrong side of the reward subcommand.
+
+    The reward set-up comes last (``criticgym train --iterations 2 relc --critic lexicon``): an option of the run
+    after it, or an option of another reward, would otherwise end in tyro's list of every option.
+    """
+    ours = option_flags(TrainConfig)
+    owners = {flag: kind for kind, spec in SPECS.items() for flag in option_flags(spec)}
+    run, reward, kind, i = [], [], None, 0
+    while i < len(argv):
+        token, name = argv[i], argv[i].split("=")[0]
+        takes_value = name in ours and not ours[name] and "=" not in token
+        if kind is None and token in SPECS:
+            kind = token
+        elif name in ours and token not in ("-h", "--help"):
+            run += argv[i : i + 1 + takes_value]
+            i += 1 + takes_value
+            continue
+        elif name in owners and kind is not None and owners[name] != kind:
+            raise ConfigError(
+                f"{name} is an option of the {owners[name]} reward, not of {kind} (whose options are "
+                f"{', '.join(option_flags(SPECS[kind])) or 'none'}): {prog} ... {owners[name]} {name} ..."
+            )
+        else:
+            reward.append(token)
+        i += 1
+    if kind is not None and argv != run + [kind] + reward:
+        raise ConfigError(
+            "The reward subcommand comes last, after the run's options, followed by its own options only: "
+            f"{prog} {shlex.join(run + [kind] + reward)}"
+        )

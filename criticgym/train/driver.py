@@ -19,10 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from criticgym import flops
-from criticgym.errors import ConfigError
+from criticgym.errors import ConfigError, Interrupted
 from criticgym.rewards import unnamed as unnamed_objects
 from criticgym.train.build import (
     build_agent,
@@ -33,10 +31,12 @@ from criticgym.train.build import (
     initial_policy,
     rollout_source,
 )
-from criticgym.train.config import HOW, RESUMABLE, TrainConfig, config_changes
+from criticgym.train.config import HOW, RESUMABLE, TrainConfig, check_reward_last, config_changes
 from criticgym.train.export import save_policy
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
-from criticgym.utils.files import save_atomically
+from criticgym.utils.files import load_checkpoint, save_atomically
+from criticgym.utils.options import parsed
+from criticgym.utils.runfolder import refuse_other_settings, run_folder
 
 
 def resume_state(cfg: TrainConfig) -> dict[str, Any] | None:
@@ -55,7 +55,7 @@ def resume_state(cfg: TrainConfig) -> dict[str, Any] | None:
             f"--resume: there is no run to resume in {cfg.out} (no checkpoint.pt). Drop --resume to start one there, "
             "or use --resume-if-any to continue a run when there is one and start it otherwise."
         )
-    state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(checkpoint, ("agent", "history", "evals"), START_OVER)
     saved = state.get("config")
     if saved is None and (checkpoint.parent / "config.json").exists():  # written before checkpoints held it
         saved = json.loads((checkpoint.parent / "config.json").read_text())
@@ -67,23 +67,34 @@ def resume_state(cfg: TrainConfig) -> dict[str, Any] | None:
             "class or instance defined at the top of a module, or register it by name "
             "(criticgym.registration.register_critic / register_judge / register_scorer)."
         )
-    changed = config_changes(saved or {}, cfg.to_dict(), ignored=HOW + RESUMABLE)
-    if changed:
-        raise ConfigError(
-            f"{cfg.out} holds a run with other settings: {'; '.join(changed)}. Resuming would continue it under "
-            "settings it did not start with. Give this run another --out, or drop --resume to start it over in "
-            f"{cfg.out}."
-        )
+    refuse_other_settings(
+        f"The run in {cfg.out}",
+        config_changes(saved or {}, cfg.to_dict(), ignored=HOW + RESUMABLE),
+        "Resuming would continue it under settings it did not start with. Give this run another --out, or start "
+        f"it over in {cfg.out} with --overwrite instead of --resume.",
+    )
     return state
 
 
+START_OVER = "Start the run over with --overwrite (it deletes the folder's run), or give this run another --out."
+
+
 def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
-    """Run (or resume) a training run; returns ``{"history", "evals", "out"}``."""
+    """Run (or resume) a training run; returns ``{"history", "evals", "out"}``.
+
+    The run holds its folder (:func:`~criticgym.utils.runfolder.run_folder`): a folder that holds a run is continued
+    only with ``resume`` or ``resume_if_any``, replaced only with ``overwrite``, and never written by two processes.
+    """
+    resuming = cfg.resume or cfg.resume_if_any
+    with run_folder(cfg.out, resume=resuming, overwrite=cfg.overwrite, resume_hint="continue it with --resume"):
+        return _train(cfg, log)
+
+
+def _train(cfg: TrainConfig, log) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     out, checkpoint = Path(cfg.out), Path(cfg.out) / "checkpoint.pt"
     state = resume_state(cfg)  # before anything is built: a run that cannot resume fails at once
-    out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_policy(cfg)
     policy = initial_policy(model, tokenizer)  # what label:self judges with
     pool = critic_pool(cfg)
@@ -104,11 +115,43 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     write_csv(out / "metrics.csv", history)
 
     board = tensorboard(out)
+    where = {"iteration": agent.iteration, "saved": agent.iteration if state is not None else 0}
+    try:
+        _loop(cfg, agent, evaluate, model, history, evals, board, checkpoint, tqdm, where)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_message(cfg, where["iteration"], where["saved"])) from None
+    for closes in (board, source, pool):  # the env stops its feedback thread; workers stop
+        if closes is not None:
+            closes.close()
+    save_policy(model, tokenizer, out, merged=cfg.merged_policy)  # out/policy: from_pretrained takes it
+    write_samples(out / "samples.md", evals)
+    adaptive = getattr(agent.config, "adaptive_kl", False)
+    plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)
+    return {"history": history, "evals": evals, "out": out}
+
+
+def interrupted_message(cfg: TrainConfig, iteration: int, saved_at: int) -> str:
+    """What Ctrl-C says: where the run stopped, what its checkpoint holds, and how to continue."""
+    again = "the same command" if cfg.resume or cfg.resume_if_any else "the same command with --resume"
+    if not saved_at:
+        return (
+            f"interrupted at iteration {iteration} of {cfg.iterations}, before the first checkpoint; nothing to "
+            f"continue in {cfg.out}: run it again with --overwrite."
+        )
+    return (
+        f"interrupted at iteration {iteration} of {cfg.iterations}; {cfg.out}/checkpoint.pt holds iteration "
+        f"{saved_at}, and {again} continues from there exactly as an uninterrupted run would."
+    )
+
+
+def _loop(cfg, agent, evaluate, model, history, evals, board, checkpoint, tqdm, where: dict[str, int]) -> None:
+    """The iterations from ``agent.iteration`` on; ``where`` follows the running iteration and the last checkpoint."""
     bar = tqdm(range(agent.iteration, cfg.iterations), disable=not cfg.progress, desc="train", unit="it")
     for _ in bar:
+        where["iteration"] = agent.iteration + 1
         metrics = iterate(agent)
         history.append(metrics)
-        append_csv(out / "metrics.csv", metrics)
+        append_csv(checkpoint.parent / "metrics.csv", metrics)
         if board is not None:
             for key, value in metrics.items():
                 board.add_scalar(key, value, metrics["iteration"])
@@ -120,14 +163,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         if done or agent.iteration % cfg.checkpoint_every == 0:
             saved = {"agent": agent.state_dict(), "history": history, "evals": evals, "config": cfg.to_dict()}
             save_atomically(saved, checkpoint)
-    for closes in (board, source, pool):  # the env stops its feedback thread; workers stop
-        if closes is not None:
-            closes.close()
-    save_policy(model, tokenizer, out, merged=cfg.merged_policy)  # out/policy: from_pretrained takes it
-    write_samples(out / "samples.md", evals)
-    adaptive = getattr(agent.config, "adaptive_kl", False)
-    plot_curves(history, evals, out / "curves.png", agent.config.kl_target if adaptive else None)
-    return {"history": history, "evals": evals, "out": out}
+            where["saved"] = agent.iteration
 
 
 def iterate(agent) -> dict[str, float]:
@@ -141,8 +177,6 @@ def iterate(agent) -> dict[str, float]:
 
 def config_from_args(argv: list[str] | None = None, default: TrainConfig | None = None, prog: str = "criticgym train"):
     """Parse ``criticgym train`` options into a :class:`TrainConfig` (``default``: the values options start from)."""
-    import tyro
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a == "--reward" or a.startswith("--reward=") for a in argv):
         raise ConfigError(
@@ -150,6 +184,5 @@ def config_from_args(argv: list[str] | None = None, default: TrainConfig | None 
             f"{prog} --iterations 30 relc --critic lexicon (or sparse, rlaif-direct, rlaif-pairwise; "
             f"{prog} relc --help lists RELC's options)."
         )
-    return tyro.cli(
-        TrainConfig, args=argv, default=default, prog=prog, description="Train a policy on a criticgym env."
-    )
+    check_reward_last(argv, prog)
+    return parsed(TrainConfig, argv, prog, default=default, description="Train a policy on a criticgym env.")

@@ -48,9 +48,14 @@ def freeze_lower_layers(model, n: int) -> None:
     """Freeze the input embeddings and the ``n`` lowest transformer layers (Llama-style ``model.layers``)."""
     if n <= 0:
         return
-    model.get_input_embeddings().requires_grad_(False)
     layers = getattr(getattr(model, "model", model), "layers", None)
     if layers is None:
         raise ConfigError("freeze_layers needs a model with model.layers (Llama-style); set it to 0 for this model.")
+    if n > len(layers):
+        raise ConfigError(
+            f"freeze_layers is {n}, but the model has {len(layers)} layers: freeze at most {len(layers)} "
+            "(criticgym train: --ppo.freeze-layers; self-evolve and bench toxic-start: --freeze-layers)."
+        )
+    model.get_input_embeddings().requires_grad_(False)
     for layer in layers[:n]:
         layer.requires_grad_(False)  # with tied embeddings the output layer is frozen with the input one

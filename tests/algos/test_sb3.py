@@ -77,3 +77,16 @@ def test_the_policy_refuses_envs_that_are_not_criticgym():
 
     with pytest.raises(ConfigError, match="criticgym env"):
         PPO(LMPolicy, gym.make("CartPole-v1"))
+
+
+def test_the_lm_policy_refuses_normalized_observations_naming_norm_obs():
+    from criticgym.algos.sb3 import check_token_ids
+
+    ids, mask = torch.tensor([[5.0, 17.0, 0.0]]), torch.tensor([[1.0, 1.0, 0.0]])
+    check_token_ids({"input_ids": ids, "attention_mask": mask})  # floats that are token ids: SB3's buffer
+    for normalized in (
+        {"input_ids": ids / 7.3, "attention_mask": mask},
+        {"input_ids": ids - 9, "attention_mask": mask},
+    ):
+        with pytest.raises(ConfigError, match=r"not token ids.*VecNormalize\(venv, norm_obs=False\)"):
+            check_token_ids(normalized)

@@ -142,7 +142,7 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     record = {"arm": "sparse", "seed": 0, "history": [], "final": {}, "config": asdict(cfg)}
     (folder / "result.json").write_text(json.dumps(record))
     assert ab.run_arm(base, "sparse", 0, tmp_path) == record
-    changed = r"other settings \(ppo.lr \(0.0001 -> 1.0\), iterations \(12 -> 3\)\).*another --out"
+    changed = r"other settings: ppo.lr \(0.0001 -> 1.0\); iterations \(12 -> 3\). .*--overwrite.*another --out"
     with pytest.raises(ConfigError, match=changed):
         ab.run_arm(replace(base, iterations=3, ppo=replace(base.ppo, lr=1.0)), "sparse", 0, tmp_path)
     old = {k: v for k, v in record["config"].items() if k != "workers"}  # written before the option existed

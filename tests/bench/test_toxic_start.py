@@ -10,7 +10,7 @@ from criticgym.bench import toxic_start as ts
 from criticgym.errors import ConfigError
 
 
-def test_the_recipe_raises_the_flagged_rate_and_saves_a_model_the_ablation_can_start_from(tmp_path):
+def test_the_recipe_raises_the_flagged_rate_and_saves_a_model_the_ablation_can_start_from(tmp_path, capfd):
     # toy data: the task's own train prompts, each continued with words the word list flags
     toy = [{"prompt": r["prompt"], "response": " shit damn shit damn"} for r in ts.continuation_records(48)]
     cfg = ts.ToxicStartConfig(
@@ -24,6 +24,7 @@ def test_the_recipe_raises_the_flagged_rate_and_saves_a_model_the_ablation_can_s
         progress=False,
     )
     summary = ts.toxic_start(cfg, records=toy, log=lambda *_: None)
+    assert "it/s" not in capfd.readouterr().err  # progress=False: no bar, not even the one that saves the model
     rates = [e["flagged"] for e in summary["epochs"]]
     # fine-tuned on profanity, the policy writes it (measured on seeds 0-3: 0-25% before, 62-81% after 2 epochs)
     assert summary["reached"] and rates[-1] >= 40.0 > rates[0]

