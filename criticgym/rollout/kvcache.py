@@ -35,8 +35,8 @@ class KVCache:
         """Buffers for ``layers`` layers of ``batch`` rows, room for ``capacity`` positions, ``like``'s dtype."""
         shape = (batch, heads, max(capacity, 1), head_dim)
 
-        def buffer() -> torch.Tensor:
-            return torch.empty(shape, dtype=like.dtype, device=like.device)
+        def buffer() -> torch.Tensor:  # zeros: the compiled step attends over the whole buffer, masked
+            return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
         return cls([buffer() for _ in range(layers)], [buffer() for _ in range(layers)], 0)
 
@@ -83,7 +83,7 @@ class KVCache:
 
 
 def _grown(buffer: torch.Tensor, capacity: int, length: int) -> torch.Tensor:
-    bigger = buffer.new_empty((*buffer.shape[:2], capacity, buffer.size(3)))
+    bigger = buffer.new_zeros((*buffer.shape[:2], capacity, buffer.size(3)))
     bigger[:, :, :length] = buffer[:, :, :length]
     return bigger
 
