@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
-_TRUNK_ROWS = 4096  # sequences whose frozen-layer output train_forward keeps
+_TRUNK_FLOATS = 2**26  # what train_forward keeps of frozen layers' outputs at most (256 MiB in float32)
 
 
 def fast_path_refusal(model: PreTrainedModel) -> str | None:
@@ -214,12 +214,13 @@ class LlamaForward:
     def _trunk(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, depth: int) -> torch.Tensor:
         """(B, L, H) after the lowest ``depth`` (frozen) layers, each sequence computed once.
 
-        Kept until the frozen weights change or 4,096 sequences are kept.
+        Kept until the frozen weights change or 256 MiB of them are kept (then the store starts over).
         """
         trunk = self.layers[:depth]
         refresh_all([p for layer in trunk for p in (layer.qkv, layer.o, layer.gate_up, layer.down)])
         signature = (depth, *(layer.qkv.signature for layer in trunk), *(layer.down.signature for layer in trunk))
-        if signature != self._trunk_signature or len(self._trunks) > _TRUNK_ROWS:
+        kept = sum(t.numel() for t in self._trunks.values())
+        if signature != self._trunk_signature or kept + ids.numel() * self.base.config.hidden_size > _TRUNK_FLOATS:
             self._trunks, self._trunk_signature = {}, signature
         keys = [row.numpy().tobytes() for row in torch.cat([ids, mask], dim=1).cpu()]
         missing = [r for r, key in enumerate(keys) if key not in self._trunks]
