@@ -163,8 +163,7 @@ def model_logits(batch: int) -> torch.Tensor:
     if batch not in _logits:
         from criticgym.rollout import RolloutEngine
 
-        fns, model = methods("smollm2-135m", 128, "cpu")
-        engine = RolloutEngine(model, load_policy("smollm2-135m")[1])
+        engine = RolloutEngine(*load_policy("smollm2-135m"))
         envs = criticgym.make_vec("criticgym/SentimentControl-v0", num_envs=batch, model="smollm2-135m", reward=None)
         obs, _ = envs.reset(seed=0)
         prompts = [row[: int(m.sum())].tolist() for row, m in zip(obs["input_ids"], obs["attention_mask"], strict=True)]
