@@ -181,7 +181,13 @@ def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tupl
     from criticgym.search.values import make_evaluator
 
     search = compare.SearchConfig(
-        env=cfg.train.env, prompts=cfg.prompts, n=cfg.n, rain=cfg.rain, evaluator=cfg.search_evaluator, progress=False
+        env=cfg.train.env,
+        prompts=cfg.prompts,
+        max_new_tokens=cfg.train.max_new_tokens,
+        n=cfg.n,
+        rain=cfg.rain,
+        evaluator=cfg.search_evaluator,
+        progress=False,
     )
     ids, prompts, envs = compare.held_out_prompts(search, tokenizer, 0)  # the same prompts for every arm and seed
     budget, eos = envs.unwrapped.max_new_tokens, tuple(envs.unwrapped.eos_token_ids)
@@ -300,7 +306,9 @@ def _fill_perplexity(cfg: FrontierConfig, out: Path, records: list[dict[str, Any
     from criticgym.search import compare
 
     reference, tokenizer = load_policy(cfg.train.model, device=cfg.train.device)
-    search = compare.SearchConfig(env=cfg.train.env, prompts=cfg.prompts, progress=False)
+    search = compare.SearchConfig(
+        env=cfg.train.env, prompts=cfg.prompts, max_new_tokens=cfg.train.max_new_tokens, progress=False
+    )
     ids, prompts, _ = compare.held_out_prompts(search, tokenizer, 0)
     for record in missing:
         served = record["completions"]
@@ -323,7 +331,8 @@ def arm_settings(cfg: FrontierConfig, arm: str) -> dict[str, Any]:
     """The settings an arm's record depends on: the prompts and judges, and what it trains or searches with."""
     run = {k: v for k, v in asdict(cfg.train).items() if k not in NOT_SETTINGS}
     trains = arm not in SEARCH_ARMS + ("untrained",)
-    settings = {"prompts": cfg.prompts, "judges": cfg.judges, "train": run if trains else {"env": run["env"]}}
+    served = {k: run[k] for k in ("env", "max_new_tokens") if run[k] is not None}  # what the prompts' env depends on
+    settings = {"prompts": cfg.prompts, "judges": cfg.judges, "train": run if trains else served}
     settings["train"]["model"] = run["model"]
     own = {"best-of-n": ("n", "search_evaluator"), "rain": ("rain", "search_evaluator"), "untrained": ()}
     own |= {"distilled": ("judge_model", "pairs"), "self": ("self_rounds",)}
@@ -387,6 +396,7 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
         "train_flops": train_flops,
         "inference_flops": per_completion,
         "scores": {name: float(np.mean(values)) for name, values in judged.items()},
+        "per_prompt": {name: [float(v) for v in values] for name, values in judged.items()},
         "completions": [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)],
     }
     write_text_atomically(done, json.dumps(record, indent=1))
