@@ -3,6 +3,7 @@
 - ``ablation.py``: reward arms trained at equal compute (``criticgym bench ablation``);
 - ``frontier.py``: every feedback family on one task, served and judged (``criticgym bench frontier``);
 - ``costs.py``: the cost of serving N completions with training amortized, which arms win at which N, the table;
+- ``resolution.py``: what each paired comparison resolves, the smallest detectable difference, what a target needs;
 - ``toxic_start.py``: a policy that writes offensive text, for Detoxify's ablation (``criticgym bench toxic-start``).
 """
 

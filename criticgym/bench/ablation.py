@@ -41,7 +41,8 @@ import numpy as np
 import tyro
 
 from criticgym.algos.ppo import PPOConfig
-from criticgym.errors import AT_LEAST_1, SHARE, ConfigError, check_ranges
+from criticgym.bench import resolution
+from criticgym.errors import AT_LEAST_1, POSITIVE, SHARE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL, RewardSpec, Sparse, options_of, reward_spec, spec_name
 from criticgym.train import TrainConfig, build_evaluator, config_changes, relevant, train
 from criticgym.train.config import HOW, RESUMABLE
@@ -156,8 +157,11 @@ def initial_evaluation(base: TrainConfig, out: Path) -> dict[str, Any]:
     return initial
 
 
-def summarize(records: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
-    """Per-arm curves and table rows from finished runs."""
+def summarize(records: list[dict[str, Any]], fraction: float, difference: float | None = None) -> dict[str, Any]:
+    """Per-arm curves and table rows from finished runs, and what each difference with the first arm resolves.
+
+    The resolution is :mod:`criticgym.bench.resolution`'s, for a named ``difference`` too.
+    """
     arms = list(dict.fromkeys(r["arm"] for r in records))
     table, curves, compute_curves, flop_curves = [], {}, {}, {}
     for arm in arms:
@@ -204,8 +208,10 @@ def summarize(records: list[dict[str, Any]], fraction: float) -> dict[str, Any]:
         seeds = [s for (a, s) in final if a == row["arm"] and (arms[0], s) in final]
         diffs = np.array([final[(row["arm"], s)] - final[(arms[0], s)] for s in seeds])
         row["vs_first_arm"], row["vs_first_arm_ci"] = (float(x) for x in mean_ci(diffs))
+    scores = {(r["arm"], r["seed"]): r["final"].get("scores", r["final"]["eval/score"]) for r in records}
     return {
         "table": table,
+        "resolution": resolution.resolution_rows(scores, arms[0], difference),
         "curves": curves,
         "compute": compute_curves,
         "flops": flop_curves,
@@ -314,6 +320,7 @@ def markdown(summary: dict[str, Any], base: TrainConfig, command: str) -> str:
         lines += ["", "| arm | " + " | ".join(extra) + " |", "| --- |" + " ---: |" * len(extra)]
         for row in summary["table"]:
             lines.append(f"| {row['arm']} | " + " | ".join(f"{row[k]:.1f}" for k in extra) + " |")
+    lines += resolution.markdown_lines(summary.get("resolution", []), "the held-out score")
     lines += ["", "![curves](ablation.png)", ""]
     return "\n".join(lines)
 
@@ -346,6 +353,8 @@ class AblationConfig:
     """The model of the RELC arms' llm and label critics."""
     judge_model: str = DEFAULT_MODEL
     """The RLAIF arms' judge: a model, label:<model>, or label:self."""
+    difference: float | None = None
+    """A paired held-out difference to plan for: the report adds the seeds and prompts that would detect it."""
     train: Annotated[TrainConfig, tyro.conf.arg(name="")] = field(default_factory=_ablation_defaults)
     """Every run's settings; the arms set the reward (a reward subcommand here is an error)."""
 
@@ -355,7 +364,7 @@ class AblationConfig:
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for an option out of its range."""
-        check_ranges(self, dict(seeds=AT_LEAST_1, fraction=SHARE))
+        check_ranges(self, dict(seeds=AT_LEAST_1, fraction=SHARE, difference=POSITIVE))
 
 
 def parse_args(argv: list[str]) -> tuple[AblationConfig, TrainConfig]:
@@ -382,12 +391,13 @@ def _ablation(argv, args, base, arms, specs, log) -> dict[str, Any]:
     out = Path(base.out)
     pairs = [(arm, seed) for arm in arms for seed in range(args.seeds)]
     records = each_kept([partial(run_arm, base, specs[arm], seed, out, log, arm) for arm, seed in pairs], out)
-    summary = summarize(records, args.fraction)
+    summary = summarize(records, args.fraction, args.difference)
     summary["initial"] = initial_evaluation(base, out)
     command = "criticgym bench ablation " + shlex.join(argv)
     write_curves_csv(records, out / "curves.csv")
     plot(summary, out / "ablation.png", base.env.split("/")[-1])
     (out / "summary.md").write_text(markdown(summary, base, command))
     (out / "table.json").write_text(json.dumps(summary["table"], indent=2) + "\n")
+    (out / "resolution.json").write_text(json.dumps(summary["resolution"], indent=2) + "\n")
     log((out / "summary.md").read_text())
     return summary

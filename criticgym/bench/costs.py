@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from criticgym.bench import resolution
 from criticgym.errors import ConfigError
 
 SEARCH_ARMS = ("best-of-n", "rain")
@@ -115,12 +116,17 @@ PAIRED_WITH = ("untrained", "sparse", "best-of-n")
 
 
 def summarize(
-    records: list[dict[str, Any]], judges: list[str], baselines: Sequence[str] = PAIRED_WITH
+    records: list[dict[str, Any]],
+    judges: list[str],
+    baselines: Sequence[str] = PAIRED_WITH,
+    difference: float | None = None,
 ) -> dict[str, Any]:
-    """The frontier's table and its winners at each deployment size.
+    """The frontier's table, its winners at each deployment size and what it resolves.
 
     Per arm: each judge's mean with a 95% interval over seeds, the mean FLOPs, and on the independent judge (the
     first) the paired difference with each of ``baselines`` that ran (``vs <baseline>``, over the seeds both ran).
+    ``resolution``: what each difference with the first of ``baselines`` after the untrained policy that ran (the
+    sparse arm) resolves, on the independent judge, for a named ``difference`` too (:mod:`.resolution`).
     """
     from criticgym.utils.stats import mean_ci
 
@@ -153,7 +159,13 @@ def summarize(
         scores[arm] = row[independent]
         table.append(row)
     summary = {"table": table, "costs": costs, "scores": scores, "winners": winners(costs, scores), "judges": judges}
-    return summary | {"baselines": [b for b in baselines if b in arms]}
+    ran = [b for b in baselines if b in arms]
+    against = next((b for b in ran if b != "untrained"), ran[0] if ran else None)
+    judged = {
+        (r["arm"], r["seed"]): r.get("per_prompt", {}).get(independent, r["scores"][independent]) for r in records
+    }
+    resolved = resolution.resolution_rows(judged, against, difference) if against else []
+    return summary | {"baselines": ran, "resolution": resolved}
 
 
 def markdown(summary: dict[str, Any], command: str) -> str:
@@ -175,6 +187,7 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         for row in summary["table"]:
             cells = [_fmt(row[f"vs {b}"], row[f"vs {b} ci"]) if f"vs {b}" in row else "" for b in summary["baselines"]]
             lines.append(f"| {row['arm']} | " + " | ".join(cells) + " |")
+    lines += resolution.markdown_lines(summary["resolution"], independent)
     lines += ["", "On the frontier (no other arm cheaper and better) when serving N completions:", ""]
     lines += [f"- N = {n:.0e}: {', '.join(arms)}" for n, arms in summary["winners"].items()]
     return "\n".join(lines + _crossovers(summary["costs"]) + ["", "![frontier](frontier.png)", ""])
@@ -224,12 +237,20 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def report(records: list[dict[str, Any]], judges: list[str], out: Path, command: str, log=print) -> dict[str, Any]:
+def report(
+    records: list[dict[str, Any]],
+    judges: list[str],
+    out: Path,
+    command: str,
+    log=print,
+    difference: float | None = None,
+) -> dict[str, Any]:
     """Write the frontier's summary.md, table.json, frontier.png and records.jsonl (every record: its completions)."""
-    summary = summarize(records, judges)
+    summary = summarize(records, judges, difference=difference)
     plot(summary, out / "frontier.png")
     (out / "summary.md").write_text(markdown(summary, command))
     table = {"table": summary["table"], "winners": {str(n): a for n, a in summary["winners"].items()}}
+    table["resolution"] = summary["resolution"]
     (out / "table.json").write_text(json.dumps(table, indent=2) + "\n")
     (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     log((out / "summary.md").read_text())

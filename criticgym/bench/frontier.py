@@ -20,7 +20,7 @@ import numpy as np
 import tyro
 
 from criticgym.bench.costs import SEARCH_ARMS, inference_flops, report, training_flops
-from criticgym.errors import AT_LEAST_1, NON_NEGATIVE, ConfigError, check_ranges
+from criticgym.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
 from criticgym.train import TrainConfig
@@ -105,6 +105,8 @@ class FrontierConfig:
     rain: RAINConfig = field(default_factory=lambda: RAINConfig(searches=10))
     prompts: int = 32
     """Held-out prompts every arm serves (the same ones for every arm and seed)."""
+    difference: float | None = None
+    """A paired difference to plan for: the report adds the seeds and prompts that would detect it."""
     pairs: int = 128
     """Preference pairs the distilled arm labels."""
     self_rounds: int = 2
@@ -118,7 +120,7 @@ class FrontierConfig:
     def check(self) -> None:
         """Raise :class:`ConfigError` for an option out of its range."""
         check_ranges(self, dict(seeds=AT_LEAST_1, prompts=AT_LEAST_1, n=AT_LEAST_1, pairs=AT_LEAST_1))
-        check_ranges(self, dict(self_rounds=NON_NEGATIVE))
+        check_ranges(self, dict(self_rounds=NON_NEGATIVE, difference=POSITIVE))
         if not self.judge_list:
             raise ConfigError("--judges needs at least one held-out judge.")
 
@@ -421,4 +423,5 @@ def _frontier(cfg: FrontierConfig, arm_seeds: dict[str, int], argv: list[str], l
     for record in records:  # records written before the field existed
         record.setdefault("learns_from", learns_from(cfg, record["arm"]))
     _fill_perplexity(cfg, out, records)
-    return report(records, cfg.judge_list, out, "criticgym bench frontier " + shlex.join(argv), log)
+    command = "criticgym bench frontier " + shlex.join(argv)
+    return report(records, cfg.judge_list, out, command, log, difference=cfg.difference)

@@ -119,12 +119,22 @@ def rain_rows(cfg: SearchConfig, model, tokenizer, evaluator, ids, prompts, seed
     return rows
 
 
+SERVED_TOGETHER = 64
+"""Prompts sampled in one batch when each gets one completion (vanilla); each block has its own seed."""
+
+
 def sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar):
-    """Vanilla sampling's (one sample) or best-of-N's (the evaluator's best of ``cfg.n``) completion of each prompt."""
+    """Vanilla sampling's (one sample) or best-of-N's (the evaluator's best of ``cfg.n``) completion of each prompt.
+
+    Best-of-N samples one prompt's N completions as a batch (seeded by the prompt's index); vanilla samples blocks of
+    :data:`SERVED_TOGETHER` prompts (seeded by the block's first index), a batch-1 decode being many times slower.
+    """
     from criticgym.rollout import RolloutEngine
 
     engine = RolloutEngine(model, tokenizer)
-    k = cfg.n if method == "best-of-n" else 1
+    if method != "best-of-n":
+        return _vanilla_rows(cfg, engine, tokenizer, ids, seed, budget, eos, bar)
+    k = cfg.n
     rows = []
     for index, prompt_ids in enumerate(ids):
         start, before = time.perf_counter(), getattr(evaluator, "forward_tokens", 0)
@@ -140,6 +150,22 @@ def sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, id
         forward += getattr(evaluator, "forward_tokens", 0) - before
         rows.append((texts[best], kept[best], forward, calls, time.perf_counter() - start))
         bar.update()
+    return rows
+
+
+def _vanilla_rows(cfg: SearchConfig, engine, tokenizer, ids, seed, budget, eos, bar):
+    """One sampled completion per prompt, :data:`SERVED_TOGETHER` prompts per batch; seconds shared by a block."""
+    rows = []
+    for first in range(0, len(ids), SERVED_TOGETHER):
+        block, start = ids[first : first + SERVED_TOGETHER], time.perf_counter()
+        batch = engine.generate(
+            block, max_new_tokens=budget, temperature=cfg.temperature, seed=seed * 1_000_003 + first
+        )
+        texts, kept = _completions(batch, tokenizer, eos)
+        seconds = (time.perf_counter() - start) / len(block)
+        for prompt_ids, text, completion in zip(block, texts, kept, strict=True):
+            rows.append((text, completion, len(prompt_ids) + len(completion), 0, seconds))
+            bar.update()
     return rows
 
 

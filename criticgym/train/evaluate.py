@@ -44,7 +44,7 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, model, iteration: int = 0) -> dict[str, Any]:
-        """Evaluate ``model``: a dict of ``eval/*`` metrics, the iteration, and the first 8 samples."""
+        """Evaluate ``model``: ``eval/*`` metrics, the iteration, each prompt's score and the first 8 samples."""
         from criticgym.algos.base import token_rewards
         from criticgym.critics.scorers import score_texts
         from criticgym.envs import play
@@ -75,6 +75,7 @@ class Evaluator:
         if self.judge is not None and self.rate is not None:
             judged = score_texts(self.judge, prompts, completions, references, ids)
             result[f"eval/percent_{self.rate.name}_{self.judge_name}"] = self.rate(judged)
+        result["scores"] = [float(s) for s in scores]  # each prompt's, for what a comparison can resolve
         result["samples"] = [
             {"prompt": p, "completion": c, "reward": float(r)}
             for p, c, r in zip(prompts, completions, returns, strict=True)

@@ -96,6 +96,31 @@ def test_summary_table_csv_plot_and_markdown(tmp_path):
     text = ab.markdown(summary, ab.parse_args([])[1], "criticgym bench ablation")
     assert "| relc-llm | 3 | +1.210 ± 0.025 | +0.600 ± 0.000 |" in text
     assert "training score at 12 TFLOP" in text and "| 18.0 | 18.0 | 12.00 | 12.00 |" in text
+    # records without each prompt's score: the paired per-seed means (0.6 on every seed: nothing left to detect)
+    (row,) = summary["resolution"]
+    assert (row["arm"], row["vs"], row["seeds"], row["prompts"]) == ("relc-llm", "sparse", 3, 1)
+    assert row["difference"] == pytest.approx(0.6) and row["detectable"] == pytest.approx(0.0, abs=1e-9)
+    assert row["resolved"] and row["prompt_share"] is None
+    assert "What the comparison with sparse resolves, by the held-out score" in text
+    assert "| relc-llm | 3 | 1 | +0.600 ± 0.000 | yes | 0.000 |  |" in text
+
+
+def test_the_ablation_plans_seeds_and_prompts_for_a_named_difference_from_each_prompts_score():
+    from criticgym.utils.power import paired_resolution
+
+    rng = np.random.default_rng(1)
+    per_prompt = {"sparse": rng.normal(0.0, 0.5, (4, 8)), "relc-llm": rng.normal(0.1, 0.5, (4, 8))}
+    records = [fake_record(arm, s, 0.1) for arm in per_prompt for s in range(4)]
+    for record in records:
+        record["final"]["scores"] = per_prompt[record["arm"]][record["seed"]].tolist()
+    (row,) = ab.summarize(records, fraction=0.9, difference=0.2)["resolution"]
+    expected = paired_resolution(per_prompt["relc-llm"], per_prompt["sparse"])
+    assert row["prompts"] == 8 and row["difference"] == pytest.approx(expected.difference)
+    assert row["detectable"] == pytest.approx(expected.detectable)
+    assert row["prompt_share"] == pytest.approx(expected.prompt_share)
+    assert (row["seeds_for_target"], row["prompts_for_target"]) == (expected.seeds_for(0.2), expected.prompts_for(0.2))
+    with pytest.raises(ConfigError, match="--difference"):
+        ab.parse_args(["--difference", "0"])
 
 
 def test_ablation_runs_every_arm_and_seed_and_resumes_without_retraining(tmp_path, monkeypatch):
@@ -119,6 +144,13 @@ def test_ablation_runs_every_arm_and_seed_and_resumes_without_retraining(tmp_pat
     assert json.loads((out / "initial.json").read_text())["iteration"] == 0
     table = json.loads((out / "table.json").read_text())
     assert all(row["seeds"] == 2 and np.isfinite(row["heldout_score"]) for row in table)
+    # every run kept each held-out prompt's score: the resolution knows how its variance splits
+    (resolved,) = json.loads((out / "resolution.json").read_text())
+    assert (resolved["arm"], resolved["vs"], resolved["seeds"], resolved["prompts"]) == ("relc-lexicon", "sparse", 2, 4)
+    assert (
+        resolved["prompt_variance"] is not None
+        and "What the comparison with sparse" in (out / "summary.md").read_text()
+    )
     with (out / "curves.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 2 * 2 * 2
     assert not list(out.glob("runs/*/*/checkpoint.pt"))  # finished runs drop their weights

@@ -197,3 +197,46 @@ def test_the_summary_pairs_seeds_on_the_independent_judge_and_finds_the_frontier
     assert "| trained arm | best-of-n |" in text and "| sparse | 34 |" in text and "| relc-lexicon | 38 |" in text
     fc.plot(summary, tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 0
+
+
+def test_the_summary_says_what_each_difference_with_sparse_resolves_from_every_prompts_scores():
+    from criticgym.utils.power import paired_resolution
+
+    rng = np.random.default_rng(0)
+    per_prompt = {arm: rng.normal(shift, 0.3, size=(4, 16)) for arm, shift in (("sparse", 0.0), ("relc-lexicon", 0.2))}
+    per_prompt["untrained"] = rng.normal(0.0, 0.3, size=(4, 16))
+    records = [
+        {
+            "arm": arm,
+            "family": fr.family(arm),
+            "seed": seed,
+            "train_flops": 1e12,
+            "inference_flops": 1e9,
+            "scores": {"label:gemma3-270m": float(scores[seed].mean())},
+            "per_prompt": {"label:gemma3-270m": scores[seed].tolist()},
+        }
+        for arm, scores in per_prompt.items()
+        for seed in range(4)
+    ]
+    summary = fc.summarize(records, ["label:gemma3-270m"], difference=0.05)
+    rows = {row["arm"]: row for row in summary["resolution"]}
+    assert list(rows) == ["relc-lexicon", "untrained"] and {row["vs"] for row in rows.values()} == {"sparse"}
+    expected = paired_resolution(per_prompt["relc-lexicon"], per_prompt["sparse"])
+    row = rows["relc-lexicon"]
+    assert (row["seeds"], row["prompts"]) == (4, 16)
+    assert row["difference"] == pytest.approx(expected.difference) and row["ci"] == pytest.approx(expected.half_width)
+    assert row["detectable"] == pytest.approx(expected.detectable)
+    assert row["prompt_variance"] == pytest.approx(expected.prompt_variance)
+    assert row["seeds_for_target"] == expected.seeds_for(0.05)
+    assert row["prompts_for_target"] == expected.prompts_for(0.05)
+    assert row["resolved"] == (abs(expected.difference) > expected.half_width)
+    text = fc.markdown(summary, "criticgym bench frontier")
+    assert "What the comparison with sparse resolves" in text and "| seeds for 0.05 | prompts for 0.05 |" in text
+    assert f"| relc-lexicon | 4 | 16 | {expected.difference:+.3f} ± " in text
+    # records without each prompt's score pair the per-seed means: the total variance, no split
+    for record in records:
+        del record["per_prompt"]
+    row = {r["arm"]: r for r in fc.summarize(records, ["label:gemma3-270m"])["resolution"]}["relc-lexicon"]
+    assert (
+        row["prompts"] == 1 and row["prompt_share"] is None and row["difference"] == pytest.approx(expected.difference)
+    )
