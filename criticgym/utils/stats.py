@@ -43,3 +43,18 @@ def wilson(successes: float, n: int, confidence: float = 0.95) -> tuple[float, f
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     # the interval holds p (float rounding can put an end a hair past it at p = 0 or 1)
     return float(min(max(centre - half, 0.0), p)), float(max(min(centre + half, 1.0), p))
+
+
+def welch_ci(a, b, confidence: float = 0.95) -> tuple[float, float]:
+    """mean(a) - mean(b) of two independent samples and the half-width of its Welch interval (scipy's).
+
+    Example (equal sizes and variances: the pooled t interval, 6 degrees of freedom):
+        >>> difference, half = welch_ci([1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0])
+        >>> difference, round(half, 4)
+        (1.0, 2.2337)
+    """
+    from scipy import stats
+
+    result = stats.ttest_ind(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), equal_var=False)
+    low, high = result.confidence_interval(confidence)
+    return float(np.mean(a) - np.mean(b)), float((high - low) / 2)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from criticgym.utils.stats import mean_ci, wilson
+from criticgym.utils.stats import mean_ci, welch_ci, wilson
 
 
 @pytest.mark.parametrize("k, n", [(0, 5), (3, 10), (8, 10), (10, 10), (57, 200)])
@@ -29,3 +29,14 @@ def test_mean_ci_is_the_student_t_interval_per_column():
     np.testing.assert_allclose(mean, values.mean(0))
     np.testing.assert_allclose(half, (high - low) / 2)
     assert np.isnan(mean_ci([4.0])[1])
+
+
+def test_welch_interval_by_hand_with_unequal_variances_and_sizes():
+    import math
+
+    a, b = [1.0, 2.0, 6.0], [0.0, 0.5, 1.0, 0.5, 1.0]
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 5  # 7/3 / 3 and 0.175 / 5
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 4)  # Welch-Satterthwaite
+    difference, half = welch_ci(a, b)
+    assert difference == pytest.approx(3.0 - 0.6)
+    assert half == pytest.approx(stats.t.ppf(0.975, df) * math.sqrt(va + vb))

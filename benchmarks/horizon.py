@@ -1,0 +1,109 @@
+"""Does dense credit pay more as completions grow? RELC against sparse at two horizons, from two frontier runs.
+
+Each folder is a ``criticgym bench frontier`` run of the arms ``untrained,sparse,relc-lexicon`` that differs only in
+``--max-new-tokens``. Per horizon and judge: each arm's score, the paired RELC - sparse difference over seeds with
+its 95% interval and what it could detect (``criticgym.bench.resolution``); across horizons: the change of that gain
+(long minus short) with a Welch interval (the two horizons' seeds are separate runs).
+
+    python benchmarks/horizon.py --run 20=runs/frontier-256 --run 60=runs/horizon-60 \\
+        --out benchmarks/results/horizon-cpu
+
+(``make bench-horizon`` runs both frontiers and this.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from criticgym.bench.resolution import paired, resolution_rows
+from criticgym.utils.stats import mean_ci, welch_ci
+
+ARM, BASELINE = "relc-lexicon", "sparse"
+
+
+def load(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+
+
+def per_seed(records: list[dict], arm: str, key) -> dict[int, float]:
+    return {r["seed"]: key(r) for r in records if r["arm"] == arm}
+
+
+def horizon_rows(tokens: int, records: list[dict], judges: list[str]) -> list[dict]:
+    """One row per judge (and perplexity): both arms' means and RELC's paired gain with its resolution."""
+    rows = []
+    for judge in [*judges, "perplexity"]:
+        if judge == "perplexity":
+            scores = {(r["arm"], r["seed"]): r["perplexity"] for r in records if "perplexity" in r}
+        else:
+            scores = {(r["arm"], r["seed"]): r.get("per_prompt", {}).get(judge, r["scores"][judge]) for r in records}
+        (resolved,) = [row for row in resolution_rows(scores, BASELINE) if row["arm"] == ARM]
+        arm_scores, base_scores = paired(scores, ARM, BASELINE)
+        gains = (
+            arm_scores.mean(axis=-1) - base_scores.mean(axis=-1) if arm_scores.ndim == 2 else arm_scores - base_scores
+        )
+        row = {"tokens": tokens, "judge": judge, "gains": gains.tolist()}
+        for arm in ("untrained", BASELINE, ARM):
+            values = [np.mean(v) for (a, _), v in scores.items() if a == arm]
+            row[arm], row[f"{arm} ci"] = (float(x) for x in mean_ci(values)) if values else (np.nan, np.nan)
+        rows.append(
+            row
+            | {k: resolved[k] for k in ("seeds", "prompts", "difference", "ci", "resolved", "detectable")}
+            | {"prompt_share": resolved["prompt_share"]}
+        )
+    return rows
+
+
+def fmt(mean: float, half: float, spec: str = "+.3f") -> str:
+    return f"{mean:{spec}} ± {half:{spec.lstrip('+')}}" if np.isfinite(half) else f"{mean:{spec}}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="append", required=True, help="TOKENS=FOLDER, a frontier run per horizon")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    runs = sorted((int(t), Path(f)) for t, _, f in (r.partition("=") for r in args.run))
+    judges = list(load(runs[0][1])[0]["scores"])  # the frontier's --judges, the independent one first
+    rows = [row for tokens, folder in runs for row in horizon_rows(tokens, load(folder), judges)]
+    growth = []
+    for judge in [*judges, "perplexity"]:
+        (short,), (long,) = (
+            [r for r in rows if r["judge"] == judge and r["tokens"] == t] for t in (runs[0][0], runs[-1][0])
+        )
+        change, half = welch_ci(long["gains"], short["gains"])
+        growth.append({"judge": judge, "change": change, "ci": half, "resolved": bool(abs(change) > half)})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.json").write_text(json.dumps({"rows": rows, "growth": growth}, indent=1) + "\n")
+    lines = [
+        "# Does dense credit pay more as completions grow? RELC (lexicon critic) against sparse",
+        "",
+        "Command: `"
+        + " ".join(["python benchmarks/horizon.py", *(f"--run {t}={f}" for t, f in runs), f"--out {out}"])
+        + "`, on the frontier runs their `summary.md` names.",
+        "",
+        "| new tokens | judge | untrained | sparse | RELC | RELC - sparse (paired) | resolved | detectable "
+        "| seeds x prompts |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: |",
+    ]
+    for r in rows:
+        spec = ".2f" if r["judge"] == "perplexity" else "+.3f"
+        cells = [str(r["tokens"]), r["judge"], fmt(r["untrained"], r["untrained ci"], spec)]
+        cells += [fmt(r[BASELINE], r[f"{BASELINE} ci"], spec), fmt(r[ARM], r[f"{ARM} ci"], spec)]
+        cells += [fmt(r["difference"], r["ci"], spec), "yes" if r["resolved"] else "no", f"{r['detectable']:.3f}"]
+        cells.append(f"{r['seeds']} x {r['prompts']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"The gain's change from {runs[0][0]} to {runs[-1][0]} new tokens (Welch 95% interval):", ""]
+    lines += ["| judge | change of RELC - sparse | resolved |", "| --- | ---: | :---: |"]
+    lines += [f"| {g['judge']} | {fmt(g['change'], g['ci'])} | {'yes' if g['resolved'] else 'no'} |" for g in growth]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print((out / "summary.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
