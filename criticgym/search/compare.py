@@ -120,51 +120,43 @@ def rain_rows(cfg: SearchConfig, model, tokenizer, evaluator, ids, prompts, seed
 
 
 SERVED_TOGETHER = 64
-"""Prompts sampled in one batch when each gets one completion (vanilla); each block has its own seed."""
+"""Completions sampled in one batch: blocks of prompts (64 for vanilla, 4 for best-of-16), each with its own seed."""
 
 
 def sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, ids, prompts, seed, budget, eos, bar):
     """Vanilla sampling's (one sample) or best-of-N's (the evaluator's best of ``cfg.n``) completion of each prompt.
 
-    Best-of-N samples one prompt's N completions as a batch (seeded by the prompt's index); vanilla samples blocks of
-    :data:`SERVED_TOGETHER` prompts (seeded by the block's first index), a batch-1 decode being many times slower.
+    Prompts are sampled in blocks of :data:`SERVED_TOGETHER` completions (a batch-1 decode is many times slower per
+    token), each block seeded by its first prompt's index; a block's seconds and evaluator tokens are shared equally.
     """
     from criticgym.rollout import RolloutEngine
 
     engine = RolloutEngine(model, tokenizer)
-    if method != "best-of-n":
-        return _vanilla_rows(cfg, engine, tokenizer, ids, seed, budget, eos, bar)
-    k = cfg.n
+    k = cfg.n if method == "best-of-n" else 1
+    per_block = max(1, SERVED_TOGETHER // k)
     rows = []
-    for index, prompt_ids in enumerate(ids):
+    for first in range(0, len(ids), per_block):
+        block = ids[first : first + per_block]
         start, before = time.perf_counter(), getattr(evaluator, "forward_tokens", 0)
         batch = engine.generate(
-            [prompt_ids] * k, max_new_tokens=budget, temperature=cfg.temperature, seed=seed * 1_000_003 + index
+            [prompt_ids for prompt_ids in block for _ in range(k)],
+            max_new_tokens=budget,
+            temperature=cfg.temperature,
+            seed=seed * 1_000_003 + first,
         )
         texts, kept = _completions(batch, tokenizer, eos)
-        calls, best = 0, 0
-        if k > 1:
-            values = evaluator([prompts[index]] * k, texts)
-            calls, best = k, int(np.argmax(values))
-        forward = len(prompt_ids) + int(sum(len(c) for c in kept))  # one shared prefill
-        forward += getattr(evaluator, "forward_tokens", 0) - before
-        rows.append((texts[best], kept[best], forward, calls, time.perf_counter() - start))
-        bar.update()
-    return rows
-
-
-def _vanilla_rows(cfg: SearchConfig, engine, tokenizer, ids, seed, budget, eos, bar):
-    """One sampled completion per prompt, :data:`SERVED_TOGETHER` prompts per batch; seconds shared by a block."""
-    rows = []
-    for first in range(0, len(ids), SERVED_TOGETHER):
-        block, start = ids[first : first + SERVED_TOGETHER], time.perf_counter()
-        batch = engine.generate(
-            block, max_new_tokens=budget, temperature=cfg.temperature, seed=seed * 1_000_003 + first
+        values = (
+            np.asarray(evaluator([p for p in prompts[first : first + len(block)] for _ in range(k)], texts))
+            if k > 1
+            else None
         )
-        texts, kept = _completions(batch, tokenizer, eos)
+        judged = (getattr(evaluator, "forward_tokens", 0) - before) / len(block)
         seconds = (time.perf_counter() - start) / len(block)
-        for prompt_ids, text, completion in zip(block, texts, kept, strict=True):
-            rows.append((text, completion, len(prompt_ids) + len(completion), 0, seconds))
+        for row, prompt_ids in enumerate(block):
+            own = slice(row * k, (row + 1) * k)
+            best = row * k + (int(np.argmax(values[own])) if values is not None else 0)
+            forward = len(prompt_ids) + sum(len(c) for c in kept[own]) + judged  # one shared prefill per prompt
+            rows.append((texts[best], kept[best], forward, k if k > 1 else 0, seconds))
             bar.update()
     return rows
 
