@@ -105,6 +105,9 @@ class FrontierConfig:
     rain: RAINConfig = field(default_factory=lambda: RAINConfig(searches=10))
     prompts: int = 32
     """Held-out prompts every arm serves (the same ones for every arm and seed)."""
+    prompts_of: str = ""
+    """Per-arm prompt counts, comma-separated arm=count (rain=64: a dear search serves the first 64 of the same list;
+    it is paired with the other arms on those)."""
     difference: float | None = None
     """A paired difference to plan for: the report adds the seeds and prompts that would detect it."""
     pairs: int = 128
@@ -138,13 +141,21 @@ class FrontierConfig:
     @property
     def arm_seeds(self) -> dict[str, int]:
         """Each arm's seed count: --seeds, or its --seeds-of."""
-        counts = dict.fromkeys(self.arm_list, self.seeds)
-        for item in (i.strip() for i in self.seeds_of.split(",") if i.strip()):
+        return self._per_arm("seeds-of", self.seeds_of, self.seeds, "self=5")
+
+    @property
+    def arm_prompts(self) -> dict[str, int]:
+        """Each arm's held-out prompts: --prompts, or its --prompts-of (the first ones of --prompts' list)."""
+        return self._per_arm("prompts-of", self.prompts_of, self.prompts, "rain=64")
+
+    def _per_arm(self, option: str, text: str, default: int, example: str) -> dict[str, int]:
+        counts = dict.fromkeys(self.arm_list, default)
+        for item in (i.strip() for i in text.split(",") if i.strip()):
             arm, _, count = (part.strip() for part in item.partition("="))
             if arm not in counts or not count.isdigit() or int(count) < 1:
                 raise ConfigError(
-                    f"--seeds-of {item!r}: write arm=count, an arm of --arms ({', '.join(counts)}) and a count of "
-                    "at least 1, e.g. --seeds-of self=5."
+                    f"--{option} {item!r}: write arm=count, an arm of --arms ({', '.join(counts)}) and a count of "
+                    f"at least 1, e.g. --{option} {example}."
                 )
             counts[arm] = int(count)
         return counts
@@ -174,8 +185,13 @@ def _held_out_judge(name: str, task_name: str):
     return lambda prompts, completions: score_texts(scorer, prompts, completions)
 
 
-def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tuple[list[str], list[str], float]:
-    """The held-out prompts, one served completion each (vanilla, best-of-N or RAIN), and FLOPs per completion."""
+def serve(
+    cfg: FrontierConfig, model, tokenizer, method: str, seed: int, prompts: int | None = None
+) -> tuple[list[str], list[str], float]:
+    """The held-out prompts, one served completion each (vanilla, best-of-N or RAIN), and FLOPs per completion.
+
+    ``prompts``: how many, the first ones of the list (``--prompts`` by default).
+    """
     from tqdm.auto import tqdm
 
     from criticgym import flops
@@ -184,7 +200,7 @@ def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tupl
 
     search = compare.SearchConfig(
         env=cfg.train.env,
-        prompts=cfg.prompts,
+        prompts=prompts or cfg.prompts,
         max_new_tokens=cfg.train.max_new_tokens,
         n=cfg.n,
         rain=cfg.rain,
@@ -309,11 +325,15 @@ def _fill_perplexity(cfg: FrontierConfig, out: Path, records: list[dict[str, Any
 
     reference, tokenizer = load_policy(cfg.train.model, device=cfg.train.device)
     search = compare.SearchConfig(
-        env=cfg.train.env, prompts=cfg.prompts, max_new_tokens=cfg.train.max_new_tokens, progress=False
+        env=cfg.train.env,
+        prompts=max(cfg.arm_prompts.values()),
+        max_new_tokens=cfg.train.max_new_tokens,
+        progress=False,
     )
-    ids, prompts, _ = compare.held_out_prompts(search, tokenizer, 0)
+    every_id, every_prompt, _ = compare.held_out_prompts(search, tokenizer, 0)  # each arm serves the first ones
     for record in missing:
         served = record["completions"]
+        ids, prompts = every_id[: len(served)], every_prompt[: len(served)]
         if [c["prompt"] for c in served] != prompts:
             raise ConfigError(
                 f"The record of {record['arm']}, seed {record['seed']} served other prompts than --prompts "
@@ -334,7 +354,7 @@ def arm_settings(cfg: FrontierConfig, arm: str) -> dict[str, Any]:
     run = {k: v for k, v in asdict(cfg.train).items() if k not in NOT_SETTINGS}
     trains = arm not in SEARCH_ARMS + ("untrained",)
     served = {k: run[k] for k in ("env", "max_new_tokens") if run[k] is not None}  # what the prompts' env depends on
-    settings = {"prompts": cfg.prompts, "judges": cfg.judges, "train": run if trains else served}
+    settings = {"prompts": cfg.arm_prompts[arm], "judges": cfg.judges, "train": run if trains else served}
     settings["train"]["model"] = run["model"]
     own = {"best-of-n": ("n", "search_evaluator"), "rain": ("rain", "search_evaluator"), "untrained": ()}
     own |= {"distilled": ("judge_model", "pairs"), "self": ("self_rounds",)}
@@ -387,7 +407,7 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
         model, tokenizer, history = _policy_after(_run_config(cfg, spec, seed, folder / "run"), log)
         train_flops = training_flops(history)
     method = arm if arm in SEARCH_ARMS else "vanilla"
-    prompts, completions, per_completion = serve(cfg, model, tokenizer, method, seed)
+    prompts, completions, per_completion = serve(cfg, model, tokenizer, method, seed, cfg.arm_prompts[arm])
     task = get_task(ENV_IDS.get(cfg.train.env, cfg.train.env))
     judged = {name: judge_texts(name, task, prompts, completions) for name in cfg.judge_list}
     record = {
@@ -411,7 +431,7 @@ def frontier(argv: list[str], log=print) -> dict[str, Any]:
     cfg = parsed(FrontierConfig, argv, "criticgym bench frontier")
     if cfg.train.lora_r:
         raise ConfigError("The frontier serves full-weight policies; drop --lora-r.")
-    arm_seeds = cfg.arm_seeds
+    arm_seeds, _ = cfg.arm_seeds, cfg.arm_prompts  # a wrong --seeds-of or --prompts-of fails before anything runs
     with run_folder(cfg.train.out, resume=True):  # finished arms are kept, stale ones refused (or replaced)
         return _frontier(cfg, arm_seeds, argv, log)
 

@@ -21,12 +21,14 @@ Scores = Mapping[tuple[str, int], "float | Sequence[float]"]
 def paired(scores: Scores, arm: str, baseline: str) -> tuple[np.ndarray, np.ndarray]:
     """Two arms' scores over the seeds both ran.
 
-    (seeds, prompts) arrays if every run kept as many prompts' scores, else (seeds,) arrays of their means.
+    (seeds, prompts) arrays over the prompts every run served if each kept its prompts' scores (runs serve the first
+    prompts of one list, so a run with fewer pairs on its own), else (seeds,) arrays of their means.
     """
     seeds = sorted(s for (a, s) in scores if a == arm and (baseline, s) in scores)
     rows = [(np.atleast_1d(scores[(arm, s)]), np.atleast_1d(scores[(baseline, s)])) for s in seeds]
-    if len({len(x) for pair in rows for x in pair}) == 1 and rows and len(rows[0][0]) > 1:
-        return np.array([a for a, _ in rows], dtype=np.float64), np.array([b for _, b in rows], dtype=np.float64)
+    common = min((len(x) for pair in rows for x in pair), default=0)
+    if common > 1:
+        return tuple(np.array([pair[i][:common] for pair in rows], dtype=np.float64) for i in (0, 1))
     return np.array([a.mean() for a, _ in rows]), np.array([b.mean() for _, b in rows])
 
 

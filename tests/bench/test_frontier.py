@@ -77,7 +77,7 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
 
     monkeypatch.setitem(TASKS, "sentiment", replace(TASKS["sentiment"], scorer="vader"))  # no classifier to train
     argv = ["--arms", "untrained,sparse,distilled,self,best-of-n", "--seeds", "1", "--seeds-of", "untrained=2"]
-    argv += ["--prompts", "4", "--n", "2"]
+    argv += ["--prompts", "4", "--prompts-of", "best-of-n=2", "--n", "2"]
     argv += ["--judges", "label:tiny,vader", "--judge-model", "label:tiny", "--pairs", "4", "--self-rounds", "1"]
     argv += ["--model", "tiny", "--iterations", "1", "--num-envs", "4", "--eval-prompts", "2", "--max-new-tokens", "6"]
     argv += ["--ppo.minibatch-size", "4", "--ppo.epochs", "1", "--ppo.freeze-layers", "0", "--out", str(tmp_path)]
@@ -102,9 +102,13 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
     assert len(record["completions"]) == 4 and set(record["scores"]) == {"label:tiny", "vader"}
     # every arm is judged on the same held-out prompts
     prompts = [c["prompt"] for c in record["completions"]]
-    for arm in rows:
+    for arm in rows:  # best-of-N serves the first 2 (--prompts-of)
         other = json.loads((tmp_path / "runs" / arm / "seed-0" / "frontier.json").read_text())
-        assert [c["prompt"] for c in other["completions"]] == prompts
+        assert [c["prompt"] for c in other["completions"]] == prompts[: 2 if arm == "best-of-n" else 4]
+        assert [len(v) for v in other["per_prompt"].values()] == [2 if arm == "best-of-n" else 4] * 2
+    # each arm is paired with sparse on the prompts both served, judge by judge
+    resolved = {row["arm"]: row for row in summary["resolution"]}
+    assert resolved["best-of-n"]["prompts"] == 2 and resolved["untrained"]["prompts"] == 4
     assert (tmp_path / "frontier.png").exists() and "On the frontier" in (tmp_path / "summary.md").read_text()
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 6  # every record, to recompute the table
     # every arm's completions have a perplexity under the initial policy
@@ -144,6 +148,11 @@ def test_seeds_of_gives_an_arm_its_own_seed_count_and_names_the_form_when_wrong(
     for wrong in ("best-of-n=4", "self", "self=0", "self=many"):
         with pytest.raises(ConfigError, match="write arm=count"):
             _ = fr.FrontierConfig(arms="sparse,self", seeds_of=wrong).arm_seeds
+    cfg = fr.FrontierConfig(arms="sparse,rain", prompts=256, prompts_of="rain=64")
+    assert cfg.arm_prompts == {"sparse": 256, "rain": 64}
+    assert fr.arm_settings(cfg, "rain")["prompts"] == 64 and fr.arm_settings(cfg, "sparse")["prompts"] == 256
+    with pytest.raises(ConfigError, match="--prompts-of 'rain=0'"):
+        _ = fr.FrontierConfig(arms="sparse,rain", prompts_of="rain=0").arm_prompts
 
 
 def test_each_reward_arm_names_the_scorer_critic_or_judge_it_trains_on():
