@@ -100,7 +100,8 @@ class LlamaForward:
         if reason is not None:
             raise ValueError(f"The fast path cannot run this model: {reason}.")
         config = model.config
-        self.model = model
+        # a weak reference: _FORWARDS maps the model to this object, and a strong one would keep both alive forever
+        self._model = weakref.ref(model)
         self.base = model.model
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
@@ -112,6 +113,21 @@ class LlamaForward:
         self.repack_seconds = 0.0
         self._trunks: dict[bytes, torch.Tensor] = {}  # frozen layers' output per sequence (see train_forward)
         self._trunk_signature: tuple = ()
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles carry the model itself (``copy.deepcopy`` maps it to the copy's model)."""
+        return {**self.__dict__, "_model": self.model}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _model=weakref.ref(state["_model"]))
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The model whose parameters this forward runs on."""
+        model = self._model()
+        if model is None:
+            raise RuntimeError("The model of this fast forward was deleted; build one for the model in use.")
+        return model
 
     def linears(self) -> list[PackedLinear]:
         """Every packed product, the LM head last."""

@@ -213,3 +213,20 @@ def test_an_engine_on_the_fast_path_deep_copies_and_the_copy_packs_its_own_weigh
     twin = copy.deepcopy(decoder)  # gym.make copies its kwargs (a SELF solver holds an engine)
     assert twin.fast.lm_head.weight is None and twin.fast.model is not model
     torch.testing.assert_close(twin.prefill(PROMPTS).logits, expected)
+
+
+def test_a_deleted_model_frees_its_fast_forward_and_packed_weights():
+    """The per-model cache must not keep a model alive: a frontier loads dozens of policies in one process."""
+    import gc
+    import weakref
+
+    from criticgym.rollout import llama
+
+    model = random_model("qwen2")
+    Decoder(model, 0).prefill(PROMPTS)
+    forward = llama.fast_forward_for(model)
+    assert forward is not None and forward.model is model
+    gone, forward_gone = weakref.ref(model), weakref.ref(forward)
+    del model, forward
+    gc.collect()
+    assert gone() is None and forward_gone() is None
