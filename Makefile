@@ -13,7 +13,7 @@ UV := uv==0.13.9
 # On the project's machines that wheel lies in /opt/wheels; elsewhere point TORCH_LINKS at the PyTorch CPU index.
 TORCH_LINKS ?= /opt/wheels
 
-.PHONY: venv gemma demo test test-slow test-integration test-vllm test-latest bench bench-vllm bench-scripts bench-frontier bench-horizon lock clean
+.PHONY: venv gemma demo test test-slow test-integration test-vllm test-latest bench bench-vllm bench-scripts bench-frontier bench-frontier-32 bench-horizon lock clean
 
 venv: $(STAMP)
 
@@ -133,7 +133,14 @@ bench-horizon: gemma
 	$(PY) benchmarks/horizon.py --run 20=$(FRONTIER256) --run 60=$(H60)-sparse --run 60=$(H60)-relc \
 		--out benchmarks/results/horizon-cpu
 
+# Every arm at 8 seeds of 256 held-out prompts (RAIN: the first 64), straight into the committed folder: each
+# finished (arm, seed) is committed there, so a later session or machine continues where this one stopped.
 bench-frontier: gemma
+	$(PY) -m criticgym bench frontier --seeds 8 --prompts 256 --prompts-of rain=64 --difference 0.02 --no-progress \
+		--out $(FRONTIER256)
+
+# The earlier frontier (32 prompts, SELF 5 seeds) that benchmarks/results/frontier-cpu holds
+bench-frontier-32: gemma
 	$(PY) -m criticgym bench frontier --seeds 8 --seeds-of self=5 --no-progress --out $(FRONTIER)
 	cp $(FRONTIER)/summary.md $(FRONTIER)/table.json $(FRONTIER)/records.jsonl $(FRONTIER)/frontier.png \
 		benchmarks/results/frontier-cpu/
