@@ -124,7 +124,8 @@ def summarize(
     """The frontier's table, its winners at each deployment size and what it resolves.
 
     Per arm: each judge's mean with a 95% interval over seeds, the mean FLOPs, and on the independent judge (the
-    first) the paired difference with each of ``baselines`` that ran (``vs <baseline>``, over the seeds both ran).
+    first) the paired difference with each of ``baselines`` that ran (``vs <baseline>``, over the seeds both ran and
+    the prompts both served).
     ``resolution``: what each difference with the first of ``baselines`` after the untrained policy that ran (the
     sparse arm) resolves, on the independent judge, for a named ``difference`` too (:mod:`.resolution`).
     """
@@ -132,7 +133,10 @@ def summarize(
 
     arms = list(dict.fromkeys(r["arm"] for r in records))
     independent = judges[0]
-    by_seed = {(r["arm"], r["seed"]): r["scores"][independent] for r in records}
+    # each prompt's score where records kept them: arms that served fewer prompts pair on the ones both served
+    judged = {
+        (r["arm"], r["seed"]): r.get("per_prompt", {}).get(independent, r["scores"][independent]) for r in records
+    }
     table, costs, scores = [], {}, {}
     for arm in arms:
         runs = [r for r in records if r["arm"] == arm]
@@ -145,13 +149,10 @@ def summarize(
                 float(x) for x in mean_ci(np.array([r["perplexity"] for r in runs]))
             )
         for baseline in (b for b in baselines if b != arm):
-            paired = [
-                by_seed[(arm, r["seed"])] - by_seed[(baseline, r["seed"])]
-                for r in runs
-                if (baseline, r["seed"]) in by_seed
-            ]
-            if paired:
-                row[f"vs {baseline}"], row[f"vs {baseline} ci"] = (float(x) for x in mean_ci(np.array(paired)))
+            mine, theirs = resolution.paired(judged, arm, baseline)
+            if len(mine):
+                paired = (mine - theirs).reshape(len(mine), -1).mean(axis=1)
+                row[f"vs {baseline}"], row[f"vs {baseline} ci"] = (float(x) for x in mean_ci(paired))
         costs[arm] = ArmCost(
             float(np.mean([r["train_flops"] for r in runs])), float(np.mean([r["inference_flops"] for r in runs]))
         )
@@ -161,9 +162,6 @@ def summarize(
     summary = {"table": table, "costs": costs, "scores": scores, "winners": winners(costs, scores), "judges": judges}
     ran = [b for b in baselines if b in arms]
     against = next((b for b in ran if b != "untrained"), ran[0] if ran else None)
-    judged = {
-        (r["arm"], r["seed"]): r.get("per_prompt", {}).get(independent, r["scores"][independent]) for r in records
-    }
     resolved = resolution.resolution_rows(judged, against, difference) if against else []
     return summary | {"baselines": ran, "resolution": resolved}
 
