@@ -89,7 +89,10 @@ class FrontierConfig:
     """Comma-separated arms: untrained, any reward arm of the ablation, distilled (a reward model trained on the
     judge's preferences), self (SELF rounds on the task's feedback spec), best-of-n and rain (search, no training)."""
     seeds: int = 5
-    """Seeds per arm (0..seeds-1): training, sampling and search draw from them."""
+    """Seeds per arm (first_seed..first_seed+seeds-1): training, sampling and search draw from them."""
+    first_seed: int = 0
+    """The first seed: two folders (two machines or cores) can run seeds 0-3 and 4-7 of one frontier side by side;
+    a report reads several folders' records (benchmarks/horizon.py)."""
     seeds_of: str = ""
     """Per-arm seed counts over --seeds, comma-separated arm=count (self=5: an arm whose seeds are dear runs fewer)."""
     judges: str = "label:gemma3-270m,sentiment-classifier,vader"
@@ -123,7 +126,7 @@ class FrontierConfig:
     def check(self) -> None:
         """Raise :class:`ConfigError` for an option out of its range."""
         check_ranges(self, dict(seeds=AT_LEAST_1, prompts=AT_LEAST_1, n=AT_LEAST_1, pairs=AT_LEAST_1))
-        check_ranges(self, dict(self_rounds=NON_NEGATIVE, difference=POSITIVE))
+        check_ranges(self, dict(self_rounds=NON_NEGATIVE, first_seed=NON_NEGATIVE, difference=POSITIVE))
         if not self.judge_list:
             raise ConfigError("--judges needs at least one held-out judge.")
 
@@ -438,7 +441,8 @@ def frontier(argv: list[str], log=print) -> dict[str, Any]:
 
 def _frontier(cfg: FrontierConfig, arm_seeds: dict[str, int], argv: list[str], log) -> dict[str, Any]:
     out = Path(cfg.train.out)
-    pairs = [(arm, seed) for arm, seeds in arm_seeds.items() for seed in range(seeds)]
+    first = cfg.first_seed
+    pairs = [(arm, seed) for arm, seeds in arm_seeds.items() for seed in range(first, first + seeds)]
     records = each_kept([partial(run_arm, cfg, arm, seed, out, log) for arm, seed in pairs], out)
     for record in records:  # records written before the field existed
         record.setdefault("learns_from", learns_from(cfg, record["arm"]))

@@ -249,3 +249,14 @@ def test_the_summary_says_what_each_difference_with_sparse_resolves_from_every_p
     assert (
         row["prompts"] == 1 and row["prompt_share"] is None and row["difference"] == pytest.approx(expected.difference)
     )
+
+
+def test_first_seed_runs_a_later_range_of_seeds_in_its_own_folder(tmp_path):
+    argv = ["--arms", "untrained", "--seeds", "2", "--first-seed", "3", "--prompts", "2", "--judges", "vader"]
+    argv += ["--model", "tiny", "--max-new-tokens", "4", "--out", str(tmp_path)]
+    summary = fr.frontier(argv, log=lambda *_: None)
+    assert sorted(p.name for p in (tmp_path / "runs" / "untrained").iterdir()) == ["seed-3", "seed-4"]
+    assert summary["table"][0]["seeds"] == 2
+    assert [json.loads(line)["seed"] for line in (tmp_path / "records.jsonl").read_text().splitlines()] == [3, 4]
+    with pytest.raises(ConfigError, match="--first-seed"):
+        fr.FrontierConfig(first_seed=-1)
