@@ -102,7 +102,7 @@ def test_summary_table_csv_plot_and_markdown(tmp_path):
     assert row["difference"] == pytest.approx(0.6) and row["detectable"] == pytest.approx(0.0, abs=1e-9)
     assert row["resolved"] and row["prompt_share"] is None
     assert "What the comparison with sparse resolves, by the held-out score" in text
-    assert "| relc-llm | 3 | 1 | +0.600 ± 0.000 | yes | 0.000 |  |" in text
+    assert "| relc-llm | 3 | means | +0.600 ± 0.000 | yes | 0.000 | unknown |" in text
 
 
 def test_the_ablation_plans_seeds_and_prompts_for_a_named_difference_from_each_prompts_score():
