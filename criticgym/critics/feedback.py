@@ -22,6 +22,7 @@ from typing import Any
 from criticgym.critics.protocols import FeedbackWriter
 from criticgym.data.arithmetic import Step, parse_answer, parse_steps
 from criticgym.errors import ConfigError
+from criticgym.specs import FeedbackModel, ProgramAnnotator, parse_feedback
 
 CORRECT, INCORRECT = "Judgement: correct", "Judgement: incorrect"
 _JUDGEMENT = re.compile(r"judge?ment\s*:\s*(correct|incorrect|right|wrong)", re.IGNORECASE)
@@ -176,24 +177,23 @@ ANNOTATORS = {"arithmetic": ArithmeticAnnotator, "sentiment": SentimentAnnotator
 
 
 def make_feedback(source: Any, layout: Any) -> Any:
-    """A feedback source by name, or a source object (returned as is).
+    """A feedback writer from its name or typed value (:func:`criticgym.specs.parse_feedback`), or a writer object.
 
-    ``"program"``: the task's annotator; ``"model:<name>"``: that model, completion-style, through
-    :class:`~criticgym.critics.backends.LocalBackend`.
+    :class:`~criticgym.specs.ProgramAnnotator` (``"program"``): the task's annotator;
+    :class:`~criticgym.specs.FeedbackModel` (``"model:<name>"``): that model, completion-style, through a backend.
     """
-    if not isinstance(source, str):
-        return source
+    spec = parse_feedback(source)
+    if not isinstance(spec, ProgramAnnotator | FeedbackModel):
+        return spec
     if layout is None:
         raise ConfigError("This task has no feedback prompts (TaskSpec.feedback); give it some to use feedback.")
-    if source == "program":
+    if isinstance(spec, ProgramAnnotator):
         if layout.annotator not in ANNOTATORS:
             raise ConfigError("This task has no program annotator; use feedback='model:<name>' or a source object.")
         return ANNOTATORS[layout.annotator]()
-    if source.startswith("model:"):
-        from criticgym.critics.backends import make_backend
+    from criticgym.critics.backends import make_backend
 
-        return ModelFeedback(make_backend(source.partition(":")[2], chat=False), layout)
-    raise ConfigError(f"Unknown feedback {source!r}; use 'program', 'model:<name>' or a feedback source object.")
+    return ModelFeedback(make_backend(spec.model, chat=False), layout)
 
 
 def cut_at_judgement(text: str) -> str:

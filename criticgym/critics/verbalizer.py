@@ -28,10 +28,9 @@ import numpy as np
 
 from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL
+from criticgym.specs import OpenAIServer
 
 CALIBRATIONS = ("none", "content-free", "centre")
-JUDGE_PREFIXES = {"label": "none", "label-content-free": "content-free"}
-"""Judge names ``"<prefix>:<model>"`` that ask a model the label-word question, with their calibration."""
 
 
 class LabelWordScorer:
@@ -58,7 +57,7 @@ class LabelWordScorer:
         include_prompt: bool = True,
         name: str | None = None,
     ) -> None:
-        from criticgym.critics.backends import LocalBackend, make_backend
+        from criticgym.critics.backends import make_backend
 
         if words is None:
             raise ConfigError("A label-word judge needs label words (a task's label_words).")
@@ -71,9 +70,7 @@ class LabelWordScorer:
         self.template = Template(words.template)
         if "text" not in self.template.get_identifiers():
             raise ConfigError(f"The label-word template must contain $text, got {words.template!r}.")
-        label = backend if isinstance(backend, str) else getattr(backend, "name", None)
-        if isinstance(backend, tuple):
-            backend = LocalBackend(backend, chat=False)
+        label = str(backend) if isinstance(backend, str | OpenAIServer) else getattr(backend, "name", None)
         backend = make_backend(backend, chat=False)
         self.backend, self.words, self.calibration = backend, words, calibration
         self.include_prompt = include_prompt

@@ -20,6 +20,7 @@ import torch
 
 from criticgym.critics.protocols import Scorer
 from criticgym.errors import ConfigError
+from criticgym.specs import LabelJudge, Policy, SelfQuestion, parse_value
 
 
 class ScorerEvaluator:
@@ -128,23 +129,28 @@ class SelfEvaluator:
 def make_evaluator(
     name: str | Callable | Any, model=None, tokenizer=None, question: Any = None, label_words: Any = None
 ) -> Callable:
-    """An evaluator by name, or one passed through.
+    """An evaluator from its name or typed value (:func:`criticgym.specs.parse_value`), or one passed through.
 
-    ``"self"`` / ``"self-soft"`` need the model, its tokenizer and a question; ``"self-label"`` the model, its
-    tokenizer and label words (the model's label-word gap, content-free calibrated, as ``tanh(gap / 2)``); any
-    other name is a scorer's. A callable ``(prompts, completions) -> values`` is used as it is, a scorer object is
-    wrapped.
+    :class:`~criticgym.specs.SelfQuestion` (``"self"`` / ``"self-soft"``) needs the model, its tokenizer and a
+    question; a :class:`~criticgym.specs.LabelJudge` (``"self-label"``: the policy's label-word gap, content-free
+    calibrated; ``"label:<model>"``) the task's label words, and the model and its tokenizer when it is the policy's
+    (its value is ``tanh(gap / 2)``); any other name is a scorer's. A callable ``(prompts, completions) -> values`` is
+    used as it is, a scorer object is wrapped.
     """
-    if not isinstance(name, str):
-        return ScorerEvaluator(name) if isinstance(name, Scorer) or not callable(name) else name
-    if name in ("self", "self-soft"):
+    spec = parse_value(name)
+    if isinstance(spec, SelfQuestion):
         if model is None or tokenizer is None or question is None:
-            raise ConfigError("The 'self' evaluator needs the model, its tokenizer and the task's question.")
-        return SelfEvaluator(model, tokenizer, question, soft=name == "self-soft")
-    if name == "self-label":
+            raise ConfigError(f"The {str(spec)!r} evaluator needs the model, its tokenizer and the task's question.")
+        return SelfEvaluator(model, tokenizer, question, soft=spec.soft)
+    if isinstance(spec, LabelJudge):
         from criticgym.critics.verbalizer import GapEvaluator, LabelWordScorer
 
-        if model is None or tokenizer is None or label_words is None:
-            raise ConfigError("The 'self-label' evaluator needs the model, its tokenizer and the task's label words.")
-        return GapEvaluator(LabelWordScorer((model, tokenizer), label_words, calibration="content-free"))
-    return ScorerEvaluator(name)
+        policy = isinstance(spec.model, Policy)
+        if label_words is None or (policy and (model is None or tokenizer is None)):
+            needs = "the model, its tokenizer and " if policy else ""
+            raise ConfigError(f"The {str(name)!r} evaluator needs {needs}the task's label words.")
+        backend = (model, tokenizer) if policy else spec.model
+        return GapEvaluator(LabelWordScorer(backend, label_words, calibration=spec.calibration, name=str(name)))
+    if isinstance(spec, str):
+        return ScorerEvaluator(spec)
+    return ScorerEvaluator(spec) if isinstance(spec, Scorer) or not callable(spec) else spec
