@@ -124,6 +124,15 @@ class RlaifPairwise:
 
 
 RewardSpec = Sparse | Relc | RlaifDirect | RlaifPairwise
+RewardOption = Annotated[
+    Annotated[Sparse, tyro.conf.subcommand("sparse")]
+    | Annotated[Relc, tyro.conf.subcommand("relc")]
+    | Annotated[RlaifDirect, tyro.conf.subcommand("rlaif-direct")]
+    | Annotated[RlaifPairwise, tyro.conf.subcommand("rlaif-pairwise")],
+    tyro.conf.OmitSubcommandPrefixes,
+]
+"""A reward set-up as a command-line field: what ``--reward FORM`` becomes (one subcommand per spec, each showing
+only its own options; :func:`criticgym.train.config.reward_args`)."""
 SPECS: dict[str, type[RewardSpec]] = {cls.kind: cls for cls in (Sparse, Relc, RlaifDirect, RlaifPairwise)}
 FORMS = ("sparse", "relc", "relc-<critic>", "random", "random-<critic>", "rlaif-direct", "rlaif-pairwise")
 
