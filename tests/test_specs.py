@@ -160,14 +160,14 @@ def test_the_policy_as_a_plain_judge_model_is_a_digit_judge_on_the_policy():
 def test_feedback_and_search_values_read_their_typed_forms():
     from criticgym.critics.feedback import ANNOTATORS, make_feedback
     from criticgym.envs import get_task
-    from criticgym.search.values import ScorerEvaluator, make_evaluator
+    from criticgym.search.values import ScorerValue, make_value
 
     layout = get_task("arithmetic").feedback
     assert type(make_feedback(ProgramAnnotator(), layout)) is ANNOTATORS[layout.annotator]
     assert type(make_feedback("program", layout)) is ANNOTATORS[layout.annotator]
-    evaluator = make_evaluator("vader")
-    assert isinstance(evaluator, ScorerEvaluator) and evaluator([""], ["I love it"])[0] > 0.5
-    with pytest.raises(ConfigError, match=r"'self-soft' evaluator needs the model, its tokenizer and the task's"):
-        make_evaluator(SelfQuestion(soft=True))
-    with pytest.raises(ConfigError, match=r"'label:tiny' evaluator needs the task's label words"):
-        make_evaluator("label:tiny")
+    evaluator = make_value("vader")
+    assert isinstance(evaluator, ScorerValue) and evaluator([""], ["I love it"])[0] > 0.5
+    with pytest.raises(ConfigError, match=r"'self-soft' value needs the model, its tokenizer and the task's"):
+        make_value(SelfQuestion(soft=True))
+    with pytest.raises(ConfigError, match=r"'label:tiny' value needs the task's label words"):
+        make_value("label:tiny")

@@ -178,7 +178,7 @@ def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tupl
 
     from criticgym import flops
     from criticgym.search import compare
-    from criticgym.search.values import make_evaluator
+    from criticgym.search.values import make_value
 
     search = compare.SearchConfig(
         env=cfg.train.env,
@@ -192,7 +192,7 @@ def serve(cfg: FrontierConfig, model, tokenizer, method: str, seed: int) -> tupl
     ids, prompts, envs = compare.held_out_prompts(search, tokenizer, 0)  # the same prompts for every arm and seed
     budget, eos = envs.unwrapped.max_new_tokens, tuple(envs.unwrapped.eos_token_ids)
     task = envs.unwrapped.episodes.task
-    evaluator = make_evaluator(cfg.search_evaluator, model, tokenizer, task.self_evaluation, task.label_words)
+    evaluator = make_value(cfg.search_evaluator, model, tokenizer, task.self_evaluation, task.label_words)
     flops.track(model)
     flops.take()
     with flops.phase("inference"), tqdm(disable=True) as bar:  # no bar inside the frontier's own log

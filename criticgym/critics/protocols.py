@@ -5,9 +5,9 @@
 - :class:`DirectJudge`: text -> a rating in [-1, 1] (direct RLAIF). ``DigitJudge``, label-word and scorer judges.
 - :class:`PreferenceJudge`: two texts -> P(the first is better) (pairwise RLAIF). ``PairwiseJudge``, label-word
   and scorer judges.
-- :class:`ValueFunction`: a partial text -> a value in [-1, 1] (inference-time search, RAIN). ``ScorerEvaluator``,
-  ``SelfEvaluator``, ``GapEvaluator``.
-- :class:`FeedbackWriter`: an answer -> feedback in words, and a refined answer (SELF). ``ProgramFeedback``,
+- :class:`ValueFunction`: a partial text -> a value in [-1, 1] (inference-time search, RAIN). ``ScorerValue``,
+  ``SelfValue``, ``LabelGapValue``.
+- :class:`FeedbackWriter`: an answer -> feedback in words, and a refined answer (SELF). ``ArithmeticAnnotator``,
   ``ModelFeedback``.
 - :class:`LLMBackend`: prompts -> text, or next-token log-probabilities. ``LocalBackend``, ``OpenAIBackend``.
 

@@ -122,7 +122,7 @@ class LabelWordScorer:
         return np.tanh(np.asarray(self.score(prompts, completions)) / 2).tolist()
 
 
-class GapEvaluator:
+class LabelGapValue:
     """A label-word scorer as a search evaluator: its :meth:`~LabelWordScorer.rate`, in [-1, 1]."""
 
     def __init__(self, scorer: LabelWordScorer) -> None:
@@ -165,3 +165,13 @@ class LabelWordCritic:
                     located.append(Span(a, b, float(np.tanh(gap / 2)), "positive" if gap > 0 else "negative"))
             out.append(Critique(tuple(located)))
         return out
+
+
+def __getattr__(name: str) -> Any:
+    """``GapEvaluator``, the name before #35 (a search's value, not an evaluation), kept working with a warning."""
+    if name == "GapEvaluator":
+        import warnings
+
+        warnings.warn("GapEvaluator is now LabelGapValue; the old name goes in 1.0.", DeprecationWarning, stacklevel=2)
+        return LabelGapValue
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

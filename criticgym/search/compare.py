@@ -187,12 +187,12 @@ def _run_search(cfg: SearchConfig, log) -> dict[str, Any]:
     from criticgym.envs import get_task
     from criticgym.registration import ENV_IDS
     from criticgym.rollout import load_policy
-    from criticgym.search.values import make_evaluator
+    from criticgym.search.values import make_value
 
     methods = cfg.methods
     task = get_task(ENV_IDS.get(cfg.env, cfg.env))
     model, tokenizer = load_policy(cfg.model, device=cfg.device)
-    evaluator = make_evaluator(cfg.evaluator, model, tokenizer, task.self_evaluation, task.label_words)
+    evaluator = make_value(cfg.evaluator, model, tokenizer, task.self_evaluation, task.label_words)
     judge_name = cfg.judge or task.held_out_judge(cfg.evaluator)
     judge = as_scorer(judge_name) if judge_name is not None else None
     task_scorer = as_scorer(task.scorer)

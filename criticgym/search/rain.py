@@ -38,10 +38,6 @@ from criticgym.errors import ConfigError
 from criticgym.rollout import Decoder, DecodeState, eos_token_ids
 from criticgym.search.tree import Node, Tree
 
-Evaluator = ValueFunction
-"""``evaluator(prompts, completions) -> values in [-1, 1]``: how good each (partial) completion is
-(:class:`~criticgym.critics.protocols.ValueFunction`)."""
-
 
 @dataclass
 class RAINConfig:
@@ -112,7 +108,7 @@ class RAIN:
     Args:
         model: the policy (any transformers causal LM); only read.
         tokenizer: its tokenizer.
-        evaluator: ``(prompts, completions) -> values in [-1, 1]`` (see :func:`make_evaluator`).
+        evaluator: ``(prompts, completions) -> values in [-1, 1]`` (see :func:`make_value`).
         config: the search's constants.
         embed: ``texts -> (N, D)`` sentence embeddings for the similarity update and dynamic addition
             (all-MiniLM-L6-v2 by default).
@@ -122,7 +118,7 @@ class RAIN:
         self,
         model,
         tokenizer,
-        evaluator: Evaluator,
+        evaluator: ValueFunction,
         config: RAINConfig | None = None,
         embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     ) -> None:

@@ -1,8 +1,11 @@
-"""Evaluators: a value in [-1, 1] for a (partial) completion, as inference-time search needs (RAIN).
+"""Value functions: a value in [-1, 1] for a (partial) completion, as inference-time search needs (RAIN).
 
-- :class:`ScorerEvaluator`: any scorer (toxicity, VADER, the sentiment classifier, a reward model, a function),
+(Held-out evaluation is :class:`criticgym.train.evaluate.Evaluator`; what a search optimizes is a *value*, named by
+``--evaluator`` on the command line for compatibility.)
+
+- :class:`ScorerValue`: any scorer (toxicity, VADER, the sentiment classifier, a reward model, a function),
   its score mapped linearly from its range onto [-1, 1].
-- :class:`SelfEvaluator`: the policy model judges its own text. A few-shot two-option question (a task's
+- :class:`SelfValue`: the policy model judges its own text. A few-shot two-option question (a task's
   ``self_evaluation``) is asked in both option orders, and the answer is read from the next-token probabilities
   of the option letters. ``soft=False`` is RAIN's rule: each order votes for the option it finds more likely, and
   v = +1 (both say good), 0 (they disagree) or -1. ``soft=True`` averages the probability of the good option over
@@ -23,7 +26,7 @@ from criticgym.errors import ConfigError
 from criticgym.specs import LabelJudge, Policy, SelfQuestion, parse_value
 
 
-class ScorerEvaluator:
+class ScorerValue:
     """A scorer's score mapped from ``score_range`` onto [-1, 1] (clipped).
 
     Args:
@@ -49,7 +52,7 @@ class ScorerEvaluator:
         return np.clip(2 * (scores - self.low) / (self.high - self.low) - 1, -1, 1).tolist()
 
 
-class SelfEvaluator:
+class SelfValue:
     """The model answers a two-option question about its own text, in both option orders.
 
     Args:
@@ -126,10 +129,10 @@ class SelfEvaluator:
         return values
 
 
-def make_evaluator(
+def make_value(
     name: str | Callable | Any, model=None, tokenizer=None, question: Any = None, label_words: Any = None
 ) -> Callable:
-    """An evaluator from its name or typed value (:func:`criticgym.specs.parse_value`), or one passed through.
+    """A value function from its name or typed value (:func:`criticgym.specs.parse_value`), or one passed through.
 
     :class:`~criticgym.specs.SelfQuestion` (``"self"`` / ``"self-soft"``) needs the model, its tokenizer and a
     question; a :class:`~criticgym.specs.LabelJudge` (``"self-label"``: the policy's label-word gap, content-free
@@ -140,17 +143,38 @@ def make_evaluator(
     spec = parse_value(name)
     if isinstance(spec, SelfQuestion):
         if model is None or tokenizer is None or question is None:
-            raise ConfigError(f"The {str(spec)!r} evaluator needs the model, its tokenizer and the task's question.")
-        return SelfEvaluator(model, tokenizer, question, soft=spec.soft)
+            raise ConfigError(f"The {str(spec)!r} value needs the model, its tokenizer and the task's question.")
+        return SelfValue(model, tokenizer, question, soft=spec.soft)
     if isinstance(spec, LabelJudge):
-        from criticgym.critics.verbalizer import GapEvaluator, LabelWordScorer
+        from criticgym.critics.verbalizer import LabelGapValue, LabelWordScorer
 
         policy = isinstance(spec.model, Policy)
         if label_words is None or (policy and (model is None or tokenizer is None)):
             needs = "the model, its tokenizer and " if policy else ""
-            raise ConfigError(f"The {str(name)!r} evaluator needs {needs}the task's label words.")
+            raise ConfigError(f"The {str(name)!r} value needs {needs}the task's label words.")
         backend = (model, tokenizer) if policy else spec.model
-        return GapEvaluator(LabelWordScorer(backend, label_words, calibration=spec.calibration, name=str(name)))
+        return LabelGapValue(LabelWordScorer(backend, label_words, calibration=spec.calibration, name=str(name)))
     if isinstance(spec, str):
-        return ScorerEvaluator(spec)
-    return ScorerEvaluator(spec) if isinstance(spec, Scorer) or not callable(spec) else spec
+        return ScorerValue(spec)
+    return ScorerValue(spec) if isinstance(spec, Scorer) or not callable(spec) else spec
+
+
+_RENAMED = {"make_evaluator": "make_value", "ScorerEvaluator": "ScorerValue", "SelfEvaluator": "SelfValue"}
+
+
+def __getattr__(name: str) -> Any:
+    """The names from before #35, kept working with a warning.
+
+    "Evaluator" is held-out evaluation (:class:`criticgym.train.evaluate.Evaluator`); what a search optimizes is a
+    value.
+    """
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(
+            f"criticgym.search.values.{name} is now {_RENAMED[name]}; the old name goes in 1.0.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

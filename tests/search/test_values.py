@@ -5,24 +5,24 @@ import torch
 
 from criticgym.envs import get_task
 from criticgym.errors import ConfigError
-from criticgym.search.values import ScorerEvaluator, SelfEvaluator, make_evaluator
+from criticgym.search.values import ScorerValue, SelfValue, make_value
 
 
 def test_a_scorer_maps_from_its_range_onto_minus_one_to_one():
-    toxicity = ScorerEvaluator("toxicity")  # [-1, 0]
+    toxicity = ScorerValue("toxicity")  # [-1, 0]
     assert (toxicity.low, toxicity.high) == (-1.0, 0.0)
-    values = ScorerEvaluator(lambda prompts, completions: [0.0, 0.25, 1.0, 2.0], score_range=(0.0, 1.0))(
+    values = ScorerValue(lambda prompts, completions: [0.0, 0.25, 1.0, 2.0], score_range=(0.0, 1.0))(
         [""] * 4, ["a", "b", "c", "d"]
     )
     assert values == pytest.approx([-1.0, -0.5, 1.0, 1.0])  # clipped above
     with pytest.raises(ConfigError, match="score_range"):
-        ScorerEvaluator("vader", score_range=(1.0, 1.0))
+        ScorerValue("vader", score_range=(1.0, 1.0))
 
 
 def test_self_evaluation_reuses_its_prefix_and_equals_a_fresh_prompt(sharp):
     model, tokenizer = sharp
     question = get_task("sentiment").self_evaluation
-    hard, soft = SelfEvaluator(model, tokenizer, question), SelfEvaluator(model, tokenizer, question, soft=True)
+    hard, soft = SelfValue(model, tokenizer, question), SelfValue(model, tokenizer, question, soft=True)
     text = "The movie was a delight."
     p_first, p_second = soft.probabilities(text)
     prefix = tokenizer(soft.prefix(), add_special_tokens=False)["input_ids"]
@@ -39,9 +39,22 @@ def test_self_evaluation_reuses_its_prefix_and_equals_a_fresh_prompt(sharp):
     assert "Answer: A" in hard.prefix() and "Answer: B" in hard.prefix()  # the examples' answers alternate
 
 
-def test_make_evaluator():
-    assert isinstance(make_evaluator("vader"), ScorerEvaluator)
+def test_make_value():
+    assert isinstance(make_value("vader"), ScorerValue)
     function = lambda prompts, texts: [0.0] * len(texts)  # noqa: E731
-    assert make_evaluator(function) is function
+    assert make_value(function) is function
     with pytest.raises(ConfigError, match="question"):
-        make_evaluator("self")
+        make_value("self")
+
+
+def test_the_names_from_before_the_rename_still_work_with_a_warning():
+    from criticgym.critics import verbalizer
+    from criticgym.search import values
+
+    for old, new in (("make_evaluator", make_value), ("ScorerEvaluator", ScorerValue), ("SelfEvaluator", SelfValue)):
+        with pytest.warns(DeprecationWarning, match=rf"{old} is now {new.__name__}; the old name goes in 1.0"):
+            assert getattr(values, old) is new
+    with pytest.warns(DeprecationWarning, match="GapEvaluator is now LabelGapValue"):
+        assert verbalizer.GapEvaluator is verbalizer.LabelGapValue
+    with pytest.raises(AttributeError):
+        values.Evaluator  # noqa: B018  (the alias of ValueFunction in search/rain.py is gone, as is any other)
