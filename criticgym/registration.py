@@ -26,6 +26,10 @@ are the same, paid on a later idle step of the finished row (:mod:`criticgym.wra
 (:class:`~criticgym.wrappers.feedback.LanguageFeedback`): ``"program"`` (the task's annotator), ``"model:<name>"``
 or a feedback writer; ``feedback_tokens=`` (96) sizes the observation for it. The reward scores the refinement.
 
+A name with structure (``"label:self"``, ``"random-lexicon"``, ``"openai:<model>@<url>"``, ``"model:<name>"``) is read
+once by :mod:`criticgym.specs` into its typed value (``LabelJudge(Policy())``, ``RandomSpans("lexicon")``, ...),
+which every field here also takes itself.
+
 Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``split``, ``max_new_tokens``, ...).
 """
 

@@ -171,3 +171,18 @@ def test_feedback_and_search_values_read_their_typed_forms():
         make_value(SelfQuestion(soft=True))
     with pytest.raises(ConfigError, match=r"'label:tiny' value needs the task's label words"):
         make_value("label:tiny")
+
+
+@pytest.mark.parametrize("feedback", ["model:tiny", FeedbackModel("tiny")])
+def test_a_feedback_model_by_string_or_typed_value_writes_through_a_local_backend(feedback):
+    import gymnasium as gym
+
+    import criticgym  # noqa: F401  (registers the ids)
+    from criticgym.critics.backends import LocalBackend
+    from criticgym.critics.feedback import ModelFeedback
+
+    env = gym.make("criticgym/Arithmetic-v0", model="tiny", feedback=feedback)
+    source = env.get_wrapper_attr("source")
+    assert isinstance(source, ModelFeedback) and isinstance(source.backend, LocalBackend)
+    assert source.backend.chat is False  # completion-style, as the task's feedback prompts are written
+    assert source.backend.model.config.model_type == "llama"
