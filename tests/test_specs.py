@@ -166,7 +166,7 @@ def test_feedback_and_search_values_read_their_typed_forms():
     assert type(make_feedback(ProgramAnnotator(), layout)) is ANNOTATORS[layout.annotator]
     assert type(make_feedback("program", layout)) is ANNOTATORS[layout.annotator]
     evaluator = make_value("vader")
-    assert isinstance(evaluator, ScorerValue) and evaluator([""], ["I love it"])[0] > 0.5
+    assert isinstance(evaluator, ScorerValue) and evaluator.rate([""], ["I love it"])[0] > 0.5
     with pytest.raises(ConfigError, match=r"'self-soft' value needs the model, its tokenizer and the task's"):
         make_value(SelfQuestion(soft=True))
     with pytest.raises(ConfigError, match=r"'label:tiny' value needs the task's label words"):

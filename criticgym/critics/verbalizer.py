@@ -14,7 +14,8 @@ Calibration (the raw gap has a bias of its own):
 
 :class:`LabelWordScorer` is a scorer (higher is better), so it plugs in wherever a scorer does: the sparse reward,
 ``ScorerJudge`` for pairwise preferences without position bias (``P(a > b) = sigmoid((gap_a - gap_b) / T)``), and
-RAIN's evaluator (``tanh(gap / 2)``, i.e. ``2 P(good) - 1`` over the two labels). :class:`LabelWordCritic` asks the
+its ``rate`` (``tanh(gap / 2)``, i.e. ``2 P(good) - 1`` over the two labels) is a direct judge: direct RLAIF's reward
+and RAIN's value. :class:`LabelWordCritic` asks the
 same question of each clause of a completion, a span critic for RELC (``critic="label"``).
 """
 
@@ -122,18 +123,6 @@ class LabelWordScorer:
         return np.tanh(np.asarray(self.score(prompts, completions)) / 2).tolist()
 
 
-class LabelGapValue:
-    """A label-word scorer as a search evaluator: its :meth:`~LabelWordScorer.rate`, in [-1, 1]."""
-
-    def __init__(self, scorer: LabelWordScorer) -> None:
-        self.scorer = scorer
-        self.name = scorer.name
-
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        """Values in [-1, 1]."""
-        return self.scorer.rate(prompts, completions)
-
-
 class LabelWordCritic:
     """A span critic from a label-word judge: each clause of a completion is judged alone.
 
@@ -168,10 +157,14 @@ class LabelWordCritic:
 
 
 def __getattr__(name: str) -> Any:
-    """``GapEvaluator``, the name before #35 (a search's value, not an evaluation), kept working with a warning."""
+    """``GapEvaluator``, from before #35, kept working with a warning: a label-word scorer's ``rate`` is the value."""
     if name == "GapEvaluator":
         import warnings
 
-        warnings.warn("GapEvaluator is now LabelGapValue; the old name goes in 1.0.", DeprecationWarning, stacklevel=2)
-        return LabelGapValue
+        warnings.warn(
+            "GapEvaluator(scorer) is now the scorer itself: a search takes its rate; the old name goes in 1.0.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return lambda scorer: scorer.rate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

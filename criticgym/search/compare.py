@@ -134,7 +134,7 @@ def sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, id
         texts, kept = _completions(batch, tokenizer, eos)
         calls, best = 0, 0
         if k > 1:
-            values = evaluator([prompts[index]] * k, texts)
+            values = evaluator.rate([prompts[index]] * k, texts)
             calls, best = k, int(np.argmax(values))
         forward = len(prompt_ids) + int(sum(len(c) for c in kept))  # one shared prefill
         forward += getattr(evaluator, "forward_tokens", 0) - before
@@ -148,7 +148,7 @@ def _judged_records(method: str, seed: int, prompts, rows, evaluator, task, task
     from criticgym.critics.scorers import score_texts
 
     completions = [r[0] for r in rows]
-    values = evaluator(prompts, completions)
+    values = evaluator.rate(prompts, completions)
     scores = score_texts(task_scorer, prompts, completions)
     judged = score_texts(judge, prompts, completions) if judge is not None else [float("nan")] * len(rows)
     records = []

@@ -1,7 +1,9 @@
-"""Value functions: a value in [-1, 1] for a (partial) completion, as inference-time search needs (RAIN).
+"""Values: a rating in [-1, 1] of a (partial) completion, as inference-time search needs (RAIN, best-of-N).
 
-(Held-out evaluation is :class:`criticgym.train.evaluate.Evaluator`; what a search optimizes is a *value*, named by
-``--evaluator`` on the command line for compatibility.)
+A search's value is a :class:`~criticgym.critics.protocols.DirectJudge`: ``rate(prompts, completions)``, so any
+direct judge (a ``DigitJudge``, a label-word scorer) is one as it is. (Held-out evaluation is
+:class:`criticgym.train.evaluate.Evaluator`; the command line names a search's value ``--evaluator``.)
+
 
 - :class:`ScorerValue`: any scorer (toxicity, VADER, the sentiment classifier, a reward model, a function),
   its score mapped linearly from its range onto [-1, 1].
@@ -21,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from criticgym.critics.protocols import Scorer
+from criticgym.critics.protocols import DirectJudge, Scorer
 from criticgym.errors import ConfigError
-from criticgym.specs import LabelJudge, Policy, SelfQuestion, parse_value
+from criticgym.specs import FORMS, LabelJudge, Policy, SelfQuestion, parse_value
 
 
 class ScorerValue:
@@ -44,12 +46,23 @@ class ScorerValue:
             raise ConfigError(f"score_range must be (low, high) with high > low, got {(low, high)}.")
         self.low, self.high = float(low), float(high)
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    def rate(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """Values in [-1, 1]."""
         from criticgym.critics.scorers import score_texts
 
         scores = np.asarray(score_texts(self.scorer, list(prompts), list(completions)), dtype=np.float64)
         return np.clip(2 * (scores - self.low) / (self.high - self.low) - 1, -1, 1).tolist()
+
+
+class FunctionValue:
+    """A function ``(prompts, completions) -> values`` (called positionally) as a search's value, clipped to [-1, 1]."""
+
+    def __init__(self, function: Callable[[list[str], list[str]], Sequence[float]]) -> None:
+        self.function, self.name = function, getattr(function, "__name__", type(function).__name__)
+
+    def rate(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        """The function's values, clipped to [-1, 1]."""
+        return np.clip(np.asarray(self.function(list(prompts), list(completions)), dtype=np.float64), -1, 1).tolist()
 
 
 class SelfValue:
@@ -117,7 +130,7 @@ class SelfValue:
         pair = torch.log_softmax(logits[:, self.option_ids].float(), dim=-1).exp()  # (2, [A, B])
         return float(pair[0, 0]), float(pair[1, 1])
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    def rate(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """Values in [-1, 1]: {-1, 0, 1} by the two orders' votes, or ``2 p - 1`` with ``soft``."""
         values = []
         for prompt, completion in zip(prompts, completions, strict=True):
@@ -131,14 +144,16 @@ class SelfValue:
 
 def make_value(
     name: str | Callable | Any, model=None, tokenizer=None, question: Any = None, label_words: Any = None
-) -> Callable:
-    """A value function from its name or typed value (:func:`criticgym.specs.parse_value`), or one passed through.
+) -> DirectJudge:
+    """A search's value (a :class:`~criticgym.critics.protocols.DirectJudge`) from a name, a typed value or an object.
 
-    :class:`~criticgym.specs.SelfQuestion` (``"self"`` / ``"self-soft"``) needs the model, its tokenizer and a
-    question; a :class:`~criticgym.specs.LabelJudge` (``"self-label"``: the policy's label-word gap, content-free
-    calibrated; ``"label:<model>"``) the task's label words, and the model and its tokenizer when it is the policy's
-    (its value is ``tanh(gap / 2)``); any other name is a scorer's. A callable ``(prompts, completions) -> values`` is
-    used as it is, a scorer object is wrapped.
+    The name is read by :func:`criticgym.specs.parse_value`. :class:`~criticgym.specs.SelfQuestion` (``"self"`` /
+    ``"self-soft"``) needs the model, its tokenizer and a question; a :class:`~criticgym.specs.LabelJudge`
+    (``"self-label"``: the policy's label-word gap, content-free calibrated; ``"label:<model>"``) the task's label
+    words, and the model and its tokenizer when it is the policy's (its value is the scorer's ``rate``,
+    ``tanh(gap / 2)``); any other name is a scorer's. A direct judge is used as it is; a scorer is mapped onto
+    [-1, 1] (:class:`ScorerValue`), a function ``(prompts, completions) -> values`` clipped to it
+    (:class:`FunctionValue`).
     """
     spec = parse_value(name)
     if isinstance(spec, SelfQuestion):
@@ -146,17 +161,24 @@ def make_value(
             raise ConfigError(f"The {str(spec)!r} value needs the model, its tokenizer and the task's question.")
         return SelfValue(model, tokenizer, question, soft=spec.soft)
     if isinstance(spec, LabelJudge):
-        from criticgym.critics.verbalizer import LabelGapValue, LabelWordScorer
+        from criticgym.critics.verbalizer import LabelWordScorer
 
         policy = isinstance(spec.model, Policy)
         if label_words is None or (policy and (model is None or tokenizer is None)):
             needs = "the model, its tokenizer and " if policy else ""
             raise ConfigError(f"The {str(name)!r} value needs {needs}the task's label words.")
         backend = (model, tokenizer) if policy else spec.model
-        return LabelGapValue(LabelWordScorer(backend, label_words, calibration=spec.calibration, name=str(name)))
-    if isinstance(spec, str):
+        return LabelWordScorer(backend, label_words, calibration=spec.calibration, name=str(name))
+    if isinstance(spec, DirectJudge):
+        return spec
+    if isinstance(spec, str | Scorer):
         return ScorerValue(spec)
-    return ScorerValue(spec) if isinstance(spec, Scorer) or not callable(spec) else spec
+    if callable(spec):
+        return FunctionValue(spec)
+    raise ConfigError(
+        f"A search's value is a name ({FORMS['search value']}), a direct judge (rate), a scorer (score) or a function "
+        f"(prompts, completions) -> values; got {type(spec).__name__}."
+    )
 
 
 _RENAMED = {"make_evaluator": "make_value", "ScorerEvaluator": "ScorerValue", "SelfEvaluator": "SelfValue"}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from criticgym.critics.judge import ScorerJudge, make_judge
-from criticgym.critics.verbalizer import LabelGapValue, LabelWordScorer
+from criticgym.critics.verbalizer import LabelWordScorer
 from criticgym.envs import LabelWords, get_task
 from criticgym.errors import ConfigError
 from criticgym.rewards import RlaifDirect
@@ -54,7 +54,7 @@ def test_pairwise_preferences_from_gaps_have_no_position_bias():
     p_ab, p_ba = judge.prefer_both_orders(["", ""], ["good good", "bad"], ["bad", "good"])
     np.testing.assert_allclose(p_ab + p_ba, [1.0, 1.0])
     assert p_ab[0] == pytest.approx(1 / (1 + np.exp(-2.0)))
-    assert LabelGapValue(LabelWordScorer(Counting(), WORDS))([""], ["good good"]) == pytest.approx(
+    assert LabelWordScorer(Counting(), WORDS).rate([""], ["good good"]) == pytest.approx(  # a search's value
         [np.tanh(LabelWordScorer(Counting(), WORDS).score([""], ["good good"])[0] / 2)]
     )
 
@@ -74,7 +74,7 @@ def test_local_label_word_judge_and_self_label_evaluator(tiny):
     p = judge.prefer(["The film"], [" is great"], [" is awful"])
     assert 0.0 < p[0] < 1.0
     evaluator = make_value("self-label", model, tokenizer, label_words=words)
-    values = evaluator(["The film"], [" is great"])
+    values = evaluator.rate(["The film"], [" is great"])
     assert -1.0 <= values[0] <= 1.0
     with pytest.raises(ConfigError, match="label words"):
         make_value("self-label", model, tokenizer)
