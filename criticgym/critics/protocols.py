@@ -77,10 +77,10 @@ class PreferenceJudge(Protocol):
 class FeedbackWriter(Protocol):
     """Writes feedback in words on answers, and refines answers after feedback."""
 
-    def critique(
+    def feedback(
         self, prompts: Sequence[str], answers: Sequence[str], references: Sequence[str | None] | None = None
     ) -> list[str]:
-        """Feedback on each answer, ending in a judgement line."""
+        """Feedback on each answer, ending in a judgement line (``critique`` is a span critic's method)."""
         ...
 
     def refine(
@@ -111,7 +111,7 @@ def check_role(obj: object, role: type, purpose: str) -> None:
     """Raise a :class:`~criticgym.errors.ConfigError` naming the missing methods when ``obj`` cannot play ``role``."""
     if isinstance(obj, role):
         return
-    wanted = [name for name in ("score", "critique", "rate", "prefer", "refine", "generate") if hasattr(role, name)]
+    wanted = [n for n in ("score", "critique", "rate", "prefer", "feedback", "refine", "generate") if hasattr(role, n)]
     raise ConfigError(
         f"{purpose} needs a {role.__name__} (with {', '.join(wanted)}); {name_of(obj)} has no such method."
     )

@@ -73,4 +73,4 @@ def test_the_policy_s_own_solver_writes_the_feedback_of_an_episode(tiny):
     *_, (_, reward, _, _, turn) = play(env, ["Answer: 7"])
     assert turn["turn"] == "feedback" and reward == 0.0
     # the episode's feedback is the solver's own critique of that answer, as SELF's rounds write it
-    assert turn["feedback"] == solver.critique([info["prompt"]], ["Answer: 7"])[0]
+    assert turn["feedback"] == solver.feedback([info["prompt"]], ["Answer: 7"])[0]
