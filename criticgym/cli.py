@@ -4,11 +4,11 @@ Every subcommand's options come from a typed dataclass or function (tyro); ``cri
 them with their doc lines.
 
 criticgym demo                      # sentiment control with smollm2-135m and critic span rewards, on a CPU
-criticgym train --env criticgym/SentimentControl-v0 --agent ppo --iterations 30 --out runs/x relc --critic lexicon
+criticgym train --env criticgym/SentimentControl-v0 --agent ppo --iterations 30 --out runs/x --reward relc-lexicon
 criticgym train --agent rloo --reinforce.k 4 --reinforce.lr 2e-5        # nested agent options
-criticgym eval --model smollm2-135m --env criticgym/SentimentControl-v0  # held-out table of a model
+criticgym eval --model smollm2-135m --env criticgym/SentimentControl-v0 --reward relc-lexicon  # a model's table
 criticgym eval --checkpoint runs/x                                       # a trained run against its base model
-criticgym bench ablation --arms sparse,relc-lexicon,random --seeds 3     # reward ablation
+criticgym bench ablation --arms sparse,relc-lexicon,random --seeds 3     # reward ablation: one run per --reward
 criticgym search --method vanilla,best-of-n,rain --evaluator vader --prompts 16  # inference-time search (RAIN)
 criticgym label --judge smollm2-135m --prompts 256 --out prefs.jsonl     # AI preference labels (RLAIF)
 criticgym train-rm --data prefs.jsonl --out rm                           # reward model on the soft labels
@@ -24,14 +24,14 @@ import shlex
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import tyro
 
 from criticgym.errors import ConfigError, CriticGymError
-from criticgym.rewards import DEFAULT_MODEL
+from criticgym.rewards import DEFAULT_MODEL, RewardOption, Sparse, reward_spec
 from criticgym.utils.files import disk_full
 from criticgym.utils.options import parsed
 from criticgym.utils.runfolder import output_file, run_folder
@@ -168,9 +168,10 @@ class EvalConfig:
     """A registered criticgym id (ignored with --checkpoint: the run's own)."""
     checkpoint: str | None = None
     """A run folder (or its checkpoint.pt) written by criticgym train: its policy is evaluated beside its base."""
-    reward: str = "sparse"
-    """The reward set-up behind eval/reward: sparse, relc, relc-<critic>, rlaif-direct, rlaif-pairwise (ignored with
-    --checkpoint: the run's own)."""
+    reward: RewardOption = field(default_factory=Sparse)
+    """The reward set-up behind eval/reward, written as criticgym train takes it: --reward FORM (sparse, relc,
+    relc-<critic>, random, random-<critic>, rlaif-direct, rlaif-pairwise) and its options (ignored with --checkpoint:
+    the run's own)."""
     prompts: int = 32
     """Held-out prompts."""
     max_new_tokens: int | None = None
@@ -179,6 +180,9 @@ class EvalConfig:
     """cpu, cuda or auto."""
     out: str | None = None
     """Write the results as JSON."""
+
+    def __post_init__(self) -> None:
+        self.reward = reward_spec(self.reward)  # a string form (EvalConfig(reward="relc-lexicon")) or a spec
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
@@ -226,9 +230,18 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     return {"base": evaluator(base), f"iteration {state['agent']['iteration']}": evaluator(policy)}
 
 
+def eval_config(argv: list[str]) -> EvalConfig:
+    """``criticgym eval``'s options; the reward is written as ``criticgym train`` takes it (``--reward FORM``)."""
+    from criticgym.train.config import check_reward_last, reward_args
+
+    argv = reward_args(argv, "criticgym eval", EvalConfig)  # --reward FORM and its options: the subcommand, last
+    check_reward_last(argv, "criticgym eval", EvalConfig)
+    return tyro.cli(EvalConfig, args=argv, prog="criticgym eval")
+
+
 def eval_command(argv: list[str]) -> int:
     """``criticgym eval``: print (and optionally write) the held-out table of :func:`evaluate`."""
-    cfg = tyro.cli(EvalConfig, args=argv, prog="criticgym eval")
+    cfg = eval_config(argv)
     columns = evaluate(cfg)
     first = next(iter(columns.values()))
     print(f"Held-out evaluation ({first['prompts']} test prompts, top-p 0.9):")
@@ -341,7 +354,9 @@ def train_rm(
         )
         folder = model.save(out)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"Saved the reward model to {folder}; train on it with: criticgym train ... sparse --scorer {folder}")
+    print(
+        f"Saved the reward model to {folder}; train on it with: criticgym train ... --reward sparse --scorer {folder}"
+    )
     return 0
 
 

@@ -26,6 +26,10 @@ are the same, paid on a later idle step of the finished row (:mod:`criticgym.wra
 (:class:`~criticgym.wrappers.feedback.LanguageFeedback`): ``"program"`` (the task's annotator), ``"model:<name>"``
 or a feedback writer; ``feedback_tokens=`` (96) sizes the observation for it. The reward scores the refinement.
 
+A name with structure (``"label:self"``, ``"random-lexicon"``, ``"openai:<model>@<url>"``, ``"model:<name>"``) is read
+once by :mod:`criticgym.specs` into its typed value (``LabelJudge(Policy())``, ``RandomSpans("lexicon")``, ...),
+which every field here also takes itself.
+
 Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``split``, ``max_new_tokens``, ...).
 """
 
@@ -49,6 +53,7 @@ from criticgym.rewards import (
     reward_spec,
     spec_name,
 )
+from criticgym.specs import LabelJudge, Policy, RandomSpans, parse_critic, parse_judge
 
 ENV_IDS = {
     "criticgym/SentimentControl-v0": "sentiment",
@@ -121,8 +126,12 @@ JUDGES: dict[str, Callable[[JudgeContext], Any]] = {}
 
 
 def _register(registry: dict[str, Any], role: str, name: str, factory: Any) -> None:
-    if not isinstance(name, str) or not name or ":" in name or name.startswith("random"):
-        raise ConfigError(f"A {role} name is a plain word (no ':', not random...); got {name!r}.")
+    parse = parse_critic if role == "critic" else parse_judge  # a scorer's name is also a judge's
+    if not isinstance(name, str) or not name or ":" in name or parse(name) != name:
+        raise ConfigError(
+            f"A {role} name is a plain word that none of the package's own forms takes (random..., self, lexicon, "
+            f"label:...); got {name!r}."
+        )
     if registry.get(name, factory) is not factory:
         raise ConfigError(f"A different {role} is already registered as {name!r}; choose another name.")
     registry[name] = factory
@@ -145,47 +154,56 @@ def register_scorer(name: str, factory: Callable[[], Any]) -> None:
     _register(SCORERS, "scorer", name, factory)
 
 
-def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = DEFAULT_MODEL, seed: int = 0) -> Any:
-    """A critic by name for a task, or a critic object as it is (``"random"`` copies the task's critic's budget)."""
+def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: Any = DEFAULT_MODEL, seed: int = 0) -> Any:
+    """A critic by name or typed value for a task, or a critic object as it is.
+
+    :class:`~criticgym.specs.RandomSpans` (``"random"``, ``"random-<critic>"``) copies the budget of the named
+    critic (the task's by default).
+    """
     from criticgym.critics import RandomCritic
     from criticgym.envs import get_task
 
-    if not isinstance(name, str):
-        return name
-    if name.startswith("random"):
-        inner = name.partition("-")[2] or get_task(task).critic
+    critic = parse_critic(name)
+    if isinstance(critic, RandomSpans):
+        inner = critic.critic or get_task(task).critic
         return RandomCritic(make_critic(inner, task, tokenizer, critic_model), tokenizer, seed=seed)
-    if name not in CRITICS:
+    if not isinstance(critic, str):
+        return critic
+    if critic not in CRITICS:
         raise ConfigError(
-            f"Unknown critic {name!r}; use one of {sorted(CRITICS)}, 'random-<critic>', your own critic object, or "
+            f"Unknown critic {critic!r}; use one of {sorted(CRITICS)}, 'random-<critic>', your own critic object, or "
             "register one (criticgym.registration.register_critic)."
         )
-    return CRITICS[name](CriticContext(get_task(task), tokenizer, critic_model, seed))
+    return CRITICS[critic](CriticContext(get_task(task), tokenizer, critic_model, seed))
 
 
 def make_judge(name: str | Any, task: str, pairwise: bool, policy: Any = None) -> Any:
-    """A judge by name for a task, or a judge object as it is: where every judge name becomes a judge.
+    """A judge by name or typed value for a task, or a judge object as it is: where every judge name becomes a judge.
 
-    ``policy`` is what ``label:self`` judges with: a model name, a frozen ``(model, tokenizer)`` pair, or a function
-    returning one (called only when a judge needs it: the training driver's frozen copy of the initial policy).
+    The name's form is read by :func:`criticgym.specs.parse_judge`; a registered name comes first.
+
+    ``policy`` is what :class:`~criticgym.specs.Policy` (``self``, ``label:self``) judges with: a model name, a frozen
+    ``(model, tokenizer)`` pair, or a function returning one (called only when a judge needs it: the training
+    driver's frozen copy of the initial policy).
     """
     from criticgym.critics import judge as judges
     from criticgym.envs import get_task
 
-    if not isinstance(name, str):
-        return name
     task_spec = get_task(task)
-    if name in JUDGES:
+    if isinstance(name, str) and name in JUDGES:
         return JUDGES[name](JudgeContext(task_spec, pairwise, policy))
-    parsed = judges.parse_label_judge(name)
-    if parsed is not None and parsed[1] == "self":
+    spec = parse_judge(name)
+    model = spec.model if isinstance(spec, LabelJudge) else spec
+    if isinstance(model, Policy):
         if policy is None:
             raise ConfigError(
-                f"{name!r} is the policy judging itself, and this env does not know the policy: give the env "
+                f"{str(spec)!r} is the policy judging itself, and this env does not know the policy: give the env "
                 "policy= (a model name or a (model, tokenizer) pair), or a model name as model=."
             )
         backend = policy() if callable(policy) and not isinstance(policy, str) else policy
-        return judges.label_word_judge(name, task_spec.label_words, pairwise=pairwise, backend=backend)
+        if isinstance(spec, LabelJudge):
+            return judges.label_word_judge(spec, task_spec.label_words, pairwise=pairwise, backend=backend)
+        name = backend
     return judges.make_judge(name, task_spec.preamble, task_spec.label_words, pairwise=pairwise)
 
 

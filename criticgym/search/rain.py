@@ -33,14 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from criticgym.critics.protocols import ValueFunction
+from criticgym.critics.protocols import DirectJudge
 from criticgym.errors import ConfigError
 from criticgym.rollout import Decoder, DecodeState, eos_token_ids
 from criticgym.search.tree import Node, Tree
-
-Evaluator = ValueFunction
-"""``evaluator(prompts, completions) -> values in [-1, 1]``: how good each (partial) completion is
-(:class:`~criticgym.critics.protocols.ValueFunction`)."""
 
 
 @dataclass
@@ -112,7 +108,8 @@ class RAIN:
     Args:
         model: the policy (any transformers causal LM); only read.
         tokenizer: its tokenizer.
-        evaluator: ``(prompts, completions) -> values in [-1, 1]`` (see :func:`make_evaluator`).
+        evaluator: the value it optimizes: a direct judge (``rate(prompts, completions)`` in [-1, 1]), a scorer, a
+            function ``(prompts, completions) -> values`` or a name (:func:`~criticgym.search.values.make_value`).
         config: the search's constants.
         embed: ``texts -> (N, D)`` sentence embeddings for the similarity update and dynamic addition
             (all-MiniLM-L6-v2 by default).
@@ -122,7 +119,7 @@ class RAIN:
         self,
         model,
         tokenizer,
-        evaluator: Evaluator,
+        evaluator: DirectJudge | Callable | str,
         config: RAINConfig | None = None,
         embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     ) -> None:
@@ -132,7 +129,9 @@ class RAIN:
                 "model's KV cache, which vLLM does not expose. Keep the built-in engine for search (load_policy)."
             )
         self.model, self.tokenizer = model, tokenizer
-        self.evaluator = evaluator
+        from criticgym.search.values import make_value
+
+        self.evaluator = make_value(evaluator, model, tokenizer)
         self.config = config or RAINConfig()
         if embed is None:
             from criticgym.critics.embeddings import embed
@@ -420,7 +419,7 @@ class _Run:
             self.stats["evaluation_cache_hits"] += 1
             return self.values[text]
         self.stats["evaluations"] += 1
-        value = float(np.clip(float(self.rain.evaluator([self.prompt], [text])[0]), -1.0, 1.0))
+        value = float(np.clip(float(self.rain.evaluator.rate([self.prompt], [text])[0]), -1.0, 1.0))
         self.values[text] = value
         return value
 

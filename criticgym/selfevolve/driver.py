@@ -68,7 +68,7 @@ def right_answers(annotator, prompts: list[str], answers: list[str], gold: list)
     from criticgym.critics.feedback import judgement
 
     references = None if all(g is None for g in gold) else gold
-    return [judgement(f) is True for f in annotator.critique(prompts, answers, references)]
+    return [judgement(f) is True for f in annotator.feedback(prompts, answers, references)]
 
 
 def evaluate(solver: Solver, problems: list, annotator) -> dict[str, Any]:
