@@ -24,6 +24,7 @@ import shlex
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -32,7 +33,7 @@ import tyro
 
 from criticgym.errors import ConfigError, CriticGymError
 from criticgym.rewards import DEFAULT_MODEL
-from criticgym.utils.files import disk_full
+from criticgym.utils.files import disk_full, write_text_atomically
 from criticgym.utils.options import parsed
 from criticgym.utils.runfolder import output_file, run_folder
 
@@ -179,6 +180,8 @@ class EvalConfig:
     """cpu, cuda or auto."""
     out: str | None = None
     """Write the results as JSON."""
+    overwrite: bool = False
+    """Replace out when it exists (without it, an existing file is refused before anything is evaluated)."""
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
@@ -229,15 +232,17 @@ def evaluate(cfg: EvalConfig) -> dict[str, dict[str, Any]]:
 def eval_command(argv: list[str]) -> int:
     """``criticgym eval``: print (and optionally write) the held-out table of :func:`evaluate`."""
     cfg = tyro.cli(EvalConfig, args=argv, prog="criticgym eval")
-    columns = evaluate(cfg)
-    first = next(iter(columns.values()))
-    print(f"Held-out evaluation ({first['prompts']} test prompts, top-p 0.9):")
-    print(held_out_table(columns))
-    for name, result in columns.items():
-        print(_samples(name, result))
-    if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(columns, indent=2) + "\n")
+    with ExitStack() as outputs:
+        if cfg.out:
+            outputs.enter_context(output_file(cfg.out, overwrite=cfg.overwrite))
+        columns = evaluate(cfg)
+        first = next(iter(columns.values()))
+        print(f"Held-out evaluation ({first['prompts']} test prompts, top-p 0.9):")
+        print(held_out_table(columns))
+        for name, result in columns.items():
+            print(_samples(name, result))
+        if cfg.out:
+            write_text_atomically(cfg.out, json.dumps(columns, indent=2) + "\n")
     return 0
 
 
@@ -357,6 +362,8 @@ class EvalJudgeConfig:
     """Which pairs, and which review comes first."""
     out: str | None = None
     """Write the results as JSON (and .md beside it)."""
+    overwrite: bool = False
+    """Replace out (and its .md) when they exist (without it, existing ones are refused before any judge runs)."""
 
 
 def eval_judge_command(argv: list[str]) -> int:
@@ -365,18 +372,23 @@ def eval_judge_command(argv: list[str]) -> int:
     from criticgym.registration import make_judge
 
     cfg = tyro.cli(EvalJudgeConfig, args=argv, prog="criticgym eval-judge")
-    results = [
-        evaluate_judge(make_judge(name, "sentiment", pairwise=True), cfg.pairs, cfg.seed)
-        for name in cfg.judge or (DEFAULT_MODEL,)
-    ]
-    table = judge_table(results)
-    print(table)
-    if cfg.out:
-        path = Path(cfg.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        command = "criticgym eval-judge " + shlex.join(argv)
-        path.with_suffix(".md").write_text(f"# Judge quality\n\nCommand: `{command}`\n\n{table}\n")
+    with ExitStack() as outputs:
+        if cfg.out:
+            path = Path(cfg.out)
+            if path.suffix == ".md":
+                raise ConfigError(f"--out {path}: the markdown table goes beside the JSON; give a .json name.")
+            for written in (path, path.with_suffix(".md")):
+                outputs.enter_context(output_file(written, overwrite=cfg.overwrite))
+        results = [
+            evaluate_judge(make_judge(name, "sentiment", pairwise=True), cfg.pairs, cfg.seed)
+            for name in cfg.judge or (DEFAULT_MODEL,)
+        ]
+        table = judge_table(results)
+        print(table)
+        if cfg.out:
+            write_text_atomically(path, json.dumps(results, indent=2) + "\n")
+            command = "criticgym eval-judge " + shlex.join(argv)
+            write_text_atomically(path.with_suffix(".md"), f"# Judge quality\n\nCommand: `{command}`\n\n{table}\n")
     return 0
 
 

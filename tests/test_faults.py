@@ -378,6 +378,30 @@ def test_label_and_train_rm_do_not_replace_their_output_unless_asked(tmp_path, c
     assert (rm / "reward_model.json").read_text() == "{}"
 
 
+def test_eval_and_eval_judge_do_not_replace_their_output_unless_asked(tmp_path, capsys, monkeypatch):
+    import criticgym.cli as cli
+
+    results = tmp_path / "eval.json"
+    results.write_text("{}")
+    monkeypatch.setattr(cli, "evaluate", lambda cfg: pytest.fail("evaluated before the output was checked"))
+    argv = ["eval", "--model", "tiny", "--env", "criticgym/Words-v0", "--prompts", "2", "--out", str(results)]
+    assert "eval.json exists; replace it with --overwrite" in failure(argv, capsys)
+    assert results.read_text() == "{}"
+    monkeypatch.undo()
+    assert main([*argv, "--overwrite"]) == 0 and set(json.loads(results.read_text())) == {"tiny"}
+
+    judged = tmp_path / "judges.json"
+    argv = ["eval-judge", "--judge", "lexicon", "--pairs", "4", "--out", str(judged)]
+    for existing in (judged, judged.with_suffix(".md")):  # the table beside the JSON is guarded too
+        existing.write_text("kept")
+        assert f"{existing.name} exists; replace it with --overwrite" in failure(argv, capsys)
+        assert existing.read_text() == "kept"
+        existing.unlink()
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads(judged.read_text())[0]["pairs"] == 4 and "Judge quality" in judged.with_suffix(".md").read_text()
+    assert "give a .json name" in failure([*argv[:-1], str(tmp_path / "judges.md")], capsys)
+
+
 def test_freezing_more_layers_than_the_model_has_is_an_error(tiny):
     from criticgym.utils.training import freeze_lower_layers
 
