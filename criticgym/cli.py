@@ -27,11 +27,12 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import tyro
 
-from criticgym.errors import ConfigError, CriticGymError
+from criticgym.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ConfigError, CriticGymError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.utils.files import disk_full, write_text_atomically
 from criticgym.utils.options import parsed
@@ -290,9 +291,8 @@ def label(
     from criticgym.distill.pairs import label_pairs, write_jsonl
     from criticgym.registration import ENV_IDS, make_judge
 
-    for option, value in (("--prompts", prompts), ("--batch-pairs", batch_pairs)):
-        if value < 1:
-            raise ConfigError(f"{option} must be at least 1, got {value}.")
+    options = SimpleNamespace(prompts=prompts, batch_pairs=batch_pairs, temperature=temperature, seed=seed)
+    check_ranges(options, dict(prompts=AT_LEAST_1, batch_pairs=AT_LEAST_1, temperature=POSITIVE, seed=NON_NEGATIVE))
     with output_file(out, overwrite=overwrite):
         judge_ = make_judge(judge, ENV_IDS.get(env, env), pairwise=True, policy=policy)
         records = label_pairs(env, policy, judge_, prompts, batch_pairs, temperature, seed, split, device)
@@ -333,13 +333,13 @@ def train_rm(
     from criticgym.distill.fit import train_reward_model
     from criticgym.distill.pairs import read_jsonl
 
+    options = SimpleNamespace(train_layers=train_layers, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    ranges = dict(train_layers=NON_NEGATIVE, epochs=AT_LEAST_1, lr=POSITIVE, batch_size=AT_LEAST_1, seed=NON_NEGATIVE)
+    check_ranges(options, ranges)
+    if not 0 <= val_fraction < 1:  # a share of the pairs, and some must be left to train on
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
     if not Path(data).is_file():
         raise ConfigError(f"--data {data}: no such file. Write a preference dataset with `criticgym label` first.")
-    for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):
-        if value < 1:
-            raise ConfigError(f"{option} must be at least 1, got {value}.")
-    if not 0 <= val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
     with run_folder(out, overwrite=overwrite, resume_hint=None):
         model, metrics = train_reward_model(
             read_jsonl(data), backbone, train_layers, epochs, lr, batch_size, val_fraction, seed, device

@@ -115,6 +115,28 @@ def test_a_run_refused_at_start_leaves_no_folder(tmp_path, capsys, option, messa
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["label", "--prompts", "0"], "--prompts must be at least 1, got 0"),
+        (["label", "--batch-pairs", "-2"], "--batch-pairs must be at least 1, got -2"),
+        (["label", "--temperature", "0"], "--temperature must be more than 0, got 0.0"),
+        (["train-rm", "--data", "prefs.jsonl", "--lr", "-1e-3"], "--lr must be more than 0, got -0.001"),
+        (["train-rm", "--data", "prefs.jsonl", "--train-layers", "-1"], "--train-layers must be at least 0, got -1"),
+        (["train-rm", "--data", "prefs.jsonl", "--val-fraction", "1"], "--val-fraction must be in [0, 1), got 1.0"),
+        (["search", "--rain.searches", "0"], "--rain.searches must be at least 1, got 0"),
+        (["search", "--rain.root-prior-mix", "1.5"], "--rain.root-prior-mix must be in [0, 1], got 1.5"),
+        (["search", "--rain.candidates", "0"], "--rain.candidates must be at least 1, got 0"),
+        (["search", "--rain.set-lengths", "1", "0"], "--rain.set-lengths must all be at least 1, got (1, 0)"),
+        (["bench", "frontier", "--rain.c", "-1"], "--rain.c must be at least 0, got -1.0"),
+    ],
+)
+def test_every_commands_numeric_options_are_checked_before_anything_runs(tmp_path, capsys, argv, message):
+    out = tmp_path / ("prefs.jsonl" if argv[0] == "label" else "new")
+    assert message in failure([*argv, "--out", str(out)], capsys)
+    assert not out.exists()
+
+
 # -- checked settings --------------------------------------------------------------------------------------------
 
 
