@@ -319,7 +319,7 @@ def test_a_frontier_refuses_results_of_other_settings_and_replaces_them_on_reque
     from criticgym.bench import frontier as fr
 
     argv = ["--arms", "untrained,best-of-n,sparse", "--seeds", "1", "--prompts", "4", "--n", "2", "--judges", "vader"]
-    argv += ["--model", "tiny", "--iterations", "1", "--out", str(tmp_path)]
+    argv += ["--model", "tiny", "--ppo.freeze-layers", "0", "--iterations", "1", "--out", str(tmp_path)]
     old = tyro.cli(fr.FrontierConfig, args=argv)
     for arm in ("untrained", "best-of-n", "sparse"):  # finished records, as an earlier frontier left them
         folder = tmp_path / "runs" / arm / "seed-0"
@@ -422,6 +422,37 @@ def test_eval_and_eval_judge_do_not_replace_their_output_unless_asked(tmp_path, 
     assert main([*argv, "--overwrite"]) == 0
     assert json.loads(judged.read_text())[0]["pairs"] == 4 and "Judge quality" in judged.with_suffix(".md").read_text()
     assert "give a .json name" in failure([*argv[:-1], str(tmp_path / "judges.md")], capsys)
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (train_argv("OUT", "--ppo.freeze-layers", "99"), "--ppo.freeze-layers"),
+        (["self-evolve", "--model", "MODEL", "--freeze-layers", "99", "--out", "OUT"], "--freeze-layers"),
+        (["bench", "toxic-start", "--model", "MODEL", "--freeze-layers", "99", "--out", "OUT"], "--freeze-layers"),
+        (["bench", "ablation", "--model", "MODEL", "--ppo.freeze-layers", "99", "--out", "OUT"], "--ppo.freeze-layers"),
+        (
+            ["bench", "frontier", "--arms", "untrained,sparse", "--judges", "vader", "--model", "MODEL"]
+            + ["--ppo.freeze-layers", "99", "--out", "OUT"],
+            "--ppo.freeze-layers",
+        ),
+    ],
+)
+def test_freezing_more_layers_than_a_hub_model_has_is_refused_before_the_folder_or_weights(
+    tmp_path, capsys, monkeypatch, argv, option
+):
+    from huggingface_hub import constants
+
+    from tests.rollout.test_models import hub_cache_with
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id in the local hub cache, as on a machine without the hub
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub_cache_with(tmp_path / "hub", "someone/two-layers", {"model_type": "llama", "num_hidden_layers": 2})
+    out = tmp_path / "new"  # the cache holds no weights: a load would fail with another message
+    argv = [str(out) if a == "OUT" else "someone/two-layers" if a in ("MODEL", "tiny") else a for a in argv]
+    message = failure(argv, capsys)
+    assert f"{option} 99: someone/two-layers has 2 layers; freeze at most 2." in message
+    assert not out.exists()
 
 
 def test_freezing_more_layers_than_the_model_has_is_an_error(tiny):
