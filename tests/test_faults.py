@@ -401,7 +401,7 @@ def test_label_and_train_rm_do_not_replace_their_output_unless_asked(tmp_path, c
 
 
 def test_eval_and_eval_judge_do_not_replace_their_output_unless_asked(tmp_path, capsys, monkeypatch):
-    import criticgym.cli as cli
+    import criticgym.cli.train as cli
 
     results = tmp_path / "eval.json"
     results.write_text("{}")
