@@ -31,6 +31,8 @@ once by :mod:`criticgym.specs` into its typed value (``LabelJudge(Policy())``, `
 which every field here also takes itself.
 
 Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``split``, ``max_new_tokens``, ...).
+``max_new_tokens`` is the episode limit; a ``max_episode_steps`` shorter than it is refused where criticgym sees it
+(:func:`check_episode_limit`).
 """
 
 from __future__ import annotations
@@ -280,6 +282,7 @@ def make_vector_env(
         raise ConfigError("overlap_feedback runs the reward's scorer, critic or judge: give the env a reward.")
     if "feedback" in kwargs:
         raise ConfigError("Language feedback episodes run on a single env: use gym.make(..., feedback=...).")
+    check_episode_limit(task, kwargs.pop("max_episode_steps", None), kwargs)  # gym.make_vec hands it over
     return with_reward(TextGenVectorEnv(num_envs, task, **kwargs), task, spec, overlap, policy)
 
 
@@ -365,9 +368,39 @@ def _check_id(env_id: str) -> None:
         raise UnknownEnvError(f"Unknown environment id {env_id!r}; criticgym registers {sorted(ENV_IDS)}.")
 
 
+def check_episode_limit(task: str, limit: int | None, options: dict[str, Any]) -> None:
+    """Refuse an episode limit (``max_episode_steps``) shorter than the episodes an env with ``options`` plays.
+
+    Gymnasium's ``TimeLimit`` sits outside the env: it would cut a completion before the env ends it, and a cut
+    episode is never scored (reward 0, ``info["unscored"]``). The env's own budget, ``max_new_tokens``, ends every
+    episode scored. A limit at least as long as the episodes never acts (-1 or None: no limit).
+    """
+    from criticgym.envs import get_task
+
+    if limit is None or limit == -1:
+        return
+    turns = 1 if options.get("feedback") is None else 2  # answer, then refinement
+    budget = options.get("max_new_tokens") or get_task(task).max_new_tokens
+    if limit < turns * budget:
+        episode = f"{budget} tokens" if turns == 1 else f"two turns of {budget} tokens"
+        raise ConfigError(
+            f"max_episode_steps={limit} is shorter than an episode ({episode}): Gymnasium's TimeLimit would cut "
+            "completions before the env ends them, and a cut episode is never scored (reward 0). Give the env that "
+            f"budget instead, max_new_tokens={max(1, limit // turns)} (each episode then ends scored), or drop "
+            "max_episode_steps."
+        )
+
+
 def make(env_id: str, **kwargs: Any) -> gym.Env:
-    """``gym.make`` for criticgym ids, with an error that lists the valid ids."""
+    """``gym.make`` for criticgym ids, with an error that lists the valid ids.
+
+    An episode limit shorter than the token budget (``max_episode_steps``, or one registered with the id) is refused
+    (:func:`check_episode_limit`); ``gym.make`` itself applies it outside the env, where the env cannot see it, and
+    the cut episodes say ``info["unscored"]``.
+    """
     _check_id(env_id)
+    limit = kwargs.get("max_episode_steps")
+    check_episode_limit(ENV_IDS[env_id], gym.spec(env_id).max_episode_steps if limit is None else limit, kwargs)
     return gym.make(env_id, **kwargs)
 
 

@@ -53,6 +53,11 @@ TOKEN_REWARDS = "token_rewards"
 """``info[TOKEN_REWARDS]``: a finished episode's per-token rewards, paid in hindsight by the dense rewards (RELC's
 spans, pairwise preferences); the learner writes them onto the steps. A vector env's rows carry the mask
 ``info["_" + TOKEN_REWARDS]``."""
+UNSCORED = "unscored"
+"""``info[UNSCORED]`` (a single env's reward wrappers): True on every step before the one that scores the episode.
+An episode that ends with it (``truncated``) was cut by a limit outside the env, Gymnasium's ``TimeLimit``
+(``gym.make(..., max_episode_steps=n)`` shorter than the token budget): it was never scored, and its reward 0 is no
+score. The env's own budget, ``max_new_tokens``, ends an episode scored."""
 
 
 @dataclass(frozen=True)

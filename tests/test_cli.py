@@ -105,7 +105,7 @@ def test_the_command_line_does_not_import_torch_to_print_its_help():
 
 
 def test_held_out_tables_name_metrics_for_people_and_stay_plain_when_redirected(capsys):
-    from criticgym.cli import _samples, held_out_table, metric_label
+    from criticgym.cli.train import _samples, held_out_table, metric_label
 
     assert metric_label("eval/percent_positive_vader") == "% positive (vader)"
     assert metric_label("eval/perplexity") == "perplexity under the reference"

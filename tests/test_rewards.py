@@ -145,7 +145,7 @@ def test_import_criticgym_still_registers_every_id():
 def test_a_reward_is_written_one_way_in_every_command(form, spec):
     """``--reward FORM`` in train, demo and eval; an arm of the bench commands is the same FORM."""
     from criticgym.bench.ablation import arm_reward
-    from criticgym.cli import eval_config
+    from criticgym.cli.train import eval_config
     from criticgym.train.driver import config_from_args
 
     assert config_from_args(["--iterations", "3", "--reward", form]).reward == spec
@@ -155,7 +155,7 @@ def test_a_reward_is_written_one_way_in_every_command(form, spec):
 
 
 def test_the_rewards_options_go_anywhere_after_reward_and_the_subcommand_form_still_works():
-    from criticgym.cli import eval_config
+    from criticgym.cli.train import eval_config
     from criticgym.train.config import reward_args
     from criticgym.train.driver import config_from_args
 

@@ -23,7 +23,7 @@ from criticgym.bench.costs import SEARCH_ARMS, inference_flops, report, training
 from criticgym.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
-from criticgym.train import TrainConfig
+from criticgym.train import TrainConfig, check_model
 from criticgym.train.config import HOW
 from criticgym.train.export import drop_weights
 from criticgym.utils.files import load_checkpoint, write_text_atomically
@@ -435,6 +435,8 @@ def frontier(argv: list[str], log=print) -> dict[str, Any]:
     if cfg.train.lora_r:
         raise ConfigError("The frontier serves full-weight policies; drop --lora-r.")
     arm_seeds, _ = cfg.arm_seeds, cfg.arm_prompts  # a wrong --seeds-of or --prompts-of fails before anything runs
+    if any(arm not in SEARCH_ARMS + ("untrained",) for arm in arm_seeds):  # an arm that trains freezes layers
+        check_model(cfg.train)  # the trained arms' and SELF's --ppo.freeze-layers, before the folder
     with run_folder(cfg.train.out, resume=True):  # finished arms are kept, stale ones refused (or replaced)
         return _frontier(cfg, arm_seeds, argv, log)
 

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 
 from criticgym.critics.protocols import DirectJudge
-from criticgym.errors import ConfigError
+from criticgym.errors import AT_LEAST_1, FRACTION, NON_NEGATIVE, ConfigError, check_ranges
 from criticgym.rollout import Decoder, DecodeState, eos_token_ids
 from criticgym.search.tree import Node, Tree
+from criticgym.utils.options import deferred
 
 
 @dataclass
@@ -84,12 +85,20 @@ class RAINConfig:
     """Seeds the sampled candidates and simulations."""
 
     def __post_init__(self) -> None:
-        if self.searches < 1 or self.min_new_searches < 1:
-            raise ConfigError("searches and min_new_searches must be at least 1.")
+        if not deferred():  # the commands check once tyro has parsed (utils.options.parsed)
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for a constant out of its range, named as its option (``--rain.searches``)."""
+        check_ranges(self, RAIN_RANGES, "--rain.")
         if not self.set_lengths or min(self.set_lengths) < 1:
-            raise ConfigError(f"set_lengths must be positive, got {self.set_lengths}.")
-        if self.candidates < 1 or self.max_new_tokens < 1:
-            raise ConfigError("candidates and max_new_tokens must be at least 1.")
+            raise ConfigError(f"--rain.set-lengths must all be at least 1, got {self.set_lengths}.")
+
+
+# Every constant's range (the two thresholds have none: one beyond [-1, 1] turns its rule off, as a test does)
+RAIN_COUNTS = ("searches", "min_new_searches", "candidates", "sample_top_k", "max_children", "max_new_tokens")
+RAIN_RANGES = dict.fromkeys(RAIN_COUNTS, AT_LEAST_1) | {"root_prior_mix": FRACTION}
+RAIN_RANGES |= dict.fromkeys(("min_visits", "c", "similarity_gamma", "addition_spread", "seed"), NON_NEGATIVE)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from criticgym.train.build import (
     build_agent,
     build_evaluator,
     build_policy,
+    check_model,
     critic_pool,
     frozen_copy,
     initial_policy,
@@ -86,6 +87,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     only with ``resume`` or ``resume_if_any``, replaced only with ``overwrite``, and never written by two processes.
     """
     resuming = cfg.resume or cfg.resume_if_any
+    check_model(cfg)  # from the model's config: before the folder is taken
     with run_folder(cfg.out, resume=resuming, overwrite=cfg.overwrite, resume_hint="continue it with --resume"):
         return _train(cfg, log)
 

@@ -25,7 +25,7 @@ from criticgym.critics.base import Critique, as_critic, checked_critiques
 from criticgym.critics.offsets import span_token_rewards, token_char_offsets
 from criticgym.critics.protocols import Critic, Scorer
 from criticgym.errors import ConfigError
-from criticgym.rewards import EXTRINSIC_REWARD, TOKEN_REWARDS
+from criticgym.rewards import EXTRINSIC_REWARD, TOKEN_REWARDS, UNSCORED
 from criticgym.wrappers.overlap import Ended, RewardCalls, put_row
 from criticgym.wrappers.sparse import RewindableVectorWrapper, SparseExtrinsicReward, SparseExtrinsicRewardVector
 
@@ -124,7 +124,7 @@ class CriticSpanReward(gym.Wrapper):
     At an episode's last step ``info`` gains ``intrinsic_rewards`` (T,) (unscaled ``r_in``), ``token_rewards``
     (T,) (the hindsight vector; its sum is the episode return), ``critique`` (the :class:`Critique` or None when
     gated off), ``critic_latency_s`` and the counters ``critic_called``, ``critic_cached``, ``critic_spans``,
-    ``critic_unlocated``, ``critic_parse_failed``.
+    ``critic_unlocated``, ``critic_parse_failed``. Every step before it carries ``info["unscored"] = True``.
 
     Args:
         env: a criticgym env (its final info carries the prompt, completion and completion ids).
@@ -195,6 +195,8 @@ class CriticSpanReward(gym.Wrapper):
                 "critic_latency_s": self.rewarder.last_latency,
             }
             reward = float(reward) + self.scale * float(r_in.sum())
+        else:
+            info = {**info, UNSCORED: True}
         return obs, reward, terminated, truncated, info
 
 

@@ -11,7 +11,7 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 
 from criticgym.critics.protocols import Scorer
 from criticgym.critics.scorers import as_scorer, score_texts
-from criticgym.rewards import EXTRINSIC_REWARD
+from criticgym.rewards import EXTRINSIC_REWARD, UNSCORED
 from criticgym.wrappers.overlap import Ended, RewardCalls, put_row
 
 
@@ -28,7 +28,8 @@ def score_episodes(scorer: Scorer, episodes: Sequence[tuple]) -> np.ndarray:
 class SparseExtrinsicReward(gym.Wrapper):
     """Adds ``scale * scorer(prompt, completion)`` to the reward of each episode's last step.
 
-    The score is also reported as ``info["extrinsic_reward"]`` on that step.
+    The score is also reported as ``info["extrinsic_reward"]`` on that step; every step before it carries
+    ``info["unscored"] = True``, so an episode that a ``TimeLimit`` outside cuts short says it was never scored.
 
     Args:
         env: a criticgym text-generation env (its final info carries ``prompt`` and ``completion``).
@@ -57,6 +58,8 @@ class SparseExtrinsicReward(gym.Wrapper):
             (score,) = score_episodes(self.scorer, [episode])
             info[EXTRINSIC_REWARD] = float(score)
             reward = float(reward) + self.scale * float(score)
+        else:
+            info[UNSCORED] = True
         return obs, reward, terminated, truncated, info
 
 
