@@ -22,7 +22,7 @@ import torch
 from criticgym.rollout import RolloutEngine, load_policy
 from criticgym.search.compare import SearchConfig, held_out_prompts
 from criticgym.search.rain import RAIN, RAINConfig
-from criticgym.search.values import make_evaluator
+from criticgym.search.values import make_value
 
 
 def run(rain: RAIN, ids, prompts, budget, eos):
@@ -48,7 +48,7 @@ def main() -> None:
     model, tokenizer = load_policy(args.model, device=args.device)
     ids, prompts, envs = held_out_prompts(SearchConfig(env=args.env, prompts=args.prompts), tokenizer, seed=0)
     budget, eos = envs.unwrapped.max_new_tokens, tuple(envs.unwrapped.eos_token_ids)
-    evaluator = make_evaluator("vader")
+    evaluator = make_value("vader")
     config = RAINConfig(searches=args.searches, min_new_searches=args.min_new_searches)
     ours = RAIN(model, tokenizer, evaluator, config)
     official = RAIN(model, tokenizer, evaluator, RAINConfig(**{**config.__dict__, "reuse_cache": False}))

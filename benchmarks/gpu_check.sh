@@ -54,7 +54,7 @@ if $PY -c "import vllm" 2> /dev/null; then
   timeout 240 $PY benchmarks/bench_vllm.py --model smollm2-135m-random --batch-sizes 32 128 256 \
     --out "$OUT/vllm.md" ${VLLM_ARGS:-} 2>&1 | tee "$OUT/bench_vllm.log"
   timeout 120 $PY -m criticgym train --model smollm2-135m-random --engine vllm --device cuda --iterations 1 \
-    --num-envs 64 --eval-prompts 8 --out "$OUT/ppo-vllm" --no-progress sparse 2>&1 | tee "$OUT/ppo_vllm.log"
+    --num-envs 64 --eval-prompts 8 --out "$OUT/ppo-vllm" --no-progress --reward sparse 2>&1 | tee "$OUT/ppo_vllm.log"
 else
   echo "vLLM is not installed in this image: no vLLM figures" | tee "$OUT/vllm.md"
 fi

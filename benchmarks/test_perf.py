@@ -237,13 +237,13 @@ def test_rain_vs_official_strategy(benchmark):
     forward pass): the same search (same completions and statistics), smollm2-135m, 2 prompts, 10 searches."""
     from criticgym.search.compare import SearchConfig, held_out_prompts
     from criticgym.search.rain import RAIN, RAINConfig
-    from criticgym.search.values import make_evaluator
+    from criticgym.search.values import make_value
 
     model, tokenizer = load_policy("smollm2-135m")
     ids, prompts, envs = held_out_prompts(SearchConfig(env="criticgym/SentimentControl-v0", prompts=2), tokenizer, 0)
     budget, eos = envs.unwrapped.max_new_tokens, tuple(envs.unwrapped.eos_token_ids)
     config = RAINConfig(searches=10, min_new_searches=5)
-    evaluator = make_evaluator("vader")
+    evaluator = make_value("vader")
     rains = {"ours": RAIN(model, tokenizer, evaluator, config)}
     rains["official"] = RAIN(model, tokenizer, evaluator, RAINConfig(**{**config.__dict__, "reuse_cache": False}))
     rains["ours"].search(ids[0], prompts[0], seed=0, budget=4, eos_ids=eos)  # warm-up: MiniLM, VADER, packing

@@ -26,7 +26,13 @@ are the same, paid on a later idle step of the finished row (:mod:`criticgym.wra
 (:class:`~criticgym.wrappers.feedback.LanguageFeedback`): ``"program"`` (the task's annotator), ``"model:<name>"``
 or a feedback writer; ``feedback_tokens=`` (96) sizes the observation for it. The reward scores the refinement.
 
+A name with structure (``"label:self"``, ``"random-lexicon"``, ``"openai:<model>@<url>"``, ``"model:<name>"``) is read
+once by :mod:`criticgym.specs` into its typed value (``LabelJudge(Policy())``, ``RandomSpans("lexicon")``, ...),
+which every field here also takes itself.
+
 Any other keyword goes to :class:`~criticgym.envs.TextGenEnv` (``model``, ``split``, ``max_new_tokens``, ...).
+``max_new_tokens`` is the episode limit; a ``max_episode_steps`` shorter than it is refused where criticgym sees it
+(:func:`check_episode_limit`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from criticgym.rewards import (
     reward_spec,
     spec_name,
 )
+from criticgym.specs import LabelJudge, Policy, RandomSpans, parse_critic, parse_judge
 
 ENV_IDS = {
     "criticgym/SentimentControl-v0": "sentiment",
@@ -121,8 +128,12 @@ JUDGES: dict[str, Callable[[JudgeContext], Any]] = {}
 
 
 def _register(registry: dict[str, Any], role: str, name: str, factory: Any) -> None:
-    if not isinstance(name, str) or not name or ":" in name or name.startswith("random"):
-        raise ConfigError(f"A {role} name is a plain word (no ':', not random...); got {name!r}.")
+    parse = parse_critic if role == "critic" else parse_judge  # a scorer's name is also a judge's
+    if not isinstance(name, str) or not name or ":" in name or parse(name) != name:
+        raise ConfigError(
+            f"A {role} name is a plain word that none of the package's own forms takes (random..., self, lexicon, "
+            f"label:...); got {name!r}."
+        )
     if registry.get(name, factory) is not factory:
         raise ConfigError(f"A different {role} is already registered as {name!r}; choose another name.")
     registry[name] = factory
@@ -145,47 +156,56 @@ def register_scorer(name: str, factory: Callable[[], Any]) -> None:
     _register(SCORERS, "scorer", name, factory)
 
 
-def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: str = DEFAULT_MODEL, seed: int = 0) -> Any:
-    """A critic by name for a task, or a critic object as it is (``"random"`` copies the task's critic's budget)."""
+def make_critic(name: str | Any, task: str, tokenizer: Any, critic_model: Any = DEFAULT_MODEL, seed: int = 0) -> Any:
+    """A critic by name or typed value for a task, or a critic object as it is.
+
+    :class:`~criticgym.specs.RandomSpans` (``"random"``, ``"random-<critic>"``) copies the budget of the named
+    critic (the task's by default).
+    """
     from criticgym.critics import RandomCritic
     from criticgym.envs import get_task
 
-    if not isinstance(name, str):
-        return name
-    if name.startswith("random"):
-        inner = name.partition("-")[2] or get_task(task).critic
+    critic = parse_critic(name)
+    if isinstance(critic, RandomSpans):
+        inner = critic.critic or get_task(task).critic
         return RandomCritic(make_critic(inner, task, tokenizer, critic_model), tokenizer, seed=seed)
-    if name not in CRITICS:
+    if not isinstance(critic, str):
+        return critic
+    if critic not in CRITICS:
         raise ConfigError(
-            f"Unknown critic {name!r}; use one of {sorted(CRITICS)}, 'random-<critic>', your own critic object, or "
+            f"Unknown critic {critic!r}; use one of {sorted(CRITICS)}, 'random-<critic>', your own critic object, or "
             "register one (criticgym.registration.register_critic)."
         )
-    return CRITICS[name](CriticContext(get_task(task), tokenizer, critic_model, seed))
+    return CRITICS[critic](CriticContext(get_task(task), tokenizer, critic_model, seed))
 
 
 def make_judge(name: str | Any, task: str, pairwise: bool, policy: Any = None) -> Any:
-    """A judge by name for a task, or a judge object as it is: where every judge name becomes a judge.
+    """A judge by name or typed value for a task, or a judge object as it is: where every judge name becomes a judge.
 
-    ``policy`` is what ``label:self`` judges with: a model name, a frozen ``(model, tokenizer)`` pair, or a function
-    returning one (called only when a judge needs it: the training driver's frozen copy of the initial policy).
+    The name's form is read by :func:`criticgym.specs.parse_judge`; a registered name comes first.
+
+    ``policy`` is what :class:`~criticgym.specs.Policy` (``self``, ``label:self``) judges with: a model name, a frozen
+    ``(model, tokenizer)`` pair, or a function returning one (called only when a judge needs it: the training
+    driver's frozen copy of the initial policy).
     """
     from criticgym.critics import judge as judges
     from criticgym.envs import get_task
 
-    if not isinstance(name, str):
-        return name
     task_spec = get_task(task)
-    if name in JUDGES:
+    if isinstance(name, str) and name in JUDGES:
         return JUDGES[name](JudgeContext(task_spec, pairwise, policy))
-    parsed = judges.parse_label_judge(name)
-    if parsed is not None and parsed[1] == "self":
+    spec = parse_judge(name)
+    model = spec.model if isinstance(spec, LabelJudge) else spec
+    if isinstance(model, Policy):
         if policy is None:
             raise ConfigError(
-                f"{name!r} is the policy judging itself, and this env does not know the policy: give the env "
+                f"{str(spec)!r} is the policy judging itself, and this env does not know the policy: give the env "
                 "policy= (a model name or a (model, tokenizer) pair), or a model name as model=."
             )
         backend = policy() if callable(policy) and not isinstance(policy, str) else policy
-        return judges.label_word_judge(name, task_spec.label_words, pairwise=pairwise, backend=backend)
+        if isinstance(spec, LabelJudge):
+            return judges.label_word_judge(spec, task_spec.label_words, pairwise=pairwise, backend=backend)
+        name = backend
     return judges.make_judge(name, task_spec.preamble, task_spec.label_words, pairwise=pairwise)
 
 
@@ -262,6 +282,7 @@ def make_vector_env(
         raise ConfigError("overlap_feedback runs the reward's scorer, critic or judge: give the env a reward.")
     if "feedback" in kwargs:
         raise ConfigError("Language feedback episodes run on a single env: use gym.make(..., feedback=...).")
+    check_episode_limit(task, kwargs.pop("max_episode_steps", None), kwargs)  # gym.make_vec hands it over
     return with_reward(TextGenVectorEnv(num_envs, task, **kwargs), task, spec, overlap, policy)
 
 
@@ -347,9 +368,39 @@ def _check_id(env_id: str) -> None:
         raise UnknownEnvError(f"Unknown environment id {env_id!r}; criticgym registers {sorted(ENV_IDS)}.")
 
 
+def check_episode_limit(task: str, limit: int | None, options: dict[str, Any]) -> None:
+    """Refuse an episode limit (``max_episode_steps``) shorter than the episodes an env with ``options`` plays.
+
+    Gymnasium's ``TimeLimit`` sits outside the env: it would cut a completion before the env ends it, and a cut
+    episode is never scored (reward 0, ``info["unscored"]``). The env's own budget, ``max_new_tokens``, ends every
+    episode scored. A limit at least as long as the episodes never acts (-1 or None: no limit).
+    """
+    from criticgym.envs import get_task
+
+    if limit is None or limit == -1:
+        return
+    turns = 1 if options.get("feedback") is None else 2  # answer, then refinement
+    budget = options.get("max_new_tokens") or get_task(task).max_new_tokens
+    if limit < turns * budget:
+        episode = f"{budget} tokens" if turns == 1 else f"two turns of {budget} tokens"
+        raise ConfigError(
+            f"max_episode_steps={limit} is shorter than an episode ({episode}): Gymnasium's TimeLimit would cut "
+            "completions before the env ends them, and a cut episode is never scored (reward 0). Give the env that "
+            f"budget instead, max_new_tokens={max(1, limit // turns)} (each episode then ends scored), or drop "
+            "max_episode_steps."
+        )
+
+
 def make(env_id: str, **kwargs: Any) -> gym.Env:
-    """``gym.make`` for criticgym ids, with an error that lists the valid ids."""
+    """``gym.make`` for criticgym ids, with an error that lists the valid ids.
+
+    An episode limit shorter than the token budget (``max_episode_steps``, or one registered with the id) is refused
+    (:func:`check_episode_limit`); ``gym.make`` itself applies it outside the env, where the env cannot see it, and
+    the cut episodes say ``info["unscored"]``.
+    """
     _check_id(env_id)
+    limit = kwargs.get("max_episode_steps")
+    check_episode_limit(ENV_IDS[env_id], gym.spec(env_id).max_episode_steps if limit is None else limit, kwargs)
     return gym.make(env_id, **kwargs)
 
 

@@ -10,7 +10,10 @@ A reward set-up is one of four frozen dataclasses, each with exactly its own opt
 ``gym.make``, ``criticgym train``, the ablation and the frontier take a spec; registration
 (:mod:`criticgym.registration`) is the one place where a spec becomes a critic, a judge and wrappers. Strings are a
 convenience that :func:`reward_spec` parses into a spec: ``"sparse"``, ``"relc"``, ``"relc-<critic>"``,
-``"random"``, ``"random-<critic>"`` (RELC with random spans), ``"rlaif-direct"``, ``"rlaif-pairwise"``.
+``"random"``, ``"random-<critic>"`` (RELC with random spans), ``"rlaif-direct"``, ``"rlaif-pairwise"``. Inside a
+spec, a name with structure is its typed value (:mod:`criticgym.specs`): ``Relc(critic="random-lexicon")`` holds
+``RandomSpans("lexicon")``, ``RlaifDirect(judge_model="label:self")`` holds ``LabelJudge(Policy())``; either form
+may be given, and the spec is the same.
 
     >>> reward_spec("relc-lexicon", alpha2=0.5)
     Relc(critic='lexicon', critic_model='smollm2-135m', alpha1=1.0, alpha2=0.5, gate=None, positive_value=None, \
@@ -37,6 +40,7 @@ from typing import Annotated, Any, Literal
 import tyro
 
 from criticgym.errors import ConfigError
+from criticgym.specs import TYPED, RandomSpans, parse_critic, parse_judge, parse_model
 
 DEFAULT_MODEL = "smollm2-135m"
 """The model the defaults of a run name: the policy, the LLM critic, the AI judge, SELF's annotator (an env made
@@ -49,6 +53,11 @@ TOKEN_REWARDS = "token_rewards"
 """``info[TOKEN_REWARDS]``: a finished episode's per-token rewards, paid in hindsight by the dense rewards (RELC's
 spans, pairwise preferences); the learner writes them onto the steps. A vector env's rows carry the mask
 ``info["_" + TOKEN_REWARDS]``."""
+UNSCORED = "unscored"
+"""``info[UNSCORED]`` (a single env's reward wrappers): True on every step before the one that scores the episode.
+An episode that ends with it (``truncated``) was cut by a limit outside the env, Gymnasium's ``TimeLimit``
+(``gym.make(..., max_episode_steps=n)`` shorter than the token budget): it was never scored, and its reward 0 is no
+score. The env's own budget, ``max_new_tokens``, ends an episode scored."""
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,11 @@ class Relc:
 
     kind: Annotated[Literal["relc"], tyro.conf.Suppress] = field(default="relc", init=False, repr=False)
     critic: str | None = None
-    """The span critic: lexicon, toxicity, llm, label, random, random-<critic>, a registered name, or a critic object
-    or function (None: the task's)."""
+    """The span critic: lexicon, toxicity, llm, label, random, random-<critic> (RandomSpans), a registered name, or a
+    critic object or function (None: the task's)."""
     critic_model: str = DEFAULT_MODEL
-    """The model the llm and label critics ask: a built-in name, a folder, a hub id or openai:<model>@<url>."""
+    """The model the llm and label critics ask: a built-in name, a folder, a hub id or openai:<model>@<url>
+    (OpenAIServer)."""
     alpha1: float = 1.0
     """Weight of the task's score."""
     alpha2: float = 1.0
@@ -85,6 +95,10 @@ class Relc:
     scorer: str | None = None
     """A scorer name or a reward-model folder (None: the task's scorer)."""
 
+    def __post_init__(self) -> None:  # a string form becomes its typed value (criticgym.specs), once
+        object.__setattr__(self, "critic", parse_critic(self.critic))
+        object.__setattr__(self, "critic_model", parse_model(self.critic_model))
+
 
 @dataclass(frozen=True)
 class RlaifDirect:
@@ -93,7 +107,10 @@ class RlaifDirect:
     kind: Annotated[Literal["rlaif-direct"], tyro.conf.Suppress] = field(default="rlaif-direct", init=False, repr=False)
     judge_model: str = DEFAULT_MODEL
     """The judge: a model, label:<model> (the task's label-word question), label:self (a frozen copy of the
-    initial policy), a registered name, or a judge object."""
+    initial policy), a registered name, or a judge object (criticgym.specs.parse_judge reads the name)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "judge_model", parse_judge(self.judge_model))
 
 
 @dataclass(frozen=True)
@@ -107,8 +124,20 @@ class RlaifPairwise:
     """The judge: a model, label:<model> (the task's label-word question), label:self, a registered name, or a
     judge object."""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "judge_model", parse_judge(self.judge_model))
+
 
 RewardSpec = Sparse | Relc | RlaifDirect | RlaifPairwise
+RewardOption = Annotated[
+    Annotated[Sparse, tyro.conf.subcommand("sparse")]
+    | Annotated[Relc, tyro.conf.subcommand("relc")]
+    | Annotated[RlaifDirect, tyro.conf.subcommand("rlaif-direct")]
+    | Annotated[RlaifPairwise, tyro.conf.subcommand("rlaif-pairwise")],
+    tyro.conf.OmitSubcommandPrefixes,
+]
+"""A reward set-up as a command-line field: what ``--reward FORM`` becomes (one subcommand per spec, each showing
+only its own options; :func:`criticgym.train.config.reward_args`)."""
 SPECS: dict[str, type[RewardSpec]] = {cls.kind: cls for cls in (Sparse, Relc, RlaifDirect, RlaifPairwise)}
 FORMS = ("sparse", "relc", "relc-<critic>", "random", "random-<critic>", "rlaif-direct", "rlaif-pairwise")
 
@@ -155,14 +184,14 @@ def reward_spec(reward: RewardSpec | str | None = "sparse", **options: Any) -> R
         )
     kind, critic = _parse_form(reward)
     if critic is not None:
-        if options.get("critic") not in (None, critic):
-            raise ConfigError(f"reward={reward!r} names the critic {critic!r}; drop critic={options['critic']!r}.")
+        if parse_critic(options.get("critic")) not in (None, critic):
+            raise ConfigError(f"reward={reward!r} names the critic {str(critic)!r}; drop critic={options['critic']!r}.")
         options = {**options, "critic": critic}
     _check_options(kind, options)
     return SPECS[kind](**options)
 
 
-def _parse_form(reward: str) -> tuple[str, str | None]:
+def _parse_form(reward: str) -> tuple[str, Any]:
     """A string form's reward kind and the critic it names (None: none named)."""
     if reward in SPECS:
         return reward, None
@@ -170,7 +199,7 @@ def _parse_form(reward: str) -> tuple[str, str | None]:
     if head == "relc" and tail:
         return "relc", tail
     if head == "random":
-        return "relc", reward
+        return "relc", parse_critic(reward)
     raise ConfigError(f"Unknown reward set-up {reward!r}; use one of {list(FORMS)}, a reward spec, or None.")
 
 
@@ -179,9 +208,11 @@ def spec_name(spec: RewardSpec | None) -> str:
     if spec is None:
         return "none"
     if isinstance(spec, Relc) and spec.critic is not None:
+        if isinstance(spec.critic, RandomSpans):
+            return str(spec.critic)
         if not isinstance(spec.critic, str):  # an object: its function's or class's name
             return f"relc-{getattr(spec.critic, '__name__', type(spec.critic).__name__)}"
-        return spec.critic if spec.critic.startswith("random") else f"relc-{spec.critic}"
+        return f"relc-{spec.critic}"
     return spec.kind
 
 
@@ -234,13 +265,15 @@ def unnamed(spec: RewardSpec) -> list[str]:
     return [
         f"{name} ({getattr(v, '__qualname__', type(v).__qualname__)})"
         for name, v in values.items()
-        if v is not None and not isinstance(v, str | int | float) and object_path(v) is None
+        if v is not None and not isinstance(v, (str, int, float, *TYPED)) and object_path(v) is None
     ]
 
 
 def _plain(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float):
         return value
+    if isinstance(value, TYPED):  # a typed name (criticgym.specs) by its string form
+        return str(value)
     path = object_path(value)
     return {OBJECT: path} if path else {OBJECT: None, "type": getattr(value, "__qualname__", type(value).__qualname__)}
 

@@ -65,7 +65,11 @@ TINY_TRAIN = ["train", "--model", "tiny", "--iterations", "1", "--num-envs", "2"
         (TINY_TRAIN + ["--env", "criticgym/Nope-v0"], "Unknown environment id 'criticgym/Nope-v0'"),
         (TINY_TRAIN + ["relc", "--critic", "nope"], "Unknown critic 'nope'"),
         (TINY_TRAIN + ["--num-envs", "3", "rlaif-pairwise", "--judge-model", "tiny"], "num_envs must be even"),
-        (TINY_TRAIN + ["--reward", "sparse"], "The reward set-up is a subcommand after the other options"),
+        (TINY_TRAIN + ["--reward", "sparse", "relc"], "The reward is given twice, as --reward sparse and as the"),
+        (TINY_TRAIN + ["--reward", "relc-nope"], "Unknown critic 'nope'"),
+        (["eval", "--reward", "nope"], "Unknown reward set-up 'nope'; use one of ['sparse', 'relc', 'relc-<critic>'"),
+        (["bench", "ablation", "--reward", "relc-lexicon"], "write the rewards as --arms sparse,relc-lexicon,random"),
+        (["bench", "frontier", "--reward=sparse"], "each arm a --reward FORM"),
         (["train", "--model", "nope-model", "--no-progress"], "Cannot load the model 'nope-model'"),
         (TINY_TRAIN + ["--device", "cuda"], "asks for CUDA"),
         (["bench", "ablation", "--arms", "sparse,foo"], "Unknown reward set-up 'foo'"),
@@ -101,7 +105,7 @@ def test_the_command_line_does_not_import_torch_to_print_its_help():
 
 
 def test_held_out_tables_name_metrics_for_people_and_stay_plain_when_redirected(capsys):
-    from criticgym.cli import _samples, held_out_table, metric_label
+    from criticgym.cli.train import _samples, held_out_table, metric_label
 
     assert metric_label("eval/percent_positive_vader") == "% positive (vader)"
     assert metric_label("eval/perplexity") == "perplexity under the reference"

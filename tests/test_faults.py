@@ -115,6 +115,28 @@ def test_a_run_refused_at_start_leaves_no_folder(tmp_path, capsys, option, messa
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["label", "--prompts", "0"], "--prompts must be at least 1, got 0"),
+        (["label", "--batch-pairs", "-2"], "--batch-pairs must be at least 1, got -2"),
+        (["label", "--temperature", "0"], "--temperature must be more than 0, got 0.0"),
+        (["train-rm", "--data", "prefs.jsonl", "--lr", "-1e-3"], "--lr must be more than 0, got -0.001"),
+        (["train-rm", "--data", "prefs.jsonl", "--train-layers", "-1"], "--train-layers must be at least 0, got -1"),
+        (["train-rm", "--data", "prefs.jsonl", "--val-fraction", "1"], "--val-fraction must be in [0, 1), got 1.0"),
+        (["search", "--rain.searches", "0"], "--rain.searches must be at least 1, got 0"),
+        (["search", "--rain.root-prior-mix", "1.5"], "--rain.root-prior-mix must be in [0, 1], got 1.5"),
+        (["search", "--rain.candidates", "0"], "--rain.candidates must be at least 1, got 0"),
+        (["search", "--rain.set-lengths", "1", "0"], "--rain.set-lengths must all be at least 1, got (1, 0)"),
+        (["bench", "frontier", "--rain.c", "-1"], "--rain.c must be at least 0, got -1.0"),
+    ],
+)
+def test_every_commands_numeric_options_are_checked_before_anything_runs(tmp_path, capsys, argv, message):
+    out = tmp_path / ("prefs.jsonl" if argv[0] == "label" else "new")
+    assert message in failure([*argv, "--out", str(out)], capsys)
+    assert not out.exists()
+
+
 # -- checked settings --------------------------------------------------------------------------------------------
 
 
@@ -297,7 +319,7 @@ def test_a_frontier_refuses_results_of_other_settings_and_replaces_them_on_reque
     from criticgym.bench import frontier as fr
 
     argv = ["--arms", "untrained,best-of-n,sparse", "--seeds", "1", "--prompts", "4", "--n", "2", "--judges", "vader"]
-    argv += ["--model", "tiny", "--iterations", "1", "--out", str(tmp_path)]
+    argv += ["--model", "tiny", "--ppo.freeze-layers", "0", "--iterations", "1", "--out", str(tmp_path)]
     old = tyro.cli(fr.FrontierConfig, args=argv)
     for arm in ("untrained", "best-of-n", "sparse"):  # finished records, as an earlier frontier left them
         folder = tmp_path / "runs" / arm / "seed-0"
@@ -376,6 +398,61 @@ def test_label_and_train_rm_do_not_replace_their_output_unless_asked(tmp_path, c
     argv = ["train-rm", "--data", str(prefs), "--out", str(rm)]
     assert f"--out {rm} holds a run (reward_model.json)" in failure(argv, capsys)
     assert (rm / "reward_model.json").read_text() == "{}"
+
+
+def test_eval_and_eval_judge_do_not_replace_their_output_unless_asked(tmp_path, capsys, monkeypatch):
+    import criticgym.cli.train as cli
+
+    results = tmp_path / "eval.json"
+    results.write_text("{}")
+    monkeypatch.setattr(cli, "evaluate", lambda cfg: pytest.fail("evaluated before the output was checked"))
+    argv = ["eval", "--model", "tiny", "--env", "criticgym/Words-v0", "--prompts", "2", "--out", str(results)]
+    assert "eval.json exists; replace it with --overwrite" in failure(argv, capsys)
+    assert results.read_text() == "{}"
+    monkeypatch.undo()
+    assert main([*argv, "--overwrite"]) == 0 and set(json.loads(results.read_text())) == {"tiny"}
+
+    judged = tmp_path / "judges.json"
+    argv = ["eval-judge", "--judge", "lexicon", "--pairs", "4", "--out", str(judged)]
+    for existing in (judged, judged.with_suffix(".md")):  # the table beside the JSON is guarded too
+        existing.write_text("kept")
+        assert f"{existing.name} exists; replace it with --overwrite" in failure(argv, capsys)
+        assert existing.read_text() == "kept"
+        existing.unlink()
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads(judged.read_text())[0]["pairs"] == 4 and "Judge quality" in judged.with_suffix(".md").read_text()
+    assert "give a .json name" in failure([*argv[:-1], str(tmp_path / "judges.md")], capsys)
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (train_argv("OUT", "--ppo.freeze-layers", "99"), "--ppo.freeze-layers"),
+        (["self-evolve", "--model", "MODEL", "--freeze-layers", "99", "--out", "OUT"], "--freeze-layers"),
+        (["bench", "toxic-start", "--model", "MODEL", "--freeze-layers", "99", "--out", "OUT"], "--freeze-layers"),
+        (["bench", "ablation", "--model", "MODEL", "--ppo.freeze-layers", "99", "--out", "OUT"], "--ppo.freeze-layers"),
+        (
+            ["bench", "frontier", "--arms", "untrained,sparse", "--judges", "vader", "--model", "MODEL"]
+            + ["--ppo.freeze-layers", "99", "--out", "OUT"],
+            "--ppo.freeze-layers",
+        ),
+    ],
+)
+def test_freezing_more_layers_than_a_hub_model_has_is_refused_before_the_folder_or_weights(
+    tmp_path, capsys, monkeypatch, argv, option
+):
+    from huggingface_hub import constants
+
+    from tests.rollout.test_models import hub_cache_with
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id in the local hub cache, as on a machine without the hub
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub_cache_with(tmp_path / "hub", "someone/two-layers", {"model_type": "llama", "num_hidden_layers": 2})
+    out = tmp_path / "new"  # the cache holds no weights: a load would fail with another message
+    argv = [str(out) if a == "OUT" else "someone/two-layers" if a in ("MODEL", "tiny") else a for a in argv]
+    message = failure(argv, capsys)
+    assert f"{option} 99: someone/two-layers has 2 layers; freeze at most 2." in message
+    assert not out.exists()
 
 
 def test_freezing_more_layers_than_the_model_has_is_an_error(tiny):

@@ -149,3 +149,48 @@ def test_a_registered_judge_is_a_name_the_reward_set_ups_take(monkeypatch):
     returns = episode_returns(RlaifDirect(judge_model="quarter"))
     np.testing.assert_allclose(returns, [0.25, 0.25])
     assert seen == [("sentiment", False, "tiny")]  # the task, direct, and the env's model as the policy
+
+
+def length_score(prompts, completions):  # a fast scorer: the episode limit's tests need no model
+    return [len(c) / 100 + 0.01 for c in completions]
+
+
+@pytest.mark.parametrize("make", ["make", "make_vec"])
+def test_an_episode_limit_shorter_than_the_token_budget_is_refused_naming_the_budget(make):
+    from criticgym.envs import get_task
+
+    budget = get_task("words").max_new_tokens
+    for build in (getattr(criticgym, make), getattr(gym, make)) if make == "make_vec" else (criticgym.make,):
+        with pytest.raises(ConfigError, match=rf"max_episode_steps=2 is shorter .*{budget} tokens.*max_new_tokens=2"):
+            build("criticgym/Words-v0", model="tiny", max_episode_steps=2)
+    # a limit the episodes never reach is no surprise: it is taken (and has no effect)
+    env = getattr(criticgym, make)("criticgym/Words-v0", model="tiny", max_episode_steps=budget, scorer=length_score)
+    env.close()
+
+
+def test_a_feedback_episodes_limit_counts_both_turns():
+    options = dict(model="tiny", feedback="program", max_new_tokens=4)
+    with pytest.raises(ConfigError, match=r"two turns of 4 tokens.*max_new_tokens=3"):
+        criticgym.make("criticgym/Arithmetic-v0", max_episode_steps=7, **options)
+    criticgym.make("criticgym/Arithmetic-v0", max_episode_steps=8, **options).close()
+
+
+@pytest.mark.parametrize("reward", [Sparse(scorer=length_score), Relc(critic="lexicon", scorer=length_score)])
+def test_an_episode_cut_by_a_time_limit_outside_the_env_says_it_is_unscored(reward):
+    # gym.make applies TimeLimit outside the env, where criticgym cannot see it: the cut episode's info says so
+    for env in (
+        gym.make("criticgym/Words-v0", model="tiny", reward=reward, max_episode_steps=2),
+        gym.wrappers.TimeLimit(criticgym.make("criticgym/Words-v0", model="tiny", reward=reward), 2),
+    ):
+        env.reset(seed=0)
+        _, _, terminated, truncated, info = env.step(5)
+        assert info["unscored"] and not (terminated or truncated)
+        _, reward_, terminated, truncated, info = env.step(5)
+        assert truncated and not terminated and reward_ == 0
+        assert info["unscored"] and "extrinsic_reward" not in info  # not a score of 0: no score
+    # the fix the refusal names: the budget ends the episode, scored
+    env = gym.make("criticgym/Words-v0", model="tiny", reward=reward, max_new_tokens=2)
+    env.reset(seed=0)
+    env.step(5)
+    _, reward_, _, truncated, info = env.step(5)
+    assert truncated and "unscored" not in info and reward_ >= info["extrinsic_reward"] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -129,3 +131,65 @@ def test_the_command_line_shows_only_the_chosen_rewards_options(capsys):
 
 def test_import_criticgym_still_registers_every_id():
     assert all(env_id in gym.registry for env_id in criticgym.ENV_IDS)
+
+
+@pytest.mark.parametrize(
+    ("form", "spec"),
+    [
+        ("sparse", Sparse()),
+        ("relc-lexicon", Relc(critic="lexicon")),
+        ("random-toxicity", Relc(critic="random-toxicity")),
+        ("rlaif-pairwise", RlaifPairwise()),
+    ],
+)
+def test_a_reward_is_written_one_way_in_every_command(form, spec):
+    """``--reward FORM`` in train, demo and eval; an arm of the bench commands is the same FORM."""
+    from criticgym.bench.ablation import arm_reward
+    from criticgym.cli.train import eval_config
+    from criticgym.train.driver import config_from_args
+
+    assert config_from_args(["--iterations", "3", "--reward", form]).reward == spec
+    assert config_from_args([f"--reward={form}"], prog="criticgym demo").reward == spec
+    assert eval_config(["--model", "tiny", "--reward", form]).reward == spec
+    assert arm_reward(form) == spec
+
+
+def test_the_rewards_options_go_anywhere_after_reward_and_the_subcommand_form_still_works():
+    from criticgym.cli.train import eval_config
+    from criticgym.train.config import reward_args
+    from criticgym.train.driver import config_from_args
+
+    argv = ["--reward", "relc-lexicon", "--alpha2", "0.5", "--iterations", "3", "--critic-model=tiny"]
+    assert reward_args(argv, "criticgym train") == [
+        "--iterations", "3", "relc", "--critic", "lexicon", "--alpha2", "0.5", "--critic-model=tiny"
+    ]  # fmt: skip
+    cfg = config_from_args(argv)
+    assert cfg.iterations == 3 and cfg.reward == Relc(critic="lexicon", alpha2=0.5, critic_model="tiny")
+    assert config_from_args(["--iterations", "3", "relc", "--critic", "lexicon", "--alpha2", "0.5"]).reward == Relc(
+        critic="lexicon", alpha2=0.5
+    )
+    assert eval_config(["relc", "--critic", "toxicity"]).reward == Relc(critic="toxicity")
+    # an option two set-ups share is each one's (it was refused as the other's)
+    assert config_from_args(["sparse", "--scorer", "vader"]).reward == Sparse(scorer="vader")
+    judged = eval_config(["--reward", "rlaif-direct", "--judge-model", "label:self", "--prompts", "4"])
+    assert judged.prompts == 4 and judged.reward == RlaifDirect(judge_model="label:self")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--reward", "relc-lexicon", "--critic", "llm"],
+            "--reward relc-lexicon names the critic lexicon; drop --critic",
+        ),
+        (["--reward", "sparse", "--alpha2", "0.5"], "--alpha2 is an option of the relc reward, not of sparse"),
+        (["--reward", "sparse", "--reward", "relc"], "Give the reward once, as --reward FORM with its options"),
+        (["--reward"], "Give the reward once, as --reward FORM"),
+        (["--reward", "rlaif-direct", "sparse"], "The reward is given twice, as --reward rlaif-direct and as the"),
+    ],
+)
+def test_a_reward_written_twice_or_with_anothers_options_names_the_line_that_works(argv, message):
+    from criticgym.train.driver import config_from_args
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_args(argv)

@@ -17,7 +17,7 @@ One iteration (RELC's recipe, Cao et al. 2024, arXiv 2401.07382):
 Every random draw is derived from ``(seed, iteration)``, so a run resumed from a checkpoint continues exactly as
 an uninterrupted one would.
 
-    criticgym train --agent ppo --env criticgym/SentimentControl-v0 --model smollm2-135m relc
+    criticgym train --agent ppo --env criticgym/SentimentControl-v0 --model smollm2-135m --reward relc
 """
 
 from __future__ import annotations

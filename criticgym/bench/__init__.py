@@ -21,6 +21,13 @@ USAGE = (
 
 def command(argv: list[str]) -> int:
     """Run ``criticgym bench <command>``; returns the exit code."""
+    if argv[:1] in (["ablation"], ["frontier"]) and any(a.split("=")[0] == "--reward" for a in argv):
+        from criticgym.errors import ConfigError
+
+        raise ConfigError(
+            f"criticgym bench {argv[0]} trains one run per reward arm: write the rewards as --arms "
+            "sparse,relc-lexicon,random (each arm a --reward FORM; --critic-model and --judge-model set their models)."
+        )
     if argv[:1] == ["toxic-start"]:
         from criticgym.bench.toxic_start import ToxicStartConfig, toxic_start
         from criticgym.utils.options import parsed

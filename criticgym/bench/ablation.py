@@ -44,7 +44,7 @@ from criticgym.algos.ppo import PPOConfig
 from criticgym.bench import resolution
 from criticgym.errors import AT_LEAST_1, POSITIVE, SHARE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL, RewardSpec, Sparse, options_of, reward_spec, spec_name
-from criticgym.train import TrainConfig, build_evaluator, config_changes, relevant, train
+from criticgym.train import TrainConfig, build_evaluator, check_model, config_changes, relevant, train
 from criticgym.train.config import HOW, RESUMABLE
 from criticgym.train.export import drop_weights
 from criticgym.utils.files import write_text_atomically
@@ -383,6 +383,7 @@ def ablation(argv: list[str], log=print) -> dict[str, Any]:
     args, base = parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     specs = {arm: arm_reward(arm, args.critic_model, args.judge_model) for arm in arms}  # bad names fail here
+    check_model(base)
     with run_folder(base.out, resume=True):  # finished runs are kept, stale ones refused (or replaced: --overwrite)
         return _ablation(argv, args, base, arms, specs, log)
 

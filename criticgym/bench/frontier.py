@@ -23,7 +23,7 @@ from criticgym.bench.costs import SEARCH_ARMS, inference_flops, report, training
 from criticgym.errors import AT_LEAST_1, NON_NEGATIVE, POSITIVE, ConfigError, check_ranges
 from criticgym.rewards import DEFAULT_MODEL
 from criticgym.search.rain import RAINConfig
-from criticgym.train import TrainConfig
+from criticgym.train import TrainConfig, check_model
 from criticgym.train.config import HOW
 from criticgym.train.export import drop_weights
 from criticgym.utils.files import load_checkpoint, write_text_atomically
@@ -62,7 +62,7 @@ def learns_from(cfg: FrontierConfig, arm: str) -> str:
         return named[arm]
     spec = arm_reward(arm, cfg.critic_model, cfg.judge_model)
     if not isinstance(spec, Sparse | Relc):
-        return spec.judge_model
+        return str(spec.judge_model)
     scorer = spec.scorer or (task.scorer if isinstance(task.scorer, str) else getattr(task.scorer, "__name__", "score"))
     if isinstance(spec, Sparse):
         return scorer
@@ -178,11 +178,11 @@ def judge_texts(name: str, task, prompts: list[str], completions: list[str]) -> 
 def _held_out_judge(name: str, task_name: str):
     """A judge's scoring function, built once per run rather than per record (a label-word judge loads a model)."""
     from criticgym.critics import as_scorer
-    from criticgym.critics.judge import parse_label_judge
     from criticgym.critics.scorers import score_texts
     from criticgym.registration import make_judge
+    from criticgym.specs import LabelJudge, parse_judge
 
-    if parse_label_judge(name) is not None:
+    if isinstance(parse_judge(name), LabelJudge):
         return make_judge(name, task_name, pairwise=False).rate
     scorer = as_scorer(name)
     return lambda prompts, completions: score_texts(scorer, prompts, completions)
@@ -199,7 +199,7 @@ def serve(
 
     from criticgym import flops
     from criticgym.search import compare
-    from criticgym.search.values import make_evaluator
+    from criticgym.search.values import make_value
 
     search = compare.SearchConfig(
         env=cfg.train.env,
@@ -213,7 +213,7 @@ def serve(
     ids, prompts, envs = compare.held_out_prompts(search, tokenizer, 0)  # the same prompts for every arm and seed
     budget, eos = envs.unwrapped.max_new_tokens, tuple(envs.unwrapped.eos_token_ids)
     task = envs.unwrapped.episodes.task
-    evaluator = make_evaluator(cfg.search_evaluator, model, tokenizer, task.self_evaluation, task.label_words)
+    evaluator = make_value(cfg.search_evaluator, model, tokenizer, task.self_evaluation, task.label_words)
     flops.track(model)
     flops.take()
     with flops.phase("inference"), tqdm(disable=True) as bar:  # no bar inside the frontier's own log
@@ -435,6 +435,8 @@ def frontier(argv: list[str], log=print) -> dict[str, Any]:
     if cfg.train.lora_r:
         raise ConfigError("The frontier serves full-weight policies; drop --lora-r.")
     arm_seeds, _ = cfg.arm_seeds, cfg.arm_prompts  # a wrong --seeds-of or --prompts-of fails before anything runs
+    if any(arm not in SEARCH_ARMS + ("untrained",) for arm in arm_seeds):  # an arm that trains freezes layers
+        check_model(cfg.train)  # the trained arms' and SELF's --ppo.freeze-layers, before the folder
     with run_folder(cfg.train.out, resume=True):  # finished arms are kept, stale ones refused (or replaced)
         return _frontier(cfg, arm_seeds, argv, log)
 

@@ -107,6 +107,9 @@ def toxic_start(
     cfg: ToxicStartConfig, records: list[dict[str, str]] | None = None, env_id: str = ENV, log=print
 ) -> dict[str, Any]:
     """Fine-tune until the target rate (or ``max_epochs``); save the model; returns the rate after each epoch."""
+    from criticgym.rollout.models import check_freeze_layers
+
+    check_freeze_layers(cfg.model, cfg.freeze_layers, "--freeze-layers")  # from its config: before the folder
     with run_folder(cfg.out, overwrite=cfg.overwrite, resume_hint=None):
         return _toxic_start(cfg, records, env_id, log)
 

@@ -15,7 +15,6 @@ from criticgym.critics.protocols import (
     LLMBackend,
     PreferenceJudge,
     Scorer,
-    ValueFunction,
 )
 from criticgym.critics.random import RandomCritic
 from criticgym.critics.reward_model import RewardModel, RewardModelScorer, soft_label_loss
@@ -56,7 +55,6 @@ __all__ = [
     "ToxicityCritic",
     "ToxicityScorer",
     "VaderSentiment",
-    "ValueFunction",
     "as_critic",
     "as_scorer",
     "evaluate_judge",
@@ -66,3 +64,12 @@ __all__ = [
     "make_scorer",
     "soft_label_loss",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``ValueFunction`` (now :class:`DirectJudge`), with the warning of :mod:`criticgym.critics.protocols`."""
+    if name == "ValueFunction":
+        from criticgym.critics import protocols
+
+        return protocols.__getattr__(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,6 +22,7 @@ import numpy as np
 from criticgym import flops
 from criticgym.errors import ConfigError, CriticGymError, require
 from criticgym.rewards import DEFAULT_MODEL
+from criticgym.specs import OpenAIServer, Policy, parse_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -105,24 +106,26 @@ class LocalBackend:
 
 
 def make_backend(spec: Any, chat: bool = True) -> Any:
-    """A backend from a name: ``"openai:<model>@<url>"`` for a server, any other name for a :class:`LocalBackend`.
+    """A backend from a model (:func:`criticgym.specs.parse_model`): a server's client, else a :class:`LocalBackend`.
 
-    Objects pass through. The server form is what the command line takes wherever a model is named
-    (``--critic-model``, ``--judge-model``), e.g. ``openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000``; its key
-    is read from ``$OPENAI_API_KEY``.
+    Objects pass through. The server form, ``openai:<model>@<url>`` (:class:`~criticgym.specs.OpenAIServer`), is what
+    the command line takes wherever a model is named (``--critic-model``, ``--judge-model``), e.g.
+    ``openai:Qwen2.5-7B-Instruct@http://127.0.0.1:8000``; its key is read from ``$OPENAI_API_KEY``. The policy
+    (``self``) is the caller's to resolve: registration gives it as a ``(model, tokenizer)`` pair.
 
     Example:
         >>> make_backend("openai:smollm2@http://127.0.0.1:8080", chat=False)
         OpenAIBackend(base_url='http://127.0.0.1:8080/v1', model='smollm2', chat=False)
     """
-    if not isinstance(spec, str):
-        return spec
-    if spec.startswith("openai:"):
-        model, at, url = spec.removeprefix("openai:").rpartition("@")
-        if not at or not model or not url.startswith(("http://", "https://")):
-            raise ConfigError(f"A server backend is written openai:<model>@<http(s) url>, got {spec!r}.")
-        return OpenAIBackend(url, model, chat=chat)
-    return LocalBackend(spec, chat=chat)
+    model = parse_model(spec)
+    if isinstance(model, OpenAIServer):
+        return OpenAIBackend(model.url, model.model, chat=chat)
+    if isinstance(model, Policy):
+        raise ConfigError(
+            "'self' is the policy, which only the env or the run holds: name it where a judge is made "
+            "(judge_model='label:self' with gym.make's policy=, or in criticgym train), or pass (model, tokenizer)."
+        )
+    return LocalBackend(model, chat=chat) if isinstance(model, str | tuple) else model  # a name, (model, tokenizer)
 
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}

@@ -2,7 +2,7 @@
 
 A feedback source has two batched methods:
 
-- ``critique(prompts, answers, references=None) -> list[str]``: feedback text whose last line is
+- ``feedback(prompts, answers, references=None) -> list[str]``: feedback text whose last line is
   ``Judgement: correct`` or ``Judgement: incorrect`` (read back with :func:`judgement`);
 - ``refine(prompts, answers, feedbacks, references=None) -> list[str]``: an improved answer.
 
@@ -22,6 +22,7 @@ from typing import Any
 from criticgym.critics.protocols import FeedbackWriter
 from criticgym.data.arithmetic import Step, parse_answer, parse_steps
 from criticgym.errors import ConfigError
+from criticgym.specs import FeedbackModel, ProgramAnnotator, parse_feedback
 
 CORRECT, INCORRECT = "Judgement: correct", "Judgement: incorrect"
 _JUDGEMENT = re.compile(r"judge?ment\s*:\s*(correct|incorrect|right|wrong)", re.IGNORECASE)
@@ -54,7 +55,7 @@ class ArithmeticAnnotator:
 
     Example:
         >>> gold = "7 + 5 = 12\\n12 * 3 = 36\\nAnswer: 36"
-        >>> print(ArithmeticAnnotator().critique([""], ["7 + 5 = 12\\n12 * 3 = 35\\nAnswer: 35"], [gold])[0])
+        >>> print(ArithmeticAnnotator().feedback([""], ["7 + 5 = 12\\n12 * 3 = 35\\nAnswer: 35"], [gold])[0])
         Step 1 (7 + 5 = 12) is right.
         Step 2 is wrong: 12 * 3 = 36, not 35.
         The answer 35 is wrong; it should be 36.
@@ -63,7 +64,7 @@ class ArithmeticAnnotator:
 
     name = "program"
 
-    def critique(self, prompts, answers, references=None) -> list[str]:
+    def feedback(self, prompts, answers, references=None) -> list[str]:
         """Feedback on each answer, ending in a judgement."""
         references = _need_references(references, len(answers), "The arithmetic annotator")
         return [self.check(a, r) for a, r in zip(answers, references, strict=True)]
@@ -109,7 +110,7 @@ class SentimentAnnotator:
 
     Example:
         >>> annotator = SentimentAnnotator()
-        >>> print(annotator.critique(["The film was"], [" dull and slow, but the cast is wonderful"])[0])
+        >>> print(annotator.feedback(["The film was"], [" dull and slow, but the cast is wonderful"])[0])
         'dull' reads negative; the review should stay positive.
         'wonderful' reads positive: keep it.
         Judgement: incorrect
@@ -124,7 +125,7 @@ class SentimentAnnotator:
 
         self.critic = critic if critic is not None else LexiconCritic()
 
-    def critique(self, prompts, answers, references=None) -> list[str]:
+    def feedback(self, prompts, answers, references=None) -> list[str]:
         """Feedback naming the negative (and positive) spans of each answer, ending in a judgement."""
         out = []
         for answer, critique in zip(answers, self.critic.critique(prompts, answers), strict=True):
@@ -161,7 +162,7 @@ class ModelFeedback:
         self.backend, self.prompts, self.max_new_tokens = backend, prompts, max_new_tokens
         self.name = f"model:{getattr(backend, 'name', type(backend).__name__)}"
 
-    def critique(self, prompts, answers, references=None) -> list[str]:
+    def feedback(self, prompts, answers, references=None) -> list[str]:
         """The model's feedback on each answer."""
         contexts = [self.prompts.critique_context(p, a) for p, a in zip(prompts, answers, strict=True)]
         return [cut_at_judgement(t) for t in self.backend.generate(contexts, self.max_new_tokens)]
@@ -175,25 +176,54 @@ class ModelFeedback:
 ANNOTATORS = {"arithmetic": ArithmeticAnnotator, "sentiment": SentimentAnnotator}
 
 
-def make_feedback(source: Any, layout: Any) -> Any:
-    """A feedback source by name, or a source object (returned as is).
+class _CritiqueNamed:
+    """A feedback writer from before #35: its ``critique`` is now ``feedback`` (``critique`` is a span critic's)."""
 
-    ``"program"``: the task's annotator; ``"model:<name>"``: that model, completion-style, through
-    :class:`~criticgym.critics.backends.LocalBackend`.
+    def __init__(self, writer: Any) -> None:
+        self.writer, self.name = writer, getattr(writer, "name", type(writer).__name__)
+
+    def feedback(self, prompts, answers, references=None) -> list[str]:
+        """The writer's ``critique``."""
+        return self.writer.critique(prompts, answers, references)
+
+    def refine(self, prompts, answers, feedbacks, references=None) -> list[str]:
+        """The writer's ``refine``."""
+        return self.writer.refine(prompts, answers, feedbacks, references)
+
+
+def as_feedback_writer(writer: Any) -> Any:
+    """A feedback writer as it is; one whose method is still named ``critique`` works, with a warning, until 1.0."""
+    if not hasattr(writer, "feedback") and callable(getattr(writer, "critique", None)) and hasattr(writer, "refine"):
+        import warnings
+
+        warnings.warn(
+            f"{type(writer).__name__}.critique: a feedback writer's method is now feedback(prompts, answers, "
+            "references) (critique is a span critic's); rename it, the old name goes in 1.0.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return _CritiqueNamed(writer)
+    return writer
+
+
+def make_feedback(source: Any, layout: Any) -> Any:
+    """A feedback writer from its name or typed value (:func:`criticgym.specs.parse_feedback`), or a writer object.
+
+    :class:`~criticgym.specs.ProgramAnnotator` (``"program"``): the task's annotator;
+    :class:`~criticgym.specs.FeedbackModel` (``"model:<name>"``): that model, completion-style, through a backend.
     """
-    if not isinstance(source, str):
-        return source
+    spec = parse_feedback(source)
+    if not isinstance(spec, ProgramAnnotator | FeedbackModel):
+        return as_feedback_writer(spec)
     if layout is None:
         raise ConfigError("This task has no feedback prompts (TaskSpec.feedback); give it some to use feedback.")
-    if source == "program":
+    if isinstance(spec, ProgramAnnotator):
         if layout.annotator not in ANNOTATORS:
             raise ConfigError("This task has no program annotator; use feedback='model:<name>' or a source object.")
         return ANNOTATORS[layout.annotator]()
-    if source.startswith("model:"):
-        from criticgym.critics.backends import make_backend
+    from criticgym.critics.backends import make_backend
 
-        return ModelFeedback(make_backend(source.partition(":")[2], chat=False), layout)
-    raise ConfigError(f"Unknown feedback {source!r}; use 'program', 'model:<name>' or a feedback source object.")
+    return ModelFeedback(make_backend(spec.model, chat=False), layout)
 
 
 def cut_at_judgement(text: str) -> str:
@@ -216,6 +246,7 @@ __all__ = [
     "ANNOTATORS",
     "ArithmeticAnnotator",
     "FeedbackWriter",
+    "as_feedback_writer",
     "ModelFeedback",
     "SentimentAnnotator",
     "cut_at_judgement",

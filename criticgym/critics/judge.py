@@ -24,9 +24,10 @@ import numpy as np
 
 from criticgym.critics.backends import make_backend
 from criticgym.critics.protocols import LLMBackend
-from criticgym.critics.verbalizer import JUDGE_PREFIXES, LabelWordScorer
+from criticgym.critics.verbalizer import LabelWordScorer
 from criticgym.errors import ConfigError, CriticGymError
 from criticgym.rewards import DEFAULT_MODEL
+from criticgym.specs import LabelJudge, OpenAIServer, Policy, ScorerPreference, parse_judge
 
 GENERIC_PREAMBLE = "A good continuation of a text is fluent, relevant and well written."
 """The judges' default; a task's own preamble lives in its TaskSpec (``judge_preamble``)."""
@@ -86,7 +87,7 @@ class PairwiseJudge:
         rationale_tokens: int = 64,
     ) -> None:
         self.backend = make_backend(backend)
-        self.name = backend if isinstance(backend, str) else type(backend).__name__
+        self.name = str(backend) if isinstance(backend, str | OpenAIServer) else type(backend).__name__
         self.preamble = preamble
         self.examples = tuple(examples)
         if any(e.preferred not in (1, 2) for e in self.examples):
@@ -203,28 +204,33 @@ class ScorerJudge:
 def make_judge(
     name: str | Any, preamble: str = GENERIC_PREAMBLE, label_words: Any = None, pairwise: bool = True
 ) -> Any:
-    """A judge by name: pairwise (:class:`~criticgym.critics.protocols.PreferenceJudge`) or direct.
+    """A judge from its name or typed value (:func:`criticgym.specs.parse_judge`): pairwise or direct.
 
-    A scorer name (``"lexicon"`` is VADER) gives a pairwise :class:`ScorerJudge`; ``"label:<model>"`` (or
-    ``"label-content-free:<model>"``) a judge on that model's label-word gap (a task's ``label_words``,
-    temperature 1); any other name is a model for a :class:`PairwiseJudge` (or, direct, a :class:`DigitJudge`)
-    with ``preamble`` (a task's ``TaskSpec.judge_preamble``). A judge object is returned as it is.
+    A :class:`~criticgym.specs.LabelJudge` (``"label:<model>"``, ``"label-content-free:<model>"``) is a judge on that
+    model's label-word gap (a task's ``label_words``, temperature 1); a :class:`~criticgym.specs.ScorerPreference`
+    (``"lexicon"``: VADER) or a scorer name a pairwise :class:`ScorerJudge`; any other model a :class:`PairwiseJudge`
+    (or, direct, a :class:`DigitJudge`) with ``preamble`` (a task's ``TaskSpec.judge_preamble``). A judge object is
+    returned as it is.
     """
     from criticgym.critics.scorers import SCORERS, make_scorer
 
-    if not isinstance(name, str):
-        return name
-    if parse_label_judge(name) is not None:
-        return label_word_judge(name, label_words, pairwise=pairwise)
-    if name in ("lexicon", *SCORERS):
+    spec = parse_judge(name)
+    if isinstance(spec, LabelJudge):
+        return label_word_judge(spec, label_words, pairwise=pairwise)
+    if isinstance(spec, str) and spec in SCORERS:
+        spec = ScorerPreference(spec)
+    if isinstance(spec, ScorerPreference):
         if not pairwise:
             raise ConfigError(
-                f"{name!r} is a scorer, and a scorer's score is already a direct reward: use the sparse reward with "
-                f"scorer={name!r} (or a model, label:<model> or label:self as the direct judge)."
+                f"{str(name)!r} is a scorer, and a scorer's score is already a direct reward: use the sparse reward "
+                f"with scorer={spec.scorer!r} (or a model, label:<model> or label:self as the direct judge)."
             )
-        scorer = make_scorer("vader" if name == "lexicon" else name)
-        return ScorerJudge(scorer, name=name)
-    return (PairwiseJudge if pairwise else DigitJudge)(name, preamble=preamble)
+        return ScorerJudge(make_scorer(spec.scorer), name=str(name))
+    if isinstance(spec, str | OpenAIServer | tuple):
+        return (PairwiseJudge if pairwise else DigitJudge)(spec, preamble=preamble)
+    if isinstance(spec, Policy):
+        make_backend(spec)  # the error that says where the policy is known
+    return spec
 
 
 def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "A short review of a film") -> dict:
@@ -300,26 +306,15 @@ def _auc(scorer, context: str, good: list[str], bad: list[str]) -> float:
     return float(np.mean((s_good[:, None] > s_bad[None, :]) + 0.5 * (s_good[:, None] == s_bad[None, :])))
 
 
-def parse_label_judge(name: Any) -> tuple[str, str] | None:
-    """The (calibration, model) of a label-word judge name, or None for any other name.
-
-    ``"label:<model>"`` -> ``("none", model)``; ``"label-content-free:<model>"`` -> ``("content-free", model)``.
-    """
-    if not isinstance(name, str):
-        return None
-    prefix, colon, model = name.partition(":")
-    return (JUDGE_PREFIXES[prefix], model) if colon and prefix in JUDGE_PREFIXES else None
-
-
-def label_word_judge(name: str, words: Any, pairwise: bool, backend: Any = None) -> Any:
-    """The judge a ``"label...:<model>"`` name asks for.
+def label_word_judge(judge: LabelJudge | str, words: Any, pairwise: bool, backend: Any = None) -> Any:
+    """The judge a :class:`~criticgym.specs.LabelJudge` (or its string form, ``"label...:<model>"``) asks for.
 
     The scorer (direct rewards use its ``rate``), or with ``pairwise`` a :class:`ScorerJudge` on it. ``backend``
-    replaces the named model (``label:self``).
+    replaces the judge's model (the policy, for ``label:self``).
     """
-    parsed = parse_label_judge(name)
-    if parsed is None:
-        raise ConfigError(f"{name!r} is not a label-word judge; use label:<model> or label-content-free:<model>.")
-    calibration, model = parsed
-    scorer = LabelWordScorer(backend if backend is not None else model, words, calibration=calibration, name=name)
+    spec = parse_judge(judge)
+    if not isinstance(spec, LabelJudge):
+        raise ConfigError(f"{judge!r} is not a label-word judge; use label:<model> or label-content-free:<model>.")
+    name = str(spec)
+    scorer = LabelWordScorer(backend if backend is not None else spec.model, words, spec.calibration, name=name)
     return ScorerJudge(scorer, temperature=1.0, name=name) if pairwise else scorer

@@ -2,18 +2,19 @@
 
 - :class:`Scorer`: text -> one number (sparse rewards, held-out judges). VADER, the classifier, reward models.
 - :class:`Critic`: text -> good and bad spans (RELC). Lexicon, toxicity, LLM, label-word, random.
-- :class:`DirectJudge`: text -> a rating in [-1, 1] (direct RLAIF). ``DigitJudge``, label-word and scorer judges.
+- :class:`DirectJudge`: text -> a rating in [-1, 1]: direct RLAIF's reward, and the value an inference-time search
+  (RAIN, best-of-N) optimizes on a partial text. ``DigitJudge``, the label-word scorer, ``ScorerValue`` (a scorer
+  mapped onto [-1, 1]), ``SelfValue`` (the policy's two-option self-evaluation).
 - :class:`PreferenceJudge`: two texts -> P(the first is better) (pairwise RLAIF). ``PairwiseJudge``, label-word
   and scorer judges.
-- :class:`ValueFunction`: a partial text -> a value in [-1, 1] (inference-time search, RAIN). ``ScorerEvaluator``,
-  ``SelfEvaluator``, ``GapEvaluator``.
-- :class:`FeedbackWriter`: an answer -> feedback in words, and a refined answer (SELF). ``ProgramFeedback``,
+- :class:`FeedbackWriter`: an answer -> feedback in words, and a refined answer (SELF). ``ArithmeticAnnotator``,
   ``ModelFeedback``.
 - :class:`LLMBackend`: prompts -> text, or next-token log-probabilities. ``LocalBackend``, ``OpenAIBackend``.
 
 The label-word mechanism (:class:`~criticgym.critics.verbalizer.LabelWordScorer`: the log-probability gap of a
-task's two label words) is one scorer; the label-word judge, the span critic and the search value function are
-built on it.
+task's two label words) is one scorer, and its ``rate`` a direct judge; the span critic and the pairwise judge are
+built on it. The three text -> number roles stay apart for what their numbers mean: a scorer's score is in its own
+units (the task's score, a gap in nats), a direct judge's rating in [-1, 1], a preference a probability.
 
 Each protocol is ``runtime_checkable``: a wrapper checks what it is given with ``isinstance`` and says which
 method is missing.
@@ -56,7 +57,7 @@ class Critic(Protocol):
 
 @runtime_checkable
 class DirectJudge(Protocol):
-    """Rates each completion on its own."""
+    """Rates each completion (whole, or a search's partial one) on its own."""
 
     def rate(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """One rating in [-1, 1] per completion; higher is better."""
@@ -73,22 +74,13 @@ class PreferenceJudge(Protocol):
 
 
 @runtime_checkable
-class ValueFunction(Protocol):
-    """A value of a (partial) completion, for inference-time search."""
-
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> Sequence[float]:
-        """One value in [-1, 1] per (prompt, partial completion)."""
-        ...
-
-
-@runtime_checkable
 class FeedbackWriter(Protocol):
     """Writes feedback in words on answers, and refines answers after feedback."""
 
-    def critique(
+    def feedback(
         self, prompts: Sequence[str], answers: Sequence[str], references: Sequence[str | None] | None = None
     ) -> list[str]:
-        """Feedback on each answer, ending in a judgement line."""
+        """Feedback on each answer, ending in a judgement line (``critique`` is a span critic's method)."""
         ...
 
     def refine(
@@ -119,9 +111,22 @@ def check_role(obj: object, role: type, purpose: str) -> None:
     """Raise a :class:`~criticgym.errors.ConfigError` naming the missing methods when ``obj`` cannot play ``role``."""
     if isinstance(obj, role):
         return
-    wanted = [name for name in ("score", "critique", "rate", "prefer", "refine", "generate") if hasattr(role, name)]
-    if role is ValueFunction:
-        wanted = ["__call__(prompts, completions)"]
+    wanted = [n for n in ("score", "critique", "rate", "prefer", "feedback", "refine", "generate") if hasattr(role, n)]
     raise ConfigError(
         f"{purpose} needs a {role.__name__} (with {', '.join(wanted)}); {name_of(obj)} has no such method."
     )
+
+
+def __getattr__(name: str) -> object:
+    """``ValueFunction``, merged into :class:`DirectJudge` in #35, kept importable with a warning until 1.0."""
+    if name == "ValueFunction":
+        import warnings
+
+        warnings.warn(
+            "ValueFunction is now DirectJudge (a search's value is a rating: rate(prompts, completions)); "
+            "the old name goes in 1.0.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return DirectJudge
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

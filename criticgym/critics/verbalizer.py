@@ -14,7 +14,8 @@ Calibration (the raw gap has a bias of its own):
 
 :class:`LabelWordScorer` is a scorer (higher is better), so it plugs in wherever a scorer does: the sparse reward,
 ``ScorerJudge`` for pairwise preferences without position bias (``P(a > b) = sigmoid((gap_a - gap_b) / T)``), and
-RAIN's evaluator (``tanh(gap / 2)``, i.e. ``2 P(good) - 1`` over the two labels). :class:`LabelWordCritic` asks the
+its ``rate`` (``tanh(gap / 2)``, i.e. ``2 P(good) - 1`` over the two labels) is a direct judge: direct RLAIF's reward
+and RAIN's value. :class:`LabelWordCritic` asks the
 same question of each clause of a completion, a span critic for RELC (``critic="label"``).
 """
 
@@ -28,10 +29,9 @@ import numpy as np
 
 from criticgym.errors import ConfigError
 from criticgym.rewards import DEFAULT_MODEL
+from criticgym.specs import OpenAIServer
 
 CALIBRATIONS = ("none", "content-free", "centre")
-JUDGE_PREFIXES = {"label": "none", "label-content-free": "content-free"}
-"""Judge names ``"<prefix>:<model>"`` that ask a model the label-word question, with their calibration."""
 
 
 class LabelWordScorer:
@@ -58,7 +58,7 @@ class LabelWordScorer:
         include_prompt: bool = True,
         name: str | None = None,
     ) -> None:
-        from criticgym.critics.backends import LocalBackend, make_backend
+        from criticgym.critics.backends import make_backend
 
         if words is None:
             raise ConfigError("A label-word judge needs label words (a task's label_words).")
@@ -71,9 +71,7 @@ class LabelWordScorer:
         self.template = Template(words.template)
         if "text" not in self.template.get_identifiers():
             raise ConfigError(f"The label-word template must contain $text, got {words.template!r}.")
-        label = backend if isinstance(backend, str) else getattr(backend, "name", None)
-        if isinstance(backend, tuple):
-            backend = LocalBackend(backend, chat=False)
+        label = str(backend) if isinstance(backend, str | OpenAIServer) else getattr(backend, "name", None)
         backend = make_backend(backend, chat=False)
         self.backend, self.words, self.calibration = backend, words, calibration
         self.include_prompt = include_prompt
@@ -125,18 +123,6 @@ class LabelWordScorer:
         return np.tanh(np.asarray(self.score(prompts, completions)) / 2).tolist()
 
 
-class GapEvaluator:
-    """A label-word scorer as a search evaluator: its :meth:`~LabelWordScorer.rate`, in [-1, 1]."""
-
-    def __init__(self, scorer: LabelWordScorer) -> None:
-        self.scorer = scorer
-        self.name = scorer.name
-
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        """Values in [-1, 1]."""
-        return self.scorer.rate(prompts, completions)
-
-
 class LabelWordCritic:
     """A span critic from a label-word judge: each clause of a completion is judged alone.
 
@@ -168,3 +154,17 @@ class LabelWordCritic:
                     located.append(Span(a, b, float(np.tanh(gap / 2)), "positive" if gap > 0 else "negative"))
             out.append(Critique(tuple(located)))
         return out
+
+
+def __getattr__(name: str) -> Any:
+    """``GapEvaluator``, from before #35, kept working with a warning: a label-word scorer's ``rate`` is the value."""
+    if name == "GapEvaluator":
+        import warnings
+
+        warnings.warn(
+            "GapEvaluator(scorer) is now the scorer itself: a search takes its rate; the old name goes in 1.0.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return lambda scorer: scorer.rate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

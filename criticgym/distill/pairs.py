@@ -2,7 +2,7 @@
 
     criticgym label --env criticgym/SentimentControl-v0 --judge smollm2-135m --prompts 256 --out prefs.jsonl
     criticgym train-rm --data prefs.jsonl --backbone minilm --out rm/
-    criticgym train --agent reinforce ... sparse --scorer rm/
+    criticgym train --agent reinforce ... --reward sparse --scorer rm/
 
 A preference record (one JSON object per line) holds ``prompt``, ``completion_a``, ``completion_b``,
 ``p_first_ab`` (the judge's P(option 1) with a shown first), ``p_first_ba`` (P(option 1) with b shown first),

@@ -26,7 +26,9 @@ class TextGenEnv(gym.Env):
     - Observation: ``{"input_ids": (W,) int64, "attention_mask": (W,) int8}``, left-aligned and padded to the
       fixed width ``W = max_prompt_tokens + max_new_tokens``.
     - Reward: 0 on every step. Rewards come from the wrappers in :mod:`criticgym.wrappers`.
-    - Termination: the EOS token (``terminated``); the token budget (``truncated``).
+    - Termination: the EOS token (``terminated``); the token budget (``truncated``). The budget is the episode
+      limit: an outer ``TimeLimit`` shorter than it (``gym.make(..., max_episode_steps=n)``) cuts the completion
+      before it is scored (the reward wrappers' ``info["unscored"]``); ``criticgym.make`` refuses one.
     - Info: ``n_tokens`` on every step; at the last step also ``prompt``, ``completion`` (text),
       ``completion_ids``, ``prompt_index`` and, for tasks with one, ``reference``.
 

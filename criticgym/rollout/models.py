@@ -24,7 +24,6 @@ The cache directory is ``$CRITICGYM_CACHE`` or ``~/.cache/criticgym``.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -265,16 +264,49 @@ def model_folder(name_or_path: str) -> str:
     return name_or_path
 
 
-def layer_count(name_or_path: str) -> int | None:
-    """The number of transformer layers of a built-in model or a local folder (None: unknown, e.g. a hub id).
+# The layers of the built-in models whose shape is known without building them (gemma3-270m's is read once built)
+BUILTIN_LAYERS = {
+    "smollm2-135m": SMOLLM2_SHAPE["num_hidden_layers"],
+    "smollm2-135m-random": SMOLLM2_SHAPE["num_hidden_layers"],
+    "tiny": TINY_SHAPE["num_hidden_layers"],
+    "tiny-vllm": TINY_VLLM_SHAPE["num_hidden_layers"],
+}
 
-    Read from its ``config.json``, without loading the weights.
+
+def layer_count(name_or_path: str) -> int | None:
+    """The number of transformer layers of a model, from its config alone (None: the config does not say).
+
+    A built-in name (nothing is built), a local folder, or a hub id: its ``config.json`` from the hub, or from the
+    local hub cache offline (an :class:`~criticgym.errors.UnknownModelError` at once when neither has it, as
+    :func:`load_policy` would give). The weights never load.
     """
-    config = Path(model_folder(name_or_path)) / "config.json"
-    if not config.is_file():
+    from transformers import AutoConfig
+
+    _check_name(name_or_path)
+    if name_or_path in BUILTIN_LAYERS:
+        return BUILTIN_LAYERS[name_or_path]
+    folder, local = resolve_source(name_or_path)
+    if Path(folder).is_dir() and not (Path(folder) / "config.json").is_file():
+        return None  # not a model folder: loading it says what is wrong
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=local)
+    except (OSError, ValueError):
         return None
-    layers = json.loads(config.read_text()).get("num_hidden_layers")
+    layers = getattr(config.get_text_config(), "num_hidden_layers", None)
     return layers if isinstance(layers, int) else None
+
+
+def check_freeze_layers(name_or_path: str, n: int, option: str) -> None:
+    """Refuse freezing more layers than the model has, from its config: before a run takes its folder or loads weights.
+
+    Args:
+        name_or_path: the model (a built-in name, a folder or a hub id).
+        n: the layers to freeze (0: nothing to check).
+        option: how the user typed it, for the message (``--ppo.freeze-layers``).
+    """
+    layers = layer_count(name_or_path) if n > 0 else None
+    if layers is not None and n > layers:
+        raise ConfigError(f"{option} {n}: {name_or_path} has {layers} layers; freeze at most {layers}.")
 
 
 def _check_name(name_or_path: str) -> None:

@@ -146,7 +146,7 @@ def sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, id
         )
         texts, kept = _completions(batch, tokenizer, eos)
         values = (
-            np.asarray(evaluator([p for p in prompts[first : first + len(block)] for _ in range(k)], texts))
+            np.asarray(evaluator.rate([p for p in prompts[first : first + len(block)] for _ in range(k)], texts))
             if k > 1
             else None
         )
@@ -166,7 +166,7 @@ def _judged_records(method: str, seed: int, prompts, rows, evaluator, task, task
     from criticgym.critics.scorers import score_texts
 
     completions = [r[0] for r in rows]
-    values = evaluator(prompts, completions)
+    values = evaluator.rate(prompts, completions)
     scores = score_texts(task_scorer, prompts, completions)
     judged = score_texts(judge, prompts, completions) if judge is not None else [float("nan")] * len(rows)
     records = []
@@ -205,12 +205,12 @@ def _run_search(cfg: SearchConfig, log) -> dict[str, Any]:
     from criticgym.envs import get_task
     from criticgym.registration import ENV_IDS
     from criticgym.rollout import load_policy
-    from criticgym.search.values import make_evaluator
+    from criticgym.search.values import make_value
 
     methods = cfg.methods
     task = get_task(ENV_IDS.get(cfg.env, cfg.env))
     model, tokenizer = load_policy(cfg.model, device=cfg.device)
-    evaluator = make_evaluator(cfg.evaluator, model, tokenizer, task.self_evaluation, task.label_words)
+    evaluator = make_value(cfg.evaluator, model, tokenizer, task.self_evaluation, task.label_words)
     judge_name = cfg.judge or task.held_out_judge(cfg.evaluator)
     judge = as_scorer(judge_name) if judge_name is not None else None
     task_scorer = as_scorer(task.scorer)

@@ -33,14 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from criticgym.critics.protocols import ValueFunction
-from criticgym.errors import ConfigError
+from criticgym.critics.protocols import DirectJudge
+from criticgym.errors import AT_LEAST_1, FRACTION, NON_NEGATIVE, ConfigError, check_ranges
 from criticgym.rollout import Decoder, DecodeState, eos_token_ids
 from criticgym.search.tree import Node, Tree
-
-Evaluator = ValueFunction
-"""``evaluator(prompts, completions) -> values in [-1, 1]``: how good each (partial) completion is
-(:class:`~criticgym.critics.protocols.ValueFunction`)."""
+from criticgym.utils.options import deferred
 
 
 @dataclass
@@ -88,12 +85,20 @@ class RAINConfig:
     """Seeds the sampled candidates and simulations."""
 
     def __post_init__(self) -> None:
-        if self.searches < 1 or self.min_new_searches < 1:
-            raise ConfigError("searches and min_new_searches must be at least 1.")
+        if not deferred():  # the commands check once tyro has parsed (utils.options.parsed)
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for a constant out of its range, named as its option (``--rain.searches``)."""
+        check_ranges(self, RAIN_RANGES, "--rain.")
         if not self.set_lengths or min(self.set_lengths) < 1:
-            raise ConfigError(f"set_lengths must be positive, got {self.set_lengths}.")
-        if self.candidates < 1 or self.max_new_tokens < 1:
-            raise ConfigError("candidates and max_new_tokens must be at least 1.")
+            raise ConfigError(f"--rain.set-lengths must all be at least 1, got {self.set_lengths}.")
+
+
+# Every constant's range (the two thresholds have none: one beyond [-1, 1] turns its rule off, as a test does)
+RAIN_COUNTS = ("searches", "min_new_searches", "candidates", "sample_top_k", "max_children", "max_new_tokens")
+RAIN_RANGES = dict.fromkeys(RAIN_COUNTS, AT_LEAST_1) | {"root_prior_mix": FRACTION}
+RAIN_RANGES |= dict.fromkeys(("min_visits", "c", "similarity_gamma", "addition_spread", "seed"), NON_NEGATIVE)
 
 
 @dataclass
@@ -112,7 +117,8 @@ class RAIN:
     Args:
         model: the policy (any transformers causal LM); only read.
         tokenizer: its tokenizer.
-        evaluator: ``(prompts, completions) -> values in [-1, 1]`` (see :func:`make_evaluator`).
+        evaluator: the value it optimizes: a direct judge (``rate(prompts, completions)`` in [-1, 1]), a scorer, a
+            function ``(prompts, completions) -> values`` or a name (:func:`~criticgym.search.values.make_value`).
         config: the search's constants.
         embed: ``texts -> (N, D)`` sentence embeddings for the similarity update and dynamic addition
             (all-MiniLM-L6-v2 by default).
@@ -122,7 +128,7 @@ class RAIN:
         self,
         model,
         tokenizer,
-        evaluator: Evaluator,
+        evaluator: DirectJudge | Callable | str,
         config: RAINConfig | None = None,
         embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     ) -> None:
@@ -132,7 +138,9 @@ class RAIN:
                 "model's KV cache, which vLLM does not expose. Keep the built-in engine for search (load_policy)."
             )
         self.model, self.tokenizer = model, tokenizer
-        self.evaluator = evaluator
+        from criticgym.search.values import make_value
+
+        self.evaluator = make_value(evaluator, model, tokenizer)
         self.config = config or RAINConfig()
         if embed is None:
             from criticgym.critics.embeddings import embed
@@ -420,7 +428,7 @@ class _Run:
             self.stats["evaluation_cache_hits"] += 1
             return self.values[text]
         self.stats["evaluations"] += 1
-        value = float(np.clip(float(self.rain.evaluator([self.prompt], [text])[0]), -1.0, 1.0))
+        value = float(np.clip(float(self.rain.evaluator.rate([self.prompt], [text])[0]), -1.0, 1.0))
         self.values[text] = value
         return value
 

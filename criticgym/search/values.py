@@ -1,8 +1,13 @@
-"""Evaluators: a value in [-1, 1] for a (partial) completion, as inference-time search needs (RAIN).
+"""Values: a rating in [-1, 1] of a (partial) completion, as inference-time search needs (RAIN, best-of-N).
 
-- :class:`ScorerEvaluator`: any scorer (toxicity, VADER, the sentiment classifier, a reward model, a function),
+A search's value is a :class:`~criticgym.critics.protocols.DirectJudge`: ``rate(prompts, completions)``, so any
+direct judge (a ``DigitJudge``, a label-word scorer) is one as it is. (Held-out evaluation is
+:class:`criticgym.train.evaluate.Evaluator`; the command line names a search's value ``--evaluator``.)
+
+
+- :class:`ScorerValue`: any scorer (toxicity, VADER, the sentiment classifier, a reward model, a function),
   its score mapped linearly from its range onto [-1, 1].
-- :class:`SelfEvaluator`: the policy model judges its own text. A few-shot two-option question (a task's
+- :class:`SelfValue`: the policy model judges its own text. A few-shot two-option question (a task's
   ``self_evaluation``) is asked in both option orders, and the answer is read from the next-token probabilities
   of the option letters. ``soft=False`` is RAIN's rule: each order votes for the option it finds more likely, and
   v = +1 (both say good), 0 (they disagree) or -1. ``soft=True`` averages the probability of the good option over
@@ -18,11 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from criticgym.critics.protocols import Scorer
+from criticgym.critics.protocols import DirectJudge, Scorer
 from criticgym.errors import ConfigError
+from criticgym.specs import FORMS, LabelJudge, Policy, SelfQuestion, parse_value
 
 
-class ScorerEvaluator:
+class ScorerValue:
     """A scorer's score mapped from ``score_range`` onto [-1, 1] (clipped).
 
     Args:
@@ -40,7 +46,7 @@ class ScorerEvaluator:
             raise ConfigError(f"score_range must be (low, high) with high > low, got {(low, high)}.")
         self.low, self.high = float(low), float(high)
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    def rate(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """Values in [-1, 1]."""
         from criticgym.critics.scorers import score_texts
 
@@ -48,7 +54,18 @@ class ScorerEvaluator:
         return np.clip(2 * (scores - self.low) / (self.high - self.low) - 1, -1, 1).tolist()
 
 
-class SelfEvaluator:
+class FunctionValue:
+    """A function ``(prompts, completions) -> values`` (called positionally) as a search's value, clipped to [-1, 1]."""
+
+    def __init__(self, function: Callable[[list[str], list[str]], Sequence[float]]) -> None:
+        self.function, self.name = function, getattr(function, "__name__", type(function).__name__)
+
+    def rate(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        """The function's values, clipped to [-1, 1]."""
+        return np.clip(np.asarray(self.function(list(prompts), list(completions)), dtype=np.float64), -1, 1).tolist()
+
+
+class SelfValue:
     """The model answers a two-option question about its own text, in both option orders.
 
     Args:
@@ -113,7 +130,7 @@ class SelfEvaluator:
         pair = torch.log_softmax(logits[:, self.option_ids].float(), dim=-1).exp()  # (2, [A, B])
         return float(pair[0, 0]), float(pair[1, 1])
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+    def rate(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """Values in [-1, 1]: {-1, 0, 1} by the two orders' votes, or ``2 p - 1`` with ``soft``."""
         values = []
         for prompt, completion in zip(prompts, completions, strict=True):
@@ -125,26 +142,61 @@ class SelfEvaluator:
         return values
 
 
-def make_evaluator(
+def make_value(
     name: str | Callable | Any, model=None, tokenizer=None, question: Any = None, label_words: Any = None
-) -> Callable:
-    """An evaluator by name, or one passed through.
+) -> DirectJudge:
+    """A search's value (a :class:`~criticgym.critics.protocols.DirectJudge`) from a name, a typed value or an object.
 
-    ``"self"`` / ``"self-soft"`` need the model, its tokenizer and a question; ``"self-label"`` the model, its
-    tokenizer and label words (the model's label-word gap, content-free calibrated, as ``tanh(gap / 2)``); any
-    other name is a scorer's. A callable ``(prompts, completions) -> values`` is used as it is, a scorer object is
-    wrapped.
+    The name is read by :func:`criticgym.specs.parse_value`. :class:`~criticgym.specs.SelfQuestion` (``"self"`` /
+    ``"self-soft"``) needs the model, its tokenizer and a question; a :class:`~criticgym.specs.LabelJudge`
+    (``"self-label"``: the policy's label-word gap, content-free calibrated; ``"label:<model>"``) the task's label
+    words, and the model and its tokenizer when it is the policy's (its value is the scorer's ``rate``,
+    ``tanh(gap / 2)``); any other name is a scorer's. A direct judge is used as it is; a scorer is mapped onto
+    [-1, 1] (:class:`ScorerValue`), a function ``(prompts, completions) -> values`` clipped to it
+    (:class:`FunctionValue`).
     """
-    if not isinstance(name, str):
-        return ScorerEvaluator(name) if isinstance(name, Scorer) or not callable(name) else name
-    if name in ("self", "self-soft"):
+    spec = parse_value(name)
+    if isinstance(spec, SelfQuestion):
         if model is None or tokenizer is None or question is None:
-            raise ConfigError("The 'self' evaluator needs the model, its tokenizer and the task's question.")
-        return SelfEvaluator(model, tokenizer, question, soft=name == "self-soft")
-    if name == "self-label":
-        from criticgym.critics.verbalizer import GapEvaluator, LabelWordScorer
+            raise ConfigError(f"The {str(spec)!r} value needs the model, its tokenizer and the task's question.")
+        return SelfValue(model, tokenizer, question, soft=spec.soft)
+    if isinstance(spec, LabelJudge):
+        from criticgym.critics.verbalizer import LabelWordScorer
 
-        if model is None or tokenizer is None or label_words is None:
-            raise ConfigError("The 'self-label' evaluator needs the model, its tokenizer and the task's label words.")
-        return GapEvaluator(LabelWordScorer((model, tokenizer), label_words, calibration="content-free"))
-    return ScorerEvaluator(name)
+        policy = isinstance(spec.model, Policy)
+        if label_words is None or (policy and (model is None or tokenizer is None)):
+            needs = "the model, its tokenizer and " if policy else ""
+            raise ConfigError(f"The {str(name)!r} value needs {needs}the task's label words.")
+        backend = (model, tokenizer) if policy else spec.model
+        return LabelWordScorer(backend, label_words, calibration=spec.calibration, name=str(name))
+    if isinstance(spec, DirectJudge):
+        return spec
+    if isinstance(spec, str | Scorer):
+        return ScorerValue(spec)
+    if callable(spec):
+        return FunctionValue(spec)
+    raise ConfigError(
+        f"A search's value is a name ({FORMS['search value']}), a direct judge (rate), a scorer (score) or a function "
+        f"(prompts, completions) -> values; got {type(spec).__name__}."
+    )
+
+
+_RENAMED = {"make_evaluator": "make_value", "ScorerEvaluator": "ScorerValue", "SelfEvaluator": "SelfValue"}
+
+
+def __getattr__(name: str) -> Any:
+    """The names from before #35, kept working with a warning.
+
+    "Evaluator" is held-out evaluation (:class:`criticgym.train.evaluate.Evaluator`); what a search optimizes is a
+    value.
+    """
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(
+            f"criticgym.search.values.{name} is now {_RENAMED[name]}; the old name goes in 1.0.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -68,7 +68,7 @@ def right_answers(annotator, prompts: list[str], answers: list[str], gold: list)
     from criticgym.critics.feedback import judgement
 
     references = None if all(g is None for g in gold) else gold
-    return [judgement(f) is True for f in annotator.critique(prompts, answers, references)]
+    return [judgement(f) is True for f in annotator.feedback(prompts, answers, references)]
 
 
 def evaluate(solver: Solver, problems: list, annotator) -> dict[str, Any]:
@@ -218,7 +218,10 @@ def self_evolve(cfg: SelfConfig, log=print) -> dict[str, Any]:
     The run holds ``cfg.out`` (:func:`~criticgym.utils.runfolder.run_folder`): it continues the run there with
     ``resume`` (the default) and the same settings, and replaces it only with ``overwrite``.
     """
+    from criticgym.rollout.models import check_freeze_layers
+
     task, annotator = _task_pieces(cfg)
+    check_freeze_layers(cfg.model, cfg.freeze_layers, "--freeze-layers")  # from its config: before the folder
     resume = cfg.resume and not cfg.overwrite
     with run_folder(cfg.out, resume=resume, overwrite=cfg.overwrite, resume_hint="continue it with --resume"):
         return _self_evolve(cfg if resume == cfg.resume else replace(cfg, resume=False), task, annotator, log)

@@ -44,7 +44,7 @@ class Solver:
         texts = self._generate(prompts, self.max_new_tokens, temperature=temperature, seed=seed)
         return [t.strip() for t in texts]
 
-    def critique(self, prompts: list[str], answers: list[str], references=None) -> list[str]:
+    def feedback(self, prompts: list[str], answers: list[str], references=None) -> list[str]:
         """The model's own feedback, cut after its judgement (references unused: SELF never reads the answer key)."""
         contexts = [self.layout.critique_context(p, a) for p, a in zip(prompts, answers, strict=True)]
         texts = self._generate(contexts, self.feedback_tokens, greedy=True, stop_ids=self.verdict_ids)
@@ -65,13 +65,13 @@ class Solver:
         trace: dict[str, list[Any]] = {"answer": answers}
         if not refine:
             return answers, trace
-        feedback = self.critique(prompts, answers)
+        feedback = self.feedback(prompts, answers)
         judged = [judgement(f) for f in feedback]
         trace |= {"feedback": feedback, "judged_correct": judged}
         redo = [i for i, j in enumerate(judged) if j is not True]
         final = list(answers)
         refined = self.refine([prompts[i] for i in redo], [answers[i] for i in redo], [feedback[i] for i in redo])
-        second = self.critique([prompts[i] for i in redo], refined)
+        second = self.feedback([prompts[i] for i in redo], refined)
         trace["refinement"] = [None] * len(prompts)
         trace["refinement_feedback"] = [None] * len(prompts)
         trace["refinement_judged_correct"] = [None] * len(prompts)

@@ -61,7 +61,7 @@ def model_answer_records(annotator, prompts: list[str], answers: list[str], refe
 
     A task without gold answers (``references`` None) annotates the model's own answers this way.
     """
-    feedback = annotator.critique(prompts, answers, references)
+    feedback = annotator.feedback(prompts, answers, references)
     refined = annotator.refine(prompts, answers, feedback, references)
     return [
         {"prompt": p, "response": r, "feedback": f, "refinement": r2}

@@ -6,7 +6,7 @@
 - :mod:`~criticgym.train.evaluate`: held-out evaluation; :mod:`~criticgym.train.report`: CSV, samples, curves.
 """
 
-from criticgym.train.build import build_agent, build_evaluator, build_policy
+from criticgym.train.build import build_agent, build_evaluator, build_policy, check_model
 from criticgym.train.config import TrainConfig, config_changes, env_kwargs, relevant
 from criticgym.train.driver import config_from_args, resume_state, train
 
@@ -15,6 +15,7 @@ __all__ = [
     "build_agent",
     "build_evaluator",
     "build_policy",
+    "check_model",
     "config_changes",
     "config_from_args",
     "env_kwargs",

@@ -13,10 +13,18 @@ from typing import Any
 import torch
 
 import criticgym
+from criticgym.algos import ALGORITHMS
 from criticgym.algos.lora import BaseModel, add_lora, is_lora
-from criticgym.errors import ConfigError
 from criticgym.train.config import TrainConfig, env_kwargs
 from criticgym.train.evaluate import Evaluator
+
+
+def check_model(cfg: TrainConfig) -> None:
+    """What a config asks of its model that its config can refuse: ``freeze_layers`` (before folder or weights)."""
+    from criticgym.rollout.models import check_freeze_layers
+
+    frozen = getattr(cfg.agent_config, "freeze_layers", 0)
+    check_freeze_layers(cfg.model, frozen, f"--{ALGORITHMS[cfg.agent].options}.freeze-layers")
 
 
 def build_policy(cfg: TrainConfig):
@@ -26,12 +34,7 @@ def build_policy(cfg: TrainConfig):
     updates round away); with LoRA the frozen base keeps the device's default and the adapter is float32.
     """
     from criticgym.rollout import load_policy
-    from criticgym.rollout.models import layer_count
 
-    frozen = getattr(cfg.agent_config, "freeze_layers", 0)
-    layers = layer_count(cfg.model) if frozen else None  # from its config.json, before the weights load
-    if layers is not None and frozen > layers:
-        raise ConfigError(f"--ppo.freeze-layers {frozen}: {cfg.model} has {layers} layers; freeze at most {layers}.")
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.model, device=cfg.device, dtype=None if cfg.lora_r else torch.float32)
     if cfg.lora_r:

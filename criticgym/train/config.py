@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
-from typing import Annotated, Any, Literal
-
-import tyro
+from typing import Any, Literal
 
 from criticgym.algos import ALGORITHMS
 from criticgym.algos.grpo import GRPOConfig
@@ -23,12 +21,12 @@ from criticgym.errors import (
 )
 from criticgym.rewards import (
     DEFAULT_MODEL,
+    FORMS,
     OPTIONS,
     SPECS,
     Relc,
-    RlaifDirect,
+    RewardOption,
     RlaifPairwise,
-    Sparse,
     as_dict,
     from_dict,
     options_of,
@@ -40,15 +38,6 @@ from criticgym.utils.options import deferred
 # The algorithms on the command line: the names registered when this module is imported (train() takes any
 # name registered later too)
 AgentName = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]
-
-# The reward set-up on the command line: one subcommand per spec, each showing only its own options.
-RewardOption = Annotated[
-    Annotated[Sparse, tyro.conf.subcommand("sparse")]
-    | Annotated[Relc, tyro.conf.subcommand("relc")]
-    | Annotated[RlaifDirect, tyro.conf.subcommand("rlaif-direct")]
-    | Annotated[RlaifPairwise, tyro.conf.subcommand("rlaif-pairwise")],
-    tyro.conf.OmitSubcommandPrefixes,
-]
 
 
 @dataclass
@@ -62,8 +51,8 @@ class TrainConfig:
     env: str = "criticgym/SentimentControl-v0"
     """A registered criticgym id."""
     reward: RewardOption = field(default_factory=Relc)
-    """The reward set-up, a subcommand after the other options: sparse, relc, rlaif-direct or rlaif-pairwise, each
-    with its own options (criticgym train relc --help)."""
+    """The reward set-up: --reward FORM (sparse, relc, relc-<critic>, random, random-<critic>, rlaif-direct,
+    rlaif-pairwise) with its own options anywhere on the line (criticgym train relc --help lists RELC's)."""
     agent: AgentName = "ppo"
     """The algorithm (criticgym.algos.ALGORITHMS): ppo (options --ppo.*), reinforce with a value baseline or rloo
     (options --reinforce.*), grpo (options --grpo.*)."""
@@ -323,14 +312,58 @@ def option_flags(cls: type, prefix: str = "--") -> dict[str, bool]:
     return flags
 
 
-def check_reward_last(argv: list[str], prog: str) -> None:
+def reward_args(argv: list[str], prog: str, config: type | None = None) -> list[str]:
+    """A command line whose reward is written ``--reward FORM``, in tyro's form: the reward subcommand, last.
+
+    ``criticgym train --reward relc-lexicon --alpha2 0.5 --iterations 30`` becomes ``criticgym train --iterations 30
+    relc --critic lexicon --alpha2 0.5``: the run's options (those of ``config``, :class:`TrainConfig` by default),
+    then the form's kind and the critic it names, then the reward's options, wherever they were written. A line
+    without ``--reward`` (the subcommand form) is returned as it is.
+    """
+    where = [i for i, a in enumerate(argv) if a == "--reward" or a.startswith("--reward=")]
+    if not where:
+        return argv
+    example = f"{prog} --reward relc-lexicon --alpha2 0.5 (forms: {', '.join(FORMS)})"
+    i = where[0]
+    if len(where) > 1 or (argv[i] == "--reward" and i + 1 == len(argv)):
+        raise ConfigError(f"Give the reward once, as --reward FORM with its options: {example}.")
+    form = argv[i].partition("=")[2] if "=" in argv[i] else argv[i + 1]
+    rest = argv[:i] + argv[i + 1 + ("=" not in argv[i]) :]
+    spec = reward_spec(form)  # an unknown form: the error lists every form
+    ours = option_flags(config or TrainConfig)
+    owners = {flag for cls in SPECS.values() for flag in option_flags(cls)}
+    run: list[str] = []
+    options: list[str] = []
+    j = 0
+    while j < len(rest):
+        token, name = rest[j], rest[j].split("=")[0]
+        if token in SPECS:
+            raise ConfigError(
+                f"The reward is given twice, as --reward {form} and as the subcommand {token}: {example}."
+            )
+        width = 1 + (name in owners or (name in ours and not ours[name])) * ("=" not in token)
+        (options if name in owners else run).extend(rest[j : j + width])
+        j += width
+    critic = getattr(spec, "critic", None)
+    if critic is not None and "--critic" in (o.split("=")[0] for o in options):
+        raise ConfigError(
+            f"--reward {form} names the critic {critic}; drop --critic, or write --reward relc --critic ..."
+        )
+    return [*run, spec.kind, *(["--critic", str(critic)] if critic is not None else []), *options]
+
+
+def check_reward_last(argv: list[str], prog: str, config: type | None = None) -> None:
     """Refuse, with the command line that works, options written on the wrong side of the reward subcommand.
 
-    The reward set-up comes last (``criticgym train --iterations 2 relc --critic lexicon``): an option of the run
-    after it, or an option of another reward, would otherwise end in tyro's list of every option.
+    The reward set-up's subcommand comes last (``criticgym train --iterations 2 relc --critic lexicon``; what
+    ``--reward relc-lexicon`` becomes, :func:`reward_args`): an option of the run after it, or an option of another
+    reward, would otherwise end in tyro's list of every option.
     """
-    ours = option_flags(TrainConfig)
-    owners = {flag: kind for kind, spec in SPECS.items() for flag in option_flags(spec)}
+    ours = option_flags(config or TrainConfig)
+    owners: dict[str, list[str]] = {}  # a flag's reward kinds: --scorer is sparse's and relc's
+    for owner, spec in SPECS.items():
+        for flag in option_flags(spec):
+            owners.setdefault(flag, []).append(owner)
     run, reward, kind, i = [], [], None, 0
     while i < len(argv):
         token, name = argv[i], argv[i].split("=")[0]
@@ -341,10 +374,10 @@ def check_reward_last(argv: list[str], prog: str) -> None:
             run += argv[i : i + 1 + takes_value]
             i += 1 + takes_value
             continue
-        elif name in owners and kind is not None and owners[name] != kind:
+        elif name in owners and kind is not None and kind not in owners[name]:
             raise ConfigError(
-                f"{name} is an option of the {owners[name]} reward, not of {kind} (whose options are "
-                f"{', '.join(option_flags(SPECS[kind])) or 'none'}): {prog} ... {owners[name]} {name} ..."
+                f"{name} is an option of the {' and '.join(owners[name])} reward, not of {kind} (whose options are "
+                f"{', '.join(option_flags(SPECS[kind])) or 'none'}): {prog} ... {owners[name][0]} {name} ..."
             )
         else:
             reward.append(token)
@@ -352,5 +385,5 @@ def check_reward_last(argv: list[str], prog: str) -> None:
     if kind is not None and argv != run + [kind] + reward:
         raise ConfigError(
             "The reward subcommand comes last, after the run's options, followed by its own options only: "
-            f"{prog} {shlex.join(run + [kind] + reward)}"
+            f"{prog} {shlex.join(run + [kind] + reward)} (or write it --reward FORM, with its options anywhere)"
         )

@@ -9,7 +9,7 @@ iteration). At the end it writes ``curves.png`` (reward and KL), ``samples.md`` 
 a Hugging Face folder (:mod:`criticgym.train.export`).
 
     criticgym train --env criticgym/SentimentControl-v0 --agent ppo --model smollm2-135m --iterations 30 \
-        --out runs/sentiment relc --critic lexicon
+        --out runs/sentiment --reward relc-lexicon
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from criticgym.train.build import (
     build_agent,
     build_evaluator,
     build_policy,
+    check_model,
     critic_pool,
     frozen_copy,
     initial_policy,
     rollout_source,
 )
-from criticgym.train.config import HOW, RESUMABLE, TrainConfig, check_reward_last, config_changes
+from criticgym.train.config import HOW, RESUMABLE, TrainConfig, check_reward_last, config_changes, reward_args
 from criticgym.train.export import save_policy
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
 from criticgym.utils.files import load_checkpoint, save_atomically
@@ -86,6 +87,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     only with ``resume`` or ``resume_if_any``, replaced only with ``overwrite``, and never written by two processes.
     """
     resuming = cfg.resume or cfg.resume_if_any
+    check_model(cfg)  # from the model's config: before the folder is taken
     with run_folder(cfg.out, resume=resuming, overwrite=cfg.overwrite, resume_hint="continue it with --resume"):
         return _train(cfg, log)
 
@@ -178,11 +180,6 @@ def iterate(agent) -> dict[str, float]:
 def config_from_args(argv: list[str] | None = None, default: TrainConfig | None = None, prog: str = "criticgym train"):
     """Parse ``criticgym train`` options into a :class:`TrainConfig` (``default``: the values options start from)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a == "--reward" or a.startswith("--reward=") for a in argv):
-        raise ConfigError(
-            "The reward set-up is a subcommand after the other options, with its own options: "
-            f"{prog} --iterations 30 relc --critic lexicon (or sparse, rlaif-direct, rlaif-pairwise; "
-            f"{prog} relc --help lists RELC's options)."
-        )
+    argv = reward_args(argv, prog)  # --reward FORM and its options, anywhere: tyro's subcommand, last
     check_reward_last(argv, prog)
     return parsed(TrainConfig, argv, prog, default=default, description="Train a policy on a criticgym env.")

@@ -12,9 +12,9 @@ validated, and holds it for the run's life:
 - a run that fails before writing anything leaves no folder behind, and a killed writer's ``*.tmp`` file (atomic
   writes never leave one under its final name) is removed when the next run takes the folder.
 
-:func:`output_file` does the same for a command whose output is one file (``label``). :func:`differences` and
-:func:`refuse_other_settings` are the one way a resumed command compares its settings with the ones a folder was
-made with.
+:func:`output_file` does the same for a command whose output is a file (``label``, ``eval``, ``eval-judge``).
+:func:`differences` and :func:`refuse_other_settings` are the one way a resumed command compares its settings with
+the ones a folder was made with.
 
     >>> differences({"lr": 0.1, "ppo": {"epochs": 2}}, {"lr": 0.1, "ppo": {"epochs": 4}})
     ['ppo.epochs (2 -> 4)']

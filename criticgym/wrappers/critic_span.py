@@ -25,8 +25,8 @@ from criticgym.critics.base import Critique, as_critic, checked_critiques
 from criticgym.critics.offsets import span_token_rewards, token_char_offsets
 from criticgym.critics.protocols import Critic, Scorer
 from criticgym.errors import ConfigError
-from criticgym.rewards import EXTRINSIC_REWARD, TOKEN_REWARDS
-from criticgym.wrappers.overlap import Ended, Feedback, put_row
+from criticgym.rewards import EXTRINSIC_REWARD, TOKEN_REWARDS, UNSCORED
+from criticgym.wrappers.overlap import Ended, RewardCalls, put_row
 from criticgym.wrappers.sparse import RewindableVectorWrapper, SparseExtrinsicReward, SparseExtrinsicRewardVector
 
 STAT_KEYS = ("critic_called", "critic_cached", "critic_spans", "critic_unlocated", "critic_parse_failed")
@@ -124,7 +124,7 @@ class CriticSpanReward(gym.Wrapper):
     At an episode's last step ``info`` gains ``intrinsic_rewards`` (T,) (unscaled ``r_in``), ``token_rewards``
     (T,) (the hindsight vector; its sum is the episode return), ``critique`` (the :class:`Critique` or None when
     gated off), ``critic_latency_s`` and the counters ``critic_called``, ``critic_cached``, ``critic_spans``,
-    ``critic_unlocated``, ``critic_parse_failed``.
+    ``critic_unlocated``, ``critic_parse_failed``. Every step before it carries ``info["unscored"] = True``.
 
     Args:
         env: a criticgym env (its final info carries the prompt, completion and completion ids).
@@ -195,6 +195,8 @@ class CriticSpanReward(gym.Wrapper):
                 "critic_latency_s": self.rewarder.last_latency,
             }
             reward = float(reward) + self.scale * float(r_in.sum())
+        else:
+            info = {**info, UNSCORED: True}
         return obs, reward, terminated, truncated, info
 
 
@@ -224,16 +226,16 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
         super().__init__(env)
         self.rewarder = SpanRewarder(critic, env.unwrapped.tokenizer, positive_value, negative_value, gate, cache_size)
         self.scale = float(scale)
-        self.feedback = Feedback(env, self._critique, overlap, "overlap")
+        self.calls = RewardCalls(env, self._critique, overlap, "overlap")
         self._paid: list[list[float]] = [[] for _ in range(self.num_envs)]
         self._ended = np.zeros(self.num_envs, dtype=bool)  # ended on the last step
 
     def _own_state(self, row: int) -> tuple[tuple[float, ...], bool, bool]:
-        return tuple(self._paid[row]), bool(self._ended[row]), self.feedback.snapshot(row)
+        return tuple(self._paid[row]), bool(self._ended[row]), self.calls.snapshot(row)
 
     def _set_own_state(self, row: int, state: tuple[tuple[float, ...], bool, bool]) -> None:
         self._paid[row], self._ended[row] = list(state[0]), state[1]
-        self.feedback.restore(row, state[2])
+        self.calls.restore(row, state[2])
 
     def reset(self, *, seed=None, options=None):
         """Reset, forgetting the step rewards (and any critique to come) of the sub-envs that restart."""
@@ -242,7 +244,7 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
         for row in rows:
             self._paid[row] = []
             self._ended[row] = False
-        self.feedback.reset(rows)
+        self.calls.reset(rows)
         return self.env.reset(seed=seed, options=options)
 
     def step(self, actions):
@@ -262,8 +264,8 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
             base = np.asarray(prior if prior is not None else self._paid[i][-n:], dtype=np.float64)
             score = float(extrinsic[i]) if extrinsic is not None else None
             episode = (info["prompt"][i], info["completion"][i], info["completion_ids"][i], score, base)
-            ended.append(self.feedback.ended(i, episode))
-        paid = self.feedback.step(ended)
+            ended.append(self.calls.ended(i, episode))
+        paid = self.calls.step(ended)
         if paid:
             rewards, info = np.array(rewards, dtype=np.float64), dict(info)
         for episode, (r_in, stats, latency) in paid:
@@ -281,7 +283,7 @@ class CriticSpanRewardVector(RewindableVectorWrapper):
 
     def close(self, **kwargs):
         """Stop the critic thread, then close the env."""
-        self.feedback.close()
+        self.calls.close()
         return super().close(**kwargs)
 
     def _critique(self, ended: list[Ended]) -> list[tuple[np.ndarray, dict[str, Any], float]]:

@@ -44,12 +44,15 @@ class LanguageFeedback(gym.Wrapper):
     Args:
         env: a single criticgym env (its observation must be wide enough for the refinement context: make it with
             a larger ``max_prompt_tokens``; ``gym.make(..., feedback=...)`` does).
-        source: a feedback source (``critique`` and ``refine`` methods, :mod:`criticgym.critics.feedback`).
+        source: a feedback writer (``feedback`` and ``refine`` methods, :mod:`criticgym.critics.feedback`).
         layout: the task's feedback prompts (the task's when not given).
     """
 
     def __init__(self, env: gym.Env, source: FeedbackWriter, layout: Any = None) -> None:
         super().__init__(env)
+        from criticgym.critics.feedback import as_feedback_writer
+
+        source = as_feedback_writer(source)
         check_role(source, FeedbackWriter, "Language feedback")
         self.source = source
         self.layout = layout or env.unwrapped.task.feedback
@@ -75,7 +78,7 @@ class LanguageFeedback(gym.Wrapper):
         if self._turn == "answer":
             self._answer = info["completion"]
             references = [self._reference] if self._reference is not None else None
-            self._feedback = self.source.critique([self._prompt], [self._answer], references)[0]
+            self._feedback = self.source.feedback([self._prompt], [self._answer], references)[0]
             context = self.layout.refine_context(self._prompt, self._answer, self._feedback)
             try:
                 observation, _ = self.env.reset(options={"prompt": context})

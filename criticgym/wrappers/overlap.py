@@ -1,6 +1,6 @@
-"""Feedback off the generation path: a vector reward wrapper's expensive call, run in a background thread.
+"""Rewards off the generation path: a vector reward wrapper's expensive call, run in a background thread.
 
-A reward wrapper hands :class:`Feedback` the episodes that ended on a step. Synchronously (the default), the
+A reward wrapper hands :class:`RewardCalls` the episodes that ended on a step. Synchronously (the default), the
 wrapper's batched call runs at once and the wrapper pays them on that step. With ``overlap=True`` the call runs in
 a thread while the other episodes keep generating; episodes that end while it is busy wait and form its next call,
 one batch. Each episode is then paid on the step its answer is collected: a later step on which its sub-env idles
@@ -33,7 +33,7 @@ class Ended:
     data: Any
 
 
-class Feedback:
+class RewardCalls:
     """Runs a wrapper's batched ``call(episodes)`` now or in a background thread, and says what to pay when.
 
     Args:

@@ -11,8 +11,8 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 
 from criticgym.critics.protocols import Scorer
 from criticgym.critics.scorers import as_scorer, score_texts
-from criticgym.rewards import EXTRINSIC_REWARD
-from criticgym.wrappers.overlap import Ended, Feedback, put_row
+from criticgym.rewards import EXTRINSIC_REWARD, UNSCORED
+from criticgym.wrappers.overlap import Ended, RewardCalls, put_row
 
 
 def score_episodes(scorer: Scorer, episodes: Sequence[tuple]) -> np.ndarray:
@@ -28,7 +28,8 @@ def score_episodes(scorer: Scorer, episodes: Sequence[tuple]) -> np.ndarray:
 class SparseExtrinsicReward(gym.Wrapper):
     """Adds ``scale * scorer(prompt, completion)`` to the reward of each episode's last step.
 
-    The score is also reported as ``info["extrinsic_reward"]`` on that step.
+    The score is also reported as ``info["extrinsic_reward"]`` on that step; every step before it carries
+    ``info["unscored"] = True``, so an episode that a ``TimeLimit`` outside cuts short says it was never scored.
 
     Args:
         env: a criticgym text-generation env (its final info carries ``prompt`` and ``completion``).
@@ -57,6 +58,8 @@ class SparseExtrinsicReward(gym.Wrapper):
             (score,) = score_episodes(self.scorer, [episode])
             info[EXTRINSIC_REWARD] = float(score)
             reward = float(reward) + self.scale * float(score)
+        else:
+            info[UNSCORED] = True
         return obs, reward, terminated, truncated, info
 
 
@@ -107,18 +110,18 @@ class SparseExtrinsicRewardVector(RewindableVectorWrapper):
         super().__init__(env)
         self.scorer = as_scorer(scorer)
         self.scale = float(scale)
-        self.feedback = Feedback(env, self._score, overlap, "overlap")
+        self.calls = RewardCalls(env, self._score, overlap, "overlap")
 
     def _own_state(self, row: int) -> bool:
-        return self.feedback.snapshot(row)
+        return self.calls.snapshot(row)
 
     def _set_own_state(self, row: int, state: bool) -> None:
-        self.feedback.restore(row, state)
+        self.calls.restore(row, state)
 
     def reset(self, *, seed=None, options=None):
         """Reset (dropping the scores still to come of the sub-envs that restart)."""
         mask = (options or {}).get("reset_mask")
-        self.feedback.reset(range(self.num_envs) if mask is None else np.flatnonzero(mask))
+        self.calls.reset(range(self.num_envs) if mask is None else np.flatnonzero(mask))
         return self.env.reset(seed=seed, options=options)
 
     def step(self, actions):
@@ -128,8 +131,8 @@ class SparseExtrinsicRewardVector(RewindableVectorWrapper):
         for i in np.flatnonzero(np.logical_or(terminated, truncated)):
             reference = info["reference"][i] if "reference" in info else None
             episode = (info["prompt"][i], info["completion"][i], reference, info["completion_ids"][i])
-            ended.append(self.feedback.ended(i, episode))
-        paid = self.feedback.step(ended)
+            ended.append(self.calls.ended(i, episode))
+        paid = self.calls.step(ended)
         if paid:
             rewards, info = np.array(rewards, dtype=np.float64), dict(info)
         for episode, score in paid:
@@ -139,7 +142,7 @@ class SparseExtrinsicRewardVector(RewindableVectorWrapper):
 
     def close(self, **kwargs):
         """Stop the scorer's thread, then close the env."""
-        self.feedback.close()
+        self.calls.close()
         return super().close(**kwargs)
 
     def _score(self, ended: list[Ended]) -> np.ndarray:

@@ -73,7 +73,7 @@ def test_lora_reinforce_and_rloo_train_the_adapter_only():
 
 
 def test_a_lora_run_checkpoints_the_adapter_resumes_and_evaluates_with_its_base(tmp_path):
-    from criticgym.cli import EvalConfig, evaluate
+    from criticgym.cli.train import EvalConfig, evaluate
     from criticgym.train import TrainConfig, train
 
     def config(out, iterations):

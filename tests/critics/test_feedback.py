@@ -8,6 +8,7 @@ import pytest
 from criticgym.critics import LexiconCritic
 from criticgym.critics.feedback import ANNOTATORS, SentimentAnnotator, judgement, make_feedback
 from criticgym.envs import get_task
+from criticgym.errors import ConfigError
 
 ANSWERS = [
     " a dull, lifeless plot and an awful script",
@@ -19,7 +20,7 @@ ANSWERS = [
 
 def test_the_sentiment_annotator_names_every_span_the_lexicon_critic_finds():
     annotator, critic = SentimentAnnotator(), LexiconCritic()
-    feedback = annotator.critique([""] * len(ANSWERS), ANSWERS)
+    feedback = annotator.feedback([""] * len(ANSWERS), ANSWERS)
     for answer, text, critique in zip(ANSWERS, feedback, critic.critique([""] * len(ANSWERS), ANSWERS), strict=True):
         bad = [answer[s.start : s.end] for s in critique.spans if s.value < 0]
         good = [answer[s.start : s.end] for s in critique.spans if s.value > 0]
@@ -39,7 +40,7 @@ def test_the_program_refinement_drops_the_negative_spans_and_keeps_the_rest():
     annotator = SentimentAnnotator()
     refined = annotator.refine([""] * len(ANSWERS), ANSWERS, [""] * len(ANSWERS))
     assert refined[1] == ANSWERS[1] and refined[2] == ANSWERS[2]
-    again = annotator.critique([""] * len(refined), refined)
+    again = annotator.feedback([""] * len(refined), refined)
     assert all(judgement(f) for f in again[:3])  # what the critic flagged is gone
     assert "brilliant" in refined[3] and "good" not in refined[3]
 
@@ -77,7 +78,7 @@ def test_self_evolution_runs_on_sentiment_from_the_model_s_own_answers(tmp_path,
     meta = records.read_records(tmp_path / "meta_skill.jsonl")
     assert len(meta) == (6 if meta_skill else 0)
     for record in meta:  # the annotator's feedback on the model's own answer, and its program refinement
-        assert record["feedback"] == SentimentAnnotator().critique([record["prompt"]], [record["response"]])[0]
+        assert record["feedback"] == SentimentAnnotator().feedback([record["prompt"]], [record["response"]])[0]
     row = result["history"][-1]
     assert row["round/kept_correct"] <= min(row["round/kept"], row["round/correct"])
     assert (row["eval/accuracy"] * 4).is_integer()  # judged over the 4 held-out prompts
@@ -111,3 +112,23 @@ def test_a_sentiment_feedback_episode_names_the_negative_word_and_continues_the_
     assert turn["feedback"] == "'dull' reads negative; the review should stay positive.\nJudgement: incorrect"
     seen = tokenizer.decode(observation["input_ids"][observation["attention_mask"] == 1])
     assert seen.endswith("Rewritten positive review: The film was")
+
+
+def test_a_feedback_writer_still_named_critique_works_with_a_warning_and_is_no_critic():
+    from criticgym.critics import as_critic
+    from criticgym.critics.feedback import as_feedback_writer
+    from criticgym.critics.protocols import Critic, FeedbackWriter
+
+    class Old:
+        def critique(self, prompts, answers, references=None):
+            return ["Judgement: correct"] * len(answers)
+
+        def refine(self, prompts, answers, feedbacks, references=None):
+            return list(answers)
+
+    with pytest.warns(DeprecationWarning, match=r"Old.critique: a feedback writer's method is now feedback"):
+        writer = as_feedback_writer(Old())
+    assert isinstance(writer, FeedbackWriter) and writer.feedback([""], ["a"]) == ["Judgement: correct"]
+    assert not isinstance(SentimentAnnotator(), Critic)  # its method is feedback: as_critic cannot take it for one
+    with pytest.raises(ConfigError, match="critique"):
+        as_critic(SentimentAnnotator())

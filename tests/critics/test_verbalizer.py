@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from criticgym.critics.judge import ScorerJudge, make_judge
-from criticgym.critics.verbalizer import GapEvaluator, LabelWordScorer
+from criticgym.critics.verbalizer import LabelWordScorer
 from criticgym.envs import LabelWords, get_task
 from criticgym.errors import ConfigError
 from criticgym.rewards import RlaifDirect
-from criticgym.search.values import make_evaluator
+from criticgym.search.values import make_value
 
 WORDS = LabelWords("Review: $text\nSentiment:", good=(" positive", " great"), bad=(" negative",), content_free="N/A")
 
@@ -54,7 +54,7 @@ def test_pairwise_preferences_from_gaps_have_no_position_bias():
     p_ab, p_ba = judge.prefer_both_orders(["", ""], ["good good", "bad"], ["bad", "good"])
     np.testing.assert_allclose(p_ab + p_ba, [1.0, 1.0])
     assert p_ab[0] == pytest.approx(1 / (1 + np.exp(-2.0)))
-    assert GapEvaluator(LabelWordScorer(Counting(), WORDS))([""], ["good good"]) == pytest.approx(
+    assert LabelWordScorer(Counting(), WORDS).rate([""], ["good good"]) == pytest.approx(  # a search's value
         [np.tanh(LabelWordScorer(Counting(), WORDS).score([""], ["good good"])[0] / 2)]
     )
 
@@ -73,11 +73,11 @@ def test_local_label_word_judge_and_self_label_evaluator(tiny):
     assert isinstance(judge, ScorerJudge) and judge.name == "label:tiny"
     p = judge.prefer(["The film"], [" is great"], [" is awful"])
     assert 0.0 < p[0] < 1.0
-    evaluator = make_evaluator("self-label", model, tokenizer, label_words=words)
-    values = evaluator(["The film"], [" is great"])
+    evaluator = make_value("self-label", model, tokenizer, label_words=words)
+    values = evaluator.rate(["The film"], [" is great"])
     assert -1.0 <= values[0] <= 1.0
     with pytest.raises(ConfigError, match="label words"):
-        make_evaluator("self-label", model, tokenizer)
+        make_value("self-label", model, tokenizer)
 
 
 def test_rlaif_envs_take_a_label_word_judge(tokenizer):

@@ -182,6 +182,47 @@ def test_a_hub_id_goes_to_the_hub_when_it_can_be_reached(monkeypatch):
     assert asked == {"name": "someone/model", "local_files_only": False}
 
 
+def hub_cache_with(cache, repo: str, config: dict) -> None:
+    """A local hub cache holding ``repo``'s config.json, as a download would leave it."""
+    import json
+
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    snapshot = folder / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(config))
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """No hub; a local hub cache in tmp_path/hub that holds the config of ``someone/two-layers``."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub_cache_with(tmp_path / "hub", "someone/two-layers", {"model_type": "llama", "num_hidden_layers": 2})
+    return "someone/two-layers"
+
+
+def test_layer_count_reads_a_models_config_without_its_weights(offline_hub, tiny, tmp_path, monkeypatch):
+    from criticgym.rollout.models import check_freeze_layers, layer_count
+
+    monkeypatch.setattr(models, "build_once", lambda *a: pytest.fail("a built-in model was built to count layers"))
+    assert layer_count("smollm2-135m") == 30 and layer_count("tiny") == 2  # known shapes: nothing built
+    assert layer_count(offline_hub) == 2  # a hub id, offline, from the local hub cache's config.json alone
+    tiny[0].config.save_pretrained(tmp_path / "folder")  # a local folder: its config.json
+    assert layer_count(str(tmp_path / "folder")) == 2
+    (tmp_path / "adapter").mkdir()
+    assert layer_count(str(tmp_path / "adapter")) is None  # no config: left to the load, which says what is wrong
+    with pytest.raises(UnknownModelError, match="cannot be reached"):
+        layer_count("someone/not-cached")  # the load's own error, at once
+    with pytest.raises(ConfigError, match=r"--ppo.freeze-layers 3: someone/two-layers has 2 layers; freeze at most 2"):
+        check_freeze_layers(offline_hub, 3, "--ppo.freeze-layers")
+    check_freeze_layers(offline_hub, 2, "--ppo.freeze-layers")
+    check_freeze_layers("someone/not-cached", 0, "--ppo.freeze-layers")  # nothing to freeze: nothing looked up
+
+
 def test_a_device_the_machine_lacks_names_the_fix():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -173,10 +173,14 @@ def test_rain_plays_an_env_and_the_wrappers_score_the_completion(sharp):
 
 
 def test_bad_config():
-    with pytest.raises(ConfigError, match="set_lengths"):
+    with pytest.raises(ConfigError, match="set-lengths must all be at least 1"):
         RAINConfig(set_lengths=(0,))
-    with pytest.raises(ConfigError, match="searches"):
+    with pytest.raises(ConfigError, match="searches must be at least 1"):
         RAINConfig(searches=0)
+    with pytest.raises(ConfigError, match=r"root-prior-mix must be in \[0, 1\], got 1.5"):
+        RAINConfig(root_prior_mix=1.5)
+    with pytest.raises(ConfigError, match="sample-top-k must be at least 1"):
+        RAINConfig(sample_top_k=0)
 
 
 def test_node_priors_mix_with_uniform_at_the_root():

@@ -50,7 +50,7 @@ def test_the_annotator_checks_each_step_and_judges_the_final_answer():
     assert "Step 4 (32 + 1 = 33) is not needed: the problem has 3 steps." in extra and judgement(extra) is True
     assert ArithmeticAnnotator().refine([""], ["x"], ["f"], [gold]) == [gold]
     with pytest.raises(ConfigError, match="reference"):
-        ArithmeticAnnotator().critique([""], ["x"])
+        ArithmeticAnnotator().feedback([""], ["x"])
 
 
 def test_corrupted_solutions_are_wrong_and_well_formed():
@@ -136,7 +136,7 @@ def test_model_feedback_reads_the_task_layout_and_cuts_after_the_judgement():
 
     backend = Echo()
     source = ModelFeedback(backend, LAYOUT)
-    assert source.critique([PROMPT], ["7 + 5 = 12\nAnswer: 12"]) == ["Step 1 is right.\nJudgement: correct"]
+    assert source.feedback([PROMPT], ["7 + 5 = 12\nAnswer: 12"]) == ["Step 1 is right.\nJudgement: correct"]
     assert backend.seen[0] == PROMPT + "7 + 5 = 12\nAnswer: 12\nFeedback:\n"
     source.refine([PROMPT], ["a"], ["f"])
     assert backend.seen[1] == PROMPT + "a\nFeedback:\nf\nRefined solution:\n"

@@ -58,7 +58,7 @@ def test_feedback_needs_a_task_that_has_it_and_a_single_env():
         gym.make("criticgym/Words-v0", model="tiny", feedback="program")
     with pytest.raises(ConfigError, match="single env"):
         criticgym.make_vec("criticgym/Arithmetic-v0", num_envs=2, model="tiny", feedback="program")
-    with pytest.raises(ConfigError, match="Unknown feedback"):
+    with pytest.raises(ConfigError, match=r"'teacher': a feedback is written program .*or model:<model>"):
         gym.make("criticgym/Arithmetic-v0", model="tiny", feedback="teacher")
 
 
@@ -73,4 +73,4 @@ def test_the_policy_s_own_solver_writes_the_feedback_of_an_episode(tiny):
     *_, (_, reward, _, _, turn) = play(env, ["Answer: 7"])
     assert turn["turn"] == "feedback" and reward == 0.0
     # the episode's feedback is the solver's own critique of that answer, as SELF's rounds write it
-    assert turn["feedback"] == solver.critique([info["prompt"]], ["Answer: 7"])[0]
+    assert turn["feedback"] == solver.feedback([info["prompt"]], ["Answer: 7"])[0]
