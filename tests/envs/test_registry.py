@@ -78,8 +78,17 @@ def test_seeded_rollouts_are_deterministic(env_id):
 def test_make_vec_gives_the_native_vector_env(env_id):
     envs = gym.make_vec(env_id, num_envs=3, scorer=length_score)
     assert isinstance(envs.unwrapped, TextGenVectorEnv)
-    obs, _ = envs.reset(seed=0)
+    obs, info = envs.reset(seed=0)
     assert obs["input_ids"].shape == (3, envs.unwrapped.episodes.width)
+    # each row is its prompt followed by room for the completion, nothing generated yet; the first row is the single
+    # env's prompt of the same seed
+    lengths = obs["attention_mask"].sum(axis=1)
+    assert list(info["n_tokens"]) == [0, 0, 0] and all(lengths > 0)
+    for row, n in enumerate(lengths):
+        assert obs["attention_mask"][row, :n].all() and not obs["attention_mask"][row, n:].any()
+    single, _ = gym.make(env_id, scorer=length_score).reset(seed=0)
+    first = single["input_ids"][single["attention_mask"].astype(bool)]
+    assert list(obs["input_ids"][0, : lengths[0]]) == list(first)
 
 
 def test_unknown_env_id_names_the_valid_ones():

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,6 +51,23 @@ def test_train_writes_metrics_evaluations_checkpoint_and_plot(tmp_path):
     assert "Iteration 4" in (tmp_path / "samples.md").read_text()
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert state["agent"]["iteration"] == 4 and len(state["history"]) == 4
+    # the evaluations are the held-out evaluator's numbers: of the initial model at 0, of the saved weights at 4
+    # (the evaluator samples with a fixed seed, so a fresh one on the same weights gives the same values)
+    from criticgym.rollout import load_policy
+    from criticgym.train import build_evaluator
+
+    cfg = tiny_config(tmp_path)
+    reference, tokenizer = load_policy(cfg.model)
+    evaluator = build_evaluator(cfg, tokenizer, reference)
+    initial = evaluator(reference)
+    policy, _ = load_policy(cfg.model)
+    policy.load_state_dict(state["agent"]["model"])
+    final = evaluator(policy, 4)
+    for expected, got in ((initial, result["evals"][0]), (final, result["evals"][-1])):
+        for key in ("eval/reward", "eval/score", "eval/perplexity", "eval/distinct_1", "eval/distinct_2", "scores"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-5), key
+    assert result["evals"][-1]["eval/score"] == pytest.approx(float(np.mean(final["scores"])))
+    assert [float(r["charts/kl"]) for r in rows] == pytest.approx([h["charts/kl"] for h in result["history"]])
 
 
 # the sparse reward, and the ablation's control arm: RELC with random spans (a critic whose draws must not depend
@@ -123,7 +141,13 @@ def test_cli_train_runs(tmp_path, capsys):
     args += ["--num-envs", "4", "--eval-prompts", "4", "--out", str(tmp_path), "--no-progress", "--ppo.epochs", "1"]
     args += ["sparse"]
     assert main(args) == 0
-    assert "mean reward (the training reward)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # the table prints the run's own first and last evaluations, to three decimals
+    evals = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["evals"]
+    row = next(line for line in printed.splitlines() if "mean reward (the training reward)" in line)
+    assert [float(x) for x in row.split()[-2:]] == pytest.approx(
+        [e["eval/reward"] for e in (evals[0], evals[-1])], abs=5e-4
+    )
     assert main(["frobnicate"]) == 2
 
 
