@@ -55,6 +55,26 @@ def swap_average(p_first_ab: np.ndarray, p_first_ba: np.ndarray) -> np.ndarray:
     return (np.asarray(p_first_ab) + 1.0 - np.asarray(p_first_ba)) / 2.0
 
 
+def both_orders(judge, prompts, completions_a, completions_b) -> tuple[np.ndarray, np.ndarray]:
+    """A preference judge's P(first is better) with a first and with b first, for position-bias statistics.
+
+    A judge that labels both orders at once (``prefer_both_orders``, the label-word judges) is asked once; any other
+    :class:`~criticgym.critics.protocols.PreferenceJudge` is asked ``prefer`` in each order.
+
+        >>> class Longer:  # prefers the longer completion, whatever the order
+        ...     def prefer(self, prompts, a, b):
+        ...         return [float(len(x) > len(y)) for x, y in zip(a, b)]
+        >>> [p.tolist() for p in both_orders(Longer(), ["p"], ["long one"], ["short"])]
+        [[1.0], [0.0]]
+    """
+    if hasattr(judge, "prefer_both_orders"):
+        p_ab, p_ba = judge.prefer_both_orders(prompts, completions_a, completions_b)
+    else:
+        p_ab = judge.prefer(prompts, completions_a, completions_b)
+        p_ba = judge.prefer(prompts, completions_b, completions_a)
+    return np.asarray(p_ab, dtype=np.float64), np.asarray(p_ba, dtype=np.float64)
+
+
 def expected_score(logprobs: np.ndarray, levels: Sequence[int]) -> np.ndarray:
     """The expected score under the (renormalized) distribution over the score tokens, (N, K) -> (N,)."""
     logprobs = np.asarray(logprobs, dtype=np.float64)
@@ -253,7 +273,7 @@ def evaluate_judge(judge: Any, pairs: int = 200, seed: int = 0, context: str = "
     a = [g if f else b for g, b, f in zip(good, bad, fresh_first, strict=True)]
     b = [b if f else g for g, b, f in zip(good, bad, fresh_first, strict=True)]
     start = time.perf_counter()
-    p_ab, p_ba = (np.asarray(p, dtype=np.float64) for p in judge.prefer_both_orders([context] * pairs, a, b))
+    p_ab, p_ba = both_orders(judge, [context] * pairs, a, b)
     seconds = time.perf_counter() - start
     p_fresh = np.where(fresh_first, swap_average(p_ab, p_ba), 1.0 - swap_average(p_ab, p_ba))
     p_fresh_one = np.where(fresh_first, p_ab, 1.0 - p_ab)

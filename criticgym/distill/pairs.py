@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from criticgym.critics.judge import swap_average
+from criticgym.critics.judge import both_orders, swap_average
 from criticgym.errors import ConfigError
 from criticgym.utils.files import write_jsonl
 
@@ -75,7 +75,7 @@ def label_pairs(
         infos = batch.infos[: 2 * min(batch_pairs, prompts - start)]
         contexts = [info["prompt"] for info in infos[0::2]]
         a, b = [info["completion"] for info in infos[0::2]], [info["completion"] for info in infos[1::2]]
-        p_ab, p_ba = judge.prefer_both_orders(contexts, a, b)
+        p_ab, p_ba = both_orders(judge, contexts, a, b)
         for i, context in enumerate(contexts):
             record = {"prompt": context, "completion_a": a[i], "completion_b": b[i]}
             record.update(p_first_ab=float(p_ab[i]), p_first_ba=float(p_ba[i]))

@@ -141,3 +141,17 @@ def test_label_pairs_samples_two_completions_of_each_prompt_and_labels_both_orde
         assert r["label"] == pytest.approx(float(swap_average(r["p_first_ab"], 0.6)))
     write_jsonl(tmp_path / "p.jsonl", records)
     assert read_jsonl(tmp_path / "p.jsonl") == records
+
+
+def test_a_judge_with_prefer_alone_is_asked_in_both_orders():
+    class FirstIfLonger:  # a plain PreferenceJudge: no prefer_both_orders
+        def prefer(self, prompts, a, b):
+            return [1.0 if len(x) > len(y) else 0.0 for x, y in zip(a, b, strict=True)]
+
+    records = label_pairs("criticgym/SentimentControl-v0", "tiny", FirstIfLonger(), prompts=4, batch_pairs=2, seed=1)
+    assert [r["judge"] for r in records] == ["FirstIfLonger"] * 4
+    for r in records:
+        longer = len(r["completion_a"]) > len(r["completion_b"])
+        shorter = len(r["completion_a"]) < len(r["completion_b"])
+        assert (r["p_first_ab"], r["p_first_ba"]) == (float(longer), float(shorter))
+        assert r["label"] == pytest.approx(float(swap_average(float(longer), float(shorter))))
