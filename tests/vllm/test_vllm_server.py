@@ -111,7 +111,7 @@ def test_the_model_annotator_writes_feedback_through_the_server(server):
     from criticgym.envs import get_task
 
     feedback = ModelFeedback(backend(server), get_task("arithmetic").feedback, max_new_tokens=24)
-    texts = feedback.critique(["Problem: 2 + 3 * 4\nSolution:\n"], ["3 * 4 = 12\n2 + 12 = 14\nAnswer: 14"])
+    texts = feedback.feedback(["Problem: 2 + 3 * 4\nSolution:\n"], ["3 * 4 = 12\n2 + 12 = 14\nAnswer: 14"])
     assert len(texts) == 1 and isinstance(texts[0], str) and texts[0].strip()
 
 
