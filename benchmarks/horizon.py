@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from criticgym.bench.resolution import paired, resolution_rows
+from criticgym.bench.resolution import per_seed_differences, resolution_rows
 from criticgym.utils.stats import mean_ci, welch_ci
 
 ARM, BASELINE = "relc-lexicon", "sparse"
@@ -29,10 +29,6 @@ ARM, BASELINE = "relc-lexicon", "sparse"
 
 def load(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
-
-
-def per_seed(records: list[dict], arm: str, key) -> dict[int, float]:
-    return {r["seed"]: key(r) for r in records if r["arm"] == arm}
 
 
 def horizon_rows(tokens: int, records: list[dict], judges: list[str]) -> list[dict]:
@@ -44,10 +40,7 @@ def horizon_rows(tokens: int, records: list[dict], judges: list[str]) -> list[di
         else:
             scores = {(r["arm"], r["seed"]): r.get("per_prompt", {}).get(judge, r["scores"][judge]) for r in records}
         (resolved,) = [row for row in resolution_rows(scores, BASELINE) if row["arm"] == ARM]
-        arm_scores, base_scores = paired(scores, ARM, BASELINE)
-        gains = (
-            arm_scores.mean(axis=-1) - base_scores.mean(axis=-1) if arm_scores.ndim == 2 else arm_scores - base_scores
-        )
+        gains = per_seed_differences(scores, ARM, BASELINE)
         row = {"tokens": tokens, "judge": judge, "gains": gains.tolist()}
         for arm in ("untrained", BASELINE, ARM):
             values = [np.mean(v) for (a, _), v in scores.items() if a == arm]

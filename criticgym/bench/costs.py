@@ -149,9 +149,8 @@ def summarize(
                 float(x) for x in mean_ci(np.array([r["perplexity"] for r in runs]))
             )
         for baseline in (b for b in baselines if b != arm):
-            mine, theirs = resolution.paired(judged, arm, baseline)
-            if len(mine):
-                paired = (mine - theirs).reshape(len(mine), -1).mean(axis=1)
+            paired = resolution.per_seed_differences(judged, arm, baseline)
+            if len(paired):
                 row[f"vs {baseline}"], row[f"vs {baseline} ci"] = (float(x) for x in mean_ci(paired))
         costs[arm] = ArmCost(
             float(np.mean([r["train_flops"] for r in runs])), float(np.mean([r["inference_flops"] for r in runs]))

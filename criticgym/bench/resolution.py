@@ -32,6 +32,12 @@ def paired(scores: Scores, arm: str, baseline: str) -> tuple[np.ndarray, np.ndar
     return np.array([a.mean() for a, _ in rows]), np.array([b.mean() for _, b in rows])
 
 
+def per_seed_differences(scores: Scores, arm: str, baseline: str) -> np.ndarray:
+    """Each shared seed's mean paired difference ``arm - baseline`` (over the prompts both served)."""
+    mine, theirs = paired(scores, arm, baseline)
+    return (mine - theirs).mean(axis=1) if mine.ndim == 2 else mine - theirs
+
+
 def resolution_rows(scores: Scores, baseline: str, difference: float | None = None) -> list[dict[str, Any]]:
     """One row per arm other than ``baseline`` that shares a seed with it (see the module's text)."""
     from criticgym.utils.power import paired_resolution
