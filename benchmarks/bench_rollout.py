@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 import criticgym
-from criticgym.envs import play
 from criticgym.rollout import RolloutEngine, left_pad, load_policy, sample_from_logits
+from criticgym.sources import play
 
 # 2 x 134.5M parameters is the forward cost of a token for smollm2-135m; the same rule for tiny.
 OFFLINE_MATMUL_GFLOPS = 170.0  # OFFLINE.md, fp32 on the project's 2-core machines

@@ -36,8 +36,9 @@ from pathlib import Path
 import torch
 
 from criticgym.critics import LexiconCritic, LLMCritic, LocalBackend
-from criticgym.envs import TextGenVectorEnv, play
+from criticgym.envs import TextGenVectorEnv
 from criticgym.rollout import RolloutEngine, load_policy
+from criticgym.sources import play
 from criticgym.wrappers import RewardMixVector, SparseExtrinsicRewardVector
 
 ARMS = ("inline", "overlap", "pool-1", "pool-2", "pool-2+overlap")

@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 
 import criticgym
-from criticgym.envs import VLLMRollouts, play
-from criticgym.envs.play import row_seed
 from criticgym.rollout import RolloutEngine, left_pad, load_policy
 from criticgym.rollout.vllm import VLLMSampler
+from criticgym.sources import VLLMRollouts, play, row_seed
 
 
 def best_time(fn, repeats: int) -> float:

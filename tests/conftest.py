@@ -66,3 +66,12 @@ def assert_same(a, b):
         np.testing.assert_array_equal(a, b)
     else:
         assert a == b
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray with 2 CPUs for the test module (criticgym[ray])."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

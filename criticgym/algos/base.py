@@ -1,7 +1,8 @@
-"""What every criticgym agent shares: the policy, its reference, a value head, the optimizer, one collect step.
+"""What every criticgym agent shares: its actor (:mod:`criticgym.algos.actor`), the optimizer, one collect step.
 
-The value head exists only where the algorithm uses one, the reference model only where the KL penalty does
-(``kl_coef > 0``). :meth:`LMAgent.collect` is the part of an iteration that
+The actor holds the policy, the reference model (only where the KL penalty needs one, ``kl_coef > 0``) and the
+value head (only where the algorithm uses one); an algorithm says which in ``actor_settings``, so a rollout worker
+builds the same actor without the learner. :meth:`LMAgent.collect` is the part of an iteration that
 every algorithm does the same way: roll out, write the hindsight token rewards onto the steps, subtract the
 per-token KL penalty. Each algorithm file keeps only what differs: its advantages and its update. Also here:
 masked statistics and one-pass re-scoring of whole sequences.
@@ -9,7 +10,6 @@ masked statistics and one-pass re-scoring of whole sequences.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,26 +19,14 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
-from criticgym import flops
-from criticgym.envs import EnvRollouts, RolloutSource
+from criticgym.algos.actor import Actor, ActorSettings, ValueHead
 from criticgym.errors import ConfigError
 from criticgym.rewards import EXTRINSIC_REWARD, TOKEN_REWARDS
-from criticgym.rollout import RolloutBatch, RolloutEngine, score_completions
-from criticgym.utils.training import autocast, freeze_lower_layers, mixed_precision, warn_half_precision
+from criticgym.rollout import RolloutBatch, score_completions
+from criticgym.sources import EnvRollouts, RolloutSource
+from criticgym.utils.training import warn_half_precision
 
-
-class ValueHead(nn.Module):
-    """A linear value head on the last hidden state, initialized to predict 0."""
-
-    def __init__(self, hidden_size: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(hidden_size, 1)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (..., 1)."""
-        return self.linear(hidden)
+__all__ = ["Actor", "ActorSettings", "Collected", "LMAgent", "ValueHead"]
 
 
 def token_rewards(batch: RolloutBatch) -> torch.Tensor:
@@ -117,13 +105,13 @@ class Collected:
 
 
 class LMAgent:
-    """The state an agent trains and checkpoints.
+    """The state an agent trains and checkpoints: its :class:`~criticgym.algos.actor.Actor` and an Adam optimizer.
 
     Args:
         model: the policy (a transformers causal LM); trained in place.
         tokenizer: its tokenizer.
         envs: where batches are played: a criticgym vector env made with ``autoreset_mode="disabled"``, or a
-            :class:`~criticgym.envs.RolloutSource` (a shard of rows, Ray workers).
+            :class:`~criticgym.sources.RolloutSource` (a shard of rows, Ray workers).
         lr: Adam learning rate.
         kl_coef: initial weight of the per-token KL penalty to the reference model.
         seed: the run's seed; every random draw comes from ``(seed, iteration)``.
@@ -136,6 +124,10 @@ class LMAgent:
     The reference model (a frozen copy of the initial policy) exists only when ``kl_coef > 0``; without it the
     KL is not measured (``charts/kl`` is nan). A LoRA policy (:func:`~criticgym.algos.lora.add_lora`) trains its
     adapter only; its reference model is the same weights with the adapter off, and checkpoints hold the adapter.
+
+    An algorithm registered for training runs (:func:`~criticgym.algos.register_algorithm`) also says, in the
+    class method :meth:`actor_settings`, which of these its config asks for: a rollout worker builds the actor from
+    it alone.
     """
 
     def __init__(
@@ -150,41 +142,37 @@ class LMAgent:
         value_head: bool = True,
         precision: str = "auto",
     ):
-        from criticgym.algos.lora import BaseModel, is_lora
-
+        self.actor = Actor(model, tokenizer, ActorSettings(kl_coef, value_head, freeze_layers), precision)
         self.model, self.tokenizer, self.seed = model, tokenizer, seed
+        self.ref_model, self.value_head, self.engine = self.actor.ref_model, self.actor.value_head, self.actor.engine
+        self.lora, self.precision, self.mixed_precision = self.actor.lora, precision, self.actor.mixed_precision
         self.rollouts = as_rollout_source(envs)
-        self.lora = is_lora(model)
-        flops.track(model.get_base_model() if self.lora else model)  # peft calls its base model: count it once
-        device = next(model.parameters()).device
-        self.precision, self.mixed_precision = precision, mixed_precision(precision, device)
-        if self.lora and freeze_layers:
-            raise ConfigError("freeze_layers does nothing with LoRA (the base weights are frozen); set it to 0.")
-        if kl_coef <= 0:
-            self.ref_model = None
-        elif self.lora:
-            self.ref_model = BaseModel(model)  # the same weights with the adapter off: no copy
-        else:
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.value_head = ValueHead(model.config.hidden_size).to(device) if value_head else None
-        freeze_lower_layers(model, freeze_layers)
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = self.actor.policy_parameters()
         warn_half_precision(params)
-        params += list(self.value_head.parameters()) if self.value_head is not None else []
-        self.optimizer = torch.optim.Adam(params, lr=lr)
-        self.engine = RolloutEngine(model, tokenizer, ref_model=self.ref_model, value_head=self.value_head)
+        self.optimizer = torch.optim.Adam(params + self.actor.value_parameters(), lr=lr)
         self.kl_coef = kl_coef
         self.iteration = 0
+
+    @classmethod
+    def actor_settings(cls, config: Any) -> ActorSettings:
+        """What this algorithm's actor holds under ``config``: what its ``__init__`` passes on.
+
+        A rollout worker builds its actor from it, so an algorithm that plays on Ray workers defines it.
+        """
+        raise ConfigError(
+            f"{cls.__name__} does not say what its actor holds: define the class method actor_settings(config) -> "
+            "ActorSettings (reference model, value head, frozen layers) to play its batches on rollout workers."
+        )
 
     def rollout(self) -> RolloutBatch:
         """Sample this iteration's batch (each algorithm sets its sampling and grouping, then calls :meth:`play`)."""
         raise NotImplementedError
 
     def play(self, **sampling: Any) -> RolloutBatch:
-        """Sample the iteration's batch from the rollout source (sampling options of :func:`~criticgym.envs.play`).
+        """Sample the iteration's batch from the rollout source (sampling options of :func:`~criticgym.sources.play`).
 
-        The agent does not know how its batch is played: in this process (:class:`~criticgym.envs.EnvRollouts`) or
-        by Ray workers (:class:`~criticgym.distributed.workers.RolloutWorkers`); it hands over its engine and seed.
+        The agent does not know how its batch is played: in this process (:class:`~criticgym.sources.EnvRollouts`) or
+        by Ray workers (:class:`~criticgym.sources.workers.RolloutWorkers`); it hands over its engine and seed.
         """
         with self.autocast():
             return self.rollouts.play(self.engine, seed=self.iteration_seed, **sampling)
@@ -194,7 +182,7 @@ class LMAgent:
 
         Backward passes run outside it (as torch recommends); they follow the forward's dtypes.
         """
-        return autocast(self.precision, next(self.model.parameters()).device)
+        return self.actor.autocast()
 
     def collect(self) -> Collected:
         """Roll out with the current policy, then per-token rewards: hindsight vectors first, minus the KL penalty."""
@@ -230,7 +218,7 @@ class LMAgent:
 
     def sampler_charts(self, batch: RolloutBatch, mask: torch.Tensor) -> dict[str, float]:
         """The log-prob gap to another sampler and the source's own timings (nothing for the built-in engine)."""
-        charts = dict(getattr(self.rollouts, "perf", {}))  # a source may time its own stages (vLLM: weight sync)
+        charts = dict(self.rollouts.perf)  # the source's own stages (vLLM: weight sync and sampling)
         if batch.sampler_logprobs is not None:
             log_ratio = (batch.logprobs - batch.sampler_logprobs) * mask
             charts["rollout/logprob_gap"] = float(masked_mean(log_ratio.abs(), mask))
@@ -274,12 +262,13 @@ class LMAgent:
 
 
 def as_rollout_source(envs: Any) -> RolloutSource:
-    """A vector env as an :class:`~criticgym.envs.EnvRollouts`; a rollout source as it is."""
+    """A vector env as an :class:`~criticgym.sources.EnvRollouts`; a rollout source as it is."""
     if isinstance(envs, VectorEnv):
         return EnvRollouts(envs)
     if isinstance(envs, RolloutSource):
         return envs
     raise ConfigError(
         f"An agent plays its batches on a criticgym vector env (gym.make_vec(..., autoreset_mode='disabled')) or a "
-        f"rollout source (num_envs and play(engine, seed, ...)); got {type(envs).__name__}."
+        f"rollout source (num_envs, perf and play(engine, seed, ...): criticgym.sources.RolloutSource); got "
+        f"{type(envs).__name__}."
     )

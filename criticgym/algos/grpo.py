@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from criticgym.algos.base import LMAgent, as_rollout_source, importance_weights, masked_mean
+from criticgym.algos.base import ActorSettings, LMAgent, as_rollout_source, importance_weights, masked_mean
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, score_completions
 
@@ -109,8 +109,13 @@ class GRPO(LMAgent):
                 f"GRPO needs k >= 2 completions per prompt and num_envs a multiple of k; got k={cfg.k}, "
                 f"num_envs={num_envs}."
             )
-        # kl_coef is beta: it builds the reference model; GRPO puts the KL in its loss, not in the rewards
-        super().__init__(model, tokenizer, envs, cfg.lr, cfg.beta, seed, value_head=False, precision=precision)
+        actor = self.actor_settings(cfg)
+        super().__init__(model, tokenizer, envs, cfg.lr, actor.kl_coef, seed, value_head=False, precision=precision)
+
+    @classmethod
+    def actor_settings(cls, config: GRPOConfig) -> ActorSettings:
+        """No value head; a reference model when ``beta > 0`` (GRPO puts the KL in its loss, not in the rewards)."""
+        return ActorSettings(config.beta, value_head=False)
 
     def rollout(self) -> RolloutBatch:
         """Sample k completions of each of num_envs / k prompts."""

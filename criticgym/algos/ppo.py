@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from criticgym.algos.base import (
+    ActorSettings,
     LMAgent,
     ValueHead,
     forward_logprobs_values,
@@ -124,10 +125,15 @@ class PPO(LMAgent):
     def __init__(
         self, model, tokenizer, envs, config: PPOConfig | None = None, seed: int = 0, precision: str = "auto"
     ) -> None:
-        self.config = config or PPOConfig()
-        cfg = self.config
-        super().__init__(model, tokenizer, envs, cfg.lr, cfg.kl_coef, seed, cfg.freeze_layers, precision=precision)
+        self.config = cfg = config or PPOConfig()
+        actor = self.actor_settings(cfg)
+        super().__init__(model, tokenizer, envs, cfg.lr, actor.kl_coef, seed, actor.freeze_layers, precision=precision)
         self.kl_reached = False  # the adaptive controller starts once the KL has first reached its target
+
+    @classmethod
+    def actor_settings(cls, config: PPOConfig) -> ActorSettings:
+        """A value head always; a reference model when ``kl_coef > 0``; ``freeze_layers`` frozen."""
+        return ActorSettings(config.kl_coef, value_head=True, freeze_layers=config.freeze_layers)
 
     def state_dict(self):
         """The agent's state and the KL controller's."""

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
-from criticgym.algos.base import LMAgent, as_rollout_source, forward_logprobs_values, importance_weights, masked_mean
+from criticgym.algos.base import (
+    ActorSettings,
+    LMAgent,
+    as_rollout_source,
+    forward_logprobs_values,
+    importance_weights,
+    masked_mean,
+)
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, score_completions
 
@@ -73,16 +80,22 @@ class Reinforce(LMAgent):
                 f"RLOO needs k >= 2 completions per prompt and num_envs a multiple of k; got k={self.config.k}, "
                 f"num_envs={num_envs}."
             )
+        actor = self.actor_settings(self.config)
         super().__init__(
             model,
             tokenizer,
             envs,
             self.config.lr,
-            self.config.kl_coef,
+            actor.kl_coef,
             seed,
-            value_head=self.config.baseline == "value",
+            value_head=actor.value_head,
             precision=precision,
         )
+
+    @classmethod
+    def actor_settings(cls, config: ReinforceConfig) -> ActorSettings:
+        """A value head for the value baseline (none for RLOO); a reference model when ``kl_coef > 0``."""
+        return ActorSettings(config.kl_coef, value_head=config.baseline == "value")
 
     def rollout(self) -> RolloutBatch:
         """Sample a batch; with RLOO, k completions of each of num_envs / k prompts."""

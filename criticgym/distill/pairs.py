@@ -58,8 +58,8 @@ def label_pairs(
 ) -> list[dict[str, Any]]:
     """Sample two completions of each prompt with ``policy`` and label every pair in both orders with ``judge``."""
     import criticgym
-    from criticgym.envs import play
     from criticgym.rollout import RolloutEngine, load_policy
+    from criticgym.sources import play
 
     if prompts < 1 or batch_pairs < 1:
         raise ConfigError("prompts and batch_pairs must be at least 1.")

@@ -3,7 +3,7 @@
 The engine knows nothing of envs or rewards. It turns a batch of prompts into a :class:`RolloutBatch` of
 completions with the log-probabilities of the sampled tokens (and, on request, value-head values and
 reference-model log-probabilities): :meth:`RolloutEngine.generate` from texts, :meth:`RolloutEngine.run` from
-token arrays with a per-step hook that decides when rows end. :func:`criticgym.envs.play` drives a criticgym
+token arrays with a per-step hook that decides when rows end. :func:`criticgym.sources.play` drives a criticgym
 vector env through that hook and adds the env's rewards and infos to the batch.
 
 Example:
@@ -43,7 +43,7 @@ class RolloutBatch(NamedTuple):
     logprobs: torch.Tensor  # (B, T) float32, log p(token) under the sampling distribution (0 on padding)
     values: torch.Tensor | None = None  # (B, T) float32, value-head output for the state before each token
     ref_logprobs: torch.Tensor | None = None  # (B, T) float32, the same tokens under the reference model
-    # Filled by whoever drives an env (criticgym.envs.play), None from the engine alone:
+    # Filled by whoever drives an env (criticgym.sources.play), None from the engine alone:
     rewards: torch.Tensor | None = None  # (B, T) float32, env reward of each step
     infos: list[dict[str, Any]] | None = None  # per row, the env's info at that episode's last step
     env_seconds: float = 0.0  # wall time spent inside envs.step (env bookkeeping and reward wrappers)

@@ -3,7 +3,7 @@
 :class:`VLLMSampler` only samples token ids (and the log-probs vLLM reports for them) from token-id prompts with
 our sampling settings: temperature, top-k, top-p, one seed per row, a token budget and the stop tokens the caller
 names (an env's EOS set). Everything else about a batch (the env's steps and rewards, the learner's log-probs and
-values) comes from replaying those tokens (:class:`criticgym.envs.replay.VLLMRollouts`,
+values) comes from replaying those tokens (:class:`criticgym.sources.VLLMRollouts`,
 :meth:`~criticgym.rollout.RolloutEngine.replay`). Nothing here rewinds: RAIN and anything else that forks or crops
 a KV cache keeps :class:`~criticgym.rollout.RolloutEngine`.
 

@@ -120,9 +120,9 @@ def rollout_source(cfg: TrainConfig, env_options: dict[str, Any]):
 
 
 def vllm_rollouts(cfg: TrainConfig, env_options: dict[str, Any]):
-    """The run's vector env with vLLM sampling its tokens (:class:`~criticgym.envs.VLLMRollouts`)."""
-    from criticgym.envs import VLLMRollouts
+    """The run's vector env with vLLM sampling its tokens (:class:`~criticgym.sources.VLLMRollouts`)."""
     from criticgym.rollout.vllm import VLLMSampler
+    from criticgym.sources import VLLMRollouts
 
     envs = criticgym.make_vec(cfg.env, num_envs=cfg.num_envs, **env_kwargs(cfg), **env_options)
     return VLLMRollouts(envs, VLLMSampler(cfg.model, lora_rank=cfg.lora_r, seed=cfg.seed))
@@ -130,7 +130,7 @@ def vllm_rollouts(cfg: TrainConfig, env_options: dict[str, Any]):
 
 def rollout_workers(cfg: TrainConfig, env_options: dict[str, Any] | None = None):
     """``cfg.workers`` Ray rollout workers, each building its engine and its rows' env from ``cfg``."""
-    from criticgym.distributed.workers import RolloutWorkers
+    from criticgym.sources.workers import RolloutWorkers
 
     gpus = cfg.worker_gpus
     if gpus is None:  # the workers share the one GPU of a local run
@@ -140,17 +140,24 @@ def rollout_workers(cfg: TrainConfig, env_options: dict[str, Any] | None = None)
     return RolloutWorkers(make, cfg.num_envs, cfg.workers, gpus=gpus, address=cfg.ray_address)
 
 
+def build_actor(cfg: TrainConfig, model, tokenizer):
+    """The actor of the config's algorithm (what it samples and scores with), without a learner or an optimizer."""
+    from criticgym.algos.actor import Actor
+
+    settings = ALGORITHMS[cfg.agent].agent_class().actor_settings(cfg.agent_config)
+    return Actor(model, tokenizer, settings, cfg.precision)
+
+
 def worker_setup(config: dict[str, Any], env_options: dict[str, Any], rows: range, batch_size: int):
     """A rollout worker's engine, its rows' rollout source and precision, built from the run's config.
 
-    The worker's agent is built exactly as the learner builds itself (so its engine has the same reference model and
-    value head); only its engine and rollout source are used.
+    The engine is that of the actor the learner holds (:func:`build_actor`: the same reference model and value
+    head); a worker builds no optimizer.
     """
-    from criticgym.envs import EnvRollouts
+    from criticgym.sources import EnvRollouts
 
     cfg = TrainConfig.from_dict(config)
     model, tokenizer = build_policy(cfg)
     options = {**env_kwargs(cfg), **env_options, "policy": initial_policy(model, tokenizer)}
     rollouts = EnvRollouts(criticgym.make_vec(cfg.env, num_envs=len(rows), **options), rows, batch_size)
-    agent = build_agent(cfg, model, tokenizer, rollouts)
-    return agent.engine, rollouts, cfg.precision
+    return build_actor(cfg, model, tokenizer).engine, rollouts, cfg.precision

@@ -47,8 +47,8 @@ class Evaluator:
         """Evaluate ``model``: ``eval/*`` metrics, the iteration, each prompt's score and the first 8 samples."""
         from criticgym.algos.base import token_rewards
         from criticgym.critics.scorers import score_texts
-        from criticgym.envs import play
         from criticgym.rollout import RolloutEngine
+        from criticgym.sources import play
 
         engine = RolloutEngine(model, self.tokenizer, ref_model=self.ref_model)
         batch = play(engine, self.envs, seed=12345, top_p=0.9)

@@ -6,7 +6,7 @@ a thread while the other episodes keep generating; episodes that end while it is
 one batch. Each episode is then paid on the step its answer is collected: a later step on which its sub-env idles
 (in ``autoreset_mode="disabled"`` a finished sub-env waits for the next reset), at the latest the step on which the
 last episode ends, which waits for every call. Rewards and infos are those of the synchronous call; only the step
-that carries them moves, and :func:`~criticgym.envs.play` credits a late reward to the row's last token. A call
+that carries them moves, and :func:`~criticgym.sources.play` credits a late reward to the row's last token. A call
 that raises raises on the step that collects it.
 """
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import criticgym
-from criticgym.envs import play
 from criticgym.errors import ConfigError, PromptTooLongError
 from criticgym.rollout import RolloutEngine, filter_logits, left_pad, sequence_logprobs
+from criticgym.sources import play
 
 PROMPTS = [
     "The movie was",

@@ -16,11 +16,10 @@ import criticgym
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="make test-vllm installs vLLM's CPU build")
 
-from criticgym.envs import VLLMRollouts  # noqa: E402
-from criticgym.envs.play import row_seed  # noqa: E402
 from criticgym.rewards import Sparse  # noqa: E402
 from criticgym.rollout import RolloutEngine, load_policy  # noqa: E402
 from criticgym.rollout.vllm import VLLMSampler  # noqa: E402
+from criticgym.sources import VLLMRollouts, row_seed  # noqa: E402
 
 MODEL = "tiny-vllm"
 

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from criticgym.algos.base import token_rewards
-from criticgym.envs import TextGenVectorEnv, play
+from criticgym.envs import TextGenVectorEnv
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutEngine
+from criticgym.sources import play
 from criticgym.wrappers import DirectJudgeReward, PairwisePreferenceReward
 
 ENV = "criticgym/SentimentControl-v0"

@@ -1,14 +1,15 @@
 """Rollout workers as Ray actors: ``criticgym train --workers N`` (``pip install criticgym[ray]``).
 
-:class:`RolloutWorkers` is a rollout source (:class:`~criticgym.envs.RolloutSource`) that a learner is given; the
+:class:`RolloutWorkers` is a rollout source (:class:`~criticgym.sources.RolloutSource`) that a learner is given; the
 learner keeps the only optimizer and the checkpoints and never knows its batch is played elsewhere. Each of the N
-workers holds what ``make(rows, batch_size)`` builds in its process: an engine (a policy copy, with the reference
-model and the value head where the learner has them), a rollout source for its rows of the batch (an
-:class:`~criticgym.envs.EnvRollouts` shard) and the precision of its forward passes. Per batch:
+workers holds what ``make(rows, batch_size)`` builds in its process: an engine (the engine of an
+:class:`~criticgym.algos.actor.Actor` built from the run's config: a policy copy, with the reference model and the
+value head where the learner has them, and no optimizer), a rollout source for its rows of the batch (an
+:class:`~criticgym.sources.EnvRollouts` shard) and the precision of its forward passes. Per batch:
 
 1. the learner's trainable weights go into Ray's object store once: the parameters that train (the adapter only,
    with LoRA; frozen layers never travel) and the value head;
-2. every worker loads them and plays its rows (:func:`~criticgym.envs.play_rows`): the batch's prompts are drawn
+2. every worker loads them and plays its rows (:func:`~criticgym.sources.play_rows`): the batch's prompts are drawn
    whole and each row samples from its own random stream, so a row comes out the same whichever worker plays it;
 3. the shards are joined in row order (:func:`~criticgym.rollout.join_batches`), the FLOPs the workers counted are
    added here, and the learner updates as usual.
@@ -45,7 +46,10 @@ def load_trainable_state(engine: RolloutEngine, state: dict[str, Any]) -> None:
     """Load :func:`trainable_state` into an engine built the same way."""
     result = engine.model.load_state_dict(state["policy"], strict=False)
     if result.unexpected_keys:
-        raise ConfigError(f"The learner's weights do not fit this worker's model: {result.unexpected_keys[:3]} ...")
+        raise ConfigError(
+            f"The learner's weights do not fit this worker's model: {result.unexpected_keys[:3]} ... Build both from "
+            "the same run config."
+        )
     if engine.value_head is not None:
         engine.value_head.load_state_dict(state["value_head"])
 
@@ -72,7 +76,7 @@ class RolloutWorker:
 
 
 class RolloutWorkers:
-    """N rollout workers that play a learner's batches of ``batch_size`` (a :class:`~criticgym.envs.RolloutSource`).
+    """N rollout workers that play a learner's batches of ``batch_size`` (a :class:`~criticgym.sources.RolloutSource`).
 
     Args:
         make: builds each worker's engine and rollout source in its process (picklable; see :data:`Make`).
@@ -108,6 +112,7 @@ class RolloutWorkers:
         size = batch_size // workers
         args = [(make, range(i * size, (i + 1) * size), batch_size) for i in range(workers)]
         self.num_envs = batch_size
+        self.perf: dict[str, float] = {}
         self.actors = Actors(RolloutWorker, args, restarts=restarts, num_cpus=1, num_gpus=gpus)
 
     def play(self, engine: RolloutEngine, seed: int, **sampling: Any) -> RolloutBatch:

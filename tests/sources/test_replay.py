@@ -1,7 +1,7 @@
 """Replaying tokens sampled elsewhere through the env (the vLLM engine's path), checked without vLLM.
 
 A stand-in sampler draws the tokens with our own engine and each row's seed, so the replayed batch can be compared
-with the batch :func:`~criticgym.envs.play` plays on the same seeds: the same tokens, rewards, hindsight vectors,
+with the batch :func:`~criticgym.sources.play` plays on the same seeds: the same tokens, rewards, hindsight vectors,
 log-probs and values. The real vLLM runs in ``make test-vllm`` (tests/vllm).
 """
 
@@ -13,12 +13,11 @@ import pytest
 import torch
 
 import criticgym
-from criticgym.envs import VLLMRollouts, play
-from criticgym.envs.play import row_seed
 from criticgym.errors import ConfigError
 from criticgym.rewards import TOKEN_REWARDS, Relc
 from criticgym.rollout import RolloutEngine, left_pad
 from criticgym.rollout.vllm import Sampled
+from criticgym.sources import VLLMRollouts, play, row_seed
 
 
 class EngineSampler:

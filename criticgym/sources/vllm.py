@@ -1,6 +1,6 @@
 """Batches whose tokens another engine sampled (vLLM), replayed through the vector env token by token.
 
-The env sees exactly what :func:`~criticgym.envs.play` shows it: a reset, then one column of tokens per step, and
+The env sees exactly what :func:`~criticgym.sources.play` shows it: a reset, then one column of tokens per step, and
 it decides the ends and pays the rewards (critics, judges, hindsight vectors: the same wrappers). The learner's
 log-probs, values and reference log-probs come from one forward pass over the replayed tokens
 (:meth:`~criticgym.rollout.RolloutEngine.replay`), and the sampler's own log-probs travel beside them in
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from criticgym.envs.play import _Recorder, check_no_autoreset, reset_prompts, row_seed
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, RolloutEngine, left_pad
+from criticgym.sources.base import Recorder, check_no_autoreset, reset_prompts, row_seed
 
 
 def replay(
@@ -46,7 +46,7 @@ def replay(
     that stops before the env ends it is an error (the sampler and the env disagree on the stop set or the budget).
     """
     rows, budget = len(completions), envs.unwrapped.max_new_tokens
-    recorder = _Recorder(envs, rows, budget)
+    recorder = Recorder(envs, rows, budget)
     done = np.zeros(rows, dtype=bool)
     lengths = np.zeros(rows, dtype=np.int64)
     steps = 0
@@ -97,7 +97,7 @@ class VLLMRollouts:
     """A rollout source whose tokens vLLM samples, replayed through a vector env in this process (:func:`replay`).
 
     Each :meth:`play` first syncs the learner's current weights to vLLM (:meth:`VLLMSampler.sync`), then samples
-    the env's prompts with the batch's sampling settings, one seed per row (:func:`~criticgym.envs.play.row_seed`),
+    the env's prompts with the batch's sampling settings, one seed per row (:func:`~criticgym.sources.row_seed`),
     the env's EOS set as stop tokens and its budget. ``perf`` holds the last batch's timings.
 
     Args:

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import criticgym
-from criticgym.envs import play, play_rows
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutEngine, join_batches
+from criticgym.sources import play, play_rows
 
 
 def test_rollout_needs_a_vector_env_that_does_not_autoreset(tiny):

@@ -1,8 +1,7 @@
-"""Ray rollout workers and critic pools, on a local Ray with 2 CPUs and the tiny model."""
+"""Ray rollout workers (a rollout source), on a local Ray with 2 CPUs and the tiny model."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from functools import partial
 
@@ -10,39 +9,21 @@ import pytest
 import torch
 
 import criticgym
+from criticgym.algos.grpo import GRPOConfig
 from criticgym.algos.lora import add_lora
 from criticgym.algos.ppo import PPOConfig
-from criticgym.critics import Critique, FunctionCritic, Span
-from criticgym.distributed.workers import RolloutWorker, trainable_state
-from criticgym.envs import EnvRollouts, play
+from criticgym.algos.reinforce import ReinforceConfig
 from criticgym.errors import ConfigError
 from criticgym.rewards import Relc
-from criticgym.rollout import RolloutEngine, join_batches, load_policy
+from criticgym.rollout import join_batches, load_policy
+from criticgym.sources import EnvRollouts
+from criticgym.sources.workers import RolloutWorker, trainable_state
 from criticgym.train import TrainConfig, build_agent, build_policy, env_kwargs, train
 from criticgym.train.build import rollout_workers, worker_setup
 
 ray = pytest.importorskip("ray")
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-def kill(handle, seconds: float = 30.0) -> None:
-    """Kill an actor and wait until it is dead: ``ray.kill`` only sends the order, and a call made before it lands
-    is still answered by the old actor."""
-    ray.kill(handle)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            ray.get(handle.__ray_ready__.remote(), timeout=seconds)
-        except ray.exceptions.RayActorError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the actor was still alive {seconds} s after ray.kill")
+from tests.ray_actors import kill  # noqa: E402
 
 
 def config(**overrides) -> TrainConfig:
@@ -72,7 +53,7 @@ class InProcessWorkers:
         half = cfg.num_envs // 2
         make = partial(worker_setup, asdict(cfg), {})
         self.workers = [RolloutWorker(make, rows, cfg.num_envs) for rows in (range(half), range(half, 2 * half))]
-        self.num_envs = cfg.num_envs
+        self.num_envs, self.perf = cfg.num_envs, {}
 
     def play(self, engine, seed, **sampling):
         state = trainable_state(engine)
@@ -142,32 +123,28 @@ def test_with_lora_only_the_adapter_travels():
     assert sum(v.numel() for v in sent.values()) < sum(v.numel() for v in full.values()) / 20
 
 
-def _marks_the_first_three_characters(prompts, completions):
-    return [Critique((Span(0, min(3, len(c)), 1.0 if len(c) % 2 else -1.0, "first"),)) for c in completions]
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # PPO: value head and reference model
+        {"ppo": PPOConfig(kl_coef=0.0, freeze_layers=1)},  # no reference model, a frozen layer
+        {"agent": "rloo", "reinforce": ReinforceConfig(k=2, kl_coef=0.05)},  # no value head
+        {"agent": "grpo", "grpo": GRPOConfig(k=2, beta=0.0)},  # neither
+    ],
+)
+def test_a_worker_builds_the_learner_s_actor_without_an_optimizer(overrides):
+    from criticgym.train.build import build_actor
 
-
-def test_a_critic_pool_gives_the_inline_critic_s_rewards_and_survives_a_dead_actor(cluster, tiny):
-    from criticgym.distributed.pool import CriticPool
-
-    def make():  # defined in the test, so that Ray ships it by value
-        return FunctionCritic(lambda prompts, completions: _marks(prompts, completions))
-
-    _marks = _marks_the_first_three_characters
-    pool = CriticPool(make, actors=2)
-    engine = RolloutEngine(*tiny)
-    batches = []
-    for critic in (FunctionCritic(_marks_the_first_three_characters), pool):
-        envs = criticgym.make_vec(
-            "criticgym/Words-v0", num_envs=5, reward="relc", critic=critic, autoreset_mode="disabled", model="tiny"
-        )
-        batches.append(play(engine, envs, seed=4, temperature=1.5))
-    inline, pooled = batches
-    assert torch.equal(inline.rewards, pooled.rewards)
-    assert inline.rewards.abs().sum() > 0
-    assert [i["token_rewards"].tolist() for i in inline.infos] == [i["token_rewards"].tolist() for i in pooled.infos]
-
-    kill(pool.actors.handles[1])
-    again = pool.critique(["p"] * 3, ["abcd", "abc", "x"])
-    assert [c.spans[0].value for c in again] == [-1.0, 1.0, 1.0]
-    assert pool.actors.replaced == 1
-    pool.close()
+    cfg = config(**overrides)
+    agent = agent_of(cfg)
+    model, tokenizer = build_policy(cfg)
+    actor = build_actor(cfg, model, tokenizer)
+    assert not hasattr(actor, "optimizer")
+    assert (actor.ref_model is None) == (agent.ref_model is None)
+    assert (actor.value_head is None) == (agent.value_head is None)
+    frozen = {n for n, p in actor.model.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, p in agent.model.named_parameters() if not p.requires_grad}
+    assert trainable_state(actor.engine).keys() == trainable_state(agent.engine).keys()
+    assert trainable_state(actor.engine)["policy"].keys() == trainable_state(agent.engine)["policy"].keys()
+    assert (actor.value_head is not None) == (overrides.get("agent", "ppo") == "ppo")
+    assert (actor.ref_model is not None) == (not overrides or overrides.get("agent") == "rloo")

@@ -1,4 +1,4 @@
-"""Play one episode per sub-env of a criticgym vector env with a rollout engine.
+"""Play one episode per sub-env of a criticgym vector env with a rollout engine, in this process.
 
 The engine samples one token column per step; the env appends it, decides which episodes end (EOS or the budget)
 and pays its rewards. This is the only place where the two meet: the engine's per-step hook steps the env, and
@@ -6,7 +6,7 @@ what the env says (step rewards, the info of each episode's last step) is added 
 
 Example:
     >>> import criticgym
-    >>> from criticgym.envs import play
+    >>> from criticgym.sources import play
     >>> from criticgym.rollout import RolloutEngine, load_policy
     >>> model, tokenizer = load_policy("tiny")
     >>> envs = criticgym.make_vec("criticgym/Words-v0", num_envs=2, model="tiny", autoreset_mode="disabled")
@@ -17,16 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import time
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
 import torch
 
-from criticgym import flops
 from criticgym.envs.core import draw_prompts
 from criticgym.errors import ConfigError
 from criticgym.rollout import RolloutBatch, RolloutEngine, left_pad
+from criticgym.sources.base import Recorder, check_no_autoreset, reset_prompts, row_seed
 
 
 def play(
@@ -57,7 +55,7 @@ def play(
     check_no_autoreset(envs)
     encoded = reset_prompts(envs, seed, options)
     prompt_ids, prompt_mask = left_pad(encoded, engine.pad_id, engine.device)
-    recorder = _Recorder(envs, len(encoded), envs.unwrapped.max_new_tokens)
+    recorder = Recorder(envs, len(encoded), envs.unwrapped.max_new_tokens)
     batch = engine.run(
         prompt_ids,
         prompt_mask,
@@ -74,24 +72,6 @@ def play(
     steps = batch.completion_ids.shape[1]
     rewards = torch.as_tensor(recorder.rewards[:, :steps])
     return batch._replace(rewards=rewards, infos=recorder.infos, env_seconds=recorder.seconds)
-
-
-def reset_prompts(envs: Any, seed: int | None, options: dict[str, Any] | None) -> list[list[int]]:
-    """Reset ``envs`` and return each sub-env's prompt as a token-id list (its observation without the padding)."""
-    obs, _ = envs.reset(seed=seed, options=options)
-    ids, lengths = obs["input_ids"], obs["attention_mask"].sum(axis=1)
-    return [ids[row, : lengths[row]].tolist() for row in range(len(ids))]
-
-
-def check_no_autoreset(envs: Any) -> None:
-    """Raise unless ``envs`` was made with ``autoreset_mode="disabled"`` (one completion per sub-env and batch)."""
-    from gymnasium.vector import AutoresetMode
-
-    if envs.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
-        raise ConfigError(
-            "A batch is exactly one completion per sub-env and needs a vector env that does not "
-            "autoreset. Make it with gym.make_vec(env_id, num_envs=N, autoreset_mode='disabled')."
-        )
 
 
 def play_rows(
@@ -131,25 +111,8 @@ def play_rows(
     )
 
 
-@runtime_checkable
-class RolloutSource(Protocol):
-    """Where a learner's batches are played: it is given one, and never knows how the rows are played.
-
-    ``num_envs`` is the number of completions in a batch; ``play`` samples a batch with ``engine`` (the learner's
-    policy, reference model and value head), seeded by ``seed``, with the sampling options of :func:`play`.
-    :class:`EnvRollouts` plays on a vector env in this process (all rows, or a shard of them);
-    :class:`~criticgym.distributed.workers.RolloutWorkers` on Ray actors.
-    """
-
-    num_envs: int
-
-    def play(self, engine: RolloutEngine, seed: int, **sampling: Any) -> RolloutBatch:
-        """One batch, played with ``engine``."""
-        ...
-
-
 class EnvRollouts:
-    """A :class:`RolloutSource` on a criticgym vector env in this process.
+    """A :class:`~criticgym.sources.RolloutSource` on a criticgym vector env in this process.
 
     Args:
         envs: a vector env made with ``autoreset_mode="disabled"``.
@@ -162,6 +125,7 @@ class EnvRollouts:
         if (rows is None) != (batch_size is None):
             raise ConfigError("A shard of a batch needs both rows and batch_size.")
         self.envs, self.rows, self.batch_size = envs, rows, batch_size
+        self.perf: dict[str, float] = {}  # nothing timed beyond the batch's own env_seconds
 
     @property
     def num_envs(self) -> int:
@@ -177,57 +141,3 @@ class EnvRollouts:
     def close(self) -> None:
         """Close the env (its reward wrappers stop their threads)."""
         self.envs.close()
-
-
-def row_seed(seed: int, row: int) -> int:
-    """The seed of row ``row``'s random stream in a batch seeded by ``seed``."""
-    return int(np.random.SeedSequence([seed, row]).generate_state(1)[0])
-
-
-class _Recorder:
-    """The engine's step hook: steps the env with each column and keeps what it says."""
-
-    def __init__(self, envs: Any, batch_size: int, max_new_tokens: int) -> None:
-        self.envs = envs
-        self.rewards = np.zeros((batch_size, max_new_tokens), dtype=np.float32)
-        self.infos: list[dict[str, Any]] = [{} for _ in range(batch_size)]
-        self.lengths = np.zeros(batch_size, dtype=np.int64)
-        self.seconds = 0.0
-
-    def step(self, t: int, tokens: torch.Tensor, active: torch.Tensor) -> np.ndarray:
-        running = active.cpu().numpy()
-        start = time.perf_counter()
-        with flops.phase("reward"):
-            _, reward, terminated, truncated, info = self.envs.step(tokens.cpu().numpy())
-        self.seconds += time.perf_counter() - start
-        reward = np.asarray(reward)
-        self.lengths += running
-        self.rewards[running, t] = reward[running]
-        late = np.flatnonzero(~running & (reward != 0))
-        self.rewards[late, self.lengths[late] - 1] += reward[late]
-        ended = np.logical_or(terminated, truncated)
-        reported = _reported_rows(info, len(running))
-        for row in np.flatnonzero(ended | (~running & reported)):
-            self.infos[row].update(_row_info(info, row))
-        return ended
-
-
-def _reported_rows(info: dict[str, Any], n: int) -> np.ndarray:
-    """Rows for which a Gymnasium vector info dict holds at least one entry (its ``_key`` masks)."""
-    rows = np.zeros(n, dtype=bool)
-    for key, value in info.items():
-        if key.startswith("_") and isinstance(value, np.ndarray) and value.dtype == bool:
-            rows |= value
-    return rows
-
-
-def _row_info(info: dict[str, Any], row: int) -> dict[str, Any]:
-    """One sub-env's entries of a Gymnasium vector info dict (keys with a ``_key`` mask set for that row)."""
-    out = {}
-    for key, value in info.items():
-        if key.startswith("_"):
-            continue
-        present = info.get(f"_{key}")
-        if present is None or present[row]:
-            out[key] = _row_info(value, row) if isinstance(value, dict) else value[row]
-    return out
