@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 import criticgym
-from criticgym.rollout import RolloutEngine, left_pad, load_policy, sample_from_logits
+from criticgym.rollout import RolloutEngine, SamplingParams, left_pad, load_policy, sample_from_logits
 from criticgym.sources import play
 
 # 2 x 134.5M parameters is the forward cost of a token for smollm2-135m; the same rule for tiny.
@@ -133,7 +133,7 @@ def methods(
     generator = torch.Generator(device=device).manual_seed(0)
 
     def ours(engine=engine):
-        batch = play(engine, envs, seed=0, min_new_tokens=new_tokens)
+        batch = play(engine, envs, seed=0, sampling=SamplingParams(min_new_tokens=new_tokens))
         assert int(batch.completion_mask.sum()) == batch_size * new_tokens
 
     def ours_hf():

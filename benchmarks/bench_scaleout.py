@@ -37,7 +37,7 @@ import torch
 
 from criticgym.critics import LexiconCritic, LLMCritic, LocalBackend
 from criticgym.envs import TextGenVectorEnv
-from criticgym.rollout import RolloutEngine, load_policy
+from criticgym.rollout import RolloutEngine, SamplingParams, load_policy
 from criticgym.sources import play
 from criticgym.wrappers import RewardMixVector, SparseExtrinsicRewardVector
 
@@ -82,7 +82,7 @@ def play_once(engine, tokenizer, critic, args, overlap: bool, reward: str = "rel
     else:
         envs = RewardMixVector(base, "vader", critic, cache_size=0, overlap=overlap)
     start = time.perf_counter()
-    batch = play(engine, envs, seed=args.seed, temperature=1.0)
+    batch = play(engine, envs, seed=args.seed, sampling=SamplingParams(temperature=1.0))
     seconds = time.perf_counter() - start
     envs.close()
     return seconds, batch

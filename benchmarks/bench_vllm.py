@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import criticgym
-from criticgym.rollout import RolloutEngine, left_pad, load_policy
+from criticgym.rollout import RolloutEngine, SamplingParams, left_pad, load_policy
 from criticgym.rollout.vllm import VLLMSampler
 from criticgym.sources import VLLMRollouts, play, row_seed
 
@@ -67,13 +67,17 @@ def throughput(model, tokenizer, sampler: VLLMSampler, batch: int, new_tokens: i
             )
 
     def ours(engine=engine):
-        engine.generate(prompts, max_new_tokens=new_tokens, min_new_tokens=new_tokens, seed=seeds)
+        engine.generate(
+            prompts, max_new_tokens=new_tokens, seed=seeds, sampling=SamplingParams(min_new_tokens=new_tokens)
+        )
 
     def ours_hf():
         ours(fallback)
 
     def theirs():
-        sampler.sample(prompts, new_tokens, seeds=seeds, stop_ids=[], min_new_tokens=new_tokens)
+        sampler.sample(
+            prompts, new_tokens, seeds=seeds, stop_ids=[], sampling=SamplingParams(min_new_tokens=new_tokens)
+        )
 
     tokens = batch * new_tokens
     return {
@@ -114,7 +118,7 @@ def rollouts(model, tokenizer, sampler: VLLMSampler, batch: int, repeats: int, n
         name: best_time(fn, repeats)
         for name, fn in [("engine+env hf", builtin_hf), ("engine+env", builtin), ("vllm+env", vllm)]
     }
-    batch_ = source.play(engine, seed=1, temperature=1.0)
+    batch_ = source.play(engine, seed=1, sampling=SamplingParams(temperature=1.0))
     gap = (batch_.logprobs - batch_.sampler_logprobs)[batch_.completion_mask.bool()].abs()
     sync = source.perf["perf/weight_sync_s"]
     return {k: lengths[k] / v for k, v in times.items()}, {"mean": float(gap.mean()), "max": float(gap.max())}, sync

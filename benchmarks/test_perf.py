@@ -88,7 +88,7 @@ def test_group_rollout(benchmark, device, model_name, method):
     The engine prefills each distinct prompt once and repeats its cache; the baseline prefills every copy.
     Same sampler, same seed, the same completions (tested in tests/rollout/test_engine.py).
     """
-    from criticgym.rollout import RolloutEngine
+    from criticgym.rollout import RolloutEngine, SamplingParams
 
     if (model_name, device) not in _group_engines:
         model, tokenizer = load_policy(model_name, device=device)
@@ -101,7 +101,7 @@ def test_group_rollout(benchmark, device, model_name, method):
     engine = RolloutEngine(model, tokenizer, share_prefill=method == "shared prefill")
 
     def run():
-        engine.generate(prompts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, seed=0)
+        engine.generate(prompts, max_new_tokens=NEW_TOKENS, seed=0, sampling=SamplingParams(min_new_tokens=NEW_TOKENS))
         sync(device)
 
     benchmark.group = f"group rollout {model_name} 8 prompts x 4 {device}"
@@ -195,11 +195,12 @@ def full_sort_sampler(logits, temperature, top_p, generator):
 def test_sampler_per_step(benchmark, batch, top_p, method):
     """One sampling step on smollm2-135m's logits: the blocked sampler (top-p from probability buckets) against
     the whole-batch sampler that sorts the vocabulary; the same tokens (tests/rollout/test_sampling.py)."""
-    from criticgym.rollout.sampling import sample_next
+    from criticgym.rollout.sampling import SamplingParams, sample_next
 
     logits = model_logits(batch)
     if method == "blocked":
-        fn = lambda: sample_next(logits, 1.0, 0, top_p, generator=torch.Generator().manual_seed(0))  # noqa: E731
+        sampling = SamplingParams(top_p=top_p)
+        fn = lambda: sample_next(logits, sampling, generator=torch.Generator().manual_seed(0))  # noqa: E731
     else:
         fn = lambda: full_sort_sampler(logits, 1.0, top_p, torch.Generator().manual_seed(0))  # noqa: E731
     benchmark.group = f"sampler B={batch} top_p={top_p}"

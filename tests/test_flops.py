@@ -32,7 +32,7 @@ def test_a_forward_pass_costs_two_flops_per_parameter_and_token(tiny):
 
 
 def test_a_pass_with_gradients_adds_the_backward_pass_of_the_trainable_part(tiny):
-    from criticgym.algos.base import freeze_lower_layers
+    from criticgym.utils.training import freeze_lower_layers
 
     model = copy.deepcopy(tiny[0])  # the copy is tracked too
     freeze_lower_layers(model, 1)

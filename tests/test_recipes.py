@@ -16,6 +16,7 @@ import criticgym  # noqa: F401  (registers the ids)
 from criticgym.algos.base import LMAgent, masked_mean
 from criticgym.critics import Critique, Span
 from criticgym.rewards import Relc, RlaifPairwise
+from criticgym.rollout import SamplingParams
 from criticgym.rollout.engine import score_completions
 
 
@@ -77,7 +78,7 @@ def test_recipe_add_an_algorithm_an_lm_agent_with_rollout_and_iterate(tiny):
             super().__init__(model, tokenizer, envs, lr=lr, kl_coef=0.0, value_head=False, precision="fp32")
 
         def rollout(self):
-            return self.play(temperature=1.0)
+            return self.play(sampling=SamplingParams(temperature=1.0))
 
         def iterate(self):
             collected = self.collect()
@@ -127,7 +128,7 @@ class MeanBaselineReinforce(LMAgent):
         super().__init__(model, tokenizer, envs, config.lr, 0.0, seed, value_head=False, precision=precision)
 
     def rollout(self):
-        return self.play(temperature=self.config.temperature)
+        return self.play(sampling=SamplingParams(temperature=self.config.temperature))
 
     def iterate(self):
         collected = self.collect()

@@ -22,7 +22,7 @@ from torch import nn
 from criticgym.algos.actor import Actor, ActorSettings, ValueHead
 from criticgym.errors import ConfigError
 from criticgym.rewards import EXTRINSIC_REWARD, TOKEN_REWARDS
-from criticgym.rollout import RolloutBatch, score_completions
+from criticgym.rollout import RolloutBatch, SamplingParams, score_completions
 from criticgym.sources import EnvRollouts, RolloutSource
 from criticgym.utils.training import warn_half_precision
 
@@ -72,22 +72,33 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def forward_logprobs_values(model, value_head, batch: RolloutBatch, temperature: float, top_p: float = 1.0):
-    """Log-probs and values of the completion tokens in one forward pass over whole sequences, (B, T) each.
+def policy_logprobs(model, batch: RolloutBatch, sampling: SamplingParams) -> torch.Tensor:
+    """Log-probs of the completion tokens under ``model``, (B, T), in one forward pass over whole sequences.
 
-    The log-probs are those of the distribution the rollout sampled from (tempered, top-p filtered), so that
-    they compare with the batch's stored ``logprobs``.
+    Those of the distribution the rollout drew from (``sampling``: tempered, filtered), so that they compare with
+    the batch's stored ``logprobs``.
     """
-    logprobs, hidden = score_completions(
+    return forward_logprobs(model, batch, sampling)[0]
+
+
+def forward_logprobs(model, batch: RolloutBatch, sampling: SamplingParams, hidden: bool = False):
+    """:func:`~criticgym.rollout.score_completions` of a batch under ``sampling``: log-probs, last hidden states."""
+    return score_completions(
         model,
         batch.prompt_ids,
         batch.prompt_mask,
         batch.completion_ids,
         batch.completion_mask,
-        temperature,
-        return_hidden=True,
-        top_p=top_p,
+        sampling.scoring_temperature,
+        return_hidden=hidden,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
     )
+
+
+def forward_logprobs_values(model, value_head, batch: RolloutBatch, sampling: SamplingParams):
+    """Log-probs (as :func:`policy_logprobs`) and values of the completion tokens in one forward pass, (B, T) each."""
+    logprobs, hidden = forward_logprobs(model, batch, sampling, hidden=True)
     values = value_head(hidden.to(value_head.linear.weight.dtype)).squeeze(-1).float()
     return logprobs, values
 
@@ -168,14 +179,14 @@ class LMAgent:
         """Sample this iteration's batch (each algorithm sets its sampling and grouping, then calls :meth:`play`)."""
         raise NotImplementedError
 
-    def play(self, **sampling: Any) -> RolloutBatch:
-        """Sample the iteration's batch from the rollout source (sampling options of :func:`~criticgym.sources.play`).
+    def play(self, sampling: SamplingParams, options: dict[str, Any] | None = None) -> RolloutBatch:
+        """Sample the iteration's batch from the rollout source, drawn as ``sampling`` says, with reset ``options``.
 
         The agent does not know how its batch is played: in this process (:class:`~criticgym.sources.EnvRollouts`) or
         by Ray workers (:class:`~criticgym.sources.workers.RolloutWorkers`); it hands over its engine and seed.
         """
         with self.autocast():
-            return self.rollouts.play(self.engine, seed=self.iteration_seed, **sampling)
+            return self.rollouts.play(self.engine, self.iteration_seed, sampling, options)
 
     def autocast(self) -> torch.autocast:
         """The context of every forward pass: bfloat16 autocast under mixed precision, else a no-op.

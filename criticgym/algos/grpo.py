@@ -28,9 +28,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from criticgym.algos.base import ActorSettings, LMAgent, as_rollout_source, importance_weights, masked_mean
+from criticgym.algos.base import (
+    ActorSettings,
+    LMAgent,
+    as_rollout_source,
+    importance_weights,
+    masked_mean,
+    policy_logprobs,
+)
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutBatch, score_completions
+from criticgym.rollout import RolloutBatch, SamplingParams
 
 
 @dataclass
@@ -60,6 +67,11 @@ class GRPOConfig:
     tis_cap: float = 0.0
     """With another sampler (--engine vllm): weight each token's policy loss by min(pi_learner / pi_sampler, tis_cap),
     truncated importance sampling (0: off)."""
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """How the rollouts draw their tokens, and the update re-scores them."""
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p)
 
 
 def group_advantages(scores: torch.Tensor, mask: torch.Tensor, k: int, eps: float) -> torch.Tensor:
@@ -121,7 +133,7 @@ class GRPO(LMAgent):
         """Sample k completions of each of num_envs / k prompts."""
         self.model.eval()
         cfg = self.config
-        return self.play(temperature=cfg.temperature, top_p=cfg.top_p, options={"group_size": cfg.k})
+        return self.play(cfg.sampling, {"group_size": cfg.k})
 
     def iterate(self) -> dict[str, float]:
         """Roll out, compute the group-relative advantages, update; returns this iteration's metrics."""
@@ -149,15 +161,7 @@ class GRPO(LMAgent):
                 mb = RolloutBatch(*(v[rows] if isinstance(v, torch.Tensor) else None for v in batch))
                 m, adv = mask[rows], advantages[rows]
                 with self.autocast():
-                    logprobs = score_completions(
-                        self.model,
-                        mb.prompt_ids,
-                        mb.prompt_mask,
-                        mb.completion_ids,
-                        mb.completion_mask,
-                        cfg.temperature,
-                        top_p=cfg.top_p,
-                    )[0]
+                    logprobs = policy_logprobs(self.model, mb, cfg.sampling)
                 ratio = ((logprobs - mb.logprobs) * m).exp()
                 token_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip))
                 if weights is not None:

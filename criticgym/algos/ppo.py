@@ -38,7 +38,7 @@ from criticgym.algos.base import (
     masked_whiten,
     token_rewards,
 )
-from criticgym.rollout import RolloutBatch
+from criticgym.rollout import RolloutBatch, SamplingParams
 
 __all__ = ["PPO", "PPOConfig", "ValueHead", "gae", "masked_mean", "masked_whiten", "token_rewards"]
 
@@ -82,6 +82,11 @@ class PPOConfig:
     truncated importance sampling (0: off)."""
     freeze_layers: int = 0
     """Freeze the embeddings and this many lower transformer layers (speed and memory on a CPU)."""
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """How the rollouts draw their tokens, and the update re-scores them."""
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p)
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
@@ -149,10 +154,7 @@ class PPO(LMAgent):
     def rollout(self) -> RolloutBatch:
         """Sample a batch with the current policy (seeded by the iteration)."""
         self.model.eval()
-        return self.play(
-            temperature=self.config.temperature,
-            top_p=self.config.top_p,
-        )
+        return self.play(self.config.sampling)
 
     def iterate(self) -> dict[str, float]:
         """Roll out, compute advantages, update; returns this iteration's metrics."""
@@ -196,9 +198,7 @@ class PPO(LMAgent):
                 mb = RolloutBatch(*(v[rows] if isinstance(v, torch.Tensor) else None for v in batch))
                 m = mask[rows]
                 with self.autocast():
-                    logprobs, values = forward_logprobs_values(
-                        self.model, self.value_head, mb, cfg.temperature, cfg.top_p
-                    )
+                    logprobs, values = forward_logprobs_values(self.model, self.value_head, mb, cfg.sampling)
                 log_ratio = (logprobs - mb.logprobs) * m
                 ratio = log_ratio.exp()
                 adv = advantages[rows]

@@ -25,9 +25,10 @@ from criticgym.algos.base import (
     forward_logprobs_values,
     importance_weights,
     masked_mean,
+    policy_logprobs,
 )
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutBatch, score_completions
+from criticgym.rollout import RolloutBatch, SamplingParams
 
 
 @dataclass
@@ -53,6 +54,11 @@ class ReinforceConfig:
     tis_cap: float = 0.0
     """With another sampler (--engine vllm): weight each token's gradient by min(pi_learner / pi_sampler, tis_cap),
     truncated importance sampling (0: off)."""
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """How the rollouts draw their tokens, and the update re-scores them."""
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p)
 
 
 class Reinforce(LMAgent):
@@ -101,11 +107,7 @@ class Reinforce(LMAgent):
         """Sample a batch; with RLOO, k completions of each of num_envs / k prompts."""
         self.model.eval()
         options = {"group_size": self.config.k} if self.config.baseline == "rloo" else None
-        return self.play(
-            temperature=self.config.temperature,
-            top_p=self.config.top_p,
-            options=options,
-        )
+        return self.play(self.config.sampling, options)
 
     def iterate(self) -> dict[str, float]:
         """Roll out and take one policy-gradient step; returns this iteration's metrics."""
@@ -118,24 +120,14 @@ class Reinforce(LMAgent):
         self.model.train()
         if cfg.baseline == "rloo":
             with self.autocast():
-                logprobs = score_completions(
-                    self.model,
-                    batch.prompt_ids,
-                    batch.prompt_mask,
-                    batch.completion_ids,
-                    batch.completion_mask,
-                    cfg.temperature,
-                    top_p=cfg.top_p,
-                )[0]
+                logprobs = policy_logprobs(self.model, batch, cfg.sampling)
             total = returns[:, 0].view(-1, cfg.k)  # (prompts, k): each completion's return
             others = (total.sum(1, keepdim=True) - total) / (cfg.k - 1)
             advantages = (total - others).reshape(-1, 1).expand_as(mask) * mask
             value_loss = torch.zeros(())
         else:
             with self.autocast():
-                logprobs, values = forward_logprobs_values(
-                    self.model, self.value_head, batch, cfg.temperature, cfg.top_p
-                )
+                logprobs, values = forward_logprobs_values(self.model, self.value_head, batch, cfg.sampling)
             advantages = (returns - values.detach()) * mask
             value_loss = 0.5 * masked_mean((values - returns) ** 2, mask)
         weights = importance_weights(batch, cfg.tis_cap)

@@ -15,6 +15,7 @@ from criticgym.critics.protocols import (
     LLMBackend,
     PreferenceJudge,
     Scorer,
+    TokenScorer,
 )
 from criticgym.critics.random import RandomCritic
 from criticgym.critics.reward_model import RewardModel, RewardModelScorer, soft_label_loss
@@ -53,6 +54,7 @@ __all__ = [
     "SentimentClassifier",
     "Span",
     "ToxicityCritic",
+    "TokenScorer",
     "ToxicityScorer",
     "VaderSentiment",
     "as_critic",

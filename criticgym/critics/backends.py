@@ -68,10 +68,12 @@ class LocalBackend:
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 128) -> list[str]:
         """Greedy completions, decoded without special tokens."""
+        from criticgym.rollout import GREEDY
+
         texts: list[str] = []
         for i in range(0, len(prompts), self.batch_size):
             encoded = [self._format(p) for p in prompts[i : i + self.batch_size]]
-            batch = self.engine.generate(encoded, max_new_tokens=max_new_tokens, greedy=True)
+            batch = self.engine.generate(encoded, max_new_tokens=max_new_tokens, sampling=GREEDY)
             texts += self.tokenizer.batch_decode(
                 [row[: int(n)] for row, n in zip(batch.completion_ids, batch.lengths, strict=True)],
                 skip_special_tokens=True,

@@ -1,6 +1,7 @@
 """One protocol per role a model or a program plays in judging text. Every wrapper, search and pipeline takes these.
 
 - :class:`Scorer`: text -> one number (sparse rewards, held-out judges). VADER, the classifier, reward models.
+  :class:`TokenScorer` also reads the token ids when it says so (``takes_completion_ids``: a TRL-style function).
 - :class:`Critic`: text -> good and bad spans (RELC). Lexicon, toxicity, LLM, label-word, random.
 - :class:`DirectJudge`: text -> a rating in [-1, 1]: direct RLAIF's reward, and the value an inference-time search
   (RAIN, best-of-N) optimizes on a partial text. ``DigitJudge``, the label-word scorer, ``ScorerValue`` (a scorer
@@ -41,6 +42,27 @@ class Scorer(Protocol):
         self, prompts: Sequence[str], completions: Sequence[str], references: Sequence[str | None] | None = None
     ) -> list[float]:
         """One float per (prompt, completion) pair; higher is better."""
+        ...
+
+
+@runtime_checkable
+class TokenScorer(Scorer, Protocol):
+    """A scorer that may also read the generated token ids (a TRL-style function asking for ``completion_ids``).
+
+    :func:`~criticgym.critics.scorers.score_texts` hands them over where ``takes_completion_ids`` is true and the
+    caller has them (an env, a rollout).
+    """
+
+    takes_completion_ids: bool
+
+    def score(
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        references: Sequence[str | None] | None = None,
+        completion_ids: Sequence[Sequence[int]] | None = None,
+    ) -> list[float]:
+        """One float per (prompt, completion) pair; ``completion_ids``: each completion's token ids."""
         ...
 
 

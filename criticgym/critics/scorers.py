@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from criticgym.critics.embeddings import embed
-from criticgym.critics.protocols import Scorer
+from criticgym.critics.protocols import Scorer, TokenScorer
 from criticgym.errors import ConfigError, CriticGymError, name_of, require
 
 SCORE_RANGES: dict[str, tuple[float, float]] = {
@@ -116,7 +116,7 @@ def score_texts(
     The scores are validated (:func:`checked_scores`): one finite real number per completion, else an error that
     names the scorer.
     """
-    if completion_ids is not None and getattr(scorer, "takes_completion_ids", False):
+    if completion_ids is not None and isinstance(scorer, TokenScorer) and scorer.takes_completion_ids:
         scores = scorer.score(prompts, completions, references, completion_ids=completion_ids)
     else:
         scores = scorer.score(prompts, completions, references)

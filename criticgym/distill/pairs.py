@@ -58,7 +58,7 @@ def label_pairs(
 ) -> list[dict[str, Any]]:
     """Sample two completions of each prompt with ``policy`` and label every pair in both orders with ``judge``."""
     import criticgym
-    from criticgym.rollout import RolloutEngine, load_policy
+    from criticgym.rollout import RolloutEngine, SamplingParams, load_policy
     from criticgym.sources import play
 
     if prompts < 1 or batch_pairs < 1:
@@ -71,7 +71,9 @@ def label_pairs(
     name = getattr(judge, "name", None) or type(judge).__name__
     records: list[dict[str, Any]] = []
     for start in range(0, prompts, batch_pairs):
-        batch = play(engine, envs, seed=seed + start, temperature=temperature, options={"group_size": 2})
+        batch = play(
+            engine, envs, seed=seed + start, sampling=SamplingParams(temperature=temperature), options={"group_size": 2}
+        )
         infos = batch.infos[: 2 * min(batch_pairs, prompts - start)]
         contexts = [info["prompt"] for info in infos[0::2]]
         a, b = [info["completion"] for info in infos[0::2]], [info["completion"] for info in infos[1::2]]

@@ -13,14 +13,16 @@ from criticgym.rollout.engine import (
     sequence_logprobs,
 )
 from criticgym.rollout.models import BUILTIN_MODELS, cache_dir, eos_token_ids, load_policy, load_tokenizer
-from criticgym.rollout.sampling import filter_logits, sample_from_logits, sample_next
+from criticgym.rollout.sampling import GREEDY, SamplingParams, filter_logits, sample_from_logits, sample_next
 
 __all__ = [
     "BUILTIN_MODELS",
+    "GREEDY",
     "DecodeState",
     "Decoder",
     "RolloutBatch",
     "RolloutEngine",
+    "SamplingParams",
     "cache_dir",
     "eos_token_ids",
     "filter_logits",

@@ -27,7 +27,7 @@ from criticgym.errors import ConfigError, PromptTooLongError
 from criticgym.rollout.decoder import Decoder, DecodeState, choose_forward, left_pad
 from criticgym.rollout.llama import expects_forward
 from criticgym.rollout.models import eos_token_ids
-from criticgym.rollout.sampling import filter_logits, row_uniforms, sample_next
+from criticgym.rollout.sampling import SamplingParams, filter_logits, row_uniforms, sample_next
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -217,11 +217,7 @@ class RolloutEngine:
         prompts: Sequence[str] | Sequence[Sequence[int]],
         *,
         max_new_tokens: int = 20,
-        min_new_tokens: int = 0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
+        sampling: SamplingParams = SamplingParams(),
         seed: int | Sequence[int] | None = None,
         stop_ids: Sequence[int] = (),
     ) -> RolloutBatch:
@@ -230,11 +226,7 @@ class RolloutEngine:
         Args:
             prompts: texts (encoded with the tokenizer, no special tokens added) or token-id lists.
             max_new_tokens: token budget per completion.
-            min_new_tokens: EOS is masked out before this many tokens (as in ``model.generate``).
-            temperature: softmax temperature (> 0).
-            top_k: keep only the k most likely tokens (0: all).
-            top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (1.0: all).
-            greedy: take the most likely token (temperature, top-k and top-p are then ignored).
+            sampling: how tokens are drawn (temperature, top-k, top-p, greedy, min_new_tokens).
             seed: seeds the sampler; the same seed gives the same completions. One seed per prompt gives each
                 row a random stream of its own: a row's completion then does not depend on the other rows.
             stop_ids: more tokens that end a row, kept in its completion (e.g. the last word of a judgement).
@@ -253,34 +245,32 @@ class RolloutEngine:
             prompt_ids,
             prompt_mask,
             max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            greedy=greedy,
+            sampling=sampling,
             seed=seed,
             eos_ids=[*self.eos_ids.tolist(), *stop_ids] if stop_ids else None,
         )
 
     def score(
-        self,
-        batch: RolloutBatch,
-        model: PreTrainedModel | None = None,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
+        self, batch: RolloutBatch, model: PreTrainedModel | None = None, sampling: SamplingParams = SamplingParams()
     ) -> torch.Tensor:
-        """Re-score a batch's completions under ``model`` (the policy when not given) in one forward pass."""
+        """Re-score a batch's completions under ``model`` (the policy when not given) in one forward pass.
+
+        The log-probs are those of the distribution ``sampling`` draws from (tempered, filtered).
+        """
         return sequence_logprobs(
             model if model is not None else self.model,
             batch.prompt_ids,
             batch.prompt_mask,
             batch.completion_ids,
             batch.completion_mask,
-            temperature,
-            top_k,
-            top_p,
+            sampling.scoring_temperature,
+            sampling.top_k,
+            sampling.top_p,
         )
+
+    def _reference_logprobs(self, batch: RolloutBatch, sampling: SamplingParams) -> torch.Tensor:
+        """The reference model's log-probs of a batch: its tempered distribution, unfiltered (the KL's other side)."""
+        return self.score(batch, self.ref_model, SamplingParams(temperature=sampling.scoring_temperature))
 
     def prefill(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, new_tokens: int = 0) -> DecodeState:
         """Prefill left-padded prompts, running identical ones once, with cache room for ``new_tokens`` more.
@@ -305,10 +295,7 @@ class RolloutEngine:
         completion_ids: torch.Tensor,
         completion_mask: torch.Tensor,
         *,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
+        sampling: SamplingParams = SamplingParams(),
     ) -> RolloutBatch:
         """The batch :meth:`run` returns for tokens sampled elsewhere (by vLLM), in one forward pass.
 
@@ -316,15 +303,22 @@ class RolloutEngine:
         reference model's log-probs, as the decode loop records them (equal up to float rounding: a test checks it).
         """
         want_values = self.value_head is not None
-        temperature = 1.0 if greedy else temperature
         logprobs, hidden = score_completions(
-            self.model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, want_values, top_k, top_p
+            self.model,
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            sampling.scoring_temperature,
+            want_values,
+            sampling.top_k,
+            sampling.top_p,
         )
         values = self._value(hidden) if want_values else None
         lengths = completion_mask.sum(dim=1)
         batch = self._batch(prompt_ids, prompt_mask, completion_ids, logprobs.float(), values, lengths)
         if self.ref_model is not None:
-            batch = batch._replace(ref_logprobs=self.score(batch, self.ref_model, temperature))
+            batch = batch._replace(ref_logprobs=self._reference_logprobs(batch, sampling))
         return batch
 
     # -- the decoding loop -------------------------------------------------------------------------------
@@ -336,27 +330,23 @@ class RolloutEngine:
         prompt_mask: torch.Tensor,
         max_new_tokens: int,
         *,
-        min_new_tokens: int = 0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
+        sampling: SamplingParams = SamplingParams(),
         seed: int | Sequence[int] | None = None,
         eos_ids: Sequence[int] | None = None,
         on_step: StepHook | None = None,
     ) -> RolloutBatch:
         """The decode loop over left-padded prompts (B, P): one sampled column per step, the KV cache reused.
 
-        Sampling options as in :meth:`generate`. ``eos_ids`` replaces the model's EOS tokens (they are masked out
-        before ``min_new_tokens``). ``on_step(t, tokens, active)`` is called with each column (finished rows hold
-        the pad id) and returns which rows end with it, a (B,) bool array; without it a row ends at EOS. That is
-        how a caller lets something else (an env, a search) decide the ends; it is also the only way in which
+        ``sampling`` and ``seed`` as in :meth:`generate`. ``eos_ids`` replaces the model's EOS tokens (they are masked
+        out before ``sampling.min_new_tokens``). ``on_step(t, tokens, active)`` is called with each column (finished
+        rows hold the pad id) and returns which rows end with it, a (B,) bool array; without it a row ends at EOS.
+        That is how a caller lets something else (an env, a search) decide the ends; it is also the only way in which
         anything beyond the model reaches this loop. Every row ends after ``max_new_tokens`` tokens.
         """
         eos = self.eos_ids if eos_ids is None else torch.as_tensor(list(eos_ids), device=self.device)
         batch_size, width = prompt_ids.shape
-        self._check_run(width, max_new_tokens, temperature, greedy)
-        generator, uniforms = self._random_draws(seed, greedy, batch_size, max_new_tokens)
+        self._check_run(width, max_new_tokens)
+        generator, uniforms = self._random_draws(seed, sampling.greedy, batch_size, max_new_tokens)
         want_values = self.value_head is not None
 
         completion, logprobs, values, done, lengths = self._buffers(batch_size, max_new_tokens, want_values)
@@ -365,10 +355,10 @@ class RolloutEngine:
         steps = 0
         for t in range(max_new_tokens):
             logits = state.logits  # (B, V): the distribution of token t (this loop owns the state: no copy)
-            if t < min_new_tokens:
+            if t < sampling.min_new_tokens:
                 logits[:, eos] = float("-inf")
             uniform = uniforms[:, t] if uniforms is not None else None
-            tokens, step_logprobs = sample_next(logits, temperature, top_k, top_p, greedy, generator, uniform)
+            tokens, step_logprobs = sample_next(logits, sampling, generator, uniform)
             if want_values:
                 values[:, t] = self._value(state.hidden)
             tokens = tokens.masked_fill(done, self.pad_id)  # finished rows emit padding
@@ -388,7 +378,7 @@ class RolloutEngine:
         values = values[:, :steps] if want_values else None
         batch = self._batch(prompt_ids, prompt_mask, completion[:, :steps], logprobs[:, :steps], values, lengths)
         if self.ref_model is not None:
-            batch = batch._replace(ref_logprobs=self.score(batch, self.ref_model, 1.0 if greedy else temperature))
+            batch = batch._replace(ref_logprobs=self._reference_logprobs(batch, sampling))
         return batch
 
     def _buffers(self, batch_size: int, max_new_tokens: int, want_values: bool):
@@ -405,11 +395,9 @@ class RolloutEngine:
         head_dtype = next(self.value_head.parameters()).dtype
         return self.value_head(hidden.to(head_dtype)).squeeze(-1).float()
 
-    def _check_run(self, width: int, max_new_tokens: int, temperature: float, greedy: bool) -> None:
+    def _check_run(self, width: int, max_new_tokens: int) -> None:
         if max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
-        if not greedy and temperature <= 0:
-            raise ConfigError(f"temperature must be > 0 (or pass greedy=True), got {temperature}.")
         if self.context is not None and width + max_new_tokens > self.context:
             raise PromptTooLongError(
                 f"A prompt of {width} tokens plus {max_new_tokens} new tokens exceeds the model's context of "

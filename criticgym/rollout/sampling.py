@@ -1,4 +1,4 @@
-"""The sampler: temperature, top-k and top-p filtering, and one uniform draw per row (inverse CDF).
+"""The sampler: how tokens are drawn (:class:`SamplingParams`), filtering, and one uniform draw per row (inverse CDF).
 
 Drawing one random number per row, not one per vocabulary entry as ``torch.multinomial`` does, is most of the
 engine's speed at small models; a row's own seed gives it its own stream (``row_uniforms``).
@@ -7,10 +7,59 @@ engine's speed at small models; a row's own seed gives it its own stream (``row_
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from criticgym.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How tokens are drawn: one value for every sampler and re-scorer (engine, rollout sources, agents, vLLM).
+
+    Attributes:
+        temperature: softmax temperature (> 0).
+        top_k: keep only the k most likely tokens (0: all).
+        top_p: keep the smallest set of tokens whose probability reaches ``top_p`` (1.0: all).
+        greedy: take the most likely token (temperature, top-k and top-p are then ignored).
+        min_new_tokens: EOS is masked out before this many tokens (as in ``model.generate``).
+
+    The token budget is not here: an env's episode decides it (``max_new_tokens`` of the env, or of
+    :meth:`~criticgym.rollout.RolloutEngine.generate`).
+
+    Example:
+        >>> SamplingParams(temperature=0.7, top_p=0.9).scoring_temperature
+        0.7
+        >>> SamplingParams(greedy=True).scoring_temperature
+        1.0
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+    min_new_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.greedy and not self.temperature > 0:
+            raise ConfigError(
+                f"temperature must be > 0, got {self.temperature}; for the most likely token use greedy=True."
+            )
+        if self.top_k < 0 or not 0 < self.top_p <= 1 or self.min_new_tokens < 0:
+            raise ConfigError(
+                f"Sampling needs top_k >= 0 (0: off), 0 < top_p <= 1 (1: off) and min_new_tokens >= 0; got "
+                f"top_k={self.top_k}, top_p={self.top_p}, min_new_tokens={self.min_new_tokens}."
+            )
+
+    @property
+    def scoring_temperature(self) -> float:
+        """The temperature of the distribution the tokens' log-probs are taken under (1 for greedy decoding)."""
+        return 1.0 if self.greedy else self.temperature
+
+
+GREEDY = SamplingParams(greedy=True)
+"""Greedy decoding."""
 
 
 def filter_logits(
@@ -94,10 +143,7 @@ _BLOCK = 8  # rows sampled together: a block's float64 CDF (8 x V) stays in the 
 
 def sample_next(
     logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    sampling: SamplingParams = SamplingParams(),
     generator: torch.Generator | None = None,
     uniform: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +154,7 @@ def sample_next(
     random number, else drawn from ``generator``). Rows are processed in blocks of eight: every operation is
     row-wise, so the tokens are those of the whole batch at once, and a block's work stays in the cache.
     """
-    if greedy:
+    if sampling.greedy:
         tokens = logits.argmax(dim=-1)
         return tokens, logits.log_softmax(dim=-1).gather(1, tokens[:, None]).squeeze(1)
     if uniform is None:
@@ -119,7 +165,7 @@ def sample_next(
     step = _BLOCK if logits.device.type == "cpu" else logits.size(0)  # a GPU takes the batch in one launch
     for start in range(0, logits.size(0), step):
         block = slice(start, start + step)
-        filtered = filter_logits(logits[block] / temperature, top_k, top_p)  # what is sampled from
+        filtered = filter_logits(logits[block] / sampling.temperature, sampling.top_k, sampling.top_p)  # sampled from
         tokens[block] = sample_from_logits(filtered, uniform=uniform[block])
         logprobs[block] = filtered.log_softmax(dim=-1).gather(1, tokens[block, None]).squeeze(1)
     return tokens, logprobs

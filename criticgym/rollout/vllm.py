@@ -29,6 +29,7 @@ import torch
 
 from criticgym.errors import ConfigError
 from criticgym.rollout.models import model_folder
+from criticgym.rollout.sampling import SamplingParams
 
 # LoRA ranks a vLLM engine is sized for: the smallest of these at least the adapter's rank
 _LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)
@@ -111,30 +112,25 @@ class VLLMSampler:
         *,
         seeds: Sequence[int],
         stop_ids: Sequence[int],
-        min_new_tokens: int = 0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
+        sampling: SamplingParams = SamplingParams(),
     ) -> Sampled:
         """One completion per prompt; a row ends at one of ``stop_ids`` (kept in its tokens) or after the budget.
 
         The model's own EOS ends a row only when it is among ``stop_ids``: the caller's stop set is the only one.
         """
-        from vllm import SamplingParams
+        import vllm
         from vllm.inputs import TokensPrompt
 
         if len(seeds) != len(prompts):
             raise ConfigError(f"Got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt.")
-        if not greedy and temperature <= 0:
-            raise ConfigError(f"temperature must be > 0 (or pass greedy=True), got {temperature}.")
+        greedy = sampling.greedy
         params = [
-            SamplingParams(
+            vllm.SamplingParams(
                 max_tokens=max_new_tokens,
-                min_tokens=min_new_tokens,
-                temperature=0.0 if greedy else temperature,
-                top_k=0 if greedy else top_k,
-                top_p=1.0 if greedy else top_p,
+                min_tokens=sampling.min_new_tokens,
+                temperature=0.0 if greedy else sampling.temperature,
+                top_k=0 if greedy else sampling.top_k,
+                top_p=1.0 if greedy else sampling.top_p,
                 seed=int(seed),
                 stop_token_ids=list(stop_ids),
                 ignore_eos=True,

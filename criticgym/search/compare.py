@@ -129,7 +129,7 @@ def sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, id
     Prompts are sampled in blocks of :data:`SERVED_TOGETHER` completions (a batch-1 decode is many times slower per
     token), each block seeded by its first prompt's index; a block's seconds and evaluator tokens are shared equally.
     """
-    from criticgym.rollout import RolloutEngine
+    from criticgym.rollout import RolloutEngine, SamplingParams
 
     engine = RolloutEngine(model, tokenizer)
     k = cfg.n if method == "best-of-n" else 1
@@ -141,7 +141,7 @@ def sampled_rows(cfg: SearchConfig, method: str, model, tokenizer, evaluator, id
         batch = engine.generate(
             [prompt_ids for prompt_ids in block for _ in range(k)],
             max_new_tokens=budget,
-            temperature=cfg.temperature,
+            sampling=SamplingParams(temperature=cfg.temperature),
             seed=seed * 1_000_003 + first,
         )
         texts, kept = _completions(batch, tokenizer, eos)

@@ -26,12 +26,19 @@ class Solver:
         verdicts = [tokenizer(f" {w}", add_special_tokens=False)["input_ids"] for w in ("correct", "incorrect")]
         self.verdict_ids = [ids[0] for ids in verdicts] if all(len(ids) == 1 for ids in verdicts) else []
 
-    def _generate(self, contexts: list[str], budget: int, seed: int | None = None, **sampling) -> list[str]:
+    def _generate(
+        self, contexts: list[str], budget: int, temperature: float = 0.0, seed: int | None = None, stop_ids=()
+    ) -> list[str]:
+        """Completions of ``contexts``: greedy at temperature 0, else sampled."""
+        from criticgym.rollout import GREEDY, SamplingParams
+
+        sampling = SamplingParams(temperature=temperature) if temperature > 0 else GREEDY
         texts: list[str] = []
         for i in range(0, len(contexts), self.batch_size):
             chunk = contexts[i : i + self.batch_size]
+            seeded = None if seed is None else seed + i
             batch = self.engine.generate(
-                chunk, max_new_tokens=budget, seed=None if seed is None else seed + i, **sampling
+                chunk, max_new_tokens=budget, sampling=sampling, seed=seeded, stop_ids=stop_ids
             )
             rows = [row[: int(n)] for row, n in zip(batch.completion_ids, batch.lengths, strict=True)]
             texts += self.tokenizer.batch_decode(rows, skip_special_tokens=True)
@@ -40,20 +47,20 @@ class Solver:
     def answer(self, prompts: list[str], temperature: float = 0.0, seed: int | None = None) -> list[str]:
         """Answers: greedy at temperature 0, else sampled."""
         if temperature <= 0:
-            return [t.strip() for t in self._generate(prompts, self.max_new_tokens, greedy=True)]
-        texts = self._generate(prompts, self.max_new_tokens, temperature=temperature, seed=seed)
+            return [t.strip() for t in self._generate(prompts, self.max_new_tokens)]
+        texts = self._generate(prompts, self.max_new_tokens, temperature, seed)
         return [t.strip() for t in texts]
 
     def feedback(self, prompts: list[str], answers: list[str], references=None) -> list[str]:
         """The model's own feedback, cut after its judgement (references unused: SELF never reads the answer key)."""
         contexts = [self.layout.critique_context(p, a) for p, a in zip(prompts, answers, strict=True)]
-        texts = self._generate(contexts, self.feedback_tokens, greedy=True, stop_ids=self.verdict_ids)
+        texts = self._generate(contexts, self.feedback_tokens, stop_ids=self.verdict_ids)
         return [cut_at_judgement(t) for t in texts]
 
     def refine(self, prompts: list[str], answers: list[str], feedback: list[str], references=None) -> list[str]:
         """The model's refined answers (references unused)."""
         contexts = [self.layout.refine_context(p, a, f) for p, a, f in zip(prompts, answers, feedback, strict=True)]
-        return [t.strip() for t in self._generate(contexts, self.feedback_tokens, greedy=True)]
+        return [t.strip() for t in self._generate(contexts, self.feedback_tokens)]
 
     def solve(self, prompts: list[str], refine: bool, temperature: float = 0.0, seed: int | None = None):
         """Answer; with ``refine``, critique and refine where the model judges its answer incorrect.

@@ -15,7 +15,7 @@ import torch
 
 from criticgym import flops
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutBatch, RolloutEngine
+from criticgym.rollout import RolloutBatch, RolloutEngine, SamplingParams
 
 
 @runtime_checkable
@@ -23,15 +23,21 @@ class RolloutSource(Protocol):
     """Where a learner's batches are played: it is given one, and never knows how the rows are played.
 
     ``num_envs`` is the number of completions in a batch; ``play`` samples a batch with ``engine`` (the learner's
-    policy, reference model and value head), seeded by ``seed``, with the sampling options of
-    :func:`~criticgym.sources.play`; ``perf`` holds the timings of the source's own stages in the last batch
-    (``perf/*`` chart names: vLLM's weight sync and sampling; empty where the source has none).
+    policy, reference model and value head), seeded by ``seed``, drawn as ``sampling`` says, with the reset's
+    ``options`` (``group_size``: k completions of each prompt); ``perf`` holds the timings of the source's own
+    stages in the last batch (``perf/*`` chart names: vLLM's weight sync and sampling; empty where it has none).
     """
 
     num_envs: int
     perf: dict[str, float]
 
-    def play(self, engine: RolloutEngine, seed: int, **sampling: Any) -> RolloutBatch:
+    def play(
+        self,
+        engine: RolloutEngine,
+        seed: int,
+        sampling: SamplingParams = SamplingParams(),
+        options: dict[str, Any] | None = None,
+    ) -> RolloutBatch:
         """One batch, played with ``engine``."""
         ...
 

@@ -23,7 +23,7 @@ import torch
 
 from criticgym.envs.core import draw_prompts
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutBatch, RolloutEngine, left_pad
+from criticgym.rollout import RolloutBatch, RolloutEngine, SamplingParams, left_pad
 from criticgym.sources.base import Recorder, check_no_autoreset, reset_prompts, row_seed
 
 
@@ -31,23 +31,19 @@ def play(
     engine: RolloutEngine,
     envs: Any,
     *,
-    min_new_tokens: int = 0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    sampling: SamplingParams = SamplingParams(),
     seed: int | None = None,
     options: dict[str, Any] | None = None,
     row_seeds: list[int] | None = None,
 ) -> RolloutBatch:
     """Reset ``envs`` and generate one completion per sub-env, one vector step per token.
 
-    Sampling options as in :meth:`RolloutEngine.generate`; ``seed`` also seeds the reset (prompt choice) and
-    ``options`` goes to it; ``row_seeds`` (one per sub-env) gives each row a random stream of its own instead of
-    one for the batch (:func:`play_rows`). The env decides when each episode ends, with its own EOS tokens and
-    budget. The batch carries the step rewards (a reward paid to a row after it ended, as a pairwise judge does
-    once the sibling ends, counts as its last token's) and, per row, the info of its last step, updated by any info
-    the env reports for that row later (hindsight rewards of a pair).
+    ``sampling``: how tokens are drawn (:class:`~criticgym.rollout.SamplingParams`); ``seed`` also seeds the reset
+    (prompt choice) and ``options`` goes to it; ``row_seeds`` (one per sub-env) gives each row a random stream of
+    its own instead of one for the batch (:func:`play_rows`). The env decides when each episode ends, with its own
+    EOS tokens and budget. The batch carries the step rewards (a reward paid to a row after it ended, as a pairwise
+    judge does once the sibling ends, counts as its last token's) and, per row, the info of its last step, updated
+    by any info the env reports for that row later (hindsight rewards of a pair).
 
     The env must be made with ``autoreset_mode="disabled"``, so that a finished sub-env waits for the next reset
     instead of starting a new episode.
@@ -60,11 +56,7 @@ def play(
         prompt_ids,
         prompt_mask,
         envs.unwrapped.max_new_tokens,
-        min_new_tokens=min_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        greedy=greedy,
+        sampling=sampling,
         seed=seed if row_seeds is None else row_seeds,
         eos_ids=envs.unwrapped.eos_token_ids,
         on_step=recorder.step,
@@ -81,15 +73,15 @@ def play_rows(
     batch_size: int,
     *,
     seed: int,
+    sampling: SamplingParams = SamplingParams(),
     options: dict[str, Any] | None = None,
-    **sampling: Any,
 ) -> RolloutBatch:
     """Play the rows ``rows`` of a batch of ``batch_size`` episodes, one per sub-env of ``envs``.
 
     Whichever way a batch is split into rows (one process, or shards on several workers), each row comes out the
     same: the batch's prompts are drawn whole, as the env's reset draws them (:func:`~criticgym.envs.draw_prompts`,
     with ``options["group_size"]``), and each row samples from a random stream of its own, seeded by ``seed``
-    and the row's number (:func:`row_seed`). Sampling options as in :func:`play`.
+    and the row's number (:func:`~criticgym.sources.row_seed`). ``sampling`` as in :func:`play`.
     """
     from gymnasium.utils.seeding import np_random
 
@@ -107,7 +99,7 @@ def play_rows(
         seed=seed,
         options={**other, "prompt_index": indices},
         row_seeds=[row_seed(seed, row) for row in rows],
-        **sampling,
+        sampling=sampling,
     )
 
 
@@ -132,11 +124,17 @@ class EnvRollouts:
         """Completions per batch (the whole batch, for a shard)."""
         return self.batch_size if self.batch_size is not None else self.envs.num_envs
 
-    def play(self, engine: RolloutEngine, seed: int, **sampling: Any) -> RolloutBatch:
+    def play(
+        self,
+        engine: RolloutEngine,
+        seed: int,
+        sampling: SamplingParams = SamplingParams(),
+        options: dict[str, Any] | None = None,
+    ) -> RolloutBatch:
         """Play one batch (or this shard's rows of it)."""
         if self.rows is None:
-            return play(engine, self.envs, seed=seed, **sampling)
-        return play_rows(engine, self.envs, self.rows, self.batch_size, seed=seed, **sampling)
+            return play(engine, self.envs, seed=seed, sampling=sampling, options=options)
+        return play_rows(engine, self.envs, self.rows, self.batch_size, seed=seed, sampling=sampling, options=options)
 
     def close(self) -> None:
         """Close the env (its reward wrappers stop their threads)."""

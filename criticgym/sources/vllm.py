@@ -11,7 +11,7 @@ Example (needs vLLM: ``make test-vllm``)::
 
     envs = criticgym.make_vec("criticgym/Words-v0", num_envs=4, model="tiny-vllm", autoreset_mode="disabled")
     source = VLLMRollouts(envs, VLLMSampler("tiny-vllm"))
-    batch = source.play(engine, seed=0, temperature=0.9)
+    batch = source.play(engine, seed=0, sampling=SamplingParams(temperature=0.9))
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutBatch, RolloutEngine, left_pad
+from criticgym.rollout import RolloutBatch, RolloutEngine, SamplingParams, left_pad
 from criticgym.sources.base import Recorder, check_no_autoreset, reset_prompts, row_seed
 
 
@@ -35,10 +35,7 @@ def replay(
     completions: Sequence[Sequence[int]],
     sampler_logprobs: Sequence[Sequence[float]] | None = None,
     *,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    sampling: SamplingParams = SamplingParams(),
 ) -> RolloutBatch:
     """Step ``envs`` (just reset, with ``prompts`` as its observation) through ``completions``, one column a step.
 
@@ -80,10 +77,7 @@ def replay(
         prompt_mask,
         completion_ids.to(engine.device),
         completion_mask.to(engine.device),
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        greedy=greedy,
+        sampling=sampling,
     )
     return batch._replace(
         rewards=torch.as_tensor(recorder.rewards[:, :steps]),
@@ -119,12 +113,7 @@ class VLLMRollouts:
         self,
         engine: RolloutEngine,
         seed: int,
-        *,
-        min_new_tokens: int = 0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
+        sampling: SamplingParams = SamplingParams(),
         options: dict[str, Any] | None = None,
     ) -> RolloutBatch:
         """One batch: sync the weights, reset, sample with vLLM, replay through the env."""
@@ -136,24 +125,10 @@ class VLLMRollouts:
             self.envs.unwrapped.max_new_tokens,
             seeds=[row_seed(seed, r) for r in range(len(prompts))],
             stop_ids=self.envs.unwrapped.eos_token_ids,
-            min_new_tokens=min_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            greedy=greedy,
+            sampling=sampling,
         )
         sample_s = time.perf_counter() - start
-        batch = replay(
-            engine,
-            self.envs,
-            prompts,
-            sampled.tokens,
-            sampled.logprobs,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            greedy=greedy,
-        )
+        batch = replay(engine, self.envs, prompts, sampled.tokens, sampled.logprobs, sampling=sampling)
         self.perf = {"perf/weight_sync_s": sync_s, "perf/vllm_sample_s": sample_s}
         return batch
 

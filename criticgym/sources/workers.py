@@ -28,7 +28,7 @@ from typing import Any
 from criticgym import flops
 from criticgym.distributed.actors import Actors, init_ray
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutBatch, RolloutEngine, join_batches
+from criticgym.rollout import RolloutBatch, RolloutEngine, SamplingParams, join_batches
 from criticgym.utils.training import autocast
 
 Make = Callable[[range, int], tuple[RolloutEngine, Any, str]]
@@ -66,12 +66,14 @@ class RolloutWorker:
     def __init__(self, make: Make, rows: range, batch_size: int) -> None:
         self.engine, self.rollouts, self.precision = make(rows, batch_size)
 
-    def play(self, state: dict[str, Any], seed: int, sampling: dict[str, Any]) -> tuple[RolloutBatch, dict]:
+    def play(
+        self, state: dict[str, Any], seed: int, sampling: SamplingParams, options: dict[str, Any] | None = None
+    ) -> tuple[RolloutBatch, dict]:
         """Load the learner's weights and play this worker's rows of the batch seeded ``seed``; the batch, its FLOPs."""
         load_trainable_state(self.engine, state)
         flops.take()
         with flops.phase("policy"), autocast(self.precision, self.engine.device):
-            batch = self.rollouts.play(self.engine, seed=seed, **sampling)
+            batch = self.rollouts.play(self.engine, seed, sampling, options)
         return batch.to("cpu"), flops.take()
 
 
@@ -115,10 +117,16 @@ class RolloutWorkers:
         self.perf: dict[str, float] = {}
         self.actors = Actors(RolloutWorker, args, restarts=restarts, num_cpus=1, num_gpus=gpus)
 
-    def play(self, engine: RolloutEngine, seed: int, **sampling: Any) -> RolloutBatch:
+    def play(
+        self,
+        engine: RolloutEngine,
+        seed: int,
+        sampling: SamplingParams = SamplingParams(),
+        options: dict[str, Any] | None = None,
+    ) -> RolloutBatch:
         """The batch seeded ``seed``, played by the workers with ``engine``'s current weights."""
         state = self.actors.ray.put(trainable_state(engine))
-        shards = self.actors.map(lambda handle, _: handle.play.remote(state, seed, sampling))
+        shards = self.actors.map(lambda handle, _: handle.play.remote(state, seed, sampling, options))
         for _, counted in shards:
             flops.add(counted)
         return join_batches([batch for batch, _ in shards], engine.pad_id).to(engine.device)

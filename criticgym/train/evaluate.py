@@ -47,11 +47,11 @@ class Evaluator:
         """Evaluate ``model``: ``eval/*`` metrics, the iteration, each prompt's score and the first 8 samples."""
         from criticgym.algos.base import token_rewards
         from criticgym.critics.scorers import score_texts
-        from criticgym.rollout import RolloutEngine
+        from criticgym.rollout import RolloutEngine, SamplingParams
         from criticgym.sources import play
 
         engine = RolloutEngine(model, self.tokenizer, ref_model=self.ref_model)
-        batch = play(engine, self.envs, seed=12345, top_p=0.9)
+        batch = play(engine, self.envs, seed=12345, sampling=SamplingParams(top_p=0.9))  # the table's "top-p 0.9"
 
         prompts = [info["prompt"] for info in batch.infos]
         completions = [info["completion"] for info in batch.infos]

@@ -9,7 +9,7 @@ from criticgym.algos.lora import BaseModel, adapter_state, add_lora
 from criticgym.algos.ppo import PPO, PPOConfig
 from criticgym.algos.reinforce import Reinforce, ReinforceConfig
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutEngine, load_policy
+from criticgym.rollout import GREEDY, RolloutEngine, load_policy
 
 IDS = torch.tensor([[5, 6, 7, 8, 9]])
 
@@ -42,11 +42,13 @@ def test_the_reference_is_the_base_with_the_adapter_off_not_a_copy():
 
 def test_a_lora_policy_generates_through_the_kv_cache_like_its_base():
     model, tokenizer = load_policy("tiny")
-    base = RolloutEngine(model, tokenizer).generate(["Say it:", "Words:"], max_new_tokens=8, greedy=True)
+    base = RolloutEngine(model, tokenizer).generate(["Say it:", "Words:"], max_new_tokens=8, sampling=GREEDY)
     policy = add_lora(model, r=4)  # a zero adapter: the same greedy tokens, through the peft wrapper's cache
-    wrapped = RolloutEngine(policy, tokenizer).generate(["Say it:", "Words:"], max_new_tokens=8, greedy=True)
+    wrapped = RolloutEngine(policy, tokenizer).generate(["Say it:", "Words:"], max_new_tokens=8, sampling=GREEDY)
     torch.testing.assert_close(wrapped.completion_ids, base.completion_ids)
-    view = RolloutEngine(BaseModel(policy), tokenizer).generate(["Say it:", "Words:"], max_new_tokens=8, greedy=True)
+    view = RolloutEngine(BaseModel(policy), tokenizer).generate(
+        ["Say it:", "Words:"], max_new_tokens=8, sampling=GREEDY
+    )
     torch.testing.assert_close(view.completion_ids, base.completion_ids)
 
 

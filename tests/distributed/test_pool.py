@@ -7,7 +7,7 @@ import torch
 
 import criticgym
 from criticgym.critics import Critique, FunctionCritic, Span
-from criticgym.rollout import RolloutEngine
+from criticgym.rollout import RolloutEngine, SamplingParams
 from criticgym.sources import play
 
 ray = pytest.importorskip("ray")
@@ -33,7 +33,7 @@ def test_a_critic_pool_gives_the_inline_critic_s_rewards_and_survives_a_dead_act
         envs = criticgym.make_vec(
             "criticgym/Words-v0", num_envs=5, reward="relc", critic=critic, autoreset_mode="disabled", model="tiny"
         )
-        batches.append(play(engine, envs, seed=4, temperature=1.5))
+        batches.append(play(engine, envs, seed=4, sampling=SamplingParams(temperature=1.5)))
     inline, pooled = batches
     assert torch.equal(inline.rewards, pooled.rewards)
     assert inline.rewards.abs().sum() > 0

@@ -5,7 +5,7 @@ import torch
 
 import criticgym
 from criticgym.errors import ConfigError, PromptTooLongError
-from criticgym.rollout import RolloutEngine, filter_logits, left_pad, sequence_logprobs
+from criticgym.rollout import GREEDY, RolloutEngine, SamplingParams, filter_logits, left_pad, sequence_logprobs
 from criticgym.sources import play
 
 PROMPTS = [
@@ -37,7 +37,7 @@ def hf_generate(model, tokenizer, prompts, max_new_tokens):
 def test_greedy_equals_model_generate(sharp, batch_size):
     model, tokenizer = sharp
     prompts = PROMPTS[:batch_size]
-    batch = RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=12, greedy=True)
+    batch = RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=12, sampling=GREEDY)
     reference = hf_generate(model, tokenizer, prompts, 12)
     for row in range(batch_size):
         n = int(batch.lengths[row])
@@ -72,16 +72,16 @@ def test_sampling_is_seeded(sharp):
 def test_top_k_one_is_greedy(sharp):
     model, tokenizer = sharp
     engine = RolloutEngine(model, tokenizer)
-    greedy = engine.generate(PROMPTS, max_new_tokens=8, greedy=True)
-    top1 = engine.generate(PROMPTS, max_new_tokens=8, top_k=1, seed=0)
+    greedy = engine.generate(PROMPTS, max_new_tokens=8, sampling=GREEDY)
+    top1 = engine.generate(PROMPTS, max_new_tokens=8, seed=0, sampling=SamplingParams(top_k=1))
     assert torch.equal(greedy.completion_ids, top1.completion_ids)
 
 
 def test_logprobs_equal_one_pass_rescoring(sharp):
     model, tokenizer = sharp
     engine = RolloutEngine(model, tokenizer)
-    batch = engine.generate(PROMPTS, max_new_tokens=8, temperature=0.7, seed=0)
-    rescored = engine.score(batch, temperature=0.7)
+    batch = engine.generate(PROMPTS, max_new_tokens=8, seed=0, sampling=SamplingParams(temperature=0.7))
+    rescored = engine.score(batch, sampling=SamplingParams(temperature=0.7))
     torch.testing.assert_close(rescored, batch.logprobs, atol=1e-4, rtol=1e-4)
 
 
@@ -118,7 +118,9 @@ def test_each_row_stops_at_its_own_eos(sharp):
 
     handle = model.register_forward_hook(force_eos, with_kwargs=True)
     try:
-        batch = RolloutEngine(model, tokenizer).generate(["It was Bad", "It was good"], max_new_tokens=6, greedy=True)
+        batch = RolloutEngine(model, tokenizer).generate(
+            ["It was Bad", "It was good"], max_new_tokens=6, sampling=GREEDY
+        )
     finally:
         handle.remove()
     assert batch.lengths.tolist() == [1, 6]
@@ -165,7 +167,7 @@ def test_bad_arguments(tiny):
     with pytest.raises(ConfigError):
         engine.generate([], max_new_tokens=3)
     with pytest.raises(ConfigError, match="temperature"):
-        engine.generate(["a"], temperature=0)
+        engine.generate(["a"], sampling=SamplingParams(temperature=0))
     with pytest.raises(ConfigError, match="max_new_tokens"):
         engine.generate(["a"], max_new_tokens=0)
 
@@ -191,7 +193,7 @@ def test_a_step_hook_decides_the_ends(sharp):
 def test_greedy_equals_generate_on_smollm2(batch_size):
     model, tokenizer = criticgym.load_policy("smollm2-135m")
     prompts = PROMPTS[:batch_size]
-    batch = RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=16, greedy=True)
+    batch = RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=16, sampling=GREEDY)
     reference = hf_generate(model, tokenizer, prompts, 16)
     for row in range(batch_size):
         n = int(batch.lengths[row])
@@ -203,7 +205,7 @@ def test_greedy_equals_generate_on_smollm2(batch_size):
 def test_greedy_equals_generate_on_cuda_bf16():
     model, tokenizer = criticgym.load_policy("tiny", device="auto")  # no hub, no large files on a GPU machine
     assert model.device.type == "cuda" and model.dtype == torch.bfloat16
-    batch = RolloutEngine(model, tokenizer).generate(PROMPTS, max_new_tokens=16, greedy=True)
+    batch = RolloutEngine(model, tokenizer).generate(PROMPTS, max_new_tokens=16, sampling=GREEDY)
     encoded = tokenizer(PROMPTS, add_special_tokens=False)["input_ids"]
     ids, mask = left_pad(encoded, tokenizer.pad_token_id, torch.device("cuda"))
     reference = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, do_sample=False)[
@@ -224,8 +226,8 @@ def test_min_new_tokens_masks_eos(sharp):
     handle = model.register_forward_hook(always_eos, with_kwargs=True)
     try:
         engine = RolloutEngine(model, tokenizer)
-        assert engine.generate(["a", "b"], max_new_tokens=8, greedy=True).lengths.tolist() == [1, 1]
-        batch = engine.generate(["a", "b"], max_new_tokens=8, min_new_tokens=3, seed=0)
+        assert engine.generate(["a", "b"], max_new_tokens=8, sampling=GREEDY).lengths.tolist() == [1, 1]
+        batch = engine.generate(["a", "b"], max_new_tokens=8, seed=0, sampling=SamplingParams(min_new_tokens=3))
     finally:
         handle.remove()
     assert batch.lengths.tolist() == [4, 4]
@@ -248,7 +250,9 @@ def test_sampled_logprobs_are_those_of_the_filtered_distribution(sharp):
     nucleus and renormalized; re-scoring with the same settings gives it again."""
     model, tokenizer = sharp
     engine = RolloutEngine(model, tokenizer)
-    batch = engine.generate(PROMPTS[:4], max_new_tokens=6, temperature=0.8, top_p=0.5, top_k=20, seed=3)
+    batch = engine.generate(
+        PROMPTS[:4], max_new_tokens=6, seed=3, sampling=SamplingParams(temperature=0.8, top_p=0.5, top_k=20)
+    )
     ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
     mask = torch.cat([batch.prompt_mask, batch.completion_mask], 1)
     with torch.no_grad():
@@ -266,9 +270,11 @@ def test_sampled_logprobs_are_those_of_the_filtered_distribution(sharp):
             assert token in nucleus.tolist()
             expected = torch.log(probs[token] / probs[nucleus].sum())
             assert float(batch.logprobs[row, t]) == pytest.approx(float(expected), abs=1e-4)
-    rescored = engine.score(batch, temperature=0.8, top_k=20, top_p=0.5)
+    rescored = engine.score(batch, sampling=SamplingParams(temperature=0.8, top_k=20, top_p=0.5))
     torch.testing.assert_close(rescored, batch.logprobs, atol=1e-4, rtol=1e-4)
-    assert (engine.score(batch, temperature=0.8) < batch.logprobs - 1e-3).any()  # unfiltered: other numbers
+    assert (
+        engine.score(batch, sampling=SamplingParams(temperature=0.8)) < batch.logprobs - 1e-3
+    ).any()  # unfiltered: other numbers
 
 
 def test_one_eos_definition_for_engine_and_env(sharp, tmp_path):
@@ -277,7 +283,7 @@ def test_one_eos_definition_for_engine_and_env(sharp, tmp_path):
     from criticgym.rollout import eos_token_ids, load_policy
 
     model, tokenizer = sharp
-    plain = RolloutEngine(model, tokenizer).generate(PROMPTS[:4], max_new_tokens=6, greedy=True)
+    plain = RolloutEngine(model, tokenizer).generate(PROMPTS[:4], max_new_tokens=6, sampling=GREEDY)
     second_eos = int(plain.completion_ids[0, 2])  # a token the model writes third on row 0
     assert second_eos != tokenizer.eos_token_id
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, second_eos]
@@ -291,7 +297,7 @@ def test_one_eos_definition_for_engine_and_env(sharp, tmp_path):
     assert eos_token_ids(tokenizer2) == (tokenizer.eos_token_id, second_eos)
 
     engine = RolloutEngine(model2, tokenizer2)
-    generated = engine.generate(PROMPTS[:4], max_new_tokens=6, greedy=True)
+    generated = engine.generate(PROMPTS[:4], max_new_tokens=6, sampling=GREEDY)
     assert int(generated.lengths[0]) == plain.completion_ids[0].tolist().index(second_eos) + 1
     envs = criticgym.make_vec(
         "criticgym/SentimentControl-v0",
@@ -301,7 +307,7 @@ def test_one_eos_definition_for_engine_and_env(sharp, tmp_path):
         max_new_tokens=6,
         autoreset_mode="disabled",
     )
-    rolled = play(engine, envs, greedy=True, options={"prompt": PROMPTS[:4]})
+    rolled = play(engine, envs, options={"prompt": PROMPTS[:4]}, sampling=GREEDY)
     assert torch.equal(rolled.lengths, generated.lengths)
     assert torch.equal(
         rolled.completion_ids * rolled.completion_mask, generated.completion_ids * generated.completion_mask
@@ -330,12 +336,12 @@ def test_group_rollouts_share_one_prefill_and_equal_separate_ones(sharp):
         lambda module, args, kwargs: prefill_rows.append(kwargs["input_ids"].shape), with_kwargs=True
     )
     try:
-        shared = shared_engine.generate(prompts, max_new_tokens=6, temperature=0.9, seed=4)
+        shared = shared_engine.generate(prompts, max_new_tokens=6, seed=4, sampling=SamplingParams(temperature=0.9))
     finally:
         handle.remove()
     assert prefill_rows[0][0] == 2  # two distinct prompts, one prefill each
     separate_engine = RolloutEngine(model, tokenizer, share_prefill=False)  # every row prefilled on its own
-    separate = separate_engine.generate(prompts, max_new_tokens=6, temperature=0.9, seed=4)
+    separate = separate_engine.generate(prompts, max_new_tokens=6, seed=4, sampling=SamplingParams(temperature=0.9))
     assert torch.equal(shared.completion_ids, separate.completion_ids)
     torch.testing.assert_close(shared.logprobs, separate.logprobs, atol=1e-4, rtol=1e-4)
     assert len({tuple(r) for r in shared.completion_ids[:4].tolist()}) > 1  # the copies went their own ways
@@ -344,9 +350,9 @@ def test_group_rollouts_share_one_prefill_and_equal_separate_ones(sharp):
 def test_stop_ids_end_a_row_and_stay_in_its_completion():
     model, tokenizer = criticgym.load_policy("tiny")
     engine = RolloutEngine(model, tokenizer)
-    free = engine.generate(["Say it:", "Words:"], max_new_tokens=8, greedy=True)
+    free = engine.generate(["Say it:", "Words:"], max_new_tokens=8, sampling=GREEDY)
     stop = int(free.completion_ids[0, 2])  # the third token of the first row
-    stopped = engine.generate(["Say it:", "Words:"], max_new_tokens=8, greedy=True, stop_ids=[stop])
+    stopped = engine.generate(["Say it:", "Words:"], max_new_tokens=8, stop_ids=[stop], sampling=GREEDY)
     first_stop = [int((row == stop).nonzero()[0]) + 1 if (row == stop).any() else 8 for row in free.completion_ids]
     assert stopped.lengths.tolist() == first_stop and first_stop[0] <= 3
     torch.testing.assert_close(stopped.completion_ids[0, : first_stop[0]], free.completion_ids[0, : first_stop[0]])
@@ -357,7 +363,7 @@ def test_replay_of_the_sampled_tokens_is_the_batch_run_returned(sharp):
     model, tokenizer = sharp
     head = torch.nn.Linear(model.config.hidden_size, 1)
     engine = RolloutEngine(model, tokenizer, ref_model=model, value_head=head)
-    sampled = engine.generate(PROMPTS, max_new_tokens=8, temperature=0.7, top_p=0.9, seed=3)
+    sampled = engine.generate(PROMPTS, max_new_tokens=8, seed=3, sampling=SamplingParams(temperature=0.7, top_p=0.9))
     # rows of other lengths (as an env ends them): what lies past a row's end is padding to the replay
     mask = (torch.arange(8)[None, :] < torch.tensor([8, 3, 1, 8, 5, 2, 7, 4])[:, None]).long()
     replayed = engine.replay(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from criticgym.rollout import SamplingParams
 from criticgym.rollout.sampling import filter_logits, sample_next
 
 
@@ -41,7 +42,8 @@ def logits_like_a_model(rows: int, vocab: int, seed: int) -> torch.Tensor:
 )
 def test_blocked_sampler_draws_the_reference_tokens_for_fixed_seeds(temperature, top_k, top_p):
     logits = logits_like_a_model(37, 20_000, seed=1)  # 37 rows: blocks of 8 and a ragged last one
-    tokens, logprobs = sample_next(logits, temperature, top_k, top_p, generator=torch.Generator().manual_seed(5))
+    sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    tokens, logprobs = sample_next(logits, sampling, generator=torch.Generator().manual_seed(5))
     expected, expected_logprobs = reference_sample(logits, temperature, top_k, top_p, torch.Generator().manual_seed(5))
     assert torch.equal(tokens, expected)
     torch.testing.assert_close(logprobs, expected_logprobs, atol=1e-5, rtol=1e-5)

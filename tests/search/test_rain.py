@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutEngine
+from criticgym.rollout import GREEDY, RolloutEngine
 from criticgym.search.rain import RAIN, RAINConfig
 from criticgym.search.tree import Node, Tree
 
@@ -106,7 +106,7 @@ def test_dynamic_addition_asks_for_alike_and_bad_children():
 def bad_word_setup(sharp, prompt):
     model, tokenizer = sharp
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    greedy = RolloutEngine(model, tokenizer).generate([ids], max_new_tokens=1, greedy=True)
+    greedy = RolloutEngine(model, tokenizer).generate([ids], max_new_tokens=1, sampling=GREEDY)
     bad = tokenizer.decode(greedy.completion_ids[0])
     return bad, (lambda prompts, texts: [-1.0 if bad in t else 1.0 for t in texts])
 

@@ -6,7 +6,7 @@ import torch
 
 import criticgym
 from criticgym.errors import ConfigError
-from criticgym.rollout import RolloutEngine, join_batches
+from criticgym.rollout import RolloutEngine, SamplingParams, join_batches
 from criticgym.sources import play, play_rows
 
 
@@ -60,7 +60,9 @@ def _rows_batch(tiny, rows, batch_size, group_size=1):
         max_new_tokens=6,
     )
     options = {"group_size": group_size}
-    return play_rows(RolloutEngine(*tiny), envs, rows, batch_size, seed=11, options=options, temperature=1.5)
+    return play_rows(
+        RolloutEngine(*tiny), envs, rows, batch_size, seed=11, options=options, sampling=SamplingParams(temperature=1.5)
+    )
 
 
 @pytest.mark.parametrize("group_size", [1, 2])
@@ -95,8 +97,8 @@ def test_play_rows_refuses_to_split_a_group(tiny):
 def test_one_seed_per_row_makes_rows_independent_of_the_batch(tiny):
     engine = RolloutEngine(*tiny)
     prompts = ["The movie was", "I think", "It is"]
-    together = engine.generate(prompts, max_new_tokens=6, seed=[5, 6, 7], temperature=1.5)
-    alone = engine.generate(prompts[1:2], max_new_tokens=6, seed=[6], temperature=1.5)
+    together = engine.generate(prompts, max_new_tokens=6, seed=[5, 6, 7], sampling=SamplingParams(temperature=1.5))
+    alone = engine.generate(prompts[1:2], max_new_tokens=6, seed=[6], sampling=SamplingParams(temperature=1.5))
     n = int(alone.lengths[0])
     assert together.completion_ids[1, :n].tolist() == alone.completion_ids[0, :n].tolist()
     with pytest.raises(ConfigError, match="one per prompt"):

@@ -15,7 +15,7 @@ import torch
 import criticgym
 from criticgym.errors import ConfigError
 from criticgym.rewards import TOKEN_REWARDS, Relc
-from criticgym.rollout import RolloutEngine, left_pad
+from criticgym.rollout import RolloutEngine, SamplingParams, left_pad
 from criticgym.rollout.vllm import Sampled
 from criticgym.sources import VLLMRollouts, play, row_seed
 
@@ -30,11 +30,9 @@ class EngineSampler:
         self.synced.append(model)
         return 0.0
 
-    def sample(self, prompts, max_new_tokens, *, seeds, stop_ids, greedy=False, **sampling) -> Sampled:
+    def sample(self, prompts, max_new_tokens, *, seeds, stop_ids, sampling=SamplingParams()) -> Sampled:
         ids, mask = left_pad([list(p) for p in prompts], self.engine.pad_id, self.engine.device)
-        batch = self.engine.run(
-            ids, mask, max_new_tokens, seed=list(seeds), eos_ids=stop_ids, greedy=greedy, **sampling
-        )
+        batch = self.engine.run(ids, mask, max_new_tokens, seed=list(seeds), eos_ids=stop_ids, sampling=sampling)
         lengths = [int(n) - self.cut for n in batch.lengths]
         tokens = [batch.completion_ids[r, :n].tolist() for r, n in enumerate(lengths)]
         return Sampled(tokens, [batch.logprobs[r, :n].tolist() for r, n in enumerate(lengths)])
@@ -65,10 +63,10 @@ def test_a_replayed_batch_is_the_batch_play_gives_for_the_same_tokens(tiny):
     model, tokenizer = ending_model(tiny)
     head = torch.nn.Linear(model.config.hidden_size, 1)
     engine = RolloutEngine(model, tokenizer, ref_model=model, value_head=head)
-    sampling = dict(temperature=1.3, top_p=0.95)
+    sampling = SamplingParams(temperature=1.3, top_p=0.95)
     source = VLLMRollouts(envs_of(), EngineSampler(model, tokenizer))
-    replayed = source.play(engine, seed=5, **sampling)
-    played = play(engine, envs_of(), seed=5, row_seeds=[row_seed(5, r) for r in range(6)], **sampling)
+    replayed = source.play(engine, seed=5, sampling=sampling)
+    played = play(engine, envs_of(), seed=5, row_seeds=[row_seed(5, r) for r in range(6)], sampling=sampling)
 
     assert source.sampler.synced == [model]  # the learner's weights go to the sampler before every batch
     for field in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "rewards"):

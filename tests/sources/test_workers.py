@@ -55,9 +55,9 @@ class InProcessWorkers:
         self.workers = [RolloutWorker(make, rows, cfg.num_envs) for rows in (range(half), range(half, 2 * half))]
         self.num_envs, self.perf = cfg.num_envs, {}
 
-    def play(self, engine, seed, **sampling):
+    def play(self, engine, seed, sampling, options=None):
         state = trainable_state(engine)
-        shards = [worker.play(state, seed, sampling)[0] for worker in self.workers]
+        shards = [worker.play(state, seed, sampling, options)[0] for worker in self.workers]
         return join_batches(shards, engine.pad_id)
 
 

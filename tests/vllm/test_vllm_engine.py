@@ -17,7 +17,7 @@ pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="make test-vllm installs vLLM's CPU build")
 
 from criticgym.rewards import Sparse  # noqa: E402
-from criticgym.rollout import RolloutEngine, load_policy  # noqa: E402
+from criticgym.rollout import GREEDY, RolloutEngine, SamplingParams, load_policy  # noqa: E402
 from criticgym.rollout.vllm import VLLMSampler  # noqa: E402
 from criticgym.sources import VLLMRollouts, row_seed  # noqa: E402
 
@@ -35,7 +35,7 @@ def policy():
 
 
 def greedy(sampler: VLLMSampler, prompts: list[list[int]], n: int = 8) -> list[list[int]]:
-    return sampler.sample(prompts, n, seeds=[0] * len(prompts), stop_ids=[], greedy=True).tokens
+    return sampler.sample(prompts, n, seeds=[0] * len(prompts), stop_ids=[], sampling=GREEDY).tokens
 
 
 def prompts_of(tokenizer) -> list[list[int]]:
@@ -54,7 +54,7 @@ def test_the_replayed_batch_has_vllms_tokens_and_the_rewards_the_env_pays(sample
     head = torch.nn.Linear(model.config.hidden_size, 1)
     engine = RolloutEngine(model, tokenizer, ref_model=model, value_head=head)
     source = VLLMRollouts(envs, sampler)
-    batch = source.play(engine, seed=3, temperature=0.9, top_p=0.9)
+    batch = source.play(engine, seed=3, sampling=SamplingParams(temperature=0.9, top_p=0.9))
 
     # the same prompts and seeds, sampled again by vLLM alone: the tokens the batch holds, cut where the env ended
     obs, _ = envs.reset(seed=3)
@@ -64,8 +64,7 @@ def test_the_replayed_batch_has_vllms_tokens_and_the_rewards_the_env_pays(sample
         envs.unwrapped.max_new_tokens,
         seeds=[row_seed(3, r) for r in range(6)],
         stop_ids=envs.unwrapped.eos_token_ids,
-        temperature=0.9,
-        top_p=0.9,
+        sampling=SamplingParams(temperature=0.9, top_p=0.9),
     )
     for row, info in enumerate(batch.infos):
         n = int(batch.lengths[row])
@@ -90,7 +89,7 @@ def test_a_full_weight_sync_shows_in_the_next_generations_as_a_fresh_engine_on_t
     before = greedy(sampler, prompts)
     assert (
         before
-        == RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=8, greedy=True).completion_ids.tolist()
+        == RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=8, sampling=GREEDY).completion_ids.tolist()
     )
     # an "update" of the upper layer and the (tied) embedding: after the first sync only trainable tensors travel,
     # and the tied lm_head must travel with the embedding
@@ -123,6 +122,8 @@ def test_a_lora_sync_sends_the_adapter_alone_and_shows_in_the_next_generations(p
                 if "lora_B" in name:
                     p.add_(torch.randn_like(p, generator=torch.Generator().manual_seed(seed)) * 0.5)
         sampler.sync(model)
-        ours = RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=8, greedy=True).completion_ids.tolist()
+        ours = (
+            RolloutEngine(model, tokenizer).generate(prompts, max_new_tokens=8, sampling=GREEDY).completion_ids.tolist()
+        )
         assert greedy(sampler, prompts) == ours != base
     assert sampler.syncs == 3
