@@ -89,6 +89,20 @@ def test_the_command_line_reports_its_own_errors_in_one_paragraph_with_exit_code
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "backbone, message",
+    [("tiny", "--train-layers 99: tiny has 2 layers; train at most 2"), ("minilm", "needs a causal-LM backbone")],
+)
+def test_train_rm_refuses_more_layers_than_the_backbone_has_before_its_folder(backbone, message, tmp_path, capsys):
+    data = tmp_path / "prefs.jsonl"
+    data.write_text('{"prompt": "p", "a": "x", "b": "y", "p": 0.7}\n')
+    out = tmp_path / "rm"
+    argv = ["train-rm", "--data", str(data), "--backbone", backbone, "--train-layers", "99", "--out", str(out)]
+    assert main(argv) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not out.exists()  # refused before the run folder (or any weights)
+
+
 def test_debug_shows_the_traceback(capsys):
     assert main(["eval", "--checkpoint", "/does-not-exist", "--debug"]) == 2
     err = capsys.readouterr().err

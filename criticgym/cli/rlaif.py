@@ -98,6 +98,7 @@ def train_rm(
         raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}.")
     if not Path(data).is_file():
         raise ConfigError(f"--data {data}: no such file. Write a preference dataset with `criticgym label` first.")
+    check_train_layers(backbone, train_layers)
     with run_folder(out, overwrite=overwrite, resume_hint=None):
         model, metrics = train_reward_model(
             read_jsonl(data), backbone, train_layers, epochs, lr, batch_size, val_fraction, seed, device
@@ -167,3 +168,16 @@ def judge_table(results: list[dict]) -> str:
             f"| {'' if r.get('auc') is None else format(r['auc'], '.3f')} | {r['seconds']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def check_train_layers(backbone: str, train_layers: int) -> None:
+    """Refuse ``--train-layers`` that the backbone cannot take, from its config: before the folder or the weights."""
+    if not train_layers:
+        return
+    if backbone == "minilm":
+        raise ConfigError("--train-layers needs a causal-LM backbone (--backbone smollm2-135m); MiniLM stays frozen.")
+    from criticgym.rollout.models import layer_count
+
+    layers = layer_count(backbone)
+    if layers is not None and train_layers > layers:
+        raise ConfigError(f"--train-layers {train_layers}: {backbone} has {layers} layers; train at most {layers}.")

@@ -139,7 +139,7 @@ def test_one_pass_rescoring_equals_what_generation_recorded(temperature, top_p):
     with torch.no_grad():
         torch.nn.init.normal_(agent.value_head.linear.weight)  # non-zero values, so the positions matter
         batch = agent.rollout()
-        logprobs, values = forward_logprobs_values(model, agent.value_head, batch, temperature, top_p)
+        logprobs, values = forward_logprobs_values(model, agent.value_head, batch, agent.config.sampling)
     mask = batch.completion_mask.float()
     torch.testing.assert_close(logprobs, batch.logprobs, atol=1e-4, rtol=1e-4)
     # values of order 10 from a random head: float32 batching noise reaches 1e-4, a wrong position gives O(1)

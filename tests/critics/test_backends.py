@@ -24,7 +24,7 @@ class Server:
         self.requests = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()  # also signals a change of in_flight
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,6 +38,7 @@ class Server:
                     behaviour = server.script[min(len(server.requests) - 1, len(server.script) - 1)]
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    server.lock.notify_all()
                 try:
                     server.respond(self, behaviour, body)
                 finally:
@@ -58,8 +59,9 @@ class Server:
             return
         if behaviour == "stall":
             time.sleep(1.0)
-        if behaviour == "slow":
-            time.sleep(0.05)
+        if behaviour == "slow":  # held until 3 requests are in flight (or 1 s passes): concurrency shows at any load
+            with self.lock:
+                self.lock.wait_for(lambda: self.in_flight >= 3, timeout=1.0)
         if behaviour == "junk":
             payload = b"<html>upstream exploded</html>"
         else:
@@ -155,9 +157,9 @@ def test_client_errors_are_not_retried(server):
 
 def test_concurrency_is_limited(server):
     server.script = ["slow"]
-    backend(server, concurrency=3).generate([f"p{i}" for i in range(12)])
+    backend(server, concurrency=3, timeout=10.0).generate([f"p{i}" for i in range(12)])  # held requests: no retry
     assert len(server.requests) == 12
-    assert 1 < server.max_in_flight <= 3
+    assert server.max_in_flight == 3  # the server holds each request until three are in flight: never a fourth
 
 
 def test_next_token_logprobs_and_a_server_without_them(server):

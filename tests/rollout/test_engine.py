@@ -367,7 +367,7 @@ def test_replay_of_the_sampled_tokens_is_the_batch_run_returned(sharp):
     # rows of other lengths (as an env ends them): what lies past a row's end is padding to the replay
     mask = (torch.arange(8)[None, :] < torch.tensor([8, 3, 1, 8, 5, 2, 7, 4])[:, None]).long()
     replayed = engine.replay(
-        sampled.prompt_ids, sampled.prompt_mask, sampled.completion_ids, mask, temperature=0.7, top_p=0.9
+        sampled.prompt_ids, sampled.prompt_mask, sampled.completion_ids, mask, sampling=SamplingParams(0.7, top_p=0.9)
     )
     torch.testing.assert_close(replayed.completion_mask, mask)
     for field in ("logprobs", "values", "ref_logprobs"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from criticgym.rollout import SamplingParams
+from criticgym.errors import ConfigError
+from criticgym.rollout import GREEDY, SamplingParams
 from criticgym.rollout.sampling import filter_logits, sample_next
 
 
@@ -68,3 +69,24 @@ def test_keep_survives_the_nucleus():
     logits = torch.tensor([[5.0, 4.0, 0.0, -3.0]])
     kept = torch.isfinite(filter_logits(logits, top_p=0.5, keep=torch.tensor([3])))
     assert kept.tolist() == [[True, False, False, True]]
+
+
+def test_sampling_params_refuse_what_cannot_be_sampled_and_name_the_fix():
+    with pytest.raises(ConfigError, match="use greedy=True"):
+        SamplingParams(temperature=0.0)
+    with pytest.raises(ConfigError, match="0 < top_p <= 1"):
+        SamplingParams(top_p=0.0)
+    with pytest.raises(ConfigError, match="top_k >= 0"):
+        SamplingParams(top_k=-1)
+    with pytest.raises(ConfigError, match="min_new_tokens >= 0"):
+        SamplingParams(min_new_tokens=-2)
+    assert SamplingParams(temperature=0.0, greedy=True).scoring_temperature == 1.0  # greedy ignores the temperature
+    assert SamplingParams(temperature=0.5, top_k=3).scoring_temperature == 0.5
+
+
+def test_greedy_sampling_takes_the_argmax_whatever_the_other_settings():
+    logits = logits_like_a_model(10, 500, seed=2)
+    tokens, logprobs = sample_next(logits, SamplingParams(temperature=3.0, top_k=5, greedy=True))
+    assert torch.equal(tokens, logits.argmax(-1))
+    torch.testing.assert_close(logprobs, logits.log_softmax(-1).max(-1).values)
+    assert torch.equal(sample_next(logits, GREEDY)[0], tokens)
