@@ -55,7 +55,7 @@ class TrainConfig:
     rlaif-pairwise) with its own options anywhere on the line (criticgym train relc --help lists RELC's)."""
     agent: AgentName = "ppo"
     """The algorithm (criticgym.algos.ALGORITHMS): ppo (options --ppo.*), reinforce with a value baseline or rloo
-    (options --reinforce.*), grpo (options --grpo.*)."""
+    (options --reinforce.*), grpo (options --grpo.*). In Python also its config: agent=GRPOConfig(k=4)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
@@ -119,6 +119,10 @@ class TrainConfig:
         self.reward = reward_spec(self.reward)
         if self.reward is None:
             raise ConfigError("A training run needs a reward: sparse, relc, rlaif-direct or rlaif-pairwise.")
+        if not isinstance(self.agent, str):  # an agent's config object: its algorithm's name, and its options there
+            name = agent_name_of(self.agent)
+            self.agent, config = name, self.agent
+            setattr(self, ALGORITHMS[name].options, config)
         if self.agent not in ALGORITHMS:
             raise ConfigError(
                 f"Unknown agent {self.agent!r}; use one of {sorted(ALGORITHMS)}, or register yours "
@@ -210,6 +214,42 @@ PPO_RANGES = SAMPLING_RANGES | dict(
 REINFORCE_RANGES = SAMPLING_RANGES | dict(k=AT_LEAST_1)
 # Reward options that may name a local file or folder: stored absolute, so that a run is evaluated from anywhere
 PATH_OPTIONS = ("scorer", "critic_model", "judge_model")
+
+
+def check_agent_options(cfg: TrainConfig, argv: list[str]) -> None:
+    """Refuse options typed for an agent the run does not use (``--agent ppo --grpo.k 8``): they would do nothing."""
+    chosen = ALGORITHMS[cfg.agent].options
+    for name in {a.options for a in ALGORITHMS.values()} - {chosen}:
+        typed = [a.split("=")[0] for a in argv if a.startswith(f"--{name}.")]
+        if typed:
+            users = sorted(n for n, a in ALGORITHMS.items() if a.options == name)
+            raise ConfigError(
+                f"{typed[0]} is an option of {' and '.join(users)}, but the agent is {cfg.agent} (whose options are "
+                f"--{chosen}.*): add --agent {users[0]}, or drop the --{name}.* options."
+            )
+
+
+def agent_name_of(config: Any) -> str:
+    """The registered algorithm an agent config stands for.
+
+    The one whose ``TrainConfig`` field holds the config's type and whose preset it meets: a ``ReinforceConfig`` with
+    ``baseline="rloo"`` is ``rloo``, any other ``reinforce``.
+    """
+    import typing
+
+    hints = typing.get_type_hints(TrainConfig)
+    names = [
+        name
+        for name, algorithm in ALGORITHMS.items()
+        if hints.get(algorithm.options) is type(config)
+        and all(getattr(config, k, None) == v for k, v in algorithm.preset.items())
+    ]
+    if not names:
+        raise ConfigError(
+            f"agent={config!r}: give an algorithm's name ({', '.join(sorted(ALGORITHMS))}) or its config "
+            "(PPOConfig, ReinforceConfig, GRPOConfig, or the config of an algorithm you registered)."
+        )
+    return max(names, key=lambda name: len(ALGORITHMS[name].preset))
 
 
 def absolute_if_path(value: Any) -> Any:

@@ -32,7 +32,15 @@ from criticgym.train.build import (
     initial_policy,
     rollout_source,
 )
-from criticgym.train.config import HOW, RESUMABLE, TrainConfig, check_reward_last, config_changes, reward_args
+from criticgym.train.config import (
+    HOW,
+    RESUMABLE,
+    TrainConfig,
+    check_agent_options,
+    check_reward_last,
+    config_changes,
+    reward_args,
+)
 from criticgym.train.export import save_policy
 from criticgym.train.report import append_csv, plot_curves, tensorboard, write_csv, write_samples
 from criticgym.utils.files import load_checkpoint, save_atomically
@@ -182,4 +190,6 @@ def config_from_args(argv: list[str] | None = None, default: TrainConfig | None 
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = reward_args(argv, prog)  # --reward FORM and its options, anywhere: tyro's subcommand, last
     check_reward_last(argv, prog)
-    return parsed(TrainConfig, argv, prog, default=default, description="Train a policy on a criticgym env.")
+    cfg = parsed(TrainConfig, argv, prog, default=default, description="Train a policy on a criticgym env.")
+    check_agent_options(cfg, argv)
+    return cfg

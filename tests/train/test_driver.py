@@ -115,13 +115,34 @@ def test_config_from_command_line_options():
     assert (cfg.agent, cfg.num_envs, cfg.reinforce.lr, cfg.progress) == ("rloo", 8, 0.001, False)
     assert cfg.agent_config.baseline == "rloo" and cfg.agent_config.lr == 0.001
     # every field of every agent is an option, nested under the agent's name
-    cfg = config_from_args(["--reinforce.k", "2", "--ppo.top-p", "0.9", "--ppo.kl-target", "3", "--ppo.no-adaptive-kl"])
-    assert (cfg.reinforce.k, cfg.ppo.top_p, cfg.ppo.kl_target, cfg.ppo.adaptive_kl) == (2, 0.9, 3.0, False)
+    cfg = config_from_args(["--ppo.top-p", "0.9", "--ppo.kl-target", "3", "--ppo.no-adaptive-kl"])
+    assert (cfg.ppo.top_p, cfg.ppo.kl_target, cfg.ppo.adaptive_kl) == (0.9, 3.0, False)
+    assert config_from_args(["--agent", "reinforce", "--reinforce.k", "2"]).agent_config.k == 2
     assert config_from_args([], default=TrainConfig(iterations=7)).iterations == 7
     with pytest.raises(SystemExit):  # tyro names the choices
         config_from_args(["--agent", "dqn"])
     with pytest.raises(ConfigError, match="agent"):
         TrainConfig(agent="dqn")
+
+
+def test_the_agent_is_a_name_or_its_config_and_options_of_another_agent_are_refused():
+    from criticgym.algos.grpo import GRPOConfig
+
+    cfg = TrainConfig(agent=GRPOConfig(k=2, beta=0.0))  # the config alone says which algorithm
+    assert (cfg.agent, cfg.grpo, cfg.agent_config) == ("grpo", GRPOConfig(k=2, beta=0.0), GRPOConfig(k=2, beta=0.0))
+    assert TrainConfig.from_dict(cfg.to_dict()).agent_config == GRPOConfig(k=2, beta=0.0)  # config.json as before
+    assert TrainConfig(agent=ReinforceConfig(baseline="rloo", k=2)).agent == "rloo"  # the name whose preset it meets
+    assert TrainConfig(agent=ReinforceConfig()).agent == "reinforce"
+    assert TrainConfig(agent=PPOConfig(lr=0.1)).ppo.lr == 0.1
+    with pytest.raises(ConfigError, match="give an algorithm's name"):
+        TrainConfig(agent=Relc())
+    # options typed for an agent the run does not use: an error naming the agent that would read them
+    with pytest.raises(ConfigError, match=r"--grpo.k is an option of grpo, but the agent is ppo .*add --agent grpo"):
+        config_from_args(["--grpo.k", "8"])
+    with pytest.raises(ConfigError, match=r"--ppo.lr is an option of ppo, but the agent is rloo"):
+        config_from_args(["--agent", "rloo", "--ppo.lr=0.1"])
+    assert config_from_args(["--agent", "grpo", "--grpo.k", "8"]).agent_config.k == 8
+    assert TrainConfig(agent="rloo", reinforce=ReinforceConfig(k=2)).agent_config.baseline == "rloo"  # rloo's own
 
 
 def test_every_command_documents_every_option(capsys):
