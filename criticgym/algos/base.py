@@ -153,11 +153,11 @@ class LMAgent:
         value_head: bool = True,
         precision: str = "auto",
     ):
+        self.rollouts = as_rollout_source(envs)  # a wrong argument is refused before the reference is copied
         self.actor = Actor(model, tokenizer, ActorSettings(kl_coef, value_head, freeze_layers), precision)
         self.model, self.tokenizer, self.seed = model, tokenizer, seed
         self.ref_model, self.value_head, self.engine = self.actor.ref_model, self.actor.value_head, self.actor.engine
         self.lora, self.precision, self.mixed_precision = self.actor.lora, precision, self.actor.mixed_precision
-        self.rollouts = as_rollout_source(envs)
         params = self.actor.policy_parameters()
         warn_half_precision(params)
         self.optimizer = torch.optim.Adam(params + self.actor.value_parameters(), lr=lr)
