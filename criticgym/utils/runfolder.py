@@ -53,12 +53,19 @@ def differences(
     for key, value in new.items():
         if key in ignored:
             continue
-        before = old.get(key, defaults.get(key))
+        before, value = _as_stored(old.get(key, defaults.get(key))), _as_stored(value)
         if isinstance(value, dict) and isinstance(before, dict):
             changed += [f"{key}.{c}" for c in differences(before, value, defaults.get(key) or {})]
         elif before != value:
             changed.append(f"{key} ({before!r} -> {value!r})")
     return changed
+
+
+def _as_stored(value: Any) -> Any:
+    """``value`` as a JSON file gives it back: tuples become lists, so a stored setting equals the live one."""
+    if isinstance(value, tuple | list):
+        return [_as_stored(item) for item in value]
+    return value
 
 
 def refuse_other_settings(what: str, changed: list[str], fix: str) -> None:

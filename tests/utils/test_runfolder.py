@@ -107,6 +107,12 @@ def test_differences_name_each_changed_setting_and_missing_keys_count_as_their_d
     assert time  # (imported for the holder script's sleep)
 
 
+def test_a_tuple_setting_equals_the_list_its_json_file_gives_back():
+    stored = json.loads(json.dumps({"rain": {"set_lengths": (1, 2, 4, 10)}}))
+    assert differences(stored, {"rain": {"set_lengths": (1, 2, 4, 10)}}) == []
+    assert differences(stored, {"rain": {"set_lengths": (1, 2)}}) == ["rain.set_lengths ([1, 2, 4, 10] -> [1, 2])"]
+
+
 def test_an_interrupted_series_of_runs_says_how_many_are_kept():
     from criticgym.errors import Interrupted
     from criticgym.utils.runfolder import each_kept
