@@ -156,7 +156,7 @@ class Decoder:
         self.device = next(model.parameters()).device
         self.fast = choose_forward(model, path)
         self.path = "fast" if self.fast is not None else "hf"
-        self.static, self.compiled = _compiled_step(model, self.fast, compile, self.device)
+        self.compiled = _compiled_step(self.fast, compile, self.device)
         base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model  # peft
         self.cache_keyword = _cache_keyword(type(base))
 
@@ -182,7 +182,6 @@ class Decoder:
             self.fast.refresh()  # weights an optimizer step or a sync changed since the last rollout
             capacity = max(capacity or ids.size(1) + _GROWTH, ids.size(1))
             if self.compiled is not None:
-                self.static.refresh()
                 capacity = -(-capacity // _GROWTH) * _GROWTH  # a few cache sizes: a few compiled graphs
             cache = self.fast.new_cache(ids.size(0), capacity)
         else:
@@ -247,16 +246,19 @@ class Decoder:
         return out
 
 
-def _compiled_step(model, fast: LlamaForward | None, compile: bool | str, device: torch.device):
-    """(the unpacked fast forward, its compiled static step), or (None, None) when not compiling."""
+def _compiled_step(fast: LlamaForward | None, compile: bool | str, device: torch.device):
+    """The fast forward's static step compiled, or None when not compiling.
+
+    The graph calls each packed product as one opaque operator (:mod:`criticgym.rollout.packed`), so it runs on
+    the same packed weights as the eager path and reads them as they are after a repack.
+    """
     if not compile:
-        return None, None
+        return None
     if fast is None:
         raise ConfigError("compile=True needs the fast decode path (a Llama-family model); use compile=False.")
-    static = LlamaForward(model, pack=False)  # oneDNN's packed linear does not lower in Inductor
     backend = compile if isinstance(compile, str) else "inductor"
     mode = "reduce-overhead" if device.type == "cuda" and backend == "inductor" else None
-    return static, torch.compile(static.static_step, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+    return torch.compile(fast.static_step, fullgraph=True, dynamic=False, backend=backend, mode=mode)
 
 
 _GROWTH = 64  # room a prefill leaves for new tokens when the caller does not say how many

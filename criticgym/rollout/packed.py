@@ -9,11 +9,17 @@ A :class:`PackedLinear` remembers the version counter and storage of every weigh
 ``load_state_dict`` or a weight sync bumps them, and :meth:`PackedLinear.refresh` repacks just those before the
 next rollout. Frozen layers are never repacked. Where oneDNN's packed path is missing or fails (another CPU, CUDA,
 a dtype it does not take), the fused weight is used through ``F.linear``.
+
+Inside ``torch.compile`` a packed product is one opaque operator (``criticgym::packed_linear``): Inductor fuses the
+norms, rotary embedding, attention and residual adds around it and calls the product as it is, reading the packed
+weight current at call time, so a repack after an optimizer step needs no new graph.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+import weakref
 from collections.abc import Sequence
 from functools import cache
 
@@ -37,6 +43,21 @@ def onednn_packing(dtype: torch.dtype = torch.float32) -> bool:
     return bool(torch.allclose(y.float(), F.linear(x, weight).float(), atol=tolerance, rtol=tolerance))
 
 
+_LIVE: weakref.WeakValueDictionary[int, PackedLinear] = weakref.WeakValueDictionary()
+_HANDLES = itertools.count()
+
+
+@torch.library.custom_op("criticgym::packed_linear", mutates_args=())
+def packed_linear(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
+    """The product of the live :class:`PackedLinear` ``handle`` (the opaque operator compiled graphs call)."""
+    return _LIVE[handle].product(x)
+
+
+@packed_linear.register_fake
+def _(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], out_features))
+
+
 class PackedLinear:
     """One or more ``nn.Linear`` layers that read the same input, as one packed product.
 
@@ -54,6 +75,8 @@ class PackedLinear:
         self.bias: torch.Tensor | None = None
         self.dtype = first.dtype  # what the product computes in: the weights', or bfloat16 under CPU autocast
         self.signature: tuple = ()
+        self.handle = next(_HANDLES)
+        _LIVE[self.handle] = self
         self.refresh()
 
     def _current(self, dtype: torch.dtype) -> tuple:
@@ -92,6 +115,12 @@ class PackedLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The fused product of ``x`` (..., in_features) -> (..., sum of out_features), in :attr:`dtype`."""
         x = x.to(self.dtype)
+        if self.packed and torch.compiler.is_compiling():  # oneDNN's opaque weight: one operator to the compiler
+            return packed_linear(x, self.handle, sum(self.sizes))
+        return self.product(x)
+
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused product of ``x``, already in :attr:`dtype`."""
         if self.packed:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
@@ -99,9 +128,13 @@ class PackedLinear:
     def __getstate__(self) -> dict:
         """Copies and pickles leave the packed weight behind; the next :meth:`refresh` packs the copy's own.
 
-        oneDNN's opaque tensors neither deep-copy nor pickle.
+        oneDNN's opaque tensors neither deep-copy nor pickle. A copy takes a handle of its own.
         """
         return {**self.__dict__, "weight": None, "bias": None, "signature": ()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, handle=next(_HANDLES))
+        _LIVE[self.handle] = self
 
     def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The output of each layer, from the fused output."""

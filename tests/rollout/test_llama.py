@@ -11,6 +11,7 @@ from criticgym.rollout.decoder import Decoder
 from criticgym.rollout.engine import score_completions
 from criticgym.rollout.kvcache import HFCache, KVCache
 from criticgym.rollout.llama import fast_path_refusal
+from criticgym.rollout.packed import PackedLinear, onednn_packing
 
 PROMPTS = [[10, 20, 30, 40, 50, 60, 70], [50, 60], [70, 80, 90], [11, 12, 13, 14]]
 
@@ -123,7 +124,7 @@ def test_a_forward_hook_sends_the_call_through_transformers():
     assert isinstance(state.cache, HFCache) and len(seen) == 2  # the hook saw the prefill and the step
 
 
-def test_the_compiled_step_is_one_graph_for_every_step_and_equals_eager():
+def test_the_compiled_step_is_one_graph_for_every_step_and_equals_eager(monkeypatch):
     import torch._dynamo
 
     model = random_model("smollm2")
@@ -135,7 +136,22 @@ def test_the_compiled_step_is_one_graph_for_every_step_and_equals_eager():
             tokens = torch.full((len(PROMPTS),), 7 + t)
             a, b = compiled.step(a, tokens), eager.step(b, tokens)
             torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-4)
-    assert a.cache.capacity == 64  # rounded up: prompt widths that differ a little share a graph
+        assert a.cache.capacity == 64  # rounded up: prompt widths that differ a little share a graph
+        if onednn_packing():  # the graph calls the packed products (4 per layer and the head) as they are
+            calls = []
+            product = PackedLinear.product
+            monkeypatch.setattr(PackedLinear, "product", lambda self, x: calls.append(1) or product(self, x))
+            compiled.step(a, tokens)
+            assert len(calls) == 2 * 4 + 1
+        with torch.no_grad():  # an optimizer step: the next rollout repacks, and the same graph reads the new weights
+            model.model.layers[1].mlp.down_proj.weight.mul_(0.5)
+        a, b = compiled.prefill(PROMPTS, capacity=30), eager.prefill(PROMPTS, capacity=30)
+        a, b = compiled.step(a, torch.full((4,), 3)), eager.step(b, torch.full((4,), 3))
+        torch.testing.assert_close(a.logits, b.logits, atol=1e-4, rtol=1e-4)
+        hf = Decoder(model, 0, path="hf")
+        torch.testing.assert_close(
+            a.logits, hf.step(hf.prefill(PROMPTS), torch.full((4,), 3)).logits, atol=1e-4, rtol=1e-4
+        )
 
 
 def test_cpu_bfloat16_autocast_packs_bfloat16_weights_and_stays_near_float32():
