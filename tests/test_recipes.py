@@ -85,7 +85,7 @@ def test_recipe_add_an_algorithm_an_lm_agent_with_rollout_and_iterate(tiny):
             batch, mask = collected.batch, collected.mask
             advantages = (collected.rewards.sum(1, keepdim=True) - collected.rewards.sum(1).mean()) * mask
             logprobs = score_completions(
-                self.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask, 1.0
+                self.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask
             )[0]
             loss = -masked_mean(advantages * logprobs, mask)
             self.optimizer.zero_grad()
@@ -110,10 +110,10 @@ def test_recipe_add_an_algorithm_an_lm_agent_with_rollout_and_iterate(tiny):
     assert torch.equal(token_rewards(batch).sum(1), batch.rewards.sum(1))  # a sparse reward: no hindsight vectors
     with torch.no_grad():  # the step raised the advantage-weighted log-likelihood of the batch it learned from
         after = score_completions(
-            model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask, 1.0
+            model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask
         )[0]
         before = score_completions(
-            tiny[0], batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask, 1.0
+            tiny[0], batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask
         )[0]
     mask = batch.completion_mask.float()
     assert float((advantages * after * mask).sum()) > float((advantages * before * mask).sum())
@@ -135,7 +135,7 @@ class MeanBaselineReinforce(LMAgent):
         batch, mask = collected.batch, collected.mask
         returns = collected.rewards.sum(1, keepdim=True)
         logprobs = score_completions(
-            self.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask, 1.0
+            self.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask
         )[0]
         loss = -masked_mean((returns - returns.mean()) * mask * logprobs, mask)
         self.optimizer.zero_grad()

@@ -89,10 +89,8 @@ def forward_logprobs(model, batch: RolloutBatch, sampling: SamplingParams, hidde
         batch.prompt_mask,
         batch.completion_ids,
         batch.completion_mask,
-        sampling.scoring_temperature,
+        sampling,
         return_hidden=hidden,
-        top_k=sampling.top_k,
-        top_p=sampling.top_p,
     )
 
 

@@ -105,16 +105,15 @@ def score_completions(
     prompt_mask: torch.Tensor,
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor,
-    temperature: float = 1.0,
+    sampling: SamplingParams = SamplingParams(),
     return_hidden: bool = False,
-    top_k: int = 0,
-    top_p: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities of the completion tokens in one forward pass over whole sequences.
 
     Vocabulary logits are computed only at the T positions that predict completion tokens, not at every prompt
-    position. With ``top_k`` / ``top_p`` the log-probs are those of the filtered distribution the engine samples
-    from (the scored token always kept), so that a policy-gradient ratio compares like with like.
+    position. They are those of the distribution ``sampling`` draws from: tempered (``scoring_temperature``) and,
+    with its ``top_k`` / ``top_p``, filtered (the scored token always kept), so that a policy-gradient ratio
+    compares like with like.
 
     Returns:
         ``(logprobs, hidden)``: (B, T) float32 log-probs, zero where ``completion_mask`` is 0, and, when
@@ -144,10 +143,10 @@ def score_completions(
             use_cache=False,
         )
         logits, hidden_states = out.logits, out.hidden_states
-    logits = logits[:, :-1].float() / temperature  # (B, T, V)
-    if top_k or top_p < 1.0:
+    logits = logits[:, :-1].float() / sampling.scoring_temperature  # (B, T, V)
+    if sampling.top_k or sampling.top_p < 1.0:
         with torch.no_grad():
-            dropped = torch.isinf(filter_logits(logits.detach(), top_k, top_p, keep=completion_ids))
+            dropped = filter_logits(logits.detach(), sampling.top_k, sampling.top_p, keep=completion_ids).isinf()
         logits = logits.masked_fill(dropped, float("-inf"))
     logprobs = torch.gather(logits.log_softmax(dim=-1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
     hidden = hidden_states[-1][:, -steps - 1 : -1] if return_hidden else None
@@ -160,14 +159,10 @@ def sequence_logprobs(
     prompt_mask: torch.Tensor,
     completion_ids: torch.Tensor,
     completion_mask: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
+    sampling: SamplingParams = SamplingParams(),
 ) -> torch.Tensor:
     """Log-probabilities of the completion tokens, (B, T), in one forward pass (see :func:`score_completions`)."""
-    return score_completions(
-        model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature, top_k=top_k, top_p=top_p
-    )[0]
+    return score_completions(model, prompt_ids, prompt_mask, completion_ids, completion_mask, sampling)[0]
 
 
 class RolloutEngine:
@@ -263,9 +258,7 @@ class RolloutEngine:
             batch.prompt_mask,
             batch.completion_ids,
             batch.completion_mask,
-            sampling.scoring_temperature,
-            sampling.top_k,
-            sampling.top_p,
+            sampling,
         )
 
     def _reference_logprobs(self, batch: RolloutBatch, sampling: SamplingParams) -> torch.Tensor:
@@ -309,10 +302,8 @@ class RolloutEngine:
             prompt_mask,
             completion_ids,
             completion_mask,
-            sampling.scoring_temperature,
-            want_values,
-            sampling.top_k,
-            sampling.top_p,
+            sampling,
+            return_hidden=want_values,
         )
         values = self._value(hidden) if want_values else None
         lengths = completion_mask.sum(dim=1)

@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from criticgym.errors import ConfigError
+from criticgym.rollout import SamplingParams
 from criticgym.rollout.decoder import Decoder
 from criticgym.rollout.engine import score_completions
 from criticgym.rollout.kvcache import HFCache, KVCache
 from criticgym.rollout.llama import fast_path_refusal
 from criticgym.rollout.packed import PackedLinear, onednn_packing
 
+SAMPLING = SamplingParams(temperature=0.8, top_p=0.9)
 PROMPTS = [[10, 20, 30, 40, 50, 60, 70], [50, 60], [70, 80, 90], [11, 12, 13, 14]]
 
 
@@ -74,8 +76,8 @@ def test_fast_scoring_equals_transformers_scoring(kind):
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     completion, completion_mask = torch.tensor([[8, 9, 0], [6, 7, 8]]), torch.tensor([[1, 1, 0], [1, 1, 1]])
     with torch.no_grad():  # no gradients: the fast path
-        fast, fast_hidden = score_completions(model, ids, mask, completion, completion_mask, 0.8, True, top_p=0.9)
-    hf, hf_hidden = score_completions(model, ids, mask, completion, completion_mask, 0.8, True, top_p=0.9)  # grads
+        fast, fast_hidden = score_completions(model, ids, mask, completion, completion_mask, SAMPLING, True)
+    hf, hf_hidden = score_completions(model, ids, mask, completion, completion_mask, SAMPLING, True)  # grads
     torch.testing.assert_close(fast, hf.detach(), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(fast_hidden, hf_hidden.detach(), atol=1e-4, rtol=1e-4)
 
@@ -180,7 +182,7 @@ def test_the_update_forward_equals_transformers_in_values_and_gradients(frozen, 
     def logprobs_and_grads(path):
         monkeypatch.setenv("CRITICGYM_DECODE", path)
         model.zero_grad()
-        out, hidden = score_completions(model, ids, mask, completion, completion_mask, 0.8, True, top_p=0.9)
+        out, hidden = score_completions(model, ids, mask, completion, completion_mask, SAMPLING, True)
         (out.sum() + hidden.pow(2).mean()).backward()
         return out.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
 
