@@ -318,34 +318,39 @@ def reference_perplexity(reference, tokenizer, prompt_ids: list[list[int]], comp
 
 
 def _fill_perplexity(cfg: FrontierConfig, out: Path, records: list[dict[str, Any]]) -> None:
-    """Give every record its completions' perplexity under the initial policy, and save it (older records too)."""
+    """Give every record its completions' perplexity under the initial policy, and save it.
+
+    A unit measures its own (:func:`run_arm`); this fills records written before it did.
+    """
     missing = [r for r in records if "perplexity" not in r]
     if not missing:
         return
     from criticgym import flops
     from criticgym.rollout import load_policy
-    from criticgym.search import compare
 
     reference, tokenizer = load_policy(cfg.train.model, device=cfg.train.device)
-    search = compare.SearchConfig(
-        env=cfg.train.env,
-        prompts=max(cfg.arm_prompts.values()),
-        max_new_tokens=cfg.train.max_new_tokens,
-        progress=False,
-    )
-    every_id, every_prompt, _ = compare.held_out_prompts(search, tokenizer, 0)  # each arm serves the first ones
     for record in missing:
-        served = record["completions"]
-        ids, prompts = every_id[: len(served)], every_prompt[: len(served)]
-        if [c["prompt"] for c in served] != prompts:
-            raise ConfigError(
-                f"The record of {record['arm']}, seed {record['seed']} served other prompts than --prompts "
-                f"{cfg.prompts} of {cfg.train.env} gives; run the frontier with the options it was run with."
-            )
-        record["perplexity"] = reference_perplexity(reference, tokenizer, ids, [c["completion"] for c in served])
+        record["perplexity"] = record_perplexity(cfg, record, reference, tokenizer)
         path = out / "runs" / record["arm"] / f"seed-{record['seed']}" / "frontier.json"
         write_text_atomically(path, json.dumps(record, indent=1))
     flops.take()  # measuring is not any arm's cost
+
+
+def record_perplexity(cfg: FrontierConfig, record: dict[str, Any], reference, tokenizer) -> float:
+    """:func:`reference_perplexity` of a record's completions after the held-out prompts it served."""
+    from criticgym.search import compare
+
+    served = record["completions"]
+    search = compare.SearchConfig(
+        env=cfg.train.env, prompts=len(served), max_new_tokens=cfg.train.max_new_tokens, progress=False
+    )
+    ids, prompts, _ = compare.held_out_prompts(search, tokenizer, 0)  # each arm serves the first ones
+    if [c["prompt"] for c in served] != prompts:
+        raise ConfigError(
+            f"The record of {record['arm']}, seed {record['seed']} served other prompts than --prompts "
+            f"{cfg.prompts} of {cfg.train.env} gives; run the frontier with the options it was run with."
+        )
+    return reference_perplexity(reference, tokenizer, ids, [c["completion"] for c in served])
 
 
 # What no arm's result depends on: where and how it runs, and what the arms set per run
@@ -386,6 +391,7 @@ def check_arm(cfg: FrontierConfig, arm: str, seed: int, folder: Path, log) -> No
 
 def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> dict[str, Any]:
     """One (arm, seed): train (or not), serve the held-out prompts, judge them; cached in ``frontier.json``."""
+    from criticgym import flops
     from criticgym.bench.ablation import arm_reward
     from criticgym.envs import get_task
     from criticgym.registration import ENV_IDS
@@ -424,6 +430,10 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
         "per_prompt": {name: [float(v) for v in values] for name, values in judged.items()},
         "completions": [{"prompt": p, "completion": c} for p, c in zip(prompts, completions, strict=True)],
     }
+    untouched = arm in SEARCH_ARMS + ("untrained",)  # the policy served is the initial one
+    reference = model if untouched else load_policy(cfg.train.model, device=cfg.train.device)[0]
+    record["perplexity"] = record_perplexity(cfg, record, reference, tokenizer)
+    flops.take()  # measuring is not the arm's cost
     write_text_atomically(done, json.dumps(record, indent=1))
     drop_weights(folder / "run")  # served and judged: the weights are not needed
     return record

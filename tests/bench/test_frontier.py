@@ -81,7 +81,15 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
     argv += ["--judges", "label:tiny,vader", "--judge-model", "label:tiny", "--pairs", "4", "--self-rounds", "1"]
     argv += ["--model", "tiny", "--iterations", "1", "--num-envs", "4", "--eval-prompts", "2", "--max-new-tokens", "6"]
     argv += ["--ppo.minibatch-size", "4", "--ppo.epochs", "1", "--ppo.freeze-layers", "0", "--out", str(tmp_path)]
+    fill = fr._fill_perplexity
+
+    def measured_by_each_unit(cfg, out, records):
+        assert all("perplexity" in record for record in records)  # the report has none left to measure
+        fill(cfg, out, records)
+
+    monkeypatch.setattr(fr, "_fill_perplexity", measured_by_each_unit)
     summary = fr.frontier(argv, log=lambda *_: None)
+    monkeypatch.setattr(fr, "_fill_perplexity", fill)
     rows = {row["arm"]: row for row in summary["table"]}
     assert list(rows) == ["untrained", "sparse", "distilled", "self", "best-of-n"]
     assert {arm: row["seeds"] for arm, row in rows.items()} == {arm: 2 if arm == "untrained" else 1 for arm in rows}
