@@ -128,7 +128,7 @@ def test_self_rewarding_training_judges_with_a_frozen_copy_of_the_policy(tmp_pat
     # (equal up to float rounding: the copy's kernels may sum in another order)
     assert returns == pytest.approx([h["charts/episodic_return"] for h in by_name["history"]], rel=1e-5)
     assert [e["eval/reward"] for e in by_self["evals"]] == pytest.approx(
-        [e["eval/reward"] for e in by_name["evals"]], rel=1e-5
+        [e["eval/reward"] for e in by_name["evals"]], rel=1e-5, abs=1e-6
     )
     assert len(set(returns)) == 3  # the policy moved, so the batches differ
 

@@ -66,4 +66,8 @@ def test_a_lora_run_writes_its_adapter_and_on_request_a_merged_copy(tmp_path):
     torch.testing.assert_close(logits(adapter, tokenizer), expected)
     merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "policy-merged")
     assert not (tmp_path / "policy-merged" / "adapter_config.json").exists()
-    torch.testing.assert_close(logits(merged, tokenizer), expected, rtol=1e-4, atol=1e-4)
+    # float rounding: W + BA summed once, in another order than the adapter's two products (2.6e-4 seen on an AMX
+    # CPU); the adapter itself moves the logits by far more, so a merge that dropped or mis-scaled it fails
+    torch.testing.assert_close(logits(merged, tokenizer), expected, rtol=1e-3, atol=1e-3)
+    moved = (logits(load_policy("tiny")[0], tokenizer) - expected).abs().max()
+    assert moved > 0.1, float(moved)  # 6.5 here
