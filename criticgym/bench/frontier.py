@@ -435,7 +435,8 @@ def run_arm(cfg: FrontierConfig, arm: str, seed: int, out: Path, log=print) -> d
     record["perplexity"] = record_perplexity(cfg, record, reference, tokenizer)
     flops.take()  # measuring is not the arm's cost
     write_text_atomically(done, json.dumps(record, indent=1))
-    drop_weights(folder / "run")  # served and judged: the weights are not needed
+    for run in ("run", "self"):  # served and judged: a PPO run's or SELF's weights are not needed
+        drop_weights(folder / run)
     return record
 
 

@@ -119,6 +119,7 @@ def test_the_frontier_runs_every_family_on_tiny_judges_them_and_resumes(tmp_path
     assert resolved["best-of-n"]["prompts"] == 2 and resolved["untrained"]["prompts"] == 4
     assert (tmp_path / "frontier.png").exists() and "On the frontier" in (tmp_path / "summary.md").read_text()
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 6  # every record, to recompute the table
+    assert not list((tmp_path / "runs").rglob("checkpoint.pt"))  # a finished unit drops its weights, SELF's too
     # every arm's completions have a perplexity under the initial policy
     assert all(np.isfinite(row["perplexity"]) and row["perplexity"] > 1 for row in rows.values())
     # a finished frontier resumes without retraining; a record from before perplexity existed gets it
