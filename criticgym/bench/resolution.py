@@ -69,13 +69,14 @@ def markdown_lines(rows: list[dict[str, Any]], judged_by: str) -> list[str]:
         head += [f"seeds for {target:g}", f"prompts for {target:g}"]
     lines += ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * 3 + " :---: |" + " ---: |" * (len(head) - 5)]
     for row in rows:
-        share = row["prompt_share"]  # None: per-seed means only, the split unknown
-        prompts = "means" if share is None else str(row["prompts"])
+        share = row["prompt_share"]  # None: per-seed means only (or one seed), the split unknown
+        known = row["seeds"] > 1  # one seed measures no variance: nothing to plan from
+        prompts = "means" if share is None and known else str(row["prompts"])
         cells = [row["arm"], str(row["seeds"]), prompts, _fmt(row["difference"], row["ci"])]
-        cells += ["yes" if row["resolved"] else "no", f"{row['detectable']:.3f}"]
+        cells += ["yes" if row["resolved"] else "no", f"{row['detectable']:.3f}" if known else "unknown"]
         cells.append("unknown" if share is None else f"{share:.0%}")
         if target is not None:
-            cells += [_count(row["seeds_for_target"])]
+            cells += [_count(row["seeds_for_target"]) if known else "unknown"]
             cells.append("unknown" if share is None else _count(row["prompts_for_target"]))
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [
@@ -83,8 +84,8 @@ def markdown_lines(rows: list[dict[str, Any]], judged_by: str) -> list[str]:
         "Resolved: the 95% interval excludes 0. Detectable: the smallest true difference these seeds and prompts detect"
         " with 80% power. Variance from prompts: the share of a per-seed difference's variance that more prompts would"
         " remove (the rest comes from training and only more seeds remove it; unknown where runs kept only each seed's"
-        " mean, and prompts then shows means). A target's seeds are at the prompts served, its prompts at the seeds"
-        " run (never: the seed variance alone is too large, add seeds).",
+        " mean, and prompts then shows means, or with one seed). A target's seeds are at the prompts served, its"
+        " prompts at the seeds run (never: the seed variance alone is too large, add seeds).",
     ]
 
 

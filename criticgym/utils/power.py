@@ -110,7 +110,7 @@ class Resolution:
     @property
     def prompt_share(self) -> float | None:
         """The share of a per-seed difference's variance that comes from the prompts (sampling)."""
-        if self.prompt_variance is None:
+        if self.prompt_variance is None or not math.isfinite(self.seed_variance):  # one seed: the split unknown
             return None
         prompts = self.prompt_variance / self.prompts
         total = self.seed_variance + prompts
@@ -125,18 +125,21 @@ class Resolution:
     def seeds_for(self, difference: float, prompts: int | None = None) -> int | None:
         """The seeds needed to detect ``difference`` at ``prompts`` prompts per seed (this comparison's by default).
 
-        ``None`` if out of reach (:data:`MOST_SEEDS`).
+        ``None`` if out of reach (:data:`MOST_SEEDS`) or unknown (one seed: no variance measured).
         """
-        sd = math.sqrt(self.variance(prompts if prompts is not None else self.prompts))
+        variance = self.variance(prompts if prompts is not None else self.prompts)
+        if not math.isfinite(variance):
+            return None
+        sd = math.sqrt(variance)
         return needed_count(difference / sd if sd > 0 else math.inf, self.alpha, self.power)
 
     def prompts_for(self, difference: float, seeds: int | None = None) -> int | None:
         """The prompts per seed needed to detect ``difference`` with ``seeds`` seeds (this comparison's by default).
 
-        ``None`` if no number of prompts would do (the seed variance alone is too large: more seeds are needed) or
-        without per-prompt scores.
+        ``None`` if no number of prompts would do (the seed variance alone is too large: more seeds are needed),
+        without per-prompt scores, or with one seed (the seed variance unknown).
         """
-        if self.prompt_variance is None:
+        if self.prompt_variance is None or not math.isfinite(self.seed_variance):
             return None
         largest_sd = abs(difference) / detectable_effect(seeds or self.seeds, self.alpha, self.power)
         room = largest_sd**2 - self.seed_variance

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from criticgym.bench.resolution import markdown_lines, resolution_rows
 from criticgym.errors import ConfigError
 from criticgym.utils.power import detectable_effect, needed_count, paired_resolution
 
@@ -82,5 +83,9 @@ def test_per_seed_scores_give_the_total_variance_without_a_split():
 def test_one_seed_has_no_interval_and_mismatched_scores_are_refused():
     r = paired_resolution([[1.0, 2.0]], [[0.0, 0.0]])
     assert math.isnan(r.half_width) and math.isnan(r.detectable)  # no interval, no test with one seed
+    # nothing to plan from: the seed variance is unknown (an arm with one finished seed in a report)
+    assert r.prompt_share is None and r.seeds_for(0.1) is None and r.prompts_for(0.1) is None
+    lines = markdown_lines(resolution_rows({("a", 0): [1.0, 2.0], ("b", 0): [0.0, 0.0]}, "b", 0.1), "judge")
+    assert "| a | 1 | 2 | +1.500 | no | unknown | unknown | unknown | unknown |" in lines
     with pytest.raises(ConfigError, match="same seeds"):
         paired_resolution([[1.0, 2.0]], [[0.0, 0.0], [1.0, 1.0]])
