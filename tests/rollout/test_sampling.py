@@ -55,13 +55,16 @@ def test_nucleus_without_a_full_sort_is_the_sorted_nucleus(top_p):
     logits = logits_like_a_model(24, 49_152, seed=2)
     kept = torch.isfinite(filter_logits(logits, top_p=top_p))
     expected = torch.isfinite(reference_filter(logits, top_p=top_p, dtype=torch.float64))
-    # equal but where rounding decides: a token whose more likely tokens cover top_p to within 1e-6
+    # equal but where rounding decides: at most a row's boundary token, whose more likely tokens cover top_p to
+    # within float32's rounding of a softmax over 49,152 tokens (1.5e-5 seen on an AVX2 CPU, whose sums run in
+    # another order than AVX-512's; a wrong nucleus misses by whole tokens' mass, 1e-3 and more)
     probs = logits.double().softmax(dim=-1)
     differ = (kept != expected).nonzero().tolist()
-    assert len(differ) <= 2
+    rows = [row for row, _ in differ]
+    assert len(rows) == len(set(rows)) and len(rows) <= 4  # 2-3 of 24 rows seen; an off-by-one nucleus: all 24
     for row, token in differ:
         covered_before = probs[row][probs[row] > probs[row, token]].sum()
-        assert abs(covered_before - top_p) < 1e-6
+        assert abs(covered_before - top_p) < 1e-4
     assert kept.sum(dim=1).max() > 256  # some rows needed the widened search
 
 
