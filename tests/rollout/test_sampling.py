@@ -57,11 +57,11 @@ def test_nucleus_without_a_full_sort_is_the_sorted_nucleus(top_p):
     expected = torch.isfinite(reference_filter(logits, top_p=top_p, dtype=torch.float64))
     # equal but where rounding decides: at most a row's boundary token, whose more likely tokens cover top_p to
     # within float32's rounding of a softmax over 49,152 tokens (1.5e-5 seen on an AVX2 CPU, whose sums run in
-    # another order than AVX-512's; a wrong nucleus misses by whole tokens' mass, 1e-3 and more)
+    # another order than AVX-512's), in a few rows only: a nucleus off by one token would differ in every row
     probs = logits.double().softmax(dim=-1)
     differ = (kept != expected).nonzero().tolist()
     rows = [row for row, _ in differ]
-    assert len(rows) == len(set(rows)) and len(rows) <= 4  # 2-3 of 24 rows seen; an off-by-one nucleus: all 24
+    assert len(rows) == len(set(rows)) and len(rows) <= 4  # 2-3 of the 24 rows seen
     for row, token in differ:
         covered_before = probs[row][probs[row] > probs[row, token]].sum()
         assert abs(covered_before - top_p) < 1e-4
