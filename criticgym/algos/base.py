@@ -24,7 +24,7 @@ from criticgym.errors import ConfigError
 from criticgym.rewards import EXTRINSIC_REWARD, TOKEN_REWARDS
 from criticgym.rollout import RolloutBatch, SamplingParams, score_completions
 from criticgym.sources import EnvRollouts, RolloutSource
-from criticgym.utils.training import warn_half_precision
+from criticgym.utils.training import adam, warn_half_precision
 
 __all__ = ["Actor", "ActorSettings", "Collected", "LMAgent", "ValueHead"]
 
@@ -158,7 +158,7 @@ class LMAgent:
         self.lora, self.precision, self.mixed_precision = self.actor.lora, precision, self.actor.mixed_precision
         params = self.actor.policy_parameters()
         warn_half_precision(params)
-        self.optimizer = torch.optim.Adam(params + self.actor.value_parameters(), lr=lr)
+        self.optimizer = adam(params + self.actor.value_parameters(), lr=lr)
         self.kl_coef = kl_coef
         self.iteration = 0
 

@@ -11,6 +11,7 @@ import torch
 
 from criticgym.critics.reward_model import RewardModel, soft_label_loss
 from criticgym.errors import ConfigError
+from criticgym.utils.training import adam
 
 
 class _Pairs:
@@ -82,7 +83,7 @@ def train_reward_model(
     val_rows, train_rows = _split(records, val_fraction, seed)
     torch.manual_seed(seed)
     model = RewardModel(backbone, train_layers, device=device)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    optimizer = adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     start_time = time.perf_counter()
     train, val = _Pairs(model, train_rows), _Pairs(model, val_rows)
     history = []

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from criticgym.selfevolve.config import SelfConfig
-from criticgym.utils.training import autocast
+from criticgym.utils.training import adam, autocast
 
 FEEDBACK, REFINEMENT, ANSWER = 1, 2, 3  # the loss terms a target token belongs to
 
@@ -94,7 +94,7 @@ def fine_tune(model, tokenizer, layout, records: list[dict[str, str]], cfg: Self
     if not sequences:
         return {"train_tokens": 0, "target_tokens": 0}
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    optimizer = adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, decoupled=True)
     generator = torch.Generator().manual_seed(seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tokens = targets = 0

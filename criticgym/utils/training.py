@@ -1,6 +1,7 @@
-"""What every trainer does with its weights: mixed precision (bfloat16 autocast over float32) and frozen layers.
+"""What every trainer does with its weights: mixed precision, frozen layers, the optimizer.
 
-Shared by the RL agents (:mod:`criticgym.algos`) and SELF's fine-tuning (:mod:`criticgym.selfevolve`).
+Shared by the RL agents (:mod:`criticgym.algos`), SELF's fine-tuning (:mod:`criticgym.selfevolve`) and the
+distilled reward model's fit (:mod:`criticgym.distill`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,32 @@ def warn_half_precision(params) -> None:
             "policy with load_policy(..., dtype=torch.float32) (criticgym train does), or train a LoRA adapter.",
             stacklevel=3,
         )
+
+
+def adam(params, lr: float, decoupled: bool = False) -> torch.optim.Optimizer:
+    """Adam (``decoupled``: AdamW) over ``params``, one fused kernel per step where torch has it for them.
+
+    Fused on a CPU or a GPU with floating-point weights; the per-tensor loop elsewhere. The same update up to
+    rounding (1e-7 after five steps), 2.5-3.5x faster on a CPU (the update of 35M trainable weights, SmolLM2 with 20
+    of 30 layers frozen: 22-25 ms a step against 62-82).
+    """
+    params = list(params)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    optimizer = cls(params, lr=lr, fused=fused or None)
+    if fused:
+        optimizer.register_step_post_hook(_bump_versions)
+    return optimizer
+
+
+def _bump_versions(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Mark every weight as changed after a fused step.
+
+    torch's fused kernel writes the weights without bumping their version counters (torch 2.13, CPU), and the
+    fast path's packed weights are repacked by those counters (:class:`~criticgym.rollout.packed.PackedLinear`):
+    without this, the next rollout would sample from the weights before the step.
+    """
+    torch.autograd.graph.increment_version([p for group in optimizer.param_groups for p in group["params"]])
 
 
 def freeze_lower_layers(model, n: int) -> None:
