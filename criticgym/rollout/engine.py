@@ -119,37 +119,43 @@ def score_completions(
         ``(logprobs, hidden)``: (B, T) float32 log-probs, zero where ``completion_mask`` is 0, and, when
         ``return_hidden``, the last hidden state (B, T, H) of the position that predicted each token (else None).
     """
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P + T)
-    mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B, P + T)
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     steps = completion_ids.size(1)
-    # position i predicts token i + 1: completion token j is predicted at P - 1 + j, i.e. the last T + 1
-    # positions but the final one
+    if steps == 0:
+        empty = completion_ids.new_zeros((completion_ids.size(0), 0), dtype=torch.float32)
+        return empty, (empty.new_zeros((*empty.shape, model.config.hidden_size)) if return_hidden else None)
+    # Position i predicts token i + 1: completion token j is predicted at P - 1 + j. The final token predicts
+    # nothing scored, so it is not fed: the last T positions of the rest are exactly the T predicting positions
+    # (causal attention: dropping a later token changes no earlier position).
+    ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)  # (B, P + T - 1)
+    mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     fast = None if expects_forward(model) else choose_forward(model, "auto")
     if fast is not None and not torch.is_grad_enabled():  # no gradients wanted: the packed path, as in decoding
         fast.refresh()
-        logits, last_hidden = fast(ids, mask, positions, fast.new_cache(ids.size(0), ids.size(1)), steps + 1)
+        logits, last_hidden = fast(ids, mask, positions, fast.new_cache(ids.size(0), ids.size(1)), steps)
         hidden_states = (last_hidden,)
     elif fast is not None:  # an update: frozen layers packed and kept per sequence, the rest with autograd
-        logits, last_hidden = fast.train_forward(ids, mask, positions, steps + 1)
+        logits, last_hidden = fast.train_forward(ids, mask, positions, steps)
         hidden_states = (last_hidden,)
     else:
         out = model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            logits_to_keep=steps + 1,
+            logits_to_keep=steps,
             output_hidden_states=return_hidden,
             use_cache=False,
         )
         logits, hidden_states = out.logits, out.hidden_states
-    logits = logits[:, :-1].float() / sampling.scoring_temperature  # (B, T, V)
+    logits = logits.float()  # (B, T, V)
+    if sampling.scoring_temperature != 1.0:
+        logits = logits / sampling.scoring_temperature
     if sampling.top_k or sampling.top_p < 1.0:
         with torch.no_grad():
             dropped = filter_logits(logits.detach(), sampling.top_k, sampling.top_p, keep=completion_ids).isinf()
         logits = logits.masked_fill(dropped, float("-inf"))
     logprobs = torch.gather(logits.log_softmax(dim=-1), 2, completion_ids.unsqueeze(-1)).squeeze(-1)
-    hidden = hidden_states[-1][:, -steps - 1 : -1] if return_hidden else None
+    hidden = hidden_states[-1][:, -steps:] if return_hidden else None
     return logprobs * completion_mask, hidden
 
 
