@@ -317,7 +317,7 @@ def test_rollout_peak_memory_64x20(benchmark, device, method):
     from criticgym.rollout.llama import fast_forward_for
 
     fast = fast_forward_for(model) if method == "engine+env" else None
-    packed = sum(p.weight.numel() * p.weight.element_size() for p in fast.linears()) / 2**20 if fast else 0.0
+    packed = sum(p.held_bytes() for p in fast.linears()) / 2**20 if fast else 0.0
     benchmark.extra_info.update(kind="memory", method=method, device=device, peak_mib=peak, kv_cache_mib=kv_cache)
     benchmark.extra_info["packed_weights_mib"] = packed  # held for the model's life, not per rollout
     benchmark.pedantic(fn, rounds=1, warmup_rounds=0)

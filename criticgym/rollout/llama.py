@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from criticgym.rollout.kvcache import KVCache
-from criticgym.rollout.packed import PackedLinear, refresh_all
+from criticgym.rollout.packed import PackedLinear, layers_gain_from_packing, refresh_all
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -75,13 +75,13 @@ def expects_forward(model: torch.nn.Module) -> bool:
 class _Layer:
     """The packed linears of one decoder layer."""
 
-    def __init__(self, layer: torch.nn.Module, pack: bool | None) -> None:
+    def __init__(self, layer: torch.nn.Module, pack: bool | None, fuse: bool) -> None:
         attn, mlp = layer.self_attn, layer.mlp
         self.module = layer
-        self.qkv = PackedLinear([attn.q_proj, attn.k_proj, attn.v_proj], pack)
-        self.o = PackedLinear([attn.o_proj], pack)
-        self.gate_up = PackedLinear([mlp.gate_proj, mlp.up_proj], pack)
-        self.down = PackedLinear([mlp.down_proj], pack)
+        self.qkv = PackedLinear([attn.q_proj, attn.k_proj, attn.v_proj], pack, fuse)
+        self.o = PackedLinear([attn.o_proj], pack, fuse)
+        self.gate_up = PackedLinear([mlp.gate_proj, mlp.up_proj], pack, fuse)
+        self.down = PackedLinear([mlp.down_proj], pack, fuse)
         self.q_norm = getattr(attn, "q_norm", None)  # Qwen3 normalizes queries and keys per head
         self.k_norm = getattr(attn, "k_norm", None)
 
@@ -91,8 +91,10 @@ class LlamaForward:
 
     Args:
         model: a transformers model that :func:`fast_path_refusal` accepts.
-        pack: pack the weights for oneDNN (None: where the machine has it; False: fused ``F.linear`` weights, which
-            ``torch.compile`` can trace).
+        pack: pack the weights for oneDNN (None: where it pays: every product on a CPU with AVX-512, the LM
+            head alone on one with AVX2 only, see :func:`layers_gain_from_packing`; False: ``F.linear``, which
+            ``torch.compile`` can trace). Unpacked products on a CPU use the layers' own weights (no copy); on a
+            GPU they are fused per input (fewer kernel launches).
     """
 
     def __init__(self, model: PreTrainedModel, pack: bool | None = None) -> None:
@@ -107,7 +109,9 @@ class LlamaForward:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = self.head_dim**-0.5
-        self.layers = [_Layer(layer, pack) for layer in self.base.layers[: config.num_hidden_layers]]
+        cpu = model.lm_head.weight.device.type == "cpu"
+        layer_pack = pack if pack is not None or not cpu or layers_gain_from_packing() else False
+        self.layers = [_Layer(layer, layer_pack, not cpu) for layer in self.base.layers[: config.num_hidden_layers]]
         self.lm_head = PackedLinear([model.lm_head], pack)
         self.repacks = 0  # packed products rebuilt because their weights changed
         self.repack_seconds = 0.0
@@ -139,13 +143,15 @@ class LlamaForward:
         Under bfloat16 autocast on a CPU (``--precision bf16``) the products compute in bfloat16 from weights
         packed in bfloat16 (the residual stream and the cache stay in the weights' dtype).
         """
-        device = self.base.embed_tokens.weight.device
-        cpu_bf16 = device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        dtype = torch.get_autocast_dtype("cpu") if cpu_bf16 else None
-        count, seconds = refresh_all(self.linears(), dtype)
+        count, seconds = refresh_all(self.linears(), self._compute_dtype())
         if count:
             self.repacks += count
             self.repack_seconds += seconds
+
+    def _compute_dtype(self) -> torch.dtype | None:
+        """bfloat16 under CPU autocast, else None (the weights' own dtype)."""
+        cpu_bf16 = self.base.embed_tokens.weight.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        return torch.get_autocast_dtype("cpu") if cpu_bf16 else None
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """An empty cache for ``batch`` rows and ``capacity`` positions."""
@@ -201,7 +207,8 @@ class LlamaForward:
         The lowest layers that hold no trainable parameter (``freeze_layers``; the embeddings frozen too) run on
         the packed path without autograd, and their output is kept per sequence: PPO re-scores the same
         sequences every epoch, so they run once per batch, not once per epoch. The trainable layers run as the
-        model's own modules; the LM head is one 2-D product over the kept positions.
+        model's own modules; the LM head is one 2-D product over the kept positions, packed when it is frozen
+        (tied to frozen embeddings: its input's gradient is ``grad @ W``, and it has no weight gradient).
         """
         _pre_hooks(self.model, ids, mask, positions)
         depth = self.frozen_depth()
@@ -211,8 +218,13 @@ class LlamaForward:
         for layer in self.base.layers[depth : len(self.layers)]:
             x = layer(x, attention_mask=bias, position_ids=positions, position_embeddings=(cos, sin))
         hidden = self.base.norm(x[:, -logits_to_keep:])
-        head = self.model.lm_head
-        logits = torch.nn.functional.linear(hidden.reshape(-1, hidden.size(-1)), head.weight, head.bias)
+        flat = hidden.reshape(-1, hidden.size(-1))
+        head = self.lm_head
+        if head.pack and not any(p.requires_grad for p in head.parameters()):  # frozen (tied to frozen embeddings)
+            head.refresh(self._compute_dtype())
+            logits = head.frozen(flat)
+        else:
+            logits = torch.nn.functional.linear(flat, self.model.lm_head.weight, self.model.lm_head.bias)
         return logits.view(*hidden.shape[:2], -1), hidden
 
     def frozen_depth(self) -> int:

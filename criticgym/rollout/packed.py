@@ -43,6 +43,17 @@ def onednn_packing(dtype: torch.dtype = torch.float32) -> bool:
     return bool(torch.allclose(y.float(), F.linear(x, weight).float(), atol=tolerance, rtol=tolerance))
 
 
+@cache
+def layers_gain_from_packing() -> bool:
+    """Whether a decoder layer's products run faster packed on this CPU, not only the LM head's.
+
+    Measured (docs/ROLLOUT.md): with AVX-512 the layers' products gain 1.1-2.5x; with AVX2 alone they run level
+    or up to 17% slower, and only the LM head's wide product gains. Decided from the CPU's instruction set, not
+    from a timing, so one machine always takes the same path.
+    """
+    return torch.backends.cpu.get_cpu_capability() != "AVX2"
+
+
 _LIVE: weakref.WeakValueDictionary[int, PackedLinear] = weakref.WeakValueDictionary()
 _HANDLES = itertools.count()
 
@@ -64,13 +75,16 @@ class PackedLinear:
     Args:
         layers: the layers, whose outputs are concatenated in this order.
         pack: use oneDNN's packed weight (None: when the weights are on the CPU and :func:`onednn_packing` holds).
+        fuse: unpacked, keep the layers' weights concatenated (one product, a copy of the weights); False: each
+            layer's own weight, the outputs concatenated (no copy). A packed product is always fused.
     """
 
-    def __init__(self, layers: Sequence[torch.nn.Linear], pack: bool | None = None) -> None:
+    def __init__(self, layers: Sequence[torch.nn.Linear], pack: bool | None = None, fuse: bool = True) -> None:
         self.layers = list(layers)
         self.sizes = [layer.out_features for layer in self.layers]
         first = self.layers[0].weight
         self.pack = pack if pack is not None else (first.device.type == "cpu" and onednn_packing(first.dtype))
+        self.fuse = fuse
         self.weight: torch.Tensor | None = None
         self.bias: torch.Tensor | None = None
         self.dtype = first.dtype  # what the product computes in: the weights', or bfloat16 under CPU autocast
@@ -96,18 +110,21 @@ class PackedLinear:
         signature = self._current(dtype)
         if signature == self.signature:
             return False
-        with torch.no_grad():
-            weight = torch.cat([layer.weight.detach() for layer in self.layers]) if len(self.layers) > 1 else None
-            weight = (self.layers[0].weight.detach() if weight is None else weight).to(dtype)
-            biases = [layer.bias for layer in self.layers]
-            if all(b is None for b in biases):
-                self.bias = None
-            else:
-                parts = [torch.zeros(n, dtype=weight.dtype, device=weight.device) if b is None else b.detach()
-                         for b, n in zip(biases, self.sizes, strict=True)]  # fmt: skip
-                self.bias = torch.cat(parts).to(dtype)
-            packable = self.pack and onednn_packing(dtype)
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight) if packable else weight
+        packable = self.pack and onednn_packing(dtype)
+        if not packable and not self.fuse and dtype == self.layers[0].weight.dtype:
+            self.weight = self.bias = None  # each layer's own weight: nothing held
+        else:
+            with torch.no_grad():
+                weights = [layer.weight.detach() for layer in self.layers]
+                weight = (torch.cat(weights) if len(weights) > 1 else weights[0]).to(dtype)
+                biases = [layer.bias for layer in self.layers]
+                if all(b is None for b in biases):
+                    self.bias = None
+                else:
+                    parts = [torch.zeros(n, dtype=weight.dtype, device=weight.device) if b is None else b.detach()
+                             for b, n in zip(biases, self.sizes, strict=True)]  # fmt: skip
+                    self.bias = torch.cat(parts).to(dtype)
+                self.weight = torch.ops.mkldnn._reorder_linear_weight(weight) if packable else weight
         self.dtype, self.packed = dtype, packable
         self.signature = signature
         return True
@@ -123,7 +140,16 @@ class PackedLinear:
         """The fused product of ``x``, already in :attr:`dtype`."""
         if self.packed:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        if self.weight is None:
+            outs = [F.linear(x, layer.weight, layer.bias) for layer in self.layers]
+            return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         return F.linear(x, self.weight, self.bias)
+
+    def held_bytes(self) -> int:
+        """The memory this product holds beyond the layers' own weights (a packed or concatenated copy)."""
+        own = {p.data_ptr() for p in self.parameters()}
+        held = [t for t in (self.weight, self.bias) if t is not None and (t.is_mkldnn or t.data_ptr() not in own)]
+        return sum(t.numel() * t.element_size() for t in held)
 
     def __getstate__(self) -> dict:
         """Copies and pickles leave the packed weight behind; the next :meth:`refresh` packs the copy's own.
@@ -136,9 +162,37 @@ class PackedLinear:
         self.__dict__.update(state, handle=next(_HANDLES))
         _LIVE[self.handle] = self
 
+    def frozen(self, x: torch.Tensor) -> torch.Tensor:
+        """The product with gradients for ``x`` alone, for weights that hold none (a frozen LM head in an update).
+
+        Forward through the packed weight; backward through the layers' own weights (``grad @ W``).
+        """
+        if any(p.requires_grad for p in self.parameters()):
+            raise ValueError("PackedLinear.frozen computes no weight gradients; these weights require them.")
+        return _FrozenProduct.apply(x, self)
+
     def split(self, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The output of each layer, from the fused output."""
         return torch.split(y, self.sizes, dim=-1)
+
+
+class _FrozenProduct(torch.autograd.Function):
+    """A :class:`PackedLinear`'s product, differentiable in its input only."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, linear: PackedLinear) -> torch.Tensor:
+        return linear(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.linear, ctx.dtype = inputs[1], inputs[0].dtype
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        weights = [layer.weight.detach() for layer in ctx.linear.layers]
+        parts = ctx.linear.split(grad)
+        grad_x = sum(g.to(w.dtype) @ w for g, w in zip(parts, weights, strict=True))
+        return grad_x.to(ctx.dtype), None
 
 
 def refresh_all(linears: Sequence[PackedLinear], dtype: torch.dtype | None = None) -> tuple[int, float]:

@@ -214,6 +214,65 @@ def test_without_onednn_packing_the_fused_weights_go_through_f_linear(monkeypatc
     torch.testing.assert_close(decoder.prefill(PROMPTS).logits, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_on_an_avx2_cpu_only_the_lm_head_is_packed_and_the_layers_hold_no_copy(monkeypatch):
+    """Where packing does not pay for the layers (AVX2 only), their products read the layers' own weights: no
+    packed or concatenated copy, and the same logits."""
+    from criticgym.rollout import llama
+
+    model = random_model("qwen2")  # biased q, k and v: the unfused products add each layer's bias
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_()
+    expected = Decoder(model, 0, path="hf").prefill(PROMPTS).logits
+    monkeypatch.setattr(llama, "layers_gain_from_packing", lambda: False)
+    forward = llama.LlamaForward(model)
+    layers = [p for p in forward.linears() if p is not forward.lm_head]
+    assert not any(p.packed for p in layers) and sum(p.held_bytes() for p in layers) == 0
+    assert forward.lm_head.packed == onednn_packing()
+    monkeypatch.setattr("criticgym.rollout.decoder.fast_forward_for", lambda model: forward)
+    decoder = Decoder(model, 0, path="fast")
+    state = decoder.prefill(PROMPTS)
+    torch.testing.assert_close(state.logits, expected, atol=1e-4, rtol=1e-4)
+    hf = Decoder(model, 0, path="hf")
+    reference = hf.prefill(PROMPTS)
+    for token in (3, 4, 5):
+        tokens = torch.full((len(PROMPTS),), token)
+        state, reference = decoder.step(state, tokens), hf.step(reference, tokens)
+        torch.testing.assert_close(state.logits, reference.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_unfused_products_equal_the_fused_product_and_hold_nothing():
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(8, n, bias=b) for n, b in ((5, True), (3, False), (4, True))]
+    fused, own = PackedLinear(layers, pack=False), PackedLinear(layers, pack=False, fuse=False)
+    x = torch.randn(6, 8)
+    torch.testing.assert_close(own(x), fused(x))
+    torch.testing.assert_close(own(x), torch.cat([layer(x) for layer in layers], dim=-1))
+    assert own.held_bytes() == 0 and fused.held_bytes() == 4 * (12 * 8 + 12)
+    with torch.no_grad():
+        layers[1].weight.add_(1.0)  # an optimizer step: the unfused product reads it at once, the fused one on refresh
+    torch.testing.assert_close(own(x), torch.cat([layer(x) for layer in layers], dim=-1))
+    assert fused.refresh()
+    torch.testing.assert_close(fused(x), own(x))
+
+
+def test_a_frozen_product_differentiates_its_input_and_refuses_trainable_weights():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    head.weight.requires_grad_(False)
+    packed = PackedLinear([head])
+    x = torch.randn(4, 8, requires_grad=True)
+    packed.frozen(x).pow(2).sum().backward()
+    grad = x.grad.clone()
+    x.grad = None
+    head(x).pow(2).sum().backward()
+    torch.testing.assert_close(grad, x.grad)
+    head.weight.requires_grad_(True)
+    with pytest.raises(ValueError, match="weight gradients"):
+        packed.frozen(x)
+
+
 def test_transformers_own_hooks_do_not_send_later_calls_through_transformers():
     """transformers installs output-capturing hooks on the first call that asks for hidden states; a fast-path
     decoder made afterwards must still take the fast path."""
