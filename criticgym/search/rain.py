@@ -292,11 +292,13 @@ class _Run:
             path.append(node)
             tokens += node.tokens
         self.stats["searches"] += 1
-        state = self.state_after(tokens)
-        if not self.finished(tokens):
+        if self.finished(tokens):  # a finished leaf (EOS or the budget): nothing to expand or simulate, no forward
+            text_ids, simulated = list(tokens), 0
+        else:
+            state = self.state_after(tokens)
             self.expand(node, state, tokens)
-        text_ids, simulated = self.simulate(state, tokens)
-        self.rewind()
+            text_ids, simulated = self.simulate(state, tokens)
+            self.rewind()
         value = self.evaluate(self.committed + text_ids)
         embeddings: list[np.ndarray | None] = []
         if self.cfg.similarity or self.cfg.dynamic_addition:
