@@ -130,8 +130,9 @@ def report(data: dict, command: str) -> str:
         "Extra memory over the loaded model while the rollout runs (CPU: process RSS polled every 0.5 ms; CUDA: "
         "allocator peak). The KV cache alone is the lower bound.",
         "",
-        "The fast path also holds its packed weights (a second copy of the linear layers' weights, made at the first "
-        "rollout and kept for the model's life): the last columns add them.",
+        "The fast path also holds its packed weights (a second copy of the linear layers' weights, or of the LM "
+        "head's alone on a CPU with AVX2 only, made at the first rollout and kept for the model's life): the last "
+        "columns add them.",
         "",
         "| device | engine+env MiB | generate MiB | engine / generate | KV cache MiB | packed weights MiB "
         "| engine + packed / generate |",

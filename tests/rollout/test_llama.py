@@ -168,6 +168,16 @@ def test_cpu_bfloat16_autocast_packs_bfloat16_weights_and_stays_near_float32():
     torch.testing.assert_close(decoder.prefill(PROMPTS).logits, exact)  # back in float32: repacked as it was
 
 
+@pytest.mark.parametrize("path", ["auto", "hf"])
+def test_scoring_an_empty_completion_gives_empty_log_probs_and_hidden_states(path, monkeypatch):
+    monkeypatch.setenv("CRITICGYM_DECODE", path)
+    model = random_model("smollm2")
+    ids, mask = torch.tensor([[0, 5, 6], [1, 2, 3]]), torch.tensor([[0, 1, 1], [1, 1, 1]])
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    logprobs, hidden = score_completions(model, ids, mask, empty, empty, SAMPLING, True)
+    assert logprobs.shape == (2, 0) and hidden.shape == (2, 0, 576)
+
+
 @pytest.mark.parametrize("frozen", [0, 2])
 def test_the_update_forward_equals_transformers_in_values_and_gradients(frozen, monkeypatch):
     """With gradients, frozen lower layers run packed (kept per sequence) and the rest as the model's modules:
